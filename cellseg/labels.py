@@ -1,0 +1,82 @@
+"""Shared label-image helpers. Labels are int32, 0 is background."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = [
+    "as_labels",
+    "relabel_sequential",
+    "fill_holes",
+    "remove_small",
+    "LabelError",
+]
+
+
+class LabelError(ValueError):
+    """Raised for unusable label images (float, negative, wrong shape...)."""
+
+
+def as_labels(labels, name: str = "labels", ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Validate a label image and return it as a C-contiguous int32 array.
+
+    Rejects float (unless all values are integral *and* ``allow_float``), bool is
+    accepted as a single object, negative values raise. ``name`` is used in the
+    error message so callers can pass the file name.
+    """
+    arr = np.asarray(labels)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            raise LabelError(
+                f"{name}: expected a label image with {' or '.join(map(str, allowed))} "
+                f"dimensions, got shape {arr.shape}"
+            )
+    if arr.dtype == bool:
+        return np.ascontiguousarray(arr, dtype=np.int32)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise LabelError(
+            f"{name}: labels must be an integer image, got dtype {arr.dtype} "
+            "(float images are not label images; cast explicitly if you are sure)"
+        )
+    if arr.size and arr.min() < 0:
+        raise LabelError(f"{name}: labels must be non-negative, found {arr.min()}")
+    if arr.size and arr.max() > np.iinfo(np.int32).max:
+        raise LabelError(f"{name}: label id {arr.max()} does not fit into int32")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Map ids to 1..n in order of first appearance of the sorted ids (0 stays 0)."""
+    lab = as_labels(labels)
+    ids = np.unique(lab)
+    ids = ids[ids != 0]
+    if ids.size == 0:
+        return np.zeros_like(lab)
+    lut = np.zeros(int(ids.max()) + 1, dtype=np.int32)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return lut[lab]
+
+
+def fill_holes(labels: np.ndarray) -> np.ndarray:
+    """Fill holes inside every object (per object, so touching objects are kept apart)."""
+    lab = as_labels(labels).copy()
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        mask = lab[sl] == i
+        filled = ndi.binary_fill_holes(mask)
+        lab[sl][filled & (lab[sl] == 0)] = i
+    return lab
+
+
+def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Set objects with fewer than ``min_size`` pixels to background."""
+    lab = as_labels(labels).copy()
+    if min_size <= 0 or lab.max() == 0:
+        return lab
+    counts = np.bincount(lab.ravel())
+    small = counts < min_size
+    small[0] = False
+    lab[small[lab]] = 0
+    return lab

@@ -1,0 +1,31 @@
+"""Instance representations: each owns encode (targets) and decode (labels)."""
+from __future__ import annotations
+
+from .base import Decoded, HeadSpec, Representation, make_params
+
+__all__ = ["Decoded", "HeadSpec", "Representation", "make_params", "get", "available"]
+
+_REGISTRY = {
+    "distance": ("cellseg.representations.distance", "DistanceMap"),
+    "stardist": ("cellseg.representations.stardist", "StarDist"),
+    "flows": ("cellseg.representations.flows", "Flows"),
+    "offsets": ("cellseg.representations.offsets", "Offsets"),
+}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get`."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **config) -> Representation:
+    """Build a representation by name (``distance``, ``stardist``, ``flows``, ``offsets``)."""
+    import importlib
+
+    if isinstance(name, Representation):
+        return name
+    try:
+        mod, cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown representation {name!r}; choose from {available()}") from None
+    return getattr(importlib.import_module(mod), cls)(**config)

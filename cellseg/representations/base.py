@@ -1,0 +1,167 @@
+"""The Representation protocol shared by every instance representation.
+
+A representation owns both directions:
+
+* ``encode(labels) -> {target name: float32 array}`` — training targets computed
+  from an int32 label image (2D ``(Y, X)`` or 3D ``(Z, Y, X)``). Every target is
+  channel-first: ``(C, *spatial)``.
+* ``decode(outputs, params) -> Decoded`` — turns the network's *activated* head
+  outputs ``{head name: float32 (C, *spatial)}`` into an int32 label image.
+
+The network side only needs :meth:`Representation.heads`: the names, channel
+counts and output activations of the heads it must grow. Torch never appears
+here; everything is NumPy / numba on plain arrays.
+
+Decoder knobs live in a small frozen dataclass (``Representation.Params``);
+:func:`make_params` builds one from a dataclass, a mapping or ``None`` and
+raises on unknown names.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+__all__ = ["HeadSpec", "Decoded", "Representation", "make_params", "check_outputs"]
+
+ACTIVATIONS = ("identity", "sigmoid", "softplus", "tanh", "relu")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One output head of the network.
+
+    ``activation`` is applied by the network at inference (``identity``,
+    ``sigmoid``, ``softplus``, ``tanh`` or ``relu``); losses receive the raw
+    (pre-activation) tensor and the activation name so they can use logits.
+    """
+
+    name: str
+    channels: int
+    activation: str = "identity"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose from {ACTIVATIONS}")
+        if self.channels < 1:
+            raise ValueError("a head needs at least one channel")
+
+
+@dataclass
+class Decoded:
+    """Result of a decoder.
+
+    labels : int32 label image, 0 = background, ids 1..n
+    scores : float32 array of length n; ``scores[i-1]`` is the score of object i
+             (mean probability / seed score; NaN where the decoder has none)
+    extra  : decoder specific extras (``polygons`` and ``points`` for rays,
+             ``flow_errors`` for flows, ...)
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_objects(self) -> int:
+        return int(self.scores.shape[0])
+
+
+def make_params(cls: type, params: Any = None, **overrides) -> Any:
+    """Build a frozen params dataclass ``cls`` from ``None``, an instance, or a mapping.
+
+    Unknown names raise ``TypeError`` naming them and listing the valid ones.
+    """
+    if params is None:
+        base: dict[str, Any] = {}
+    elif isinstance(params, cls):
+        base = dataclasses.asdict(params)
+    elif isinstance(params, Mapping):
+        base = dict(params)
+    else:
+        raise TypeError(f"params must be None, a {cls.__name__} or a mapping, got {type(params).__name__}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(base) - valid)
+    if unknown:
+        raise TypeError(
+            f"unknown {cls.__name__} parameter(s) {unknown}; valid names are {sorted(valid)}"
+        )
+    return cls(**base)
+
+
+def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = None) -> dict[str, np.ndarray]:
+    """Validate decoder inputs once: every head present, (C, *spatial) float32, same spatial shape.
+
+    Returns C-contiguous float32 copies/views keyed by head name.
+    """
+    if not isinstance(outputs, Mapping):
+        raise TypeError("outputs must be a mapping {head name: array}")
+    out: dict[str, np.ndarray] = {}
+    shape = None
+    for h in heads:
+        if h.name not in outputs:
+            raise KeyError(f"missing head output {h.name!r}; got {sorted(outputs)}")
+        a = np.asarray(outputs[h.name])
+        if a.ndim < 3 or a.shape[0] != h.channels:
+            raise ValueError(
+                f"head {h.name!r}: expected shape ({h.channels}, *spatial) with 2 or 3 spatial "
+                f"dimensions, got {a.shape}"
+            )
+        if ndim is not None and a.ndim - 1 != ndim:
+            raise ValueError(f"head {h.name!r}: expected {ndim} spatial dimensions, got {a.ndim - 1}")
+        if shape is None:
+            shape = a.shape[1:]
+        elif a.shape[1:] != shape:
+            raise ValueError(f"head {h.name!r} has spatial shape {a.shape[1:]}, others {shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"head {h.name!r} contains NaN or infinite values")
+        out[h.name] = np.ascontiguousarray(a, dtype=np.float32)
+    return out
+
+
+class Representation(abc.ABC):
+    """Base class: subclasses set ``name`` and ``Params`` and implement the methods.
+
+    The constructor arguments are the representation's *config* (saved with a
+    model, e.g. ``n_rays``); :meth:`config` returns them as a JSON-able dict and
+    ``type(rep)(**rep.config())`` rebuilds an equal representation.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+    #: spatial dimensionalities the representation supports
+    ndims: ClassVar[tuple[int, ...]] = (2,)
+
+    @abc.abstractmethod
+    def heads(self) -> tuple[HeadSpec, ...]:
+        """Heads the network must produce, in a fixed order."""
+
+    @abc.abstractmethod
+    def encode(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Training targets (float32, channel-first) from an integer label image."""
+
+    @abc.abstractmethod
+    def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None) -> Decoded:
+        """Label image from activated head outputs."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as a JSON-able dict."""
+
+    def params(self, params: Any = None, **overrides) -> Any:
+        """Decode params with defaults, from a mapping/instance, unknown names raise."""
+        return make_params(self.Params, params, **overrides)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.config() == other.config()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.config().items()))))

@@ -1,0 +1,65 @@
+"""Shared fixtures.
+
+* ``data_dir``: the real annotated data (``$CELLSEG_DATA``, default ``../shared/data``
+  relative to the repository root); tests that need it are skipped with a clear
+  reason when it is absent.
+* napari viewer guard from ../shared/STACK.md: with no X display, tests that need
+  a Qt viewer are skipped instead of aborting the whole process.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_VIEWER_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy"}
+
+
+def cellseg_data_dir() -> Path:
+    return Path(os.environ.get("CELLSEG_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = cellseg_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"real data not found at {d} (set CELLSEG_DATA to the shared data folder)")
+    return d
+
+
+def _need(d: Path, sub: str) -> Path:
+    p = d / sub
+    if not p.exists():
+        pytest.skip(f"{p} not found (set CELLSEG_DATA to the shared data folder)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def dic_hela(data_dir) -> Path:
+    return _need(data_dir, "DIC-C2DH-HeLa")
+
+
+@pytest.fixture(scope="session")
+def fluo_hela(data_dir) -> Path:
+    return _need(data_dir, "Fluo-N2DL-HeLa")
+
+
+@pytest.fixture(scope="session")
+def dsb2018(data_dir) -> Path:
+    return _need(data_dir, "DSB2018-stage1-train-fixed")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xvfb's pytest_configure set DISPLAY
+def pytest_sessionstart(session):
+    os.environ["QT_QPA_PLATFORM"] = "xcb" if os.environ.get("DISPLAY") else "offscreen"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("DISPLAY"):
+        return
+    skip = pytest.mark.skip(reason="no X display: apt-get install xvfb (pytest-xvfb starts it)")
+    for item in items:
+        if _VIEWER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip)
