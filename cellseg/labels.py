@@ -80,3 +80,57 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     small[0] = False
     lab[small[lab]] = 0
     return lab
+
+
+def link_by_iou(stack: np.ndarray, threshold: float = 0.3) -> tuple[np.ndarray, dict[int, int]]:
+    """Give objects in consecutive slices/frames of ``stack`` (axis 0) the same id
+    when they overlap with IoU ≥ ``threshold`` (greedy, best IoU first, one-to-one).
+
+    Ids must be unique across the stack on input. Returns the relabelled stack
+    and the mapping {old id: new id} for ids that changed.
+    """
+    out = as_labels(stack).copy()
+    mapping: dict[int, int] = {}
+    for z in range(1, out.shape[0]):
+        prev, cur = out[z - 1], out[z]
+        m = (prev > 0) & (cur > 0)
+        if not m.any():
+            continue
+        pairs, inter = np.unique(np.stack([prev[m], cur[m]]), axis=1, return_counts=True)
+        a_ids, a_cnt = np.unique(prev[prev > 0], return_counts=True)
+        b_ids, b_cnt = np.unique(cur[cur > 0], return_counts=True)
+        a_area = dict(zip(a_ids.tolist(), a_cnt.tolist()))
+        b_area = dict(zip(b_ids.tolist(), b_cnt.tolist()))
+        cand = []
+        for (a, b), n in zip(pairs.T.tolist(), inter.tolist()):
+            iou = n / (a_area[a] + b_area[b] - n)
+            if iou >= threshold:
+                cand.append((-iou, a, b))
+        cand.sort()
+        used_a, used_b = set(), set()
+        lut = {}
+        for _, a, b in cand:
+            if a in used_a or b in used_b:
+                continue
+            used_a.add(a)
+            used_b.add(b)
+            lut[b] = a
+        if lut:
+            src = np.array(list(lut.keys()), np.int64)
+            dst = np.array(list(lut.values()), np.int32)
+            order = np.argsort(src)
+            src, dst = src[order], dst[order]
+            pos = np.searchsorted(src, cur)
+            pos = np.clip(pos, 0, len(src) - 1)
+            hit = src[pos] == cur
+            cur[hit] = dst[pos[hit]]
+            for s, d in zip(src.tolist(), dst.tolist()):
+                mapping[int(s)] = int(d)
+    # ids may now be chained (a→b→c): the mapping already points to the final id since
+    # each slice is rewritten before the next is matched; resolve chains for reporting
+    for k in list(mapping):
+        v = mapping[k]
+        while v in mapping and mapping[v] != v:
+            v = mapping[v]
+        mapping[k] = v
+    return out, mapping

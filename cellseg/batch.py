@@ -1,0 +1,283 @@
+"""Batch segmentation of files: one label TIFF (+ CSV, + PNG overlay) per input.
+
+* Inputs are files, folders (their .tif/.tiff/.png files) or glob patterns.
+* Outputs are named after the input's stem; an output that already exists is
+  skipped unless ``overwrite`` (so an interrupted batch resumes where it
+  stopped). Every file is written under a temporary name and renamed when
+  complete: there is never a half-written output.
+* A bad input is reported by name and the batch goes on; the caller turns any
+  failure into a non-zero exit status.
+* ``workers=N`` runs files on a local Dask cluster; ``scheduler=ADDRESS`` sends
+  them to an existing Dask cluster. Workers build the segmenter themselves from
+  a picklable :class:`SegmenterSpec`, once per process.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["SegmenterSpec", "FileResult", "expand_inputs", "output_paths", "segment_file", "run_batch"]
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """Everything needed to build a Segmenter in another process."""
+
+    model: str
+    params: tuple = ()  # ((name, value), ...)
+    tile: Any = None
+    normalize: Any = None
+
+    def build(self):
+        from .segmenter import Segmenter
+
+        return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
+                                         normalize=self.normalize)
+
+
+@dataclass
+class FileResult:
+    input: str
+    status: str  # "done", "skipped", "failed"
+    outputs: dict = field(default_factory=dict)
+    n_objects: int = 0
+    message: str = ""
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Files for the given files / folders / globs, and the inputs that matched nothing."""
+    files: list[Path] = []
+    missing: list[str] = []
+    for item in inputs:
+        s = str(item)
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                           and not q.name.startswith("."))
+            if not found:
+                missing.append(f"{s} (folder without .tif/.tiff/.png files)")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        elif any(ch in s for ch in "*?["):
+            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
+            if not found:
+                missing.append(f"{s} (pattern matched no file)")
+            files += found
+        else:
+            missing.append(f"{s} (no such file or folder)")
+    seen, unique = set(), []
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(f)
+    return unique, missing
+
+
+def output_paths(inp: Path, out_dir: Path, csv: bool = True, overlay: bool = True) -> dict[str, Path]:
+    stem = inp.name
+    for suf in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png"):
+        if stem.lower().endswith(suf):
+            stem = stem[: -len(suf)]
+            break
+    out = {"labels": out_dir / f"{stem}_labels.tif"}
+    if csv:
+        out["csv"] = out_dir / f"{stem}_objects.csv"
+    if overlay:
+        out["overlay"] = out_dir / f"{stem}_overlay.png"
+    return out
+
+
+def _overlay_frame(image: np.ndarray, labels: np.ndarray, axes: str) -> tuple[np.ndarray, np.ndarray]:
+    """A 2D view for the PNG: first T frame, middle Z slice."""
+    img, lab, ax = image, labels, axes
+    for a in "TZ":
+        if a in ax:
+            i = ax.index(a)
+            k = 0 if a == "T" else lab.shape[i] // 2
+            img, lab = np.take(img, k, axis=i), np.take(lab, k, axis=i)
+            ax = ax.replace(a, "")
+    return img, lab
+
+
+def segment_file(
+    segmenter,
+    path: str | Path,
+    out_dir: str | Path,
+    axes: str | None = None,
+    channel: int | str | None = None,
+    overwrite: bool = False,
+    csv: bool = True,
+    overlay: bool = True,
+    link: bool = False,
+    progress: Callable | None = None,
+) -> FileResult:
+    """Segment one file and write its outputs; never raises for a bad input."""
+    from . import io
+    from .measure import object_table, write_csv
+    from .visualize import overlay as make_overlay, save_png
+
+    path = Path(path)
+    out_dir = Path(out_dir)
+    outs = output_paths(path, out_dir, csv=csv, overlay=overlay)
+    if not overwrite and all(p.exists() for p in outs.values()):
+        return FileResult(str(path), "skipped", {k: str(v) for k, v in outs.items()},
+                          message="outputs exist (use --overwrite to redo)")
+    try:
+        img = io.read_image(path, axes=axes)
+        data = img.data
+        if data.size == 0:
+            raise ValueError("the image is empty (size 0)")
+        if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+            raise ValueError(f"unsupported pixel type {data.dtype}")
+        if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+            raise ValueError("the image contains NaN or infinite values")
+        if np.all(data == data.flat[0]):
+            raise ValueError("the image is constant (every pixel has the same value): nothing to segment")
+        gen = segmenter.iter_segment(data, axes=img.axes, channel=channel, channel_names=img.channel_names,
+                                     link=link)
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                res = stop.value
+                break
+            if progress is not None:
+                progress(ev)
+    except Exception as exc:  # a bad file is reported by name; the batch goes on
+        msg = str(exc) or type(exc).__name__
+        if not isinstance(exc, (ValueError, OSError, KeyError)):
+            msg = f"{type(exc).__name__}: {msg}\n{traceback.format_exc(limit=3)}"
+        return FileResult(str(path), "failed", message=f"{path}: {msg}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # intensity image without C for measurements
+    inten = img.data
+    if "C" in img.axes:
+        c = img.axes.index("C")
+        if channel is not None and not (isinstance(channel, str) and not str(channel).lstrip("-").isdigit()):
+            inten = np.take(inten, int(channel), axis=c)
+        elif channel is not None:
+            inten = np.take(inten, list(img.channel_names).index(channel), axis=c)
+        else:
+            inten = inten.mean(axis=c)
+    io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size)
+    if csv:
+        rows = object_table(res.labels, res.axes, inten, res.scores())
+        write_csv(outs["csv"], rows)
+    if overlay:
+        i2, l2 = _overlay_frame(inten, res.labels, res.axes)
+        save_png(outs["overlay"], make_overlay(i2, l2))
+    return FileResult(str(path), "done", {k: str(v) for k, v in outs.items()}, n_objects=res.n_objects)
+
+
+_WORKER_CACHE: dict = {}
+
+
+def _segment_on_worker(spec: SegmenterSpec, path: str, out_dir: str, kwargs: dict) -> FileResult:
+    seg = _WORKER_CACHE.get(spec)
+    if seg is None:
+        try:
+            import torch
+
+            torch.set_num_threads(1)  # one thread per worker process: no oversubscription
+        except Exception:
+            pass
+        seg = _WORKER_CACHE[spec] = spec.build()
+    return segment_file(seg, path, out_dir, **kwargs)
+
+
+def run_batch(
+    spec: SegmenterSpec,
+    files: Iterable[Path],
+    out_dir: str | Path,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+    progress: Callable | None = None,
+    **kwargs,
+) -> list[FileResult]:
+    """Segment ``files`` in this process, on a local Dask cluster (``workers``) or
+    on an existing one (``scheduler``)."""
+    files = [Path(f) for f in files]
+    results: list[FileResult] = []
+    if not workers and not scheduler:
+        seg = spec.build()
+        for f in files:
+            r = segment_file(seg, f, out_dir, progress=progress, **kwargs)
+            results.append(r)
+            if on_result:
+                on_result(r)
+        return results
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                               dashboard_address=None, host="127.0.0.1")
+        client = Client(cluster)
+    try:
+        futs = [client.submit(_segment_on_worker, spec, str(f), str(out_dir), kwargs, pure=False) for f in files]
+        by_input = {}
+        for fut in as_completed(futs):
+            r = fut.result()
+            by_input[r.input] = r
+            if on_result:
+                on_result(r)
+        results = [by_input[str(f)] for f in files]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
+
+
+def write_ctc_results(results: Sequence[FileResult], out_dir: str | Path, seq: str) -> list[Path]:
+    """Write the CTC result layout ``out_dir/SEQ_RES/maskNNN.tif`` from finished results.
+
+    A 2D input named like ``tNNN.tif`` becomes ``maskNNN.tif``; a T stack gives one
+    mask per frame (``mask000.tif`` ...). Other inputs are numbered in order.
+    """
+    import re
+
+    from . import io
+
+    res_dir = Path(out_dir) / f"{seq}_RES"
+    written = []
+    counter = 0
+    for r in results:
+        if r.status not in ("done", "skipped") or "labels" not in r.outputs:
+            continue
+        lab_path = Path(r.outputs["labels"])
+        if not lab_path.exists():
+            continue
+        img = io.read_image(lab_path)
+        data, axes = img.data, img.axes
+        m = re.fullmatch(r"t(\d+)", Path(r.input).name.split(".")[0])
+        if "T" in axes:
+            t_ax = axes.index("T")
+            ndig = max(3, len(str(data.shape[t_ax] - 1)))
+            for t in range(data.shape[t_ax]):
+                p = res_dir / f"mask{t:0{ndig}d}.tif"
+                io.write_labels(p, np.take(data, t, axis=t_ax).astype(np.int32), axes=axes.replace("T", ""))
+                written.append(p)
+        else:
+            if m:
+                num = m.group(1)
+            else:
+                num = f"{counter:03d}"
+                counter += 1
+            p = res_dir / f"mask{num}.tif"
+            io.write_labels(p, data.astype(np.int32), axes=axes)
+            written.append(p)
+    return written

@@ -1,0 +1,306 @@
+"""Command line: ``cellseg segment | evaluate | train | models | download``.
+
+A thin shell over the library: argument parsing, progress bars, exit codes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parse_value(v: str):
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _tile(v: str | None):
+    if v is None:
+        return None
+    parts = [int(p) for p in v.replace("x", ",").split(",") if p]
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _resolve_inputs(inputs: list[str]) -> list[str]:
+    out = []
+    for s in inputs:
+        if s.startswith("sample:"):
+            from .datasets import sample_path
+
+            out.append(str(sample_path(s.split(":", 1)[1])))
+        else:
+            out.append(s)
+    return out
+
+
+# -- segment ----------------------------------------------------------------------
+def _add_segment(sub):
+    p = sub.add_parser(
+        "segment",
+        help="segment TIFF images and stacks",
+        description="Segment images: one label TIFF per input (named after its stem, same axes), "
+        "a per-object CSV and a PNG overlay. Inputs are files, folders, glob patterns or "
+        "sample:NAME for a bundled sample.",
+    )
+    p.add_argument("inputs", nargs="+", help="files, folders, globs, or sample:NAME")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--model", default=None, help="bundled model name or model file (default: the best bundled nuclei model)")
+    p.add_argument("--prob-thresh", type=float, default=None, help="probability / foreground threshold override")
+    p.add_argument("--nms-thresh", type=float, default=None, help="StarDist NMS IoU threshold override")
+    p.add_argument("--flow-threshold", type=float, default=None, help="flows: maximum flow error override")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other decode parameter of the model's representation (repeatable)")
+    p.add_argument("--tile", default=None, help="tile size, e.g. 512 or 256,512 (default: whole image)")
+    p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX, YXC)")
+    p.add_argument("--channel", default=None, help="channel index or name for multi-channel images")
+    p.add_argument("--link", action="store_true", help="T stacks: keep ids of cells across frames (IoU linking)")
+    p.add_argument("--ctc", metavar="SEQ", default=None,
+                   help="also write the CTC result layout OUT/SEQ_RES/maskNNN.tif (T stacks: one file per frame)")
+    p.add_argument("--no-csv", action="store_true", help="do not write the per-object CSV")
+    p.add_argument("--no-overlay", action="store_true", help="do not write the PNG overlay")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
+    p.add_argument("--workers", type=int, default=None, help="run files on a local Dask cluster with N workers")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_segment)
+
+
+def _decode_overrides(args) -> dict:
+    params = {}
+    for item in args.param:
+        if "=" not in item:
+            raise SystemExit(f"cellseg segment: --param expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        params[k.strip()] = _parse_value(v.strip())
+    return params
+
+
+def _cmd_segment(args) -> int:
+    from .batch import SegmenterSpec, expand_inputs, run_batch
+    from .models import default_model_name, load_model
+
+    files, missing = expand_inputs(_resolve_inputs(args.inputs))
+    for m in missing:
+        print(f"error: {m}", file=sys.stderr)
+    if not files:
+        print("error: no input files", file=sys.stderr)
+        return 2
+    model_name = args.model or default_model_name()
+    try:
+        model = load_model(model_name)  # fail early with a clear message
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    params = _decode_overrides(args)
+    rep = model.representation
+    valid = set(rep.Params.__dataclass_fields__)
+    for opt, names in (("prob_thresh", ("prob_thresh", "fg_thresh", "seed_thresh")),
+                       ("nms_thresh", ("nms_thresh",)), ("flow_threshold", ("flow_threshold",))):
+        v = getattr(args, opt)
+        if v is None:
+            continue
+        name = next((n for n in names if n in valid), None)
+        if name is None:
+            print(f"error: --{opt.replace('_', '-')} does not apply to a {rep.name} model "
+                  f"(its parameters: {sorted(valid)})", file=sys.stderr)
+            return 2
+        params[name] = v
+    try:
+        rep.params(dict(model.thresholds or {}), **params)
+    except TypeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=_tile(args.tile))
+    out_dir = Path(args.out)
+    kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
+                  overlay=not args.no_overlay, link=args.link)
+    bar = None
+    if not args.quiet and not args.workers and not args.scheduler:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), unit="file", desc="files", position=0)
+    tile_bar = {}
+
+    def progress(ev):
+        if args.quiet:
+            return
+        if ev.stage == "predict" and ev.total > 1:
+            from tqdm import tqdm
+
+            b = tile_bar.get("bar")
+            if b is None or b.total != ev.total or ev.done == 1:
+                if b is not None:
+                    b.close()
+                b = tile_bar["bar"] = tqdm(total=ev.total, unit="tile", desc=f"frame {ev.frame + 1}/{ev.n_frames}",
+                                           position=1, leave=False)
+            b.update(ev.done - b.n)
+
+    failed = 0
+
+    def on_result(r):
+        nonlocal failed
+        if r.status == "failed":
+            failed += 1
+            msg = f"FAILED {r.message}"
+        elif r.status == "skipped":
+            msg = f"skipped {r.input}: {r.message}"
+        else:
+            msg = f"done {r.input}: {r.n_objects} objects -> {r.outputs['labels']}"
+        if bar is not None:
+            bar.write(msg)
+            bar.update(1)
+        else:
+            print(msg, flush=True)
+
+    results = run_batch(spec, files, out_dir, workers=args.workers, scheduler=args.scheduler,
+                        on_result=on_result, progress=progress, **kwargs)
+    if bar is not None:
+        bar.close()
+    if args.ctc:
+        from .batch import write_ctc_results
+
+        write_ctc_results(results, out_dir, args.ctc)
+    n_done = sum(r.status == "done" for r in results)
+    n_skip = sum(r.status == "skipped" for r in results)
+    print(f"{n_done} segmented, {n_skip} skipped, {failed} failed, {len(missing)} not found; outputs in {out_dir}")
+    return 1 if (failed or missing) else 0
+
+
+# -- evaluate ---------------------------------------------------------------------
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="compare predicted labels with ground truth",
+        description="GT_DIR is a CTC truth folder (NN_GT or NN_ST, with SEG/man_segNNN.tif) and PRED_DIR a "
+        "CTC result folder (NN_RES with maskNNN.tif), or both are plain folders of label images paired by "
+        "file stem. Prints AP at IoU 0.5/0.75/0.9, mean AP over 0.5:0.95 (AP = TP/(TP+FP+FN)), F1, "
+        "panoptic quality and the CTC SEG measure.",
+    )
+    p.add_argument("gt_dir")
+    p.add_argument("pred_dir")
+    p.add_argument("--json", default=None, help="write all figures as JSON to this file")
+    p.add_argument("--allow-missing", action="store_true", help="treat a missing prediction as an empty one")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from .datasets import pair_label_folders
+    from .io import read_labels
+    from .metrics import evaluate
+
+    try:
+        pairs = pair_label_folders(args.gt_dir, args.pred_dir, allow_missing=args.allow_missing)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def items():
+        import numpy as np
+
+        for name, g, p in pairs:
+            gt = read_labels(g)
+            pred = np.zeros_like(gt) if p is None else read_labels(p)
+            if pred.shape != gt.shape:
+                raise ValueError(f"{p}: shape {pred.shape} differs from the ground truth {g} {gt.shape}")
+            yield name, gt, pred
+
+    try:
+        report = evaluate(items())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.format_table())
+    if args.json:
+        report.to_json(args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+# -- models / download / train ----------------------------------------------------
+def _add_models(sub):
+    p = sub.add_parser("models", help="list the bundled pretrained models")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args) -> int:
+    from .models import list_models, model_info
+
+    names = list_models()
+    if not names:
+        print("no bundled models")
+        return 0
+    for n in names:
+        info = model_info(n)
+        print(f"{n:24s} {info.get('summary', '')}")
+    return 0
+
+
+def _add_download(sub):
+    p = sub.add_parser("download", help="download a public dataset into the cache (CTC, DSB 2018, BBBC039)")
+    p.add_argument("name", nargs="?", help="dataset name; omit to list them")
+    p.add_argument("--cache", default=None, help="cache folder (default $CELLSEG_CACHE or ~/.cache/cellseg)")
+    p.set_defaults(func=_cmd_download)
+
+
+def _cmd_download(args) -> int:
+    from .datasets import download as dl
+
+    if not args.name:
+        for name in dl.list_datasets():
+            print(name)
+        return 0
+    try:
+        path = dl.fetch(args.name, cache_dir=args.cache)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+def _add_train(sub):
+    try:
+        from .train import _cli as train_cli
+    except ImportError:  # pragma: no cover - training extras always installed with torch
+        return
+    p = sub.add_parser("train", help="train or fine-tune a model on annotated images")
+    train_cli.add_arguments(p)
+    p.set_defaults(func=train_cli.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="cellseg", description="Instance segmentation of cells in microscopy images.")
+    parser.add_argument("--version", action="version", version=f"cellseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_segment(sub)
+    _add_evaluate(sub)
+    _add_train(sub)
+    _add_models(sub)
+    _add_download(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
