@@ -1,0 +1,545 @@
+"""Image and label I/O: TIFF (plain, ImageJ hyperstack, OME-TIFF) and PNG/JPEG.
+
+Axes
+    Every image comes with an axes string made of the letters ``T Z C Y X`` in
+    the array's order (``YX``, ``ZYX``, ``TYX``, ``CYX``, ``YXC``, ``TZCYX``...).
+    Interleaved colour samples (TIFF ``S``, RGB PNGs) are called ``C``.
+    Axes come from the file: OME metadata, ImageJ hyperstack metadata or
+    tifffile's own "shaped" metadata. A plain multi-page TIFF does not say
+    whether its pages are Z slices, time points or channels; reading one
+    raises :class:`AxesError` asking for ``axes=`` (for example ``axes="ZYX"``).
+    Axes of size 1 are squeezed away, so ``axes`` always has ``data.ndim``
+    letters.
+
+Pixel sizes
+    ``pixel_size`` maps axis letters (``Z``, ``Y``, ``X``) to micrometres, or is
+    None when the file does not say. Taken from OME ``PhysicalSize*`` (units
+    converted), from ImageJ (``unit``/``spacing`` plus the resolution tags) or
+    from resolution tags in pixels per centimetre. Resolution in dots per inch
+    is ignored: it is a print setting that many writers fill with 72 dpi.
+
+Writing
+    :func:`write_labels` and :func:`write_image` write ImageJ-compatible
+    hyperstacks (OME-TIFF when ImageJ cannot hold the data type, or when
+    channel names are given), compressed, atomically: the data goes to a hidden
+    temporary file in the target folder which then replaces the target with
+    ``os.replace``; a failed write leaves no partial file behind.
+
+Errors
+    :class:`ImageReadError` (unreadable, truncated or unsupported files),
+    :class:`AxesError` (missing, malformed or contradictory axes) and
+    ``cellseg.labels.LabelError`` (float or negative labels...) are all
+    ``ValueError`` subclasses whose message starts with the file name.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from cellseg.labels import LabelError, as_labels
+
+__all__ = [
+    "ImageData",
+    "AxesError",
+    "ImageReadError",
+    "read_image",
+    "read_labels",
+    "write_labels",
+    "write_image",
+    "transpose_axes",
+    "check_axes",
+    "AXES",
+    "TIFF_SUFFIXES",
+    "PIL_SUFFIXES",
+]
+
+AXES = "TZCYX"  # the vocabulary and the canonical order
+TIFF_SUFFIXES = (".tif", ".tiff")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+_COMPRESSIONS = ("zlib", "lzw", "zstd", "none", None)
+
+# micrometres per unit (OME units and the spellings ImageJ/Fiji write)
+_UNITS_UM = {
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "micrometre": 1.0, "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "cm": 1e4,
+    "m": 1e6, "å": 1e-4, "angstrom": 1e-4, "pm": 1e-6,
+}
+
+
+class AxesError(ValueError):
+    """Axes missing, malformed, or contradicting the file."""
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image (not an image, truncated, unsupported)."""
+
+
+@dataclass
+class ImageData:
+    """An image with its axes and (optional) physical metadata."""
+
+    data: np.ndarray
+    axes: str
+    pixel_size: dict[str, float] | None = None
+    channel_names: list[str] | None = None
+    path: Path | None = None
+
+    def __post_init__(self):
+        self.axes = check_axes(self.axes, np.ndim(self.data), where=str(self.path or "image"))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def size(self, axis: str) -> int:
+        """Length of ``axis`` (1 if the image has no such axis)."""
+        return self.data.shape[self.axes.index(axis)] if axis in self.axes else 1
+
+
+# --------------------------------------------------------------------------- axes
+
+
+def check_axes(axes, ndim: int, where: str = "image", allowed: str = AXES) -> str:
+    """Validate an axes string and return it upper-cased (``S`` read as ``C``).
+
+    Raises :class:`AxesError` naming ``where`` when the length differs from
+    ``ndim``, a letter is unknown or repeated, or Y/X are missing.
+    """
+    if not isinstance(axes, str):
+        raise AxesError(f"{where}: axes must be a string such as 'YX' or 'ZYX', got {axes!r}")
+    ax = axes.upper().replace("S", "C")
+    bad = sorted(set(ax) - set(allowed))
+    if bad:
+        raise AxesError(f"{where}: unknown axis letter(s) {bad} in {axes!r}; use letters from {allowed!r}")
+    if len(set(ax)) != len(ax):
+        raise AxesError(f"{where}: repeated axis letter in {axes!r}")
+    if len(ax) != ndim:
+        raise AxesError(f"{where}: axes {axes!r} have {len(ax)} letters but the image has {ndim} dimensions")
+    if "Y" not in ax or "X" not in ax:
+        raise AxesError(f"{where}: axes {axes!r} must contain Y and X")
+    return ax
+
+
+def _is_canonical(axes: str) -> bool:
+    pos = [AXES.index(a) for a in axes]
+    return pos == sorted(pos)
+
+
+def transpose_axes(data, axes_from: str, axes_to: str) -> np.ndarray:
+    """Reorder ``data`` from ``axes_from`` to ``axes_to``.
+
+    Letters of ``axes_to`` missing from ``axes_from`` become new axes of size
+    1; letters of ``axes_from`` missing from ``axes_to`` are dropped, which is
+    only allowed when that axis has size 1.
+    """
+    data = np.asarray(data)
+    src = axes_from.upper().replace("S", "C")
+    dst = axes_to.upper().replace("S", "C")
+    for name, ax in (("axes_from", src), ("axes_to", dst)):
+        if len(set(ax)) != len(ax) or set(ax) - set(AXES):
+            raise AxesError(f"{name}={ax!r}: axes must be unique letters from {AXES!r}")
+    if len(src) != data.ndim:
+        raise AxesError(f"axes_from={axes_from!r} has {len(src)} letters but data has {data.ndim} dimensions")
+    for i, a in enumerate(src):
+        if a not in dst and data.shape[i] != 1:
+            raise AxesError(f"cannot drop axis {a!r} of size {data.shape[i]} when going from {src!r} to {dst!r}")
+    keep = [i for i, a in enumerate(src) if a in dst]
+    out = data.reshape([data.shape[i] for i in keep]) if len(keep) != data.ndim else data
+    kept_axes = "".join(src[i] for i in keep)
+    out = out.transpose([kept_axes.index(a) for a in dst if a in kept_axes])
+    ordered = "".join(a for a in dst if a in kept_axes)
+    shape, it = [], iter(out.shape)
+    for a in dst:
+        shape.append(next(it) if a in ordered else 1)
+    return out.reshape(shape)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _CorruptionLog(logging.Handler):
+    """Collects tifffile's log messages that signal a damaged file."""
+
+    HINTS = ("invalid page offset", "corrupted", "failed to reshape", "truncated", "invalid tag", "incomplete")
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if any(h in msg.lower() for h in self.HINTS):
+            self.messages.append(msg)
+
+
+def _to_um(value, unit) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(v) or v <= 0:
+        return None
+    scale = _UNITS_UM.get(str(unit if unit is not None else "µm").strip().lower())
+    return None if scale is None else v * scale
+
+
+def _ome_meta(xml: str):
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}, None
+    pixels = root.find(".//{*}Image/{*}Pixels")
+    if pixels is None:
+        return {}, None
+    sizes = {}
+    for a in "XYZ":
+        v = _to_um(pixels.get(f"PhysicalSize{a}"), pixels.get(f"PhysicalSize{a}Unit", "µm"))
+        if v is not None:
+            sizes[a] = v
+    chans = pixels.findall("{*}Channel")
+    names = [c.get("Name") for c in chans]
+    if not chans or any(n is None for n in names) or any(int(c.get("SamplesPerPixel", 1)) != 1 for c in chans):
+        names = None
+    return sizes, names
+
+
+def _resolution_um(page, unit_um: float | None) -> dict[str, float]:
+    """Pixel size from X/YResolution (pixels per unit)."""
+    out = {}
+    for a, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        t = page.tags.get(tag)
+        if t is None:
+            continue
+        try:
+            num, den = t.value
+            ppu = num / den
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if ppu > 0 and unit_um is not None:
+            out[a] = unit_um / ppu
+    return out
+
+
+def _read_tiff(path: Path):
+    import tifffile
+
+    handler = _CorruptionLog()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ImageReadError(f"{path}: TIFF file contains no image")
+            series = tif.series[0]
+            raw_axes = series.axes
+            data = series.asarray()
+            page = series.pages[0] if series.pages else tif.pages[0]
+            fsize = os.path.getsize(path)
+            for p in tif.pages:  # every strip/tile must lie inside the file
+                offs = getattr(p, "dataoffsets", ()) or ()
+                cnts = getattr(p, "databytecounts", ()) or ()
+                if offs and max(o + c for o, c in zip(offs, cnts)) > fsize:
+                    raise ImageReadError(f"{path}: TIFF file is truncated (image data runs past the end of the file)")
+            sizes: dict[str, float] = {}
+            names = None
+            if tif.is_ome and tif.ome_metadata:
+                sizes, names = _ome_meta(tif.ome_metadata)
+            elif tif.is_imagej:
+                meta = tif.imagej_metadata or {}
+                unit = meta.get("unit")
+                unit_um = _UNITS_UM.get(str(unit).strip().lower()) if unit is not None else None
+                sizes = _resolution_um(page, unit_um)
+                if unit_um is not None and meta.get("spacing"):
+                    z = _to_um(meta["spacing"], unit)
+                    if z is not None:
+                        sizes["Z"] = z
+            else:
+                ru = page.tags.get("ResolutionUnit")
+                if ru is not None and int(ru.value) == 3:  # centimetre
+                    sizes = _resolution_um(page, 1e4)
+    except ImageReadError:
+        raise
+    except Exception as e:  # tifffile/imagecodecs raise many types for broken files
+        raise ImageReadError(f"{path}: cannot read as TIFF ({type(e).__name__}: {e})") from None
+    finally:
+        logger.removeHandler(handler)
+    if handler.messages:
+        raise ImageReadError(f"{path}: damaged or truncated TIFF ({handler.messages[0]})")
+    if data.size == 0:
+        raise ImageReadError(f"{path}: image is empty (shape {data.shape})")
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    if len(raw_axes) != data.ndim:  # defensive: tifffile squeezes both the same way
+        raw_axes = "Q" * (data.ndim - 2) + "YX"
+    return data, raw_axes, sizes, names
+
+
+def _read_pil(path: Path, for_labels: bool = False):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P" and not for_labels:
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            elif mode == "CMYK":
+                im = im.convert("RGB")
+                mode = "RGB"
+            data = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: cannot read as {path.suffix.lstrip('.').upper()} image ({e})") from None
+    if data.size == 0:
+        raise ImageReadError(f"{path}: image is empty (shape {data.shape})")
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    if data.ndim == 3:
+        if mode in ("LA", "RGBA", "PA"):  # drop alpha
+            data = data[..., :-1]
+        if data.shape[-1] == 1 or all(np.array_equal(data[..., 0], data[..., i]) for i in range(1, data.shape[-1])):
+            data = np.ascontiguousarray(data[..., 0])
+        else:
+            return data, "YXS"
+    return data, "YX"
+
+
+def _read_raw(path) -> tuple[np.ndarray, str, dict, list | None, Path]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        data, raw, sizes, names = _read_tiff(path)
+    elif suffix in PIL_SUFFIXES:
+        data, raw = _read_pil(path)
+        sizes, names = {}, None
+    else:
+        raise ImageReadError(
+            f"{path}: unsupported file type {suffix!r}; expected one of {TIFF_SUFFIXES + PIL_SUFFIXES}"
+        )
+    return data, raw, sizes, names, path
+
+
+def read_image(path, axes: str | None = None) -> ImageData:
+    """Read a TIFF (plain, ImageJ, OME) or PNG/JPEG image with its axes.
+
+    ``axes`` overrides the file's axes (same number of letters as the stored,
+    squeezed array; letters from ``TZCYX``, ``S`` accepted as ``C``). The
+    override may rename non-spatial axes (say ``TYX`` for a stack ImageJ calls
+    ``ZYX``) but must keep Y and X (and the colour-sample axis) where the file
+    has them; otherwise :class:`AxesError`. PNG/JPEG: RGB(A) images whose
+    colour channels are equal are read as grey ``YX``, real colour as ``YXC``
+    (alpha dropped). Pixel values keep their stored dtype.
+    """
+    data, raw, sizes, names, path = _read_raw(path)
+    mapped = raw.replace("S", "C")
+    known = len(set(mapped)) == len(mapped) and not (set(mapped) - set(AXES))
+    if axes is None:
+        if "S" in raw and "C" in raw:
+            raise AxesError(f"{path}: the file has both colour samples and channels ({raw!r}); pass axes=...")
+        if not known:
+            raise AxesError(
+                f"{path}: cannot tell the axes of this {data.ndim}D image of shape {data.shape} "
+                f"(the file does not say; tifffile reports {raw!r}). Pass axes=..., e.g. "
+                f"axes={'Z' * (data.ndim - 2) + 'YX'!r} for a Z stack or {'T' * (data.ndim - 2) + 'YX'!r} for time"
+                if data.ndim <= 3 else
+                f"{path}: cannot tell the axes of this {data.ndim}D image of shape {data.shape} "
+                f"(tifffile reports {raw!r}); pass axes=..., e.g. axes='TZYX'"
+            )
+        final = mapped
+    else:
+        final = check_axes(axes, data.ndim, where=str(path))
+        for letter in ("Y", "X", "S"):
+            i = raw.find(letter)
+            want = "C" if letter == "S" else letter
+            if i >= 0 and final[i] != want:
+                raise AxesError(
+                    f"{path}: axes={axes!r} contradict the file, whose axis {i} is {want} "
+                    f"(file axes {mapped!r}, shape {data.shape})"
+                )
+    pixel_size = {}
+    for a, v in sizes.items():
+        i = raw.find(a)
+        if i >= 0 and final[i] == a:
+            pixel_size[a] = v
+    if names is not None and ("C" not in final or data.shape[final.index("C")] != len(names)):
+        names = None
+    return ImageData(data=data, axes=final, pixel_size=pixel_size or None,
+                     channel_names=list(names) if names else None, path=path)
+
+
+def read_labels(path, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Read a label image (TIFF or PNG) as a validated C-contiguous int32 array.
+
+    Raises ``LabelError`` (float or negative values, ids beyond int32, wrong
+    number of dimensions) or :class:`ImageReadError` (colour images, damaged
+    files), each naming the file.
+    """
+    p = Path(path)
+    if p.suffix.lower() in PIL_SUFFIXES and p.exists() and not p.is_dir():
+        data, raw = _read_pil(p, for_labels=True)
+    else:
+        data, raw, _, _, p = _read_raw(p)
+    if "S" in raw:
+        raise LabelError(f"{p}: labels must be a single-channel image, got colour samples (axes {raw!r}, shape {data.shape})")
+    return as_labels(data, name=str(p), ndim=ndim)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _check_pixel_size(pixel_size, axes: str, where) -> dict[str, float]:
+    if pixel_size is None:
+        return {}
+    if not isinstance(pixel_size, Mapping):
+        raise ValueError(f"{where}: pixel_size must be a mapping like {{'Y': 0.5, 'X': 0.5}}, got {pixel_size!r}")
+    out = {}
+    for k, v in pixel_size.items():
+        a = str(k).upper()
+        if a not in "ZYX" or a not in axes:
+            raise ValueError(f"{where}: pixel_size has axis {k!r}, which is not a spatial axis of {axes!r}")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: pixel_size[{k!r}] must be a number, got {v!r}") from None
+        if not (np.isfinite(f) and f > 0):
+            raise ValueError(f"{where}: pixel_size[{k!r}] must be positive, got {v!r}")
+        out[a] = f
+    if ("X" in out) != ("Y" in out):
+        raise ValueError(f"{where}: pixel_size needs both 'Y' and 'X' (got {sorted(out)})")
+    return out
+
+
+def _check_target(path, compression) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise ValueError(f"{path}: can only write TIFF files (.tif or .tiff)")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder")
+    if compression not in _COMPRESSIONS:
+        raise ValueError(f"{path}: unknown compression {compression!r}; choose from {_COMPRESSIONS}")
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the result onto ``path``; clean up on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part{path.suffix}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_names=None):
+    import tifffile
+
+    comp = None if compression in (None, "none") else compression
+    imagej_ok = data.dtype in (np.uint8, np.uint16, np.float32) and channel_names is None
+    if imagej_ok:
+        meta = {"axes": axes}
+        kw = {}
+        if sizes:
+            meta["unit"] = "um"
+            kw["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
+            if "Z" in sizes:
+                meta["spacing"] = sizes["Z"]
+
+        def write(tmp):
+            tifffile.imwrite(tmp, data, imagej=True, metadata=meta, compression=comp, **kw)
+    else:
+        meta = {"axes": axes}
+        for a, v in sizes.items():
+            meta[f"PhysicalSize{a}"] = v
+            meta[f"PhysicalSize{a}Unit"] = "µm"
+        if channel_names is not None:
+            meta["Channel"] = {"Name": list(channel_names)}
+
+        def write(tmp):
+            tifffile.imwrite(tmp, data, ome=True, metadata=meta, compression=comp, photometric="minisblack")
+    return write
+
+
+def write_labels(path, labels, axes: str = "YX", pixel_size: Mapping[str, float] | None = None,
+                 compression: str | None = "zlib", dtype=None) -> Path:
+    """Write an int32 label image as a compressed TIFF, atomically.
+
+    On disk the smallest unsigned type that holds the largest id is used
+    (uint8, uint16, else uint32) unless ``dtype`` asks for a wider unsigned
+    type (CTC results must be uint16). uint8/uint16 files are ImageJ
+    hyperstacks (Fiji opens them with the right axes); uint32 ones, which
+    ImageJ cannot hold, are OME-TIFF. ``axes`` use letters ``T Z Y X`` in this
+    canonical order (use :func:`transpose_axes` first otherwise).
+    ``pixel_size`` maps ``Z/Y/X`` to micrometres. Returns the path.
+    """
+    path = _check_target(path, compression)
+    arr = as_labels(labels, name=f"{path}: labels to write")
+    if arr.size == 0:
+        raise LabelError(f"{path}: labels to write are empty (shape {arr.shape})")
+    axes = check_axes(axes, arr.ndim, where=str(path), allowed="TZYX")
+    if not _is_canonical(axes):
+        raise AxesError(f"{path}: axes {axes!r} must be in the order TZYX; use transpose_axes() first")
+    sizes = _check_pixel_size(pixel_size, axes, path)
+    top = int(arr.max())
+    need = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        if dt.kind != "u" or dt.itemsize > 4:
+            raise ValueError(f"{path}: dtype must be uint8, uint16 or uint32, got {dt}")
+        if top > np.iinfo(dt).max:
+            raise LabelError(f"{path}: label id {top} does not fit into {dt}")
+        need = dt.type
+    out = arr.astype(need)
+    _atomic_write(path, _tiff_writer(out, axes, sizes, compression))
+    return path
+
+
+def write_image(path, data, axes: str, pixel_size: Mapping[str, float] | None = None,
+                channel_names: list[str] | None = None, compression: str | None = "zlib") -> Path:
+    """Write an image (e.g. float32 head outputs) as a compressed TIFF, atomically.
+
+    float64 is stored as float32 and bool as uint8. uint8/uint16/float32
+    without channel names become ImageJ hyperstacks; other types, or images
+    with ``channel_names`` (needs a ``C`` axis of that length), become
+    OME-TIFF. ``axes`` must follow the canonical order ``TZCYX``. Returns the
+    path.
+    """
+    path = _check_target(path, compression)
+    arr = np.asarray(data)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    elif arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "uif":
+        raise ValueError(f"{path}: cannot write data of type {arr.dtype} as an image")
+    if arr.size == 0:
+        raise ValueError(f"{path}: image to write is empty (shape {arr.shape})")
+    axes = check_axes(axes, arr.ndim, where=str(path))
+    if not _is_canonical(axes):
+        raise AxesError(f"{path}: axes {axes!r} must be in the order TZCYX; use transpose_axes() first")
+    sizes = _check_pixel_size(pixel_size, axes, path)
+    if channel_names is not None:
+        channel_names = [str(c) for c in channel_names]
+        if "C" not in axes or arr.shape[axes.index("C")] != len(channel_names):
+            raise ValueError(f"{path}: {len(channel_names)} channel names given but axes {axes!r} / shape {arr.shape}")
+    _atomic_write(path, _tiff_writer(np.ascontiguousarray(arr), axes, sizes, compression, channel_names))
+    return path
