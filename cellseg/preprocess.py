@@ -1,0 +1,127 @@
+"""Explicit intensity normalization and padding.
+
+Normalization is never inferred from the dtype: a uint16 image with values
+around 33000 (Fluo-N2DL-HeLa) and a uint8 DIC image both go through the same
+named step, :func:`normalize_percentile` (the csbdeep/StarDist convention).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["EmptyImageError", "normalize_percentile", "pad_to_multiple", "PAD_MODES"]
+
+PAD_MODES = ("reflect", "symmetric", "edge", "constant")
+
+
+class EmptyImageError(ValueError):
+    """The image (or one of its normalization groups) is constant: nothing to normalize."""
+
+
+def _axis_tuple(axis, ndim: int, what: str):
+    if axis is None:
+        return None
+    axes = (axis,) if np.isscalar(axis) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
+            raise ValueError(f"{what}: axis {a!r} out of range for an image with {ndim} dimensions")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what}: repeated axis in {axis!r}")
+    return tuple(out)
+
+
+def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, clip: bool = False,
+                         eps: float = 1e-20, name: str = "image") -> np.ndarray:
+    """Percentile normalization: ``(img - p_lo) / (p_hi - p_lo + eps)`` as float32.
+
+    ``p_lo``/``p_hi`` are the ``pmin``/``pmax`` percentiles over ``axis``
+    (``None``: the whole image; e.g. ``axis=(1, 2)`` for one pair per channel
+    of a ``CYX`` image). With ``clip=True`` the result is clipped to [0, 1].
+
+    Constant input: when every group over ``axis`` is constant there is
+    nothing to normalize and :class:`EmptyImageError` is raised, naming
+    ``name`` and the value. When the percentiles coincide but the data is not
+    constant (a few bright pixels on a flat background, fewer than
+    ``100 - pmax`` percent), the group's maximum (or minimum) is used as the
+    missing bound so the signal is kept. NaN or infinite values raise
+    ``ValueError``.
+    """
+    x = np.asarray(img)
+    if x.dtype == bool or x.dtype.kind not in "uif":
+        raise ValueError(f"{name}: cannot normalize data of type {x.dtype}")
+    if x.size == 0:
+        raise EmptyImageError(f"{name}: image is empty (shape {x.shape})")
+    if not (0.0 <= pmin < pmax <= 100.0):
+        raise ValueError(f"{name}: need 0 <= pmin < pmax <= 100, got pmin={pmin}, pmax={pmax}")
+    if eps < 0:
+        raise ValueError(f"{name}: eps must be >= 0, got {eps}")
+    ax = _axis_tuple(axis, x.ndim, name)
+    xf = x.astype(np.float32, copy=False)
+    if x.dtype.kind == "f" and not np.isfinite(xf).all():
+        raise ValueError(f"{name}: image contains NaN or infinite values")
+    lo, hi = np.percentile(xf, [pmin, pmax], axis=ax, keepdims=True)
+    lo = lo.astype(np.float32)
+    hi = hi.astype(np.float32)
+    flat = hi <= lo
+    if flat.any():
+        mn = np.min(xf, axis=ax, keepdims=True)
+        mx = np.max(xf, axis=ax, keepdims=True)
+        if np.all(mx[flat] == mn[flat]) and flat.all():
+            raise EmptyImageError(
+                f"{name}: image is constant (all values {float(mn.ravel()[0]):g}); "
+                "cannot normalize an empty image"
+            )
+        const = flat & (mx == mn)
+        if const.any():
+            raise EmptyImageError(
+                f"{name}: {int(const.sum())} of {const.size} normalization groups (axis={axis!r}) are constant; "
+                "cannot normalize them"
+            )
+        # percentiles collapsed onto the background: use max (or min) as the other bound
+        up = flat & (mx > hi)
+        hi = np.where(up, mx, hi)
+        lo = np.where(flat & ~up, mn, lo)
+    out = (xf - lo) / (hi - lo + np.float32(eps))
+    if clip:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out.astype(np.float32, copy=False)
+
+
+def pad_to_multiple(img, multiple: int | Sequence[int], axes: Sequence[int] | None = None,
+                    mode: str = "reflect") -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Pad ``img`` at the end of ``axes`` so their sizes are multiples of ``multiple``.
+
+    ``axes``: indices of the axes to pad (default: all). ``multiple``: one int
+    for all of them or one per axis in ``axes``. ``mode``: one of
+    :data:`PAD_MODES` (``constant`` pads with zeros; ``reflect`` works for any
+    pad width, reflecting repeatedly, but needs the axis to have at least 2
+    pixels). Returns ``(padded, crop)`` with ``padded[crop]`` equal to
+    ``img``, so outputs computed on the padded image are cropped back with
+    ``out[crop]``.
+    """
+    x = np.asarray(img)
+    if mode not in PAD_MODES:
+        raise ValueError(f"unknown pad mode {mode!r}; choose from {PAD_MODES}")
+    ax = _axis_tuple(tuple(range(x.ndim)) if axes is None else axes, x.ndim, "pad_to_multiple")
+    mult = (multiple,) * len(ax) if np.isscalar(multiple) else tuple(multiple)
+    if len(mult) != len(ax):
+        raise ValueError(f"pad_to_multiple: {len(mult)} multiples given for {len(ax)} axes")
+    pads = [(0, 0)] * x.ndim
+    for a, m in zip(ax, mult):
+        if not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"pad_to_multiple: multiple must be a positive integer, got {m!r}")
+        n = x.shape[a]
+        if n == 0:
+            raise ValueError(f"pad_to_multiple: axis {a} has size 0")
+        extra = (-n) % int(m)
+        if extra and mode == "reflect" and n < 2:
+            raise ValueError(f"pad_to_multiple: cannot reflect-pad axis {a} of size {n}; use mode='edge'")
+        pads[a] = (0, extra)
+    crop = tuple(slice(0, n) for n in x.shape)
+    if not any(p[1] for p in pads):
+        return x, crop
+    padded = np.pad(x, pads, mode=mode)
+    return padded, crop
