@@ -154,7 +154,7 @@ def predict_tiled(
             for ax, s in enumerate(t.read):
                 lo = t.core[ax].start - s.start
                 hi = s.stop - t.core[ax].stop
-                r = _ramp(shape[ax], 2 * lo, 2 * hi) if (lo or hi) else np.ones(shape[ax], np.float32)
+                r = _ramp(shape[ax], lo, hi) if (lo or hi) else np.ones(shape[ax], np.float32)
                 w *= r.reshape([-1 if a == ax else 1 for a in range(len(shape))])
             if weight is None:
                 weight = np.zeros(tuple(spatial), np.float32)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from cellseg.labels import LabelError, as_labels, fill_holes, link_by_iou, relabel_sequential, remove_small
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32, np.int64, np.uint64])
+def test_as_labels_accepts_every_integer_dtype(dtype):
+    a = np.array([[0, 3], [5, 0]], dtype=dtype)
+    out = as_labels(a)
+    assert out.dtype == np.int32 and out.flags.c_contiguous
+    assert out.tolist() == [[0, 3], [5, 0]]
+
+
+def test_as_labels_rejects_float_negative_and_names_source():
+    with pytest.raises(LabelError, match="mask.tif.*integer"):
+        as_labels(np.zeros((3, 3), np.float32), name="mask.tif")
+    with pytest.raises(LabelError, match="non-negative"):
+        as_labels(np.array([[-1, 0]], np.int16))
+    with pytest.raises(LabelError, match="dimensions"):
+        as_labels(np.zeros((2, 2, 2), np.int32), ndim=2)
+    with pytest.raises(LabelError, match="int32"):
+        as_labels(np.array([[2**40]], np.int64))
+
+
+def test_relabel_sequential_keeps_partition():
+    a = np.array([[0, 7, 7], [100, 0, 3]], np.uint16)
+    r = relabel_sequential(a)
+    assert sorted(np.unique(r).tolist()) == [0, 1, 2, 3]
+    # same partition: a one-to-one map between ids
+    pairs = set(zip(a.ravel().tolist(), r.ravel().tolist()))
+    assert len(pairs) == len(np.unique(a))
+
+
+def test_fill_holes_per_object_and_remove_small():
+    a = np.zeros((9, 9), np.int32)
+    a[1:8, 1:8] = 2
+    a[4, 4] = 0  # hole
+    a[0, 8] = 9  # one-pixel object
+    f = fill_holes(a)
+    assert f[4, 4] == 2
+    # a hole between two objects is not filled with either
+    b = np.zeros((5, 7), np.int32)
+    b[:, :3] = 1
+    b[:, 4:] = 2
+    assert fill_holes(b)[2, 3] == 0
+    r = remove_small(f, 2)
+    assert 9 not in r and (r == 2).sum() == 49
+
+
+def test_link_by_iou_keeps_ids_across_frames():
+    s = np.zeros((3, 20, 20), np.int32)
+    s[0, 2:8, 2:8] = 1
+    s[1, 3:9, 2:8] = 5   # same cell moved by one row
+    s[2, 3:9, 3:9] = 9
+    s[1, 12:18, 12:18] = 6  # new cell in frame 1
+    out, mapping = link_by_iou(s, 0.3)
+    assert out[1, 5, 5] == 1 and out[2, 5, 5] == 1
+    assert out[1, 15, 15] == 6
+    assert mapping[5] == 1 and mapping[9] == 1
+
+
+def test_link_by_iou_below_threshold_keeps_new_id():
+    s = np.zeros((2, 20, 20), np.int32)
+    s[0, 0:10, 0:10] = 1
+    s[1, 7:17, 7:17] = 2  # IoU 9/191 < 0.3
+    out, mapping = link_by_iou(s, 0.3)
+    assert out[1, 10, 10] == 2 and mapping == {}

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from cellseg.tiling import block_grid, owned_objects, run_tiled, tile_grid
+
+
+@pytest.mark.parametrize("shape,tile,margin,div", [((100, 130), 48, 8, 8), ((64, 64), 32, 0, 1),
+                                                     ((37, 91), 40, 5, 4), ((20, 30, 40), 24, 4, 4)])
+def test_tile_cores_partition_image(shape, tile, margin, div):
+    cover = np.zeros(shape, np.int32)
+    for t in tile_grid(shape, tile, margin, div):
+        cover[t.core] += 1
+        for ax, s in enumerate(t.read):
+            assert s.start % div == 0
+            assert 0 <= s.start <= t.core[ax].start and t.core[ax].stop <= s.stop <= shape[ax]
+            assert t.crop[ax].stop - t.crop[ax].start == t.core[ax].stop - t.core[ax].start
+    assert np.all(cover == 1)
+
+
+def _filter_predict(x):
+    # a local, non-separable operation with a 7x7 support (receptive field 7), computed
+    # directly per pixel (no running sums), so rounding does not depend on the position
+    k = np.arange(49, dtype=np.float64).reshape(7, 7) % 5 - 2
+    y = ndi.correlate(x.astype(np.float64), k, mode="reflect")
+    return {"a": y[None].astype(np.float32), "b": (x[None] ** 2).astype(np.float32)}
+
+
+@pytest.mark.parametrize("tile", [32, 48, 100])
+def test_crop_stitching_equals_untiled_for_local_operator(tile):
+    rng = np.random.default_rng(0)
+    img = rng.random((150, 203)).astype(np.float32)
+    full = _filter_predict(img)
+    tiled = run_tiled(_filter_predict, img, spatial_ndim=2, tile=tile, margin=4, div_by=1)
+    for k in full:
+        np.testing.assert_array_equal(tiled[k], full[k])
+
+
+def test_margin_too_small_differs():
+    # the test above can fail: with no margin the seams differ
+    rng = np.random.default_rng(1)
+    img = rng.random((96, 96)).astype(np.float32)
+    full = _filter_predict(img)
+    tiled = run_tiled(_filter_predict, img, spatial_ndim=2, tile=32, margin=0, div_by=1)
+    assert not np.array_equal(tiled["a"], full["a"])
+
+
+def test_linear_blend_of_constant_is_constant():
+    img = np.ones((70, 90), np.float32)
+    out = run_tiled(lambda x: {"a": np.full((1,) + x.shape, 3.0, np.float32)}, img, 2, tile=32, margin=8,
+                    div_by=4, blend="linear")
+    np.testing.assert_allclose(out["a"], 3.0, rtol=1e-6)
+
+
+def test_tiled_torch_unet_matches_untiled():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class TinyUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e1 = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.e2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+            self.up = nn.ConvTranspose2d(16, 8, 2, 2)
+            self.d1 = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
+
+        def forward(self, x):
+            a = self.e1(x)
+            b = self.e2(nn.functional.max_pool2d(a, 2))
+            return self.d1(torch.cat([self.up(b), a], 1))
+
+    net = TinyUNet().eval()
+
+    def predict(x):
+        with torch.no_grad():
+            return {"p": net(torch.from_numpy(x)[None, None]).numpy()[0]}
+
+    rng = np.random.default_rng(2)
+    img = ndi.gaussian_filter(rng.random((96, 128)), 2).astype(np.float32)
+    full = predict(img)["p"]
+    # receptive field: 3 + 2*(2+2) + ... < 24; margin 16 on a div_by=2 grid
+    tiled = run_tiled(predict, img, spatial_ndim=2, tile=64, margin=16, div_by=2)["p"]
+    assert np.abs(tiled - full).max() < 1e-5
+    assert np.array_equal(tiled > 0.0, full > 0.0) or np.abs(full).min() < 1e-5
+
+
+def _blobs(shape, n, seed):
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for i in range(1, n + 1):
+        cy, cx = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        r = rng.integers(3, 9)
+        lab[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (lab == 0)] = i * 3 + 7  # non-sequential ids
+    return lab
+
+
+def test_every_object_owned_by_exactly_one_block():
+    lab = _blobs((200, 170), 60, 3)
+    ids = set(np.unique(lab[lab > 0]).tolist())
+    owners = {}
+    blocks = block_grid(lab.shape, 64, 20)
+    assert len(blocks) >= 9
+    for b in blocks:
+        window = lab[b.read]
+        owned, cut = owned_objects(window, b, lab.shape)
+        assert not cut.any()  # margin 20 > object size: nothing truncated
+        for i in owned.tolist():
+            assert i not in owners
+            owners[i] = b.index
+    assert set(owners) == ids
+
+
+def test_cut_objects_are_flagged():
+    lab = np.zeros((60, 60), np.int32)
+    lab[10:50, 28:34] = 5  # a tall object crossing a block edge at y=30 with margin 4
+    blocks = block_grid(lab.shape, 30, 4)
+    flagged = []
+    for b in blocks:
+        owned, cut = owned_objects(lab[b.read], b, lab.shape)
+        flagged += [(int(i), bool(c)) for i, c in zip(owned, cut)]
+    assert flagged == [(5, True)]
