@@ -1,0 +1,40 @@
+"""Small project-made sample images shipped with cellseg (``cellseg/samples/``).
+
+They are synthetic (made by ``data/make_samples.py`` with
+:mod:`cellseg.datasets.synthetic`), so they can be redistributed freely.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from cellseg import io
+
+__all__ = ["SAMPLES", "list_samples", "sample", "sample_path"]
+
+SAMPLES = {
+    "synthetic_nuclei": ("synthetic_nuclei.tif", "512x512 uint16 synthetic nuclei (180 cells, some touching), YX"),
+    "synthetic_nuclei_labels": ("synthetic_nuclei_labels.tif", "labels of synthetic_nuclei, YX"),
+    "synthetic_nuclei_t": ("synthetic_nuclei_t.tif", "5x256x256 uint16 time-lapse of 45 moving nuclei, TYX"),
+    "synthetic_nuclei_t_labels": ("synthetic_nuclei_t_labels.tif", "labels of synthetic_nuclei_t (same id over time), TYX"),
+}
+
+
+def list_samples() -> list[str]:
+    """Names accepted by :func:`sample`."""
+    return list(SAMPLES)
+
+
+def sample_path(name: str) -> Path:
+    """Path of a bundled sample file."""
+    if name not in SAMPLES:
+        raise ValueError(f"unknown sample {name!r}; available: {', '.join(SAMPLES)}")
+    path = Path(str(resources.files("cellseg") / "samples" / SAMPLES[name][0]))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: sample file missing from the installation (run data/make_samples.py)")
+    return path
+
+
+def sample(name: str) -> io.ImageData:
+    """Read a bundled sample as :class:`cellseg.io.ImageData` (axes, 0.5 µm pixels)."""
+    return io.read_image(sample_path(name))
