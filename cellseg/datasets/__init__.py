@@ -22,7 +22,6 @@ _EXPORTS = {
     "Render": "synthetic",
     "sample": "samples",
     "list_samples": "samples",
-    "download": "download",
     "list_datasets": "download",
 }
 
