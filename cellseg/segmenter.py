@@ -162,12 +162,20 @@ class Segmenter:
         return int(math.ceil(rf / 2))
 
     # -- core ---------------------------------------------------------------------
-    def predict(self, image: np.ndarray) -> Iterator:
-        """Normalized, tiled network outputs of one frame; generator → returns outputs."""
+    def predict(self, image: np.ndarray, norm_range: tuple[float, float] | None = None) -> Iterator:
+        """Normalized, tiled network outputs of one frame; generator → returns outputs.
+
+        ``norm_range=(lo, hi)`` normalizes with a given intensity range instead of
+        the frame's own percentiles (block-wise runs use one range for the image).
+        """
         from .preprocess import normalize_percentile
         from .tiling import predict_tiled
 
-        x = normalize_percentile(image, *self.normalize)
+        if norm_range is None:
+            x = normalize_percentile(image, *self.normalize)
+        else:
+            lo, hi = (np.float32(v) for v in norm_range)
+            x = (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
         margin = self.margin if self.margin is not None else self.default_margin()
         return (
             yield from predict_tiled(
@@ -225,6 +233,7 @@ class Segmenter:
         link: bool = False,
         link_iou: float = 0.3,
         stitch_iou: float = 0.3,
+        norm_range: tuple[float, float] | None = None,
         **overrides,
     ) -> Iterator[Progress]:
         """Generator yielding :class:`Progress`; returns a :class:`SegmentationResult`."""
@@ -269,7 +278,7 @@ class Segmenter:
                 labels[idx] = decoded_labels
                 yield Progress("decode", 1, 1, fi, n_frames, "constant frame: no objects")
                 continue
-            gen = self.predict(x)
+            gen = self.predict(x, norm_range)
             while True:
                 try:
                     done, total = next(gen)
