@@ -340,8 +340,9 @@ def read_image(path, axes: str | None = None) -> ImageData:
     ``axes`` overrides the file's axes (same number of letters as the stored,
     squeezed array; letters from ``TZCYX``, ``S`` accepted as ``C``). The
     override may rename non-spatial axes (say ``TYX`` for a stack ImageJ calls
-    ``ZYX``) but must keep Y and X (and the colour-sample axis) where the file
-    has them; otherwise :class:`AxesError`. PNG/JPEG: RGB(A) images whose
+    ``ZYX``, or ``ZYX`` for a 3-plane file stored as planar RGB) but must keep
+    Y and X, and interleaved colour samples (``YXS``), where the file has
+    them; otherwise :class:`AxesError`. PNG/JPEG: RGB(A) images whose
     colour channels are equal are read as grey ``YX``, real colour as ``YXC``
     (alpha dropped). Pixel values keep their stored dtype.
     """
@@ -365,6 +366,8 @@ def read_image(path, axes: str | None = None) -> ImageData:
         final = check_axes(axes, data.ndim, where=str(path))
         for letter in ("Y", "X", "S"):
             i = raw.find(letter)
+            if letter == "S" and i != len(raw) - 1:
+                continue  # planar samples (SYX) may just as well be a Z or T stack
             want = "C" if letter == "S" else letter
             if i >= 0 and final[i] != want:
                 raise AxesError(
@@ -386,15 +389,17 @@ def read_labels(path, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """Read a label image (TIFF or PNG) as a validated C-contiguous int32 array.
 
     Raises ``LabelError`` (float or negative values, ids beyond int32, wrong
-    number of dimensions) or :class:`ImageReadError` (colour images, damaged
-    files), each naming the file.
+    number of dimensions, interleaved colour images) or
+    :class:`ImageReadError` (damaged files), each naming the file. A planar
+    3- or 4-plane file (which tifffile reports as ``SYX`` colour planes) is
+    returned as a stack of label planes.
     """
     p = Path(path)
     if p.suffix.lower() in PIL_SUFFIXES and p.exists() and not p.is_dir():
         data, raw = _read_pil(p, for_labels=True)
     else:
         data, raw, _, _, p = _read_raw(p)
-    if "S" in raw:
+    if raw.endswith("S"):  # interleaved colour samples; planar SYX files are read as stacks
         raise LabelError(f"{p}: labels must be a single-channel image, got colour samples (axes {raw!r}, shape {data.shape})")
     return as_labels(data, name=str(p), ndim=ndim)
 

@@ -189,3 +189,19 @@ def test_real_fluo_hela_gold_truth(fluo_hela, tmp_path):
     got = pair_label_folders(fluo_hela / "01_GT", tmp_path / "01_RES")
     assert [n for n, _, _ in got] == ["013", "052", "075", "079"]
     assert np.array_equal(read_labels(got[0][2]), read_labels(got[0][1]))
+
+
+def test_3d_frames_need_axes(tmp_path):
+    root = tmp_path / "D3"
+    (root / "01").mkdir(parents=True)
+    (root / "01_GT" / "SEG").mkdir(parents=True)
+    tifffile.imwrite(root / "01" / "t000.tif", np.zeros((5, 16, 20), np.uint16), metadata=None)
+    lab = np.zeros((5, 16, 20), np.uint16)
+    lab[1:3, 2:6, 2:6] = 1
+    tifffile.imwrite(root / "01_GT" / "SEG" / "man_seg000.tif", lab, metadata=None)
+    from cellseg.io import AxesError
+
+    with pytest.raises(AxesError, match="t000.tif.*axes="):
+        CTCDataset(root).pairs("01")[0].load()
+    img, got = CTCDataset(root, axes="ZYX").pairs("01")[0].load()
+    assert img.shape == got.shape == (5, 16, 20) and got.max() == 1

@@ -46,3 +46,20 @@ def test_committed_samples_match_the_generator(tmp_path):
         else:
             a, b = read_image(fresh).data.astype(int), read_image(shipped).data.astype(int)
             assert a.shape == b.shape and np.abs(a - b).max() <= 1, fresh.name
+
+
+def test_import_is_light_and_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, cellseg.datasets as d; "
+            "heavy = [m for m in ('tifffile', 'scipy', 'torch', 'numba', 'PIL', 'skimage') if m in sys.modules]; "
+            "assert not heavy, heavy; "
+            "assert d.synthetic_cells.__module__ == 'cellseg.datasets.synthetic'; "
+            "assert 'sample' in dir(d); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    import cellseg.datasets as d
+
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        d.nonsense

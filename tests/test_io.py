@@ -105,6 +105,18 @@ def test_plain_stack_is_ambiguous_unless_axes_given(tmp_path, meta):
     assert im.axes == "TYX" and np.array_equal(im.data, a)
 
 
+def test_planar_three_plane_stack(tmp_path):
+    """tifffile stores (3|4, Y, X) arrays without metadata as planar RGB (axes SYX)."""
+    a = np.zeros((4, 20, 30), np.uint16)
+    a[1, 2:5, 2:5] = 7
+    p = tmp_path / "planar.tif"
+    with pytest.warns(DeprecationWarning):
+        tifffile.imwrite(p, a, metadata=None)
+    assert read_image(p).axes == "CYX"
+    assert read_image(p, axes="ZYX").axes == "ZYX"  # ambiguous: the override may call it a stack
+    assert np.array_equal(read_labels(p), a)  # labels are never colour planes
+
+
 def test_singleton_axes_are_squeezed(tmp_path):
     p = tmp_path / "one.tif"
     tifffile.imwrite(p, _rand((1, 1, 20, 30), np.uint8), imagej=True, metadata={"axes": "TZYX"})

@@ -128,6 +128,8 @@ def test_3d_anisotropy_and_count():
     inner = (ext[:, 1] < 30) & (ext[:, 0] < 20)
     ratio = np.median(ext[inner, 1] / ext[inner, 0])
     assert 1.4 < ratio < 3.0  # about twice as many pixels in Y as slices in Z
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        assert ndi.label(lab[sl] == i)[1] == 1
     a, b = synthetic_cells_3d((16, 48, 48), n_cells=4, seed=9), synthetic_cells_3d((16, 48, 48), n_cells=4, seed=9)
     assert np.array_equal(a[1], b[1])
 

@@ -79,9 +79,10 @@ class CTCFrame:
     t: int
     image_path: Path
     label_path: Path
+    axes: str | None = None  # axes of the raw frames when the files do not say (3D CTC sets: "ZYX")
 
     def read_image(self, axes: str | None = None) -> io.ImageData:
-        return io.read_image(self.image_path, axes=axes)
+        return io.read_image(self.image_path, axes=axes or self.axes)
 
     def read_labels(self) -> np.ndarray:
         return io.read_labels(self.label_path)
@@ -103,10 +104,14 @@ class CTCDataset:
 
     Attributes: ``root``, ``name`` (the folder name), ``sequences`` (sorted
     sequence names, e.g. ``['01', '02']``) and ``skipped`` (3D slice
-    annotations ignored so far by :meth:`pairs`).
+    annotations ignored so far by :meth:`pairs`). ``axes`` is passed to
+    :func:`cellseg.io.read_image` for the raw frames: CTC 3D frames are plain
+    multi-page TIFFs whose axes the files do not state, so give ``axes="ZYX"``
+    for 3D sets.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, axes: str | None = None):
+        self.axes = axes
         self.root = _need_dir(Path(root), "CTC dataset folder")
         self.name = self.root.resolve().name
         seqs = []
@@ -189,7 +194,7 @@ class CTCDataset:
             t = int(m.group(1))
             if t not in images:
                 raise DatasetError(f"{f}: annotated frame {t} has no raw image in {self.root / s}")
-            out.append(CTCFrame(seq=s, t=t, image_path=images[t], label_path=f))
+            out.append(CTCFrame(seq=s, t=t, image_path=images[t], label_path=f, axes=self.axes))
         if not out:
             raise DatasetError(
                 f"{seg}: no full-frame label files man_segTTT.tif"
