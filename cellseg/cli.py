@@ -39,7 +39,7 @@ def _resolve_inputs(inputs: list[str]) -> list[str]:
     out = []
     for s in inputs:
         if s.startswith("sample:"):
-            from .datasets import sample_path
+            from .datasets.samples import sample_path
 
             out.append(str(sample_path(s.split(":", 1)[1])))
         else:
@@ -253,6 +253,7 @@ def _add_download(sub):
     p = sub.add_parser("download", help="download a public dataset into the cache (CTC, DSB 2018, BBBC039)")
     p.add_argument("name", nargs="?", help="dataset name; omit to list them")
     p.add_argument("--cache", default=None, help="cache folder (default $CELLSEG_CACHE or ~/.cache/cellseg)")
+    p.add_argument("--force", action="store_true", help="download and unpack again even when cached")
     p.set_defaults(func=_cmd_download)
 
 
@@ -264,7 +265,7 @@ def _cmd_download(args) -> int:
             print(name)
         return 0
     try:
-        path = dl.fetch(args.name, cache_dir=args.cache)
+        path = dl.download(args.name, cache=args.cache, force=args.force)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
