@@ -1,0 +1,51 @@
+"""Evaluation metrics: instance matching (AP at IoU τ, precision, recall, F1, PQ)
+in the StarDist / DSB 2018 convention and the Cell Tracking Challenge SEG and DET
+measures, plus a per-image / pooled evaluation report.
+
+``matching`` is both a submodule and a function; the function is bound here
+eagerly (the module is light: numpy only, numba and scipy.optimize are imported
+on first use), so ``from cellseg.metrics import matching`` always gives the
+function. The other names are resolved lazily (PEP 562); the numba kernels
+compile on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .matching import matching  # noqa: F401  (shadows the submodule attribute on purpose)
+
+_EXPORTS = {
+    "matching": "matching",
+    "matching_dataset": "matching",
+    "average_precision": "matching",
+    "overlap_table": "matching",
+    "OverlapTable": "matching",
+    "Matching": "matching",
+    "DatasetMatching": "matching",
+    "AveragePrecision": "matching",
+    "DEFAULT_THRESHOLDS": "matching",
+    "seg_score": "ctc",
+    "seg_sequence": "ctc",
+    "det_score": "ctc",
+    "det_sequence": "ctc",
+    "SEGResult": "ctc",
+    "SEGSequenceResult": "ctc",
+    "DETResult": "ctc",
+    "evaluate": "report",
+    "EvaluationReport": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'cellseg.metrics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
