@@ -1,0 +1,470 @@
+"""The network (backbone + heads) and :class:`CellsegModel` (config + network + representation).
+
+Model config
+------------
+A model is a JSON-able dict plus weights::
+
+    {
+      "format_version": 1,
+      "backbone": {"name": "unet", "ndim": 2, "depth": 3, "width": 32, ...},
+      "representation": {"name": "stardist", "config": {"n_rays": 32}},
+      "in_channels": 1,
+      "ndim": 2,
+      "axes": "YX",
+      "normalization": {"pmin": 1.0, "pmax": 99.8},
+      "thresholds": {"prob_thresh": 0.5, "nms_thresh": 0.4},
+      "training": {...free-form record: data, split, schedule, metrics...}
+    }
+
+Building a network from a config is deterministic: the weights are initialised
+from ``backbone["seed"]`` inside a forked torch RNG (the global RNG is untouched).
+
+Model file
+----------
+One ``.pt`` file written by :meth:`CellsegModel.save` and read by
+:meth:`CellsegModel.load` with ``torch.load(weights_only=True)`` (no pickled
+code is ever executed)::
+
+    {"format": "cellseg-model", "format_version": 1,
+     "config": "<the config as a JSON string>",
+     "weights_dtype": "float32" | "float16",
+     "state_dict": {name: tensor}}
+
+``save(path, half=True)`` stores floating weights as float16 (half the size;
+they are cast back to float32 on load). Training checkpoints use the same file
+with an extra ``"training_state"`` entry, so a checkpoint is also a model file.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellseg import representations
+from cellseg.representations.base import Decoded, HeadSpec, Representation
+
+from .heads import Heads, activate
+from .unet import BackboneConfig, build_backbone, receptive_field_extent
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ModelFormatError",
+    "Network",
+    "CellsegModel",
+    "make_config",
+    "validate_config",
+    "load_model",
+    "resolve_device",
+]
+
+FORMAT_VERSION = 1
+_FILE_FORMAT = "cellseg-model"
+_TOP_KEYS = {
+    "format_version", "backbone", "representation", "in_channels", "ndim", "axes",
+    "normalization", "thresholds", "training", "name", "description",
+}
+
+
+class ModelFormatError(ValueError):
+    """A model file or config that cannot be used (wrong version, bad keys, mismatched weights)."""
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/None → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def make_config(
+    representation: Representation | str | Mapping[str, Any],
+    backbone: BackboneConfig | Mapping[str, Any] | None = None,
+    in_channels: int = 1,
+    normalization: Mapping[str, float] | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Assemble and validate a model config (see the module docstring)."""
+    rep = _rep_from(representation)
+    if isinstance(backbone, BackboneConfig):
+        bb = backbone.to_dict()
+    else:
+        bb = BackboneConfig.from_dict(backbone).to_dict()
+    ndim = bb["ndim"]
+    cfg: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "backbone": bb,
+        "representation": {"name": rep.name, "config": rep.config()},
+        "in_channels": int(in_channels),
+        "ndim": ndim,
+        "axes": ("C" if in_channels > 1 else "") + ("ZYX" if ndim == 3 else "YX"),
+        "normalization": dict(normalization or {"pmin": 1.0, "pmax": 99.8}),
+        "thresholds": _jsonable(dataclasses.asdict(rep.params(dict(thresholds or {})))),
+        "training": dict(training or {}),
+    }
+    if name:
+        cfg["name"] = str(name)
+    validate_config(cfg)
+    return cfg
+
+
+def _rep_from(spec) -> Representation:
+    if isinstance(spec, Representation):
+        return spec
+    if isinstance(spec, str):
+        return representations.get(spec)
+    if isinstance(spec, Mapping):
+        return representations.get(spec["name"], **dict(spec.get("config", {})))
+    raise TypeError(f"representation must be a Representation, a name or a mapping, got {type(spec).__name__}")
+
+
+def validate_config(cfg: Mapping[str, Any], source: str = "model config") -> None:
+    """Raise :class:`ModelFormatError` naming ``source`` when ``cfg`` is not a usable model config."""
+    if not isinstance(cfg, Mapping):
+        raise ModelFormatError(f"{source}: the config must be a JSON object, got {type(cfg).__name__}")
+    version = cfg.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{source}: unsupported model format_version {version!r}; this cellseg reads version {FORMAT_VERSION}"
+        )
+    unknown = sorted(set(cfg) - _TOP_KEYS)
+    if unknown:
+        raise ModelFormatError(f"{source}: unknown config key(s) {unknown}; valid keys are {sorted(_TOP_KEYS)}")
+    for key in ("backbone", "representation", "in_channels"):
+        if key not in cfg:
+            raise ModelFormatError(f"{source}: missing config key {key!r}")
+    try:
+        bb = BackboneConfig.from_dict(cfg["backbone"])
+    except (ValueError, TypeError) as exc:
+        raise ModelFormatError(f"{source}: backbone: {exc}") from None
+    rep = cfg["representation"]
+    if not isinstance(rep, Mapping) or "name" not in rep:
+        raise ModelFormatError(f"{source}: 'representation' must be an object with a 'name'")
+    if rep["name"] not in representations.available():
+        raise ModelFormatError(
+            f"{source}: unknown representation {rep['name']!r}; choose from {representations.available()}"
+        )
+    if not isinstance(cfg["in_channels"], int) or cfg["in_channels"] < 1:
+        raise ModelFormatError(f"{source}: in_channels must be a positive integer, got {cfg['in_channels']!r}")
+    if "ndim" in cfg and cfg["ndim"] != bb.ndim:
+        raise ModelFormatError(f"{source}: ndim {cfg['ndim']} disagrees with backbone ndim {bb.ndim}")
+    norm = cfg.get("normalization", {})
+    if not isinstance(norm, Mapping) or not set(norm) <= {"pmin", "pmax"}:
+        raise ModelFormatError(f"{source}: normalization must be an object with 'pmin' and 'pmax', got {norm!r}")
+    if norm and not (0 <= float(norm.get("pmin", 1)) < float(norm.get("pmax", 99.8)) <= 100):
+        raise ModelFormatError(f"{source}: normalization needs 0 <= pmin < pmax <= 100, got {dict(norm)}")
+    if not isinstance(cfg.get("thresholds", {}), Mapping):
+        raise ModelFormatError(f"{source}: thresholds must be an object")
+
+
+class Network(nn.Module):
+    """Backbone + heads. ``forward(x) -> {head: raw}``; ``activate(raw) -> {head: activated}``.
+
+    ``config`` is a model config (or any mapping with ``backbone`` and
+    ``in_channels`` plus ``representation``); pass ``heads`` to build the
+    heads from explicit :class:`HeadSpec` objects instead of the representation.
+    """
+
+    def __init__(self, config: Mapping[str, Any], heads: tuple[HeadSpec, ...] | None = None):
+        super().__init__()
+        bb = BackboneConfig.from_dict(config["backbone"])
+        if heads is None:
+            rep = _rep_from(config["representation"])
+            grid = getattr(rep, "grid", None)
+            if grid is not None and any(int(g) != 1 for g in np.atleast_1d(grid)):
+                raise ModelFormatError(
+                    f"representation {rep!r}: subsampled outputs (grid={grid}) are not supported by the "
+                    "cellseg networks; use grid=1"
+                )
+            if bb.ndim not in getattr(rep, "ndims", (bb.ndim,)) or getattr(rep, "ndim", bb.ndim) != bb.ndim:
+                raise ModelFormatError(f"representation {rep.name!r} supports {rep.ndims}D, the backbone is {bb.ndim}D")
+            heads = rep.heads()
+        self.backbone_config = bb
+        self.head_specs = tuple(heads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(bb.seed))
+            self.backbone = build_backbone(bb, int(config.get("in_channels", 1)))
+            self.heads = Heads(bb.ndim, self.backbone.out_channels, self.head_specs)
+
+    @property
+    def ndim(self) -> int:
+        return self.backbone_config.ndim
+
+    @property
+    def in_channels(self) -> int:
+        return self.backbone.in_channels
+
+    @property
+    def div_by(self) -> int:
+        return self.backbone.div_by
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.heads(self.backbone(x))
+
+    def activate(self, raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return activate(raw, self.head_specs)
+
+
+class CellsegModel:
+    """A trained (or freshly initialised) model: config + :class:`Network` + representation.
+
+    Attributes
+    ----------
+    config : dict, the model config (see :mod:`cellseg.models.network`)
+    network : :class:`Network` (a torch module, on :attr:`device`)
+    representation : the :class:`~cellseg.representations.Representation`
+    thresholds : dict of decode parameters used by default in :meth:`decode`
+    """
+
+    def __init__(self, config: Mapping[str, Any], network: Network | None = None, device: Any = "auto",
+                 source: str = "model config"):
+        config = copy.deepcopy(dict(config))
+        validate_config(config, source)
+        config.setdefault("ndim", config["backbone"].get("ndim", 2))
+        config.setdefault("normalization", {"pmin": 1.0, "pmax": 99.8})
+        config.setdefault("thresholds", {})
+        config.setdefault("training", {})
+        self.config = config
+        self.representation = _rep_from(config["representation"])
+        # validate the stored thresholds once (unknown names raise)
+        try:
+            self.representation.params(dict(config["thresholds"]))
+        except TypeError as exc:
+            raise ModelFormatError(f"{source}: thresholds: {exc}") from None
+        self.network = network if network is not None else Network(config)
+        self.device = resolve_device(device)
+        self.network.to(self.device)
+
+    # -- properties -----------------------------------------------------------------
+    @property
+    def name(self) -> str | None:
+        return self.config.get("name")
+
+    @property
+    def ndim(self) -> int:
+        return int(self.config["ndim"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config["in_channels"])
+
+    @property
+    def thresholds(self) -> dict[str, Any]:
+        return dict(self.config["thresholds"])
+
+    @thresholds.setter
+    def thresholds(self, value: Mapping[str, Any]) -> None:
+        params = self.representation.params(dict(value))
+        self.config["thresholds"] = _jsonable(dataclasses.asdict(params))
+
+    @property
+    def normalization(self) -> tuple[float, float]:
+        n = self.config["normalization"]
+        return float(n.get("pmin", 1.0)), float(n.get("pmax", 99.8))
+
+    @property
+    def div_by(self) -> int:
+        """Spatial sizes fed to the network must be multiples of this (``2**depth``)."""
+        return self.network.div_by
+
+    @property
+    def receptive_field(self) -> int:
+        """Size (pixels, odd) of a window centred on any output pixel that holds every input
+        pixel the output depends on; tiles need an overlap of ``receptive_field // 2`` per side
+        to reproduce the untiled output exactly."""
+        return 2 * receptive_field_extent(self.network.backbone_config) + 1
+
+    def to(self, device) -> "CellsegModel":
+        self.device = resolve_device(device)
+        self.network.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        bb = self.network.backbone_config
+        return (f"CellsegModel(name={self.name!r}, representation={self.representation!r}, "
+                f"backbone={bb.name}(ndim={bb.ndim}, depth={bb.depth}, width={bb.width}), device={self.device})")
+
+    # -- inference ------------------------------------------------------------------
+    def _as_input(self, image: np.ndarray) -> np.ndarray:
+        x = np.asarray(image)
+        if not (np.issubdtype(x.dtype, np.floating) or x.dtype == bool):
+            raise TypeError(
+                f"predict expects an already normalized float image, got dtype {x.dtype}; "
+                "normalize it first (cellseg.preprocess.normalize_percentile)"
+            )
+        nd = self.ndim
+        if x.ndim == nd:
+            x = x[None]
+        if x.ndim != nd + 1:
+            want = "(Y, X) or (C, Y, X)" if nd == 2 else "(Z, Y, X) or (C, Z, Y, X)"
+            raise ValueError(f"a {nd}D model expects an image of shape {want}, got {x.shape}")
+        if x.shape[0] != self.in_channels:
+            raise ValueError(f"the model takes {self.in_channels} channel(s), the image has {x.shape[0]} (shape {x.shape})")
+        if min(x.shape[1:]) < 1:
+            raise ValueError(f"empty image of shape {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("the image contains NaN or infinite values")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Activated head outputs ``{head: float32 (C, *spatial)}`` for one normalized image.
+
+        ``image`` is ``(Y, X)``/``(C, Y, X)`` for 2D models, ``(Z, Y, X)``/``(C, Z, Y, X)`` for 3D.
+        It is padded at the end of each axis (reflection) to a multiple of :attr:`div_by`
+        and the outputs are cropped back.
+        """
+        x = self._as_input(image)
+        spatial = x.shape[1:]
+        d = self.div_by
+        pad = [(0, 0)] + [(0, (-s) % d) for s in spatial]
+        if any(p[1] for p in pad):
+            x = np.pad(x, pad, mode="reflect" if min(spatial) > 1 else "edge")
+        crop = tuple(slice(0, s) for s in spatial)
+        net = self.network
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.inference_mode():
+                t = torch.from_numpy(x[None]).to(self.device)
+                act = net.activate(net(t))
+        finally:
+            net.train(was_training)
+        return {k: np.ascontiguousarray(v[0].float().cpu().numpy()[(slice(None),) + crop]) for k, v in act.items()}
+
+    def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None, **overrides) -> Decoded:
+        """Decode head outputs with the tuned thresholds as defaults, updated by ``params``/``overrides``."""
+        base = dict(self.config["thresholds"])
+        if params is not None:
+            base.update(params if isinstance(params, Mapping) else dataclasses.asdict(params))
+        return self.representation.decode(outputs, self.representation.params(base, **overrides))
+
+    def segment(self, image: np.ndarray, **overrides) -> Decoded:
+        """``decode(predict(image))`` for an already normalized image (no tiling)."""
+        return self.decode(self.predict(image), **overrides)
+
+    # -- persistence ----------------------------------------------------------------
+    def state(self, half: bool = False) -> dict[str, Any]:
+        sd = {}
+        for k, v in self.network.state_dict().items():
+            v = v.detach().cpu()
+            if half and v.is_floating_point():
+                v = v.half()
+            sd[k] = v.clone()
+        return {
+            "format": _FILE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": json.dumps(_jsonable(self.config), sort_keys=True),
+            "weights_dtype": "float16" if half else "float32",
+            "state_dict": sd,
+        }
+
+    def save(self, path: str | os.PathLike, half: bool = False, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write the model to one ``.pt`` file (atomic). ``half=True`` stores float16 weights."""
+        payload = self.state(half=half)
+        if extra:
+            payload.update(extra)
+        return _atomic_save(payload, Path(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: Any = "auto") -> "CellsegModel":
+        """Read a model file written by :meth:`save` (or a training checkpoint)."""
+        payload = read_model_file(path)
+        return cls.from_payload(payload, device=device, source=str(path))
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], device: Any = "auto", source: str = "model") -> "CellsegModel":
+        try:
+            config = json.loads(payload["config"])
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{source}: the stored config is not valid JSON ({exc})") from None
+        model = cls(config, device="cpu", source=source)
+        sd = payload["state_dict"]
+        if not isinstance(sd, Mapping):
+            raise ModelFormatError(f"{source}: 'state_dict' is not a mapping")
+        own = model.network.state_dict()
+        missing = sorted(set(own) - set(sd))
+        unexpected = sorted(set(sd) - set(own))
+        shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or shapes:
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)} tensor(s) e.g. {missing[:3]}")
+            if unexpected:
+                parts.append(f"unexpected {len(unexpected)} tensor(s) e.g. {unexpected[:3]}")
+            if shapes:
+                parts.append(f"shape mismatch e.g. {shapes[:3]}")
+            raise ModelFormatError(f"{source}: the weights do not match the config: " + "; ".join(parts))
+        sd = {k: (v.to(own[k].dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+        model.network.load_state_dict(sd, strict=True)
+        return model.to(device)
+
+
+def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load`` a model/checkpoint file safely and check its header."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model file {p} does not exist")
+    if p.is_dir():
+        raise ModelFormatError(f"{p} is a folder; a cellseg model is one .pt file")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise ModelFormatError(f"{p}: not a readable cellseg model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FILE_FORMAT:
+        raise ModelFormatError(f"{p}: not a cellseg model file (no 'format': '{_FILE_FORMAT}' header)")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{p}: model file format_version {version!r} is not supported; this cellseg reads version {FORMAT_VERSION}"
+        )
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise ModelFormatError(f"{p}: model file lacks {key!r}")
+    return payload
+
+
+def _atomic_save(payload: Mapping[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(dict(payload), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def load_model(name_or_path: str | os.PathLike, device: Any = "auto") -> CellsegModel:
+    """A model file path, or the name of a bundled model (see :func:`cellseg.models.list_models`)."""
+    p = Path(name_or_path)
+    if p.suffix == ".pt" or p.exists() or os.sep in str(name_or_path):
+        return CellsegModel.load(p, device=device)
+    from .registry import load_pretrained
+
+    return load_pretrained(str(name_or_path), device=device)
