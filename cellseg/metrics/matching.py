@@ -100,18 +100,20 @@ def _check_labels(y: Any, arg: str, name: str | None = None) -> np.ndarray:
     return arr
 
 
-def check_label_pair(y_true: Any, y_pred: Any, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def check_label_pair(y_true: Any, y_pred: Any, name: str | None = None, *,
+                     arg_names: tuple[str, str] = ("y_true", "y_pred")) -> tuple[np.ndarray, np.ndarray]:
     """Validate a (ground truth, prediction) pair of label images.
 
     Both must be integer (or bool) arrays with 2 or 3 dimensions and the same
     shape. Negative ids are rejected later, when the pixels are scanned.
-    ``name`` (e.g. a file name) is included in error messages.
+    ``name`` (e.g. a file name) and ``arg_names`` appear in error messages.
     """
-    t = _check_labels(y_true, "y_true", name)
-    p = _check_labels(y_pred, "y_pred", name)
+    a_t, a_p = arg_names
+    t = _check_labels(y_true, a_t, name)
+    p = _check_labels(y_pred, a_p, name)
     if t.shape != p.shape:
         raise LabelError(
-            f"{_where('y_pred', name)}: shape {p.shape} differs from y_true shape {t.shape}"
+            f"{_where(a_p, name)}: shape {p.shape} differs from {a_t} shape {t.shape}"
         )
     return t, p
 
@@ -263,11 +265,15 @@ def overlap_table(y_true, y_pred, *, name: str | None = None) -> OverlapTable:
     largest id (ids are compacted first when they are much larger than the
     image) plus the number of overlapping pairs.
     """
+    return _overlap_table(y_true, y_pred, name, ("y_true", "y_pred"))
+
+
+def _overlap_table(y_true, y_pred, name, arg_names) -> OverlapTable:
     from cellseg.metrics._matching_kernels import overlap_int32
 
-    t, p = check_label_pair(y_true, y_pred, name)
-    ft, mt, map_t = _flat_int32(t, _where("y_true", name))
-    fp, mp, map_p = _flat_int32(p, _where("y_pred", name))
+    t, p = check_label_pair(y_true, y_pred, name, arg_names=arg_names)
+    ft, mt, map_t = _flat_int32(t, _where(arg_names[0], name))
+    fp, mp, map_p = _flat_int32(p, _where(arg_names[1], name))
     ids_t, area_t, ids_p, area_p, pair_t, pair_p, inter = overlap_int32(ft, fp, mt, mp)
     if map_t is not None:
         ids_t = map_t[ids_t]
@@ -524,7 +530,7 @@ def matching(y_true, y_pred, thresh=0.5, criterion: str = "iou", report_matches:
     return res[0] if single else res
 
 
-def _pairs(ys_true, ys_pred, names):
+def _pairs(ys_true, ys_pred, names, arg_names=("ys_true", "ys_pred")):
     """Yield (y_true, y_pred, name) one at a time; lengths must agree."""
     it_t, it_p = iter(ys_true), iter(ys_pred)
     it_n = iter(names) if names is not None else None
@@ -534,8 +540,9 @@ def _pairs(ys_true, ys_pred, names):
         p = next(it_p, _END)
         if t is _END or p is _END:
             if t is not p:
-                longer = "ys_true" if p is _END else "ys_pred"
-                raise ValueError(f"ys_true and ys_pred have different lengths ({longer} is longer than {k})")
+                longer = arg_names[0] if p is _END else arg_names[1]
+                raise ValueError(f"{arg_names[0]} and {arg_names[1]} have different lengths "
+                                 f"({longer} has more than {k} items)")
             return
         n = next(it_n, None) if it_n is not None else None
         yield t, p, (n if n is not None else f"#{k}")

@@ -185,7 +185,7 @@ def ref_det(gt, pred):
     fn = 0
     for r, area in refs.items():
         mr = gt == r
-        hit = [c for c in comps if 2 * np.count_nonzero(mr & (pred == c)) > area]
+        hit = [int(c) for c in np.unique(pred[mr]) if c and 2 * np.count_nonzero(mr & (pred == c)) > area]
         assert len(hit) <= 1
         if hit:
             covers[hit[0]] += 1
