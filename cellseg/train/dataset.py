@@ -1,0 +1,421 @@
+"""Training data: loading, validation, normalization and patch sampling.
+
+:class:`TrainingData` holds normalized images ``float32 (C, *spatial)`` and
+``int32`` labels in memory (normalized once, at load). Build it from
+
+* arrays: ``TrainingData.from_arrays([(image, labels), ...])``
+* a Cell Tracking Challenge dataset: ``TrainingData.from_ctc(root, sequences=("01",), truth="ST")``
+* an ``images/`` + ``masks/`` folder: ``TrainingData.from_folder(root)`` (or
+  ``TrainingData.dsb2018(root)`` for the DSB 2018 fluorescence subset)
+* any of the two folder layouts: :func:`load_training_data`.
+
+Every sample is validated once (:class:`DataError` naming the sample): labels
+must be integer instance images of the image's spatial shape; masks that look
+*binary/semantic* (one id made of many separate blobs, or only ids 0/1 in the
+whole set while images hold several separate blobs) are rejected with a hint.
+
+:class:`PatchSampler` draws augmented training patches that favour foreground
+and encodes their targets with the representation *after* the geometric
+augmentation.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cellseg.labels import LabelError, as_labels
+
+from .augment import AugmentConfig, augment_intensity, sample_patch
+
+__all__ = [
+    "DataError",
+    "TrainingSample",
+    "TrainingData",
+    "PatchSampler",
+    "load_training_data",
+    "check_instance_labels",
+    "to_channels_first",
+]
+
+#: an id split into at least this many separate blobs (each >= _BLOB_MIN_PX px) is not an instance
+_MAX_BLOBS_PER_ID = 4
+_BLOB_MIN_PX = 4
+
+
+class DataError(ValueError):
+    """Unusable training data; the message names the sample (file) and what is wrong."""
+
+
+@dataclass
+class TrainingSample:
+    """One normalized training image and its labels."""
+
+    name: str
+    image: np.ndarray  # float32 (C, *spatial), normalized
+    labels: np.ndarray  # int32 (*spatial)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.labels.shape)
+
+
+def to_channels_first(data: np.ndarray, axes: str | None, ndim: int, in_channels: int, name: str) -> np.ndarray:
+    """``(C, *spatial)`` float32 view of an image with ``axes`` (``None``: ``YX``/``ZYX`` or ``C``+those).
+
+    With ``in_channels == 1`` several channels (e.g. RGB) are averaged.
+    """
+    x = np.asarray(data)
+    if x.dtype == bool or x.dtype.kind not in "uif":
+        raise DataError(f"{name}: image has unsupported dtype {x.dtype}")
+    spatial = "ZYX"[3 - ndim:]
+    if axes is None:
+        if x.ndim == ndim:
+            axes = spatial
+        elif x.ndim == ndim + 1:
+            axes = "C" + spatial
+        else:
+            raise DataError(f"{name}: expected a {ndim}D image ({spatial} or C{spatial}), got shape {x.shape}")
+    axes = axes.upper()
+    if set(axes) - set("C" + spatial) or len(axes) != x.ndim:
+        raise DataError(f"{name}: image with axes {axes!r} and shape {x.shape} is not a {ndim}D ({spatial}) image"
+                        " (time series must be split into frames; 3D data needs a 3D model)")
+    if not set(spatial) <= set(axes):
+        raise DataError(f"{name}: image with axes {axes!r} lacks spatial axes {spatial!r}")
+    if "C" not in axes:
+        x = x[None]
+        axes = "C" + axes
+    x = np.moveaxis(x, [axes.index(a) for a in "C" + spatial], list(range(ndim + 1)))
+    c = x.shape[0]
+    if c != in_channels:
+        if in_channels == 1:
+            x = x.astype(np.float32).mean(axis=0, keepdims=True)
+        else:
+            raise DataError(f"{name}: the model takes {in_channels} channels, the image has {c}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_instance_labels(labels: np.ndarray, name: str) -> int:
+    """Raise :class:`DataError` when one id is made of many separate blobs; return the number of
+    4/6-connected components of the foreground ignoring ids (used for the dataset-wide binary check)."""
+    from skimage.measure import label as cc_label
+
+    if labels.max() == 0:
+        return 0
+    comps = cc_label(labels, background=0, connectivity=1)  # regions of equal id
+    n = int(comps.max())
+    sizes = np.bincount(comps.ravel())
+    ids = np.zeros(n + 1, dtype=np.int64)
+    ids[comps.ravel()] = labels.ravel()
+    big = sizes[1:] >= _BLOB_MIN_PX
+    per_id = np.bincount(ids[1:][big])
+    worst = int(per_id.argmax()) if per_id.size else 0
+    if per_id.size and per_id[worst] >= _MAX_BLOBS_PER_ID:
+        raise DataError(
+            f"{name}: label {worst} consists of {int(per_id[worst])} separate blobs; this looks like a binary or "
+            "semantic mask, but training needs instance labels (one id per object). Convert it with "
+            "skimage.measure.label(mask > 0) if touching objects are not merged."
+        )
+    fg = ndi.label(labels > 0)[1]
+    return int(fg)
+
+
+def _check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndarray:
+    lab = np.asarray(labels)
+    if np.issubdtype(lab.dtype, np.floating):
+        raise DataError(f"{name}: labels have float dtype {lab.dtype}; training needs integer instance labels")
+    try:
+        lab = as_labels(lab, name=name)
+    except LabelError as exc:
+        raise DataError(str(exc)) from None
+    if lab.ndim != ndim:
+        raise DataError(f"{name}: labels of shape {lab.shape} are not {ndim}D")
+    if image.shape[1:] != lab.shape:
+        raise DataError(f"{name}: image spatial shape {image.shape[1:]} differs from labels shape {lab.shape}")
+    return lab
+
+
+def _normalize(x: np.ndarray, pmin: float, pmax: float, name: str) -> np.ndarray:
+    from cellseg.preprocess import normalize_percentile
+
+    try:
+        return normalize_percentile(x, pmin, pmax, axis=tuple(range(1, x.ndim)), name=name)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
+class TrainingData(Sequence):
+    """Normalized images with their int32 labels, validated at construction.
+
+    ``samples``: list of :class:`TrainingSample`; ``ndim`` (2/3), ``in_channels``,
+    ``normalization`` (``{"pmin", "pmax"}``) and ``source`` (a description
+    recorded in the model config).
+    """
+
+    def __init__(self, samples: Iterable[TrainingSample], ndim: int = 2, in_channels: int = 1,
+                 normalization: Mapping[str, float] | None = None, source: str = "arrays",
+                 check: bool = True):
+        self.samples = list(samples)
+        self.ndim = int(ndim)
+        self.in_channels = int(in_channels)
+        self.normalization = dict(normalization or {"pmin": 1.0, "pmax": 99.8})
+        self.source = source
+        if check:
+            self._validate()
+
+    def _validate(self) -> None:
+        if not self.samples:
+            raise DataError(f"{self.source}: the training set is empty")
+        names = [s.name for s in self.samples]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise DataError(f"{self.source}: repeated sample names {dup[:5]}")
+        n_fg_blobs = []
+        max_id = 0
+        for s in self.samples:
+            if s.image.ndim != self.ndim + 1 or s.image.shape[0] != self.in_channels:
+                raise DataError(f"{s.name}: image shape {s.image.shape} is not ({self.in_channels}, *{self.ndim}D)")
+            if s.image.shape[1:] != s.labels.shape:
+                raise DataError(f"{s.name}: image spatial shape {s.image.shape[1:]} differs from labels {s.labels.shape}")
+            n_fg_blobs.append(check_instance_labels(s.labels, s.name))
+            max_id = max(max_id, int(s.labels.max()))
+        if max_id == 0:
+            raise DataError(f"{self.source}: no labelled objects in any of the {len(self.samples)} images")
+        if max_id == 1 and max(n_fg_blobs) > 1:
+            worst = self.samples[int(np.argmax(n_fg_blobs))].name
+            raise DataError(
+                f"{self.source}: every label image holds only the values 0 and 1, but e.g. {worst} has "
+                f"{max(n_fg_blobs)} separate blobs; these look like binary masks, training needs instance labels "
+                "(one id per object; convert with skimage.measure.label)"
+            )
+
+    # -- constructors ------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, pairs: Iterable[tuple[np.ndarray, np.ndarray]], names: Sequence[str] | None = None,
+                    ndim: int = 2, in_channels: int = 1, normalization: Mapping[str, float] | None = None,
+                    axes: str | None = None, source: str = "arrays") -> "TrainingData":
+        """From raw (un-normalized) ``(image, labels)`` pairs; images ``(*sp)`` or ``(C, *sp)`` (or ``axes``)."""
+        norm = dict(normalization or {"pmin": 1.0, "pmax": 99.8})
+        pairs = list(pairs)
+        if names is None:
+            names = [f"{source}[{i}]" for i in range(len(pairs))]
+        if len(names) != len(pairs):
+            raise DataError(f"{source}: {len(names)} names for {len(pairs)} pairs")
+        samples = []
+        for (img, lab), name in zip(pairs, names):
+            x = to_channels_first(img, axes, ndim, in_channels, name)
+            lab = _check_pair(x, lab, name, ndim)
+            samples.append(TrainingSample(name, _normalize(x, norm["pmin"], norm["pmax"], name), lab))
+        return cls(samples, ndim, in_channels, norm, source)
+
+    @classmethod
+    def _from_files(cls, items, ndim, in_channels, normalization, source) -> "TrainingData":
+        from cellseg import io
+
+        norm = dict(normalization or {"pmin": 1.0, "pmax": 99.8})
+        samples = []
+        for name, ip, lp in items:
+            try:
+                im = io.read_image(ip)
+                lab = io.read_labels(lp)
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+            x = to_channels_first(im.data, im.axes, ndim, in_channels, str(ip))
+            lab = _check_pair(x, lab, str(lp), ndim)
+            samples.append(TrainingSample(name, _normalize(x, norm["pmin"], norm["pmax"], str(ip)), lab))
+        return cls(samples, ndim, in_channels, norm, source)
+
+    @classmethod
+    def from_ctc(cls, root: str | os.PathLike, sequences: Sequence[str] = ("01",), truth: str = "ST",
+                 frames: Sequence[int] | None = None, ndim: int = 2, in_channels: int = 1,
+                 normalization: Mapping[str, float] | None = None) -> "TrainingData":
+        """Annotated frames of CTC ``sequences`` (``truth`` ``"GT"``, ``"ST"`` or ``"auto"``).
+
+        Sample names are ``"<seq>/t<TTT>"``; ``frames`` restricts to those time points.
+        """
+        from cellseg.datasets import CTCDataset
+
+        try:
+            ds = CTCDataset(root)
+            items = []
+            for seq in sequences:
+                for fr in ds.pairs(seq, truth=truth):
+                    if frames is None or fr.t in frames:
+                        items.append((f"{fr.seq}/t{fr.t:03d}", fr.image_path, fr.label_path))
+        except (ValueError, FileNotFoundError) as exc:
+            raise DataError(str(exc)) from None
+        src = f"{Path(root)} sequences {','.join(map(str, sequences))} ({truth})"
+        if not items:
+            raise DataError(f"{src}: no annotated frames selected")
+        return cls._from_files(items, ndim, in_channels, normalization, src)
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike, names: Sequence[str] | None = None, ndim: int = 2,
+                    in_channels: int = 1, normalization: Mapping[str, float] | None = None,
+                    dataset=None) -> "TrainingData":
+        """An ``images/`` + ``masks/`` folder (paired by file stem); ``names`` selects samples."""
+        from cellseg.datasets import FolderDataset
+
+        try:
+            ds = dataset if dataset is not None else FolderDataset(root)
+            if names is not None:
+                ds = ds.subset(names)
+            items = [(n, ds.image_path(n), ds.mask_path(n)) for n in ds.names]
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            raise DataError(str(exc)) from None
+        return cls._from_files(items, ndim, in_channels, normalization, f"{Path(root)}")
+
+    @classmethod
+    def dsb2018(cls, root: str | os.PathLike, names: Sequence[str] | None = None, modality: str = "fluorescence",
+                normalization: Mapping[str, float] | None = None) -> "TrainingData":
+        """The DSB 2018 stage1_train images of one modality tag (default fluorescence)."""
+        from cellseg.datasets import FolderDataset
+
+        try:
+            ds = FolderDataset.dsb2018(root, modality=modality)
+        except (ValueError, FileNotFoundError) as exc:
+            raise DataError(str(exc)) from None
+        out = cls.from_folder(root, names=names, normalization=normalization, dataset=ds)
+        out.source = f"{Path(root)} (DSB 2018, {modality})"
+        return out
+
+    # -- access ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return TrainingData(self.samples[i], self.ndim, self.in_channels, self.normalization, self.source,
+                                check=False)
+        return self.samples[i]
+
+    def __repr__(self) -> str:
+        return f"TrainingData({len(self)} samples, {self.ndim}D, source={self.source!r})"
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+    def subset(self, names: Sequence[str]) -> "TrainingData":
+        by = {s.name: s for s in self.samples}
+        missing = [n for n in names if n not in by]
+        if missing:
+            raise DataError(f"{self.source}: unknown sample name(s) {missing[:5]}")
+        return TrainingData([by[n] for n in names], self.ndim, self.in_channels, self.normalization,
+                            self.source, check=False)
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["TrainingData", "TrainingData"]:
+        """Deterministic random split by sample name into ``(train, val)`` (both non-empty)."""
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if len(self) < 2:
+            raise DataError(f"{self.source}: need at least 2 samples to split off a validation set")
+        names = sorted(self.names)
+        n_val = min(len(names) - 1, max(1, int(round(len(names) * val_fraction))))
+        perm = np.random.default_rng(seed).permutation(len(names))
+        val = sorted(names[i] for i in perm[:n_val])
+        train = sorted(names[i] for i in perm[n_val:])
+        return self.subset(train), self.subset(val)
+
+    def describe(self) -> dict[str, Any]:
+        n_obj = [int(len(np.unique(s.labels)) - (s.labels.min() == 0)) for s in self.samples]
+        return {"source": self.source, "n_images": len(self), "n_objects": int(sum(n_obj)),
+                "names": self.names}
+
+
+def load_training_data(path: str | os.PathLike, sequences: Sequence[str] | None = None, truth: str = "ST",
+                       ndim: int = 2, in_channels: int = 1,
+                       normalization: Mapping[str, float] | None = None) -> TrainingData:
+    """A CTC dataset folder (``01/``, ``01_ST/SEG``...) or an ``images/`` + ``masks/`` folder."""
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"{p}: training data folder does not exist")
+    if (p / "images").is_dir() and (p / "masks").is_dir():
+        if sequences:
+            raise DataError(f"{p}: an images/ + masks/ folder has no sequences; drop --sequences")
+        return TrainingData.from_folder(p, ndim=ndim, in_channels=in_channels, normalization=normalization)
+    if any(d.is_dir() and d.name.isdigit() for d in p.iterdir()):
+        seqs = list(sequences) if sequences else None
+        if seqs is None:
+            from cellseg.datasets import CTCDataset
+
+            try:
+                ds = CTCDataset(p)
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+            seqs = [s for s in ds.sequences if ds.truths(s) and (truth == "auto" or truth in ds.truths(s))]
+            if not seqs:
+                raise DataError(f"{p}: no sequence has {truth} segmentation truth")
+        return TrainingData.from_ctc(p, seqs, truth, ndim=ndim, in_channels=in_channels,
+                                     normalization=normalization)
+    raise DataError(f"{p}: not a CTC dataset (01/, 01_GT/SEG or 01_ST/SEG) nor an images/ + masks/ folder")
+
+
+class PatchSampler:
+    """Draws augmented training patches and their targets.
+
+    Images are picked with probability proportional to their area (at least one
+    patch area). With probability ``fg_prob`` the patch is placed around a random
+    object of the picked image (its centroid plus a uniform offset of up to 40%
+    of the patch size), otherwise uniformly; patch centres are kept inside the
+    image where it is larger than the patch. Geometry and intensity augmentation
+    follow (:mod:`cellseg.train.augment`), then ``rep.encode`` on the augmented
+    labels.
+    """
+
+    def __init__(self, data: TrainingData, rep, patch_shape: Sequence[int], augment: AugmentConfig | None = None,
+                 fg_prob: float = 0.9):
+        if len(patch_shape) != data.ndim:
+            raise ValueError(f"patch shape {tuple(patch_shape)} must have {data.ndim} axes")
+        if not 0 <= fg_prob <= 1:
+            raise ValueError(f"fg_prob must be in [0, 1], got {fg_prob}")
+        self.data = data
+        self.rep = rep
+        self.patch_shape = tuple(int(p) for p in patch_shape)
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.fg_prob = float(fg_prob)
+        pa = float(np.prod(self.patch_shape))
+        w = np.array([max(float(np.prod(s.shape)), pa) for s in data.samples])
+        self.weights = w / w.sum()
+        self.centroids = []
+        for s in data.samples:
+            ids = np.unique(s.labels)
+            ids = ids[ids > 0]
+            c = np.array(ndi.center_of_mass(np.ones_like(s.labels), s.labels, ids), dtype=np.float64).reshape(-1, data.ndim)
+            self.centroids.append(c)
+
+    def _center(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        shape = np.array(self.data.samples[i].shape, dtype=np.float64)
+        p = np.array(self.patch_shape, dtype=np.float64)
+        cents = self.centroids[i]
+        if len(cents) and rng.random() < self.fg_prob:
+            c = cents[rng.integers(len(cents))] + rng.uniform(-0.4, 0.4, size=len(p)) * p
+        else:
+            c = rng.uniform(0, shape - 1)
+        # a crop start ``c - (p-1)/2`` on the pixel grid, inside the image where it fits
+        start = np.round(c - (p - 1) / 2)
+        start = np.where(shape >= p, np.clip(start, 0, shape - p), np.floor((shape - p) / 2))
+        return start + (p - 1) / 2
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        i = int(rng.choice(len(self.data), p=self.weights))
+        s = self.data.samples[i]
+        img, lab = sample_patch(s.image, s.labels, self.patch_shape, self._center(i, rng), rng, self.augment)
+        img = augment_intensity(img, rng, self.augment)
+        targets = self.rep.encode(lab)
+        return img, targets
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(float32 (B, C, *patch), {target: float32 (B, C_t, *patch)})``."""
+        xs, ts = [], []
+        for _ in range(batch_size):
+            x, t = self.sample(rng)
+            xs.append(x)
+            ts.append(t)
+        keys = list(ts[0])
+        return np.stack(xs), {k: np.stack([np.asarray(t[k], dtype=np.float32) for t in ts]) for k in keys}

@@ -1,0 +1,482 @@
+"""The training loop: :func:`fit` and :class:`TrainConfig`.
+
+One step = a batch of augmented patches (:class:`~cellseg.train.dataset.PatchSampler`)
+→ network → the representation's loss on the raw outputs → AdamW. The random
+state of step ``(epoch, step)`` is derived from ``(seed, epoch, step)`` alone,
+so a run resumed from any checkpoint continues exactly as the uninterrupted run
+would (on the same device and thread count).
+
+Validation (every ``val_every`` epochs): the network runs once per validation
+image; the loss against the cached, un-augmented targets and, after decoding
+with the model's current thresholds, AP@0.5 (TP/FP/FN pooled over the images)
+and CTC SEG (pooled over the reference objects) are recorded.
+
+Checkpoints in ``out_dir``:
+
+* ``last.pt``  — model file + ``training_state`` (optimizer, scheduler, epoch,
+  step, history, elapsed time); written every ``checkpoint_minutes`` and at the
+  end of every epoch; ``fit(..., resume=True)`` continues from it.
+* ``best.pt``  — model file of the epoch with the best validation mAP (AP@0.5
+  when validating, else the lowest training loss).
+* ``model.pt`` — the final model (best weights, tuned thresholds), written at the end.
+* ``history.json`` — per-epoch figures.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from cellseg import representations
+from cellseg.models.network import CellsegModel, make_config, read_model_file, resolve_device
+from cellseg.models.unet import BackboneConfig
+
+from .augment import AugmentConfig
+from .dataset import DataError, PatchSampler, TrainingData, load_training_data
+from .losses import representation_loss
+
+__all__ = ["TrainConfig", "fit", "evaluate_model", "StopTraining"]
+
+SCHEDULES = ("cosine", "plateau", "constant")
+
+
+class StopTraining(Exception):
+    """Raise from a callback (or return ``False``) to stop after the current step; a checkpoint is written."""
+
+
+@dataclass
+class TrainConfig:
+    """Schedule and sampling of a training run (recorded in the model config)."""
+
+    epochs: int = 100
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    patch_size: int | tuple[int, ...] = 128
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # "cosine" (per step, to min_lr_factor·lr), "plateau" (on val mAP) or "constant"
+    warmup_steps: int = 0
+    min_lr_factor: float = 0.01
+    plateau_patience: int = 10
+    plateau_factor: float = 0.5
+    grad_clip: float | None = 10.0
+    fg_prob: float = 0.9
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    val_every: int = 1
+    val_max_images: int | None = None  # validate on the first N validation images (all when None)
+    checkpoint_minutes: float = 10.0
+    num_threads: int | None = None  # torch.set_num_threads for the run (None: leave as is)
+    tune_thresholds: bool = True  # tune decode thresholds on the validation set at the end
+    tune_metric: str = "map"  # "map" (mean AP over IoU 0.5:0.9), "ap50" or "seg"
+    verbose: bool = True
+
+    def __post_init__(self):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "val_every"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if isinstance(self.augment, Mapping):
+            self.augment = AugmentConfig.from_dict(self.augment)
+        ps = (self.patch_size,) if isinstance(self.patch_size, (int, np.integer)) else tuple(self.patch_size)
+        if not all(int(p) >= 1 for p in ps):
+            raise ValueError(f"TrainConfig.patch_size must be positive, got {self.patch_size!r}")
+
+    def patch_shape(self, ndim: int, div_by: int) -> tuple[int, ...]:
+        ps = self.patch_size
+        shape = (int(ps),) * ndim if isinstance(ps, (int, np.integer)) else tuple(int(p) for p in ps)
+        if len(shape) != ndim:
+            raise ValueError(f"patch_size {ps!r} does not have {ndim} axes")
+        bad = [p for p in shape if p % div_by]
+        if bad:
+            raise ValueError(f"patch_size {shape} must be divisible by {div_by} (2**depth of the backbone)")
+        return shape
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig option(s) {unknown}; valid names are {sorted(valid)}")
+        if isinstance(d.get("patch_size"), list):
+            d["patch_size"] = tuple(d["patch_size"])
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _as_data(data, rep_ndim: int, in_channels: int, normalization, what: str) -> TrainingData:
+    if isinstance(data, TrainingData):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return load_training_data(data, ndim=rep_ndim, in_channels=in_channels, normalization=normalization)
+    if isinstance(data, Sequence) or hasattr(data, "__iter__"):
+        return TrainingData.from_arrays(list(data), ndim=rep_ndim, in_channels=in_channels,
+                                        normalization=normalization, source=what)
+    raise TypeError(f"{what} must be TrainingData, a folder path or a list of (image, labels), got {type(data).__name__}")
+
+
+def _step_seed(seed: int, epoch: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule != "cosine":
+            return 1.0
+        t = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def _to_tensors(x: np.ndarray, targets: Mapping[str, np.ndarray], device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    return (torch.from_numpy(x).to(device),
+            {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device) for k, v in targets.items()})
+
+
+class _Validator:
+    """Caches validation images and un-augmented targets; one network run per image."""
+
+    def __init__(self, data: TrainingData, rep, max_images: int | None):
+        self.samples = data.samples[:max_images] if max_images else list(data.samples)
+        self.rep = rep
+        self.targets = [rep.encode(s.labels) for s in self.samples]
+
+    def run(self, model: CellsegModel, loss_fn) -> dict[str, float]:
+        from cellseg.metrics import average_precision, seg_score
+
+        net = model.network
+        was = net.training
+        net.eval()
+        losses, preds, segs = [], [], []
+        try:
+            for s, tgt in zip(self.samples, self.targets):
+                x = s.image
+                spatial = x.shape[1:]
+                pad = [(0, 0)] + [(0, (-n) % model.div_by) for n in spatial]
+                xp = np.pad(x, pad, mode="reflect") if any(p[1] for p in pad) else x
+                crop = (slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)
+                with torch.no_grad():
+                    raw = net(torch.from_numpy(np.ascontiguousarray(xp[None])).to(model.device))
+                    raw = {k: v[crop] for k, v in raw.items()}
+                    t = {k: torch.from_numpy(np.ascontiguousarray(v[None], dtype=np.float32)).to(model.device)
+                         for k, v in tgt.items()}
+                    total, _ = loss_fn(raw, t)
+                    act = net.activate(raw)
+                losses.append(float(total))
+                outputs = {k: v[0].float().cpu().numpy() for k, v in act.items()}
+                pred = model.decode(outputs).labels
+                preds.append(pred)
+                segs.append(seg_score(s.labels, pred))
+        finally:
+            net.train(was)
+        return {"val_loss": float(np.mean(losses)), "val_ap50": float(average_precision([s.labels for s in self.samples], preds, thresh=(0.5,)).mean_ap), "val_seg": pooled_seg(segs)}
+
+
+def pooled_seg(results) -> float:
+    """CTC SEG pooled over the reference objects of several frames (NaN when there are none)."""
+    n = sum(int(r.n_ref) for r in results)
+    return float(sum(float(np.sum(r.jaccards)) for r in results) / n) if n else float("nan")
+
+
+def _metric(res, key: str) -> float:
+    if isinstance(res, Mapping):
+        return float(res[key])
+    return float(getattr(res, key))
+
+
+def _emit(callback, event: dict[str, Any]) -> None:
+    if callback is None:
+        return
+    if callback(event) is False:
+        raise StopTraining(f"stopped by the callback at {event.get('event')}")
+
+
+def _log(cfg: TrainConfig, msg: str) -> None:
+    if cfg.verbose:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- fit
+def fit(
+    representation,
+    train,
+    val=None,
+    config: TrainConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    device: Any = "auto",
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+    backbone: BackboneConfig | Mapping[str, Any] | None = None,
+    model: CellsegModel | None = None,
+    val_fraction: float | None = None,
+    normalization: Mapping[str, float] | None = None,
+    name: str | None = None,
+) -> CellsegModel:
+    """Train a model and return it (best validation weights, tuned thresholds).
+
+    Parameters
+    ----------
+    representation : a Representation or its name (``"stardist"``...); ignored when ``model`` is given.
+    train, val : :class:`TrainingData`, a folder (CTC or images/masks) or a list of raw
+        ``(image, labels)`` pairs (normalized here with ``normalization``).
+    config : :class:`TrainConfig`.
+    out_dir : where checkpoints go (``last.pt``, ``best.pt``, ``model.pt``, ``history.json``);
+        ``None`` keeps everything in memory (no resume).
+    resume : continue from ``out_dir/last.pt`` (optimizer, scheduler, epoch, step, history).
+    device : ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    callback : called with event dicts (``{"event": "step"|"epoch"|"checkpoint"|"done", ...}``);
+        returning ``False`` (or raising :class:`StopTraining`) stops the run after a checkpoint.
+    backbone : backbone options for a new model (see :class:`cellseg.models.BackboneConfig`).
+    model : an existing :class:`CellsegModel` to fine-tune.
+    val_fraction : split a validation set off ``train`` when ``val`` is None.
+    """
+    cfg = config or TrainConfig()
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    dev = resolve_device(device)
+    if model is not None:
+        rep = model.representation
+        bb = model.network.backbone_config
+    else:
+        rep = representations.get(representation) if isinstance(representation, str) else representation
+        bb = backbone if isinstance(backbone, BackboneConfig) else BackboneConfig.from_dict(backbone)
+    if bb.ndim not in getattr(rep, "ndims", (2,)):
+        raise ValueError(f"representation {rep.name!r} supports {rep.ndims}D, the backbone is {bb.ndim}D")
+    norm = dict(normalization or (model.config["normalization"] if model is not None else {"pmin": 1.0, "pmax": 99.8}))
+    in_ch = model.in_channels if model is not None else None
+    train = _as_data(train, bb.ndim, in_ch or 1, norm, "train")
+    if in_ch is None:
+        in_ch = train.in_channels
+    if train.in_channels != in_ch:
+        raise DataError(f"the training data has {train.in_channels} channels, the model takes {in_ch}")
+    if val is None and val_fraction:
+        train, val = train.split(val_fraction, seed=cfg.seed)
+    if val is not None:
+        val = _as_data(val, bb.ndim, in_ch, train.normalization, "val")
+        overlap = sorted(set(train.names) & set(val.names)) if train.source == val.source else []
+        if overlap:
+            raise DataError(f"{len(overlap)} sample(s) are in both the training and validation sets, e.g. {overlap[:3]}")
+
+    training_record = {
+        "train_config": cfg.to_dict(),
+        "train_data": {"source": train.source, "n_images": len(train), "names": train.names},
+        "val_data": None if val is None else {"source": val.source, "n_images": len(val), "names": val.names},
+    }
+    if model is None:
+        mcfg = make_config(rep, bb, in_channels=in_ch, normalization=train.normalization,
+                           training=training_record, name=name)
+        model = CellsegModel(mcfg, device=dev)
+    else:
+        model.config["training"] = {**training_record, "fine_tuned_from": model.config.get("training", {})}
+        if name:
+            model.config["name"] = name
+        model.to(dev)
+    net = model.network
+    patch = cfg.patch_shape(bb.ndim, model.div_by)
+    loss_fn = representation_loss(rep)
+    sampler = PatchSampler(train, rep, patch, cfg.augment, cfg.fg_prob)
+    validator = _Validator(val, rep, cfg.val_max_images) if val is not None else None
+
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total_steps))
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
+               if cfg.schedule == "plateau" else None)
+
+    out = Path(out_dir) if out_dir is not None else None
+    state = {"epoch": 0, "step": 0, "best": -math.inf, "history": [], "elapsed": 0.0,
+             "acc": {"n": 0, "loss": 0.0, "parts": {}}}
+    best_state = None
+    if resume:
+        if out is None:
+            raise ValueError("resume=True needs out_dir")
+        last = out / "last.pt"
+        if not last.exists():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist")
+        payload = read_model_file(last)
+        ckpt = CellsegModel.from_payload(payload, device="cpu", source=str(last))
+        if ckpt.config["representation"] != model.config["representation"] or \
+                ckpt.config["backbone"] != model.config["backbone"]:
+            raise ValueError(f"{last}: the checkpoint's representation/backbone differ from this run's; "
+                             "use another out_dir or the same settings")
+        ts = payload.get("training_state")
+        if not isinstance(ts, Mapping):
+            raise ValueError(f"{last}: not a training checkpoint (no training_state)")
+        net.load_state_dict(ckpt.network.state_dict())
+        model.config["thresholds"] = ckpt.config["thresholds"]
+        opt.load_state_dict(ts["optimizer"])
+        sched.load_state_dict(ts["scheduler"])
+        if plateau is not None and ts.get("plateau") is not None:
+            plateau.load_state_dict(ts["plateau"])
+        for k in ("epoch", "step", "best", "history", "elapsed", "acc"):
+            state[k] = ts[k]
+        if (out / "best.pt").exists():
+            best_state = CellsegModel.load(out / "best.pt", device="cpu").network.state_dict()
+        _log(cfg, f"resuming from {last}: epoch {state['epoch'] + 1}, step {state['step']}")
+
+    def save_last():
+        if out is None:
+            return
+        ts = {"epoch": state["epoch"], "step": state["step"], "best": state["best"], "history": state["history"],
+              "elapsed": state["elapsed"], "acc": state["acc"], "optimizer": opt.state_dict(),
+              "scheduler": sched.state_dict(), "plateau": None if plateau is None else plateau.state_dict()}
+        model.save(out / "last.pt", extra={"training_state": ts})
+        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+        _emit(callback, {"event": "checkpoint", "path": str(out / "last.pt"), "epoch": state["epoch"],
+                         "step": state["step"]})
+
+    t_start = time.perf_counter() - state["elapsed"]
+    t_ckpt = time.perf_counter()
+    stopped = False
+    _log(cfg, f"training {rep.name} on {len(train)} images ({train.source}); "
+              f"{'validating on %d' % len(validator.samples) if validator else 'no validation'}; "
+              f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, patch {patch}, "
+              f"device {dev}, {torch.get_num_threads()} threads")
+    try:
+        while state["epoch"] < cfg.epochs:
+            epoch = state["epoch"]
+            net.train()
+            while state["step"] < cfg.steps_per_epoch:
+                step = state["step"]
+                seed = _step_seed(cfg.seed, epoch, step)
+                rng = np.random.default_rng(seed)
+                torch.manual_seed(seed)
+                x, tg = sampler.batch(rng, cfg.batch_size)
+                xt, tt = _to_tensors(x, tg, dev)
+                raw = net(xt)
+                total, parts = loss_fn(raw, tt)
+                if not torch.isfinite(total):
+                    raise FloatingPointError(f"loss became {total.item()} at epoch {epoch + 1} step {step + 1}; "
+                                             "lower the learning rate")
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                if cfg.schedule != "plateau" or epoch * cfg.steps_per_epoch + step < cfg.warmup_steps:
+                    sched.step()  # the plateau schedule owns the lr after the warm-up
+                acc = state["acc"]
+                acc["n"] += 1
+                loss_value = total.item()
+                acc["loss"] += loss_value
+                for k, v in parts.items():
+                    acc["parts"][k] = acc["parts"].get(k, 0.0) + float(v)
+                state["step"] += 1
+                state["elapsed"] = time.perf_counter() - t_start
+                _emit(callback, {"event": "step", "epoch": epoch + 1, "step": step + 1,
+                                 "steps_per_epoch": cfg.steps_per_epoch, "loss": loss_value})
+                if out is not None and time.perf_counter() - t_ckpt > 60 * cfg.checkpoint_minutes:
+                    save_last()
+                    t_ckpt = time.perf_counter()
+            # ---- end of epoch
+            acc = state["acc"]
+            rec = {"epoch": epoch + 1, "loss": acc["loss"] / max(1, acc["n"]),
+                   **{f"loss_{k}": v / max(1, acc["n"]) for k, v in acc["parts"].items()},
+                   "lr": opt.param_groups[0]["lr"]}
+            if validator is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                rec.update(validator.run(model, loss_fn))
+                score = rec["val_ap50"]
+                if plateau is not None:
+                    plateau.step(score)
+            else:
+                score = -rec["loss"] if validator is None else None
+            rec["time"] = time.perf_counter() - t_start
+            state["history"].append(rec)
+            improved = score is not None and score > state["best"]
+            if improved:
+                state["best"] = score
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                if out is not None:
+                    model.save(out / "best.pt")
+            state["epoch"] += 1
+            state["step"] = 0
+            state["acc"] = {"n": 0, "loss": 0.0, "parts": {}}
+            state["elapsed"] = time.perf_counter() - t_start
+            _log(cfg, _epoch_line(rec, cfg.epochs, improved))
+            save_last()
+            t_ckpt = time.perf_counter()
+            _emit(callback, {"event": "epoch", **rec})
+    except StopTraining as exc:
+        stopped = True
+        _log(cfg, f"{exc}; writing a checkpoint")
+        save_last()
+
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    model.config["training"]["history"] = state["history"]
+    model.config["training"]["train_seconds"] = round(state["elapsed"], 1)
+    model.config["training"]["stopped_early"] = stopped
+    if not stopped and cfg.tune_thresholds and validator is not None:
+        from .tune import tune_thresholds
+
+        res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples],
+                              metric=cfg.tune_metric, verbose=cfg.verbose)
+        model.config["training"]["tuning"] = {"metric": cfg.tune_metric, "score": res.score,
+                                              "thresholds": res.params, "n_images": len(val)}
+    if out is not None and not stopped:
+        model.save(out / "model.pt")
+        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+    _emit(callback, {"event": "done", "stopped": stopped, "history": state["history"]})
+    return model
+
+
+def _epoch_line(rec: Mapping[str, Any], epochs: int, improved: bool) -> str:
+    parts = [f"epoch {rec['epoch']}/{epochs}", f"loss {rec['loss']:.4f}"]
+    sub = [f"{k[5:]} {v:.3f}" for k, v in rec.items() if k.startswith("loss_")]
+    if sub:
+        parts[-1] += " (" + ", ".join(sub) + ")"
+    if "val_loss" in rec:
+        parts += [f"val_loss {rec['val_loss']:.4f}", f"AP50 {rec['val_ap50']:.3f}", f"SEG {rec['val_seg']:.3f}"]
+    parts += [f"lr {rec['lr']:.2e}", f"{rec['time']:.0f}s"]
+    return "  ".join(parts) + ("  *" if improved else "")
+
+
+def evaluate_model(model: CellsegModel, data: TrainingData, params: Mapping[str, Any] | None = None,
+                   iou_thresholds: Sequence[float] = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))) -> dict[str, Any]:
+    """Test figures of ``model`` on normalized ``data``: AP at each IoU threshold (dataset-level,
+    TP/(TP+FP+FN) over all images), mean AP 0.5:0.95, F1@0.5, precision/recall@0.5 and mean SEG."""
+    from cellseg.metrics import matching_dataset, seg_score
+
+    preds, trues, segs = [], [], []
+    for s in data.samples:
+        pred = model.decode(model.predict(s.image), params).labels
+        preds.append(pred)
+        trues.append(s.labels)
+        segs.append(seg_score(s.labels, pred))
+    res: dict[str, Any] = {"n_images": len(data), "iou_thresholds": [float(t) for t in iou_thresholds]}
+    ms = matching_dataset(trues, preds, thresh=[float(t) for t in iou_thresholds])
+    aps = [_metric(m, "accuracy") for m in ms]
+    for t, m in zip(iou_thresholds, ms):
+        if abs(t - 0.5) < 1e-9:
+            res["f1_50"] = _metric(m, "f1")
+            res["precision_50"] = _metric(m, "precision")
+            res["recall_50"] = _metric(m, "recall")
+    res["ap"] = aps
+    for t, a in zip(iou_thresholds, aps):
+        res[f"ap{int(round(t * 100))}"] = a
+    res["map_50_95"] = float(np.mean(aps))
+    res["seg"] = pooled_seg(segs)
+    return res

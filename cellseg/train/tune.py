@@ -1,0 +1,188 @@
+"""Decode-threshold optimisation on validation data.
+
+The network runs **once** per validation image (:func:`tune_thresholds`); the
+cached head outputs are then re-decoded for every candidate parameter set
+(:func:`tune_params`). The search, per representation (:data:`TUNABLE`):
+
+1. a coarse grid over the two parameters that matter (the full product);
+2. coordinate-wise refinement: around the best value of each parameter in
+   turn, a grid of ``n_refine_points`` points over half the previous step span,
+   repeated ``n_refine_rounds`` times.
+
+Every evaluation decodes all images and pools TP/FP/FN over them. Metrics:
+``"map"`` mean AP over IoU 0.5, 0.55, ..., 0.9 (AP = TP/(TP+FP+FN) after optimal
+one-to-one matching, the DSB 2018 / StarDist convention), ``"ap50"`` AP at IoU
+0.5, ``"seg"`` CTC SEG pooled over the reference objects of all images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["TUNABLE", "TuneResult", "tune_params", "tune_thresholds", "score_labels", "MAP_THRESHOLDS"]
+
+MAP_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.5, 0.901, 0.05), 2))
+
+#: representation name -> {parameter: (low, high, coarse grid points)}; the first parameter is refined first
+TUNABLE: dict[str, dict[str, tuple[float, float, int]]] = {
+    "stardist": {"prob_thresh": (0.1, 0.9, 9), "nms_thresh": (0.2, 0.6, 5)},
+    "flows": {"prob_thresh": (0.1, 0.9, 9), "flow_threshold": (0.2, 1.0, 5)},
+    "offsets": {"seed_thresh": (0.1, 0.9, 9), "fg_thresh": (0.1, 0.9, 5)},
+    "distance": {"fg_thresh": (0.1, 0.9, 9), "marker_thresh": (0.1, 0.8, 5)},
+}
+
+
+@dataclass
+class TuneResult:
+    """Best parameters, their score and every evaluated ``(params, score)``."""
+
+    params: dict[str, Any]
+    score: float
+    metric: str
+    table: list[tuple[dict[str, float], float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        return f"TuneResult(params={self.params}, {self.metric}={self.score:.4f}, {len(self.table)} evaluations)"
+
+
+def score_labels(trues: Sequence[np.ndarray], preds: Sequence[np.ndarray], metric: str = "map") -> float:
+    """Pooled score of predicted label images (see the module docstring for ``metric``)."""
+    if metric == "map":
+        from cellseg.metrics import average_precision
+
+        return float(average_precision(list(trues), list(preds), thresh=MAP_THRESHOLDS).mean_ap)
+    if metric == "ap50":
+        from cellseg.metrics import average_precision
+
+        return float(average_precision(list(trues), list(preds), thresh=(0.5,)).mean_ap)
+    if metric == "seg":
+        from cellseg.metrics import seg_score
+
+        from .loop import pooled_seg
+
+        return pooled_seg([seg_score(t, p) for t, p in zip(trues, preds)])
+    raise ValueError(f"unknown metric {metric!r}; choose 'map', 'ap50' or 'seg'")
+
+
+def _space(rep, space: Mapping[str, Any] | None) -> dict[str, tuple[float, float, int]]:
+    if space is None:
+        if rep.name not in TUNABLE:
+            raise ValueError(f"no default threshold search space for representation {rep.name!r}; pass space=")
+        space = TUNABLE[rep.name]
+    valid = {f.name for f in dataclasses.fields(rep.Params)}
+    out = {}
+    for k, v in space.items():
+        if k not in valid:
+            raise ValueError(f"{rep.name} has no decode parameter {k!r}; valid names are {sorted(valid)}")
+        lo, hi, n = (tuple(v) + (5,))[:3] if len(tuple(v)) == 2 else tuple(v)
+        if not lo <= hi or int(n) < 1:
+            raise ValueError(f"search range for {k!r} must be (low, high[, n]) with low <= high, got {v!r}")
+        out[k] = (float(lo), float(hi), int(n))
+    if not out:
+        raise ValueError("empty search space")
+    return out
+
+
+def tune_params(
+    rep,
+    outputs: Sequence[Mapping[str, np.ndarray]],
+    labels: Sequence[np.ndarray],
+    metric: str = "map",
+    space: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+    n_refine_rounds: int = 2,
+    n_refine_points: int = 4,
+    verbose: bool = False,
+) -> TuneResult:
+    """Search decode parameters of ``rep`` on cached head ``outputs`` against ``labels``.
+
+    ``space``: ``{param: (low, high, n_coarse)}`` (default :data:`TUNABLE`); ``base``:
+    values of the other decode parameters (default the representation's defaults).
+    Ties keep the first (lower-valued) candidate.
+    """
+    if len(outputs) != len(labels):
+        raise ValueError(f"{len(outputs)} outputs for {len(labels)} label images")
+    if not outputs:
+        raise ValueError("tuning needs at least one validation image")
+    sp = _space(rep, space)
+    base = dict(base or {})
+    names = list(sp)
+    t0 = time.perf_counter()
+    cache: dict[tuple, float] = {}
+    table: list[tuple[dict[str, float], float]] = []
+
+    def evaluate(vals: dict[str, float]) -> float:
+        key = tuple(round(vals[k], 6) for k in names)
+        if key in cache:
+            return cache[key]
+        params = rep.params(base, **{k: float(v) for k, v in zip(names, key)})
+        preds = [rep.decode(o, params).labels for o in outputs]
+        s = score_labels(labels, preds, metric)
+        s = -1.0 if not np.isfinite(s) else s
+        cache[key] = s
+        table.append((dict(zip(names, key)), s))
+        if verbose:
+            print(f"  tune {dict(zip(names, key))}: {metric} {s:.4f}", file=sys.stderr, flush=True)
+        return s
+
+    grids = {k: np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2]) for k, (lo, hi, n) in sp.items()}
+    best, best_s = None, -np.inf
+    for combo in np.array(np.meshgrid(*[grids[k] for k in names], indexing="ij")).reshape(len(names), -1).T:
+        vals = dict(zip(names, (float(c) for c in combo)))
+        s = evaluate(vals)
+        if s > best_s:
+            best, best_s = vals, s
+    steps = {k: (hi - lo) / max(1, n - 1) for k, (lo, hi, n) in sp.items()}
+    for _ in range(n_refine_rounds):
+        for k in names:
+            lo, hi, _n = sp[k]
+            step = steps[k]
+            if step <= 0:
+                continue
+            cands = np.linspace(best[k] - step / 2, best[k] + step / 2, n_refine_points + 1)
+            for c in cands:
+                c = float(np.clip(c, lo, hi))
+                vals = {**best, k: c}
+                s = evaluate(vals)
+                if s > best_s:
+                    best, best_s = vals, s
+            steps[k] = step / 2
+    best = {k: round(v, 6) for k, v in best.items()}
+    params = dataclasses.asdict(rep.params(base, **best))
+    return TuneResult(params=params, score=float(best_s), metric=metric, table=table,
+                      seconds=time.perf_counter() - t0)
+
+
+def tune_thresholds(
+    model,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    metric: str = "map",
+    space: Mapping[str, Any] | None = None,
+    store: bool = True,
+    verbose: bool = False,
+    **kwargs,
+) -> TuneResult:
+    """Run ``model`` once per *normalized* validation image, tune its decode thresholds on the
+    cached outputs and (``store=True``) write them into ``model.config["thresholds"]``."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images for {len(labels)} label images")
+    outputs = []
+    for i, im in enumerate(images):
+        outputs.append(model.predict(im))
+        if verbose:
+            print(f"  tune: predicted {i + 1}/{len(images)}", file=sys.stderr, flush=True)
+    res = tune_params(model.representation, outputs, list(labels), metric=metric, space=space,
+                      base=model.thresholds, verbose=False, **kwargs)
+    if verbose:
+        print(f"tuned thresholds {res.params}: {metric} {res.score:.4f} ({len(res.table)} evaluations, "
+              f"{res.seconds:.0f}s)", file=sys.stderr, flush=True)
+    if store:
+        model.thresholds = res.params
+    return res
