@@ -1,0 +1,736 @@
+"""Plain functions behind the widgets: no Qt, no viewer, no torch at import.
+
+Everything a widget does to data goes through here, so it is tested without a
+viewer (``tests/test_napari_logic.py``) and the widgets only move values between
+controls, layers and these functions.
+
+Layer data is returned as napari "LayerData tuples" ``(data, kwargs, layer_type)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CUSTOM_MODEL",
+    "TRAINED_MODELS",
+    "TrainedModels",
+    "model_choices",
+    "model_spec",
+    "get_model",
+    "ParamSpec",
+    "param_specs",
+    "coerce_param",
+    "param_text",
+    "axes_choices",
+    "channel_choices",
+    "build_segmenter",
+    "segmentation_task",
+    "redecode",
+    "output_layers",
+    "polygon_layer",
+    "flow_to_rgb",
+    "ERROR_CATEGORIES",
+    "ERROR_COLORS",
+    "error_categories",
+    "evaluation_rows",
+    "looks_like_labels",
+    "read_layers",
+    "labels_axes",
+    "write_labels_layer",
+]
+
+CUSTOM_MODEL = "custom file…"
+FRESH_MODEL = "fresh (untrained)"
+
+
+# --------------------------------------------------------------------------- models
+
+
+class TrainedModels:
+    """Models trained (or registered) in this session, by display name → file path.
+
+    The train widget adds to it; the segment widget lists it and listens to
+    :attr:`changed`. Kept in memory only: a model file stays usable later
+    through "custom file…".
+    """
+
+    def __init__(self):
+        from psygnal import Signal  # psygnal ships with napari; light
+
+        class _Events:
+            changed = Signal()
+
+        self._events = _Events()
+        self.changed = self._events.changed
+        self._models: dict[str, Path] = {}
+
+    def add(self, path: str | os.PathLike, name: str | None = None) -> str:
+        p = Path(path).resolve()
+        base = name or p.stem
+        n = base
+        for i in itertools.count(2):
+            if n not in self._models or self._models[n] == p:
+                break
+            n = f"{base} ({i})"
+        self._models[n] = p
+        self.changed.emit()
+        return n
+
+    def remove(self, name: str) -> None:
+        if self._models.pop(name, None) is not None:
+            self.changed.emit()
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def path(self, name: str) -> Path:
+        return self._models[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._models
+
+
+TRAINED_MODELS = TrainedModels()
+
+
+def bundled_models() -> list[str]:
+    """Names of the bundled models (reads the registry JSON; no torch)."""
+    try:
+        from cellseg.models import list_models
+    except ImportError:  # models package not installed
+        return []
+    try:
+        return list(list_models())
+    except (OSError, ValueError):
+        return []
+
+
+def model_choices() -> list[str]:
+    """Bundled models, then models trained in this session, then "custom file…"."""
+    return bundled_models() + [n for n in TRAINED_MODELS.names()] + [CUSTOM_MODEL]
+
+
+def default_model_choice() -> str:
+    try:
+        from cellseg.models import default_model_name
+
+        return default_model_name()
+    except Exception:  # noqa: BLE001 - no bundled model: fall back to the first choice
+        return model_choices()[0]
+
+
+def model_spec(choice: str, path: str | os.PathLike | None = None) -> str:
+    """What :func:`cellseg.models.load_model` takes for a model combo choice."""
+    if choice == CUSTOM_MODEL:
+        if not path or not str(path).strip() or Path(path).is_dir():
+            raise ValueError("choose a model file (.pt) for 'custom file…'")
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"model file {p} does not exist")
+        return str(p)
+    if choice in TRAINED_MODELS:
+        return str(TRAINED_MODELS.path(choice))
+    return str(choice)
+
+
+_MODEL_CACHE: dict[tuple, Any] = {}
+
+
+def get_model(spec: str):
+    """Load a model by bundled name or file path, cached (a changed file is reloaded).
+
+    Imports torch (through :mod:`cellseg.models`) on first use.
+    """
+    p = Path(spec)
+    key = (str(p.resolve()), p.stat().st_mtime_ns) if p.exists() else (spec, None)
+    model = _MODEL_CACHE.get(key)
+    if model is None:
+        from cellseg.models import load_model
+
+        model = load_model(spec)
+        if len(_MODEL_CACHE) > 4:
+            _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+        _MODEL_CACHE[key] = model
+    return model
+
+
+# --------------------------------------------------------------------------- decode params
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One decode parameter control: ``kind`` is 'bool', 'int', 'float' or 'text'."""
+
+    name: str
+    kind: str
+    value: Any
+    doc: str = ""
+
+
+def _kind_of(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    return "text"  # None, tuples, strings: edited as a Python literal
+
+
+def param_specs(representation, thresholds: dict | None = None) -> list[ParamSpec]:
+    """Controls for the fields of ``representation.Params``, valued by the model's tuned
+    ``thresholds`` (falling back to the dataclass defaults)."""
+    params = representation.params(dict(thresholds or {}))
+    docs = _field_docs(type(params).__doc__ or "")
+    return [ParamSpec(f.name, _kind_of(getattr(params, f.name)), getattr(params, f.name), docs.get(f.name, ""))
+            for f in dataclasses.fields(params)]
+
+
+def _field_docs(doc: str) -> dict[str, str]:
+    """``name : text`` entries of a Params docstring (first line of each), for tooltips."""
+    import re
+
+    out: dict[str, str] = {}
+    for line in doc.splitlines():
+        m = re.match(r"^\s*(\w+)\s*:\s*(\S.*)$", line)
+        if m:
+            out.setdefault(m.group(1), m.group(2).strip())
+    return out
+
+
+def param_text(value) -> str:
+    """How a 'text' control shows a value: strings bare, None empty, others as literals."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else repr(value)
+
+
+def coerce_param(kind: str, raw):
+    """Turn a control's value back into a parameter value ('text' controls hold Python literals)."""
+    if kind == "bool":
+        return bool(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    import ast
+
+    s = str(raw).strip()
+    if s in ("", "None"):
+        return None
+    try:
+        return ast.literal_eval(s)
+    except (ValueError, SyntaxError):
+        return s
+
+
+# --------------------------------------------------------------------------- image layers → axes
+
+
+def axes_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None = None) -> list[str]:
+    """Plausible axes strings (letters TZCYX) for an image layer, the most likely first.
+
+    The layer's ``metadata['axes']`` (set by this plugin's reader and by the
+    segment widget) comes first when it fits; RGB layers end in ``YXC``.
+    """
+    nd = len(shape)
+    meta_axes = (metadata or {}).get("axes")
+    cands: list[str] = []
+    if isinstance(meta_axes, str) and len(meta_axes) == nd and set(meta_axes) <= set("TZCYX"):
+        cands.append(meta_axes)
+    if rgb:
+        base = {3: ["YXC"], 4: ["TYXC", "ZYXC"], 5: ["TZYXC"]}.get(nd, [])
+    else:
+        if nd == 2:
+            base = ["YX"]
+        elif nd == 3:
+            base = ["CYX", "ZYX", "TYX"] if shape[0] <= 4 else ["ZYX", "TYX", "CYX"]
+        elif nd == 4:
+            base = ["TZYX", "CZYX", "ZCYX", "TCYX"] if min(shape[:2]) > 4 else (
+                ["CZYX", "ZCYX", "TCYX", "TZYX"] if shape[0] <= 4 else ["ZCYX", "TCYX", "TZYX", "CZYX"])
+        elif nd == 5:
+            base = ["TZCYX", "TCZYX"]
+        else:
+            base = []
+    for a in base:
+        if a not in cands:
+            cands.append(a)
+    if not cands:
+        raise ValueError(f"cannot segment an image with {nd} dimensions {tuple(shape)}")
+    return cands
+
+
+def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata: dict | None = None,
+                    in_channels: int = 1) -> list[tuple[str, int | None]]:
+    """``(label, channel index or None)`` pairs for the channel combo; ``None`` = all channels
+    (offered when the model takes as many channels as the image has)."""
+    if "C" not in axes:
+        return []
+    n = int(shape[axes.index("C")])
+    names = (metadata or {}).get("channel_names")
+    if rgb and n in (3, 4):
+        names = ["red", "green", "blue", "alpha"][:n]
+    if not (isinstance(names, (list, tuple)) and len(names) == n):
+        names = [f"channel {i}" for i in range(n)]
+    out: list[tuple[str, int | None]] = []
+    if in_channels == n and n > 1:
+        out.append(("all channels", None))
+    out += [(str(nm), i) for i, nm in enumerate(names)]
+    return out
+
+
+# --------------------------------------------------------------------------- segmentation
+
+
+def build_segmenter(model, params: dict | None = None, tile: int | None = None,
+                    normalize: tuple[float, float] | None = None):
+    """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).
+
+    ``tile`` of 0 or None runs the whole image at once.
+    """
+    from cellseg.segmenter import Segmenter
+
+    return Segmenter(model, params=params or None, tile=int(tile) if tile else None,
+                     normalize=normalize, keep_outputs=True)
+
+
+@dataclass
+class SegmentRun:
+    """What one segmentation produced, kept by the widget for re-decoding."""
+
+    segmenter: Any
+    result: Any
+    link: bool = False
+    stitch_iou: float = 0.3
+    link_iou: float = 0.3
+    meta: dict = field(default_factory=dict)
+
+
+def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel: int | None = None,
+                      channel_names: Sequence[str] | None = None, params: dict | None = None,
+                      tile: int | None = None, normalize: tuple[float, float] | None = None,
+                      link: bool = False) -> Iterator:
+    """Generator for a thread worker: loads the model, yields
+    :class:`cellseg.segmenter.Progress` events, returns a :class:`SegmentRun`."""
+    from cellseg.segmenter import Progress
+
+    if isinstance(model_spec_or_model, (str, os.PathLike)):
+        yield Progress("load", 0, 1, message=f"loading model {Path(str(model_spec_or_model)).name}")
+        model = get_model(str(model_spec_or_model))
+    else:
+        model = model_spec_or_model
+    seg = build_segmenter(model, params=params, tile=tile, normalize=normalize)
+    result = yield from seg.iter_segment(np.asarray(image), axes=axes, channel=channel,
+                                         channel_names=channel_names, link=link)
+    return SegmentRun(seg, result, link=link)
+
+
+def _canonical(result, spatial_ndim: int) -> tuple[str, str]:
+    """(canonical axes of the frame loop + space, space) as used by ``Segmenter.iter_segment``."""
+    axes = result.axes
+    if spatial_ndim == 3:
+        space = "ZYX"
+        frame_axes = [a for a in axes if a not in "ZYX"]
+    else:
+        space = "YX"
+        frame_axes = [a for a in axes if a not in "YX"]
+    order = [a for a in "TZ" if a in frame_axes] + list(space)
+    return "".join(order), space
+
+
+def redecode(run: SegmentRun, params: dict | None = None) -> Any:
+    """Decode the cached head outputs of ``run`` again with ``params`` (no network call).
+
+    Returns a new :class:`cellseg.segmenter.SegmentationResult`; ids are offset
+    per frame, Z slices of a 2D model stitched and T frames linked as in
+    :meth:`Segmenter.iter_segment`.
+    """
+    from cellseg.labels import link_by_iou
+    from cellseg.segmenter import SegmentationResult
+
+    seg, res = run.segmenter, run.result
+    if any("outputs" not in fr and not fr.get("empty") for fr in res.frames):
+        raise ValueError("this segmentation kept no head outputs (keep_outputs=False): run it again")
+    sp = seg.spatial_ndim
+    canon, _ = _canonical(res, sp)
+    shape = res.labels.shape
+    cshape = tuple(shape[res.axes.index(a)] for a in canon)
+    labels = np.zeros(cshape, np.int32)
+    frames = []
+    next_id = 1
+    new_params = None
+    for fr in res.frames:
+        idx = tuple(fr["index"])
+        if fr.get("empty"):
+            frames.append(dict(fr))
+            continue
+        dec = seg.decode(fr["outputs"], params=params)
+        new_params = new_params or seg.rep.params(
+            {**dataclasses.asdict(seg.params), **dict(params or {})})
+        lab = np.asarray(dec.labels, np.int32)
+        n = int(lab.max()) if lab.size else 0
+        if n:
+            lab = np.where(lab > 0, lab + (next_id - 1), 0).astype(np.int32)
+        id_scores = {next_id + i: float(s) for i, s in enumerate(np.asarray(dec.scores).ravel())}
+        next_id += n
+        labels[idx] = lab
+        frames.append({**fr, "scores": dec.scores, "extra": dec.extra, "id_scores": id_scores})
+
+    def _link(lab, axis, thr):
+        stack = np.moveaxis(lab, axis, 0)
+        linked, mapping = link_by_iou(stack, thr)
+        for f in frames:
+            if "id_scores" in f:
+                f["id_scores"] = {int(mapping.get(k, k)): v for k, v in f["id_scores"].items()}
+        return np.ascontiguousarray(np.moveaxis(linked, 0, axis))
+
+    if sp == 2 and "Z" in canon:
+        labels = _link(labels, canon.index("Z"), run.stitch_iou)
+    if run.link and "T" in canon:
+        labels = _link(labels, canon.index("T"), run.link_iou)
+    back = [canon.index(a) for a in res.axes]
+    labels = np.ascontiguousarray(np.transpose(labels, back))
+    return SegmentationResult(labels=labels, axes=res.axes, frames=frames,
+                              params=new_params if new_params is not None else res.params)
+
+
+def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
+    """Colour image of a 2D flow field ``(2, Y, X)`` (dy, dx): hue = direction,
+    brightness = magnitude (scaled by its 99th percentile). float32 ``(Y, X, 3)`` in [0, 1]."""
+    from skimage.color import hsv2rgb
+
+    flow = np.asarray(flow, np.float32)
+    if flow.ndim != 3 or flow.shape[0] != 2:
+        raise ValueError(f"flow_to_rgb expects a (2, Y, X) flow, got shape {flow.shape}")
+    dy, dx = flow
+    mag = np.hypot(dy, dx)
+    scale = float(np.percentile(mag, 99)) if mag.size else 0.0
+    hue = (np.arctan2(dy, dx) + np.pi) / (2 * np.pi)
+    val = np.clip(mag / scale, 0, 1) if scale > 0 else np.zeros_like(mag)
+    hsv = np.stack([hue % 1.0, np.ones_like(hue), val], axis=-1)
+    return hsv2rgb(hsv).astype(np.float32)
+
+
+def _stack_outputs(run: SegmentRun, head: str) -> np.ndarray | None:
+    """Head ``head`` of every frame as ``(C, *labels.shape)`` in the labels' axis order."""
+    res = run.result
+    sp = run.segmenter.spatial_ndim
+    canon, _ = _canonical(res, sp)
+    cshape = tuple(res.labels.shape[res.axes.index(a)] for a in canon)
+    full = None
+    for fr in res.frames:
+        out = fr.get("outputs")
+        if out is None or head not in out:
+            continue
+        a = np.asarray(out[head], np.float32)
+        if full is None:
+            full = np.zeros((a.shape[0],) + cshape, np.float32)
+        full[(slice(None),) + tuple(fr["index"])] = a
+    if full is None:
+        return None
+    perm = [0] + [1 + canon.index(a) for a in res.axes]
+    return np.ascontiguousarray(np.transpose(full, perm))
+
+
+def output_layers(run: SegmentRun, name: str, scale=None) -> list[tuple]:
+    """Image layers of the raw head outputs: one channel → a single image
+    ('magma' for probabilities / seeds), a 2-channel 2D flow → an RGB colour image
+    (hue = direction), more channels (e.g. ray distances) → a stack with the channel
+    axis first."""
+    heads = [h.name for h in run.segmenter.rep.heads()]
+    sp = run.segmenter.spatial_ndim
+    layers = []
+    for h in heads:
+        a = _stack_outputs(run, h)
+        if a is None:
+            continue
+        kw = {"name": f"{name} {h}", "blending": "additive", "visible": False,
+              "metadata": {"axes": run.result.axes, "head": h}}
+        if scale is not None:
+            kw["scale"] = tuple(scale)
+        if a.shape[0] == 1:
+            data = a[0]
+            kw["colormap"] = "magma"
+        elif a.shape[0] == 2 and sp == 2 and "flow" in h.lower():
+            flat = a.reshape(2, -1, *a.shape[-2:])
+            data = np.stack([flow_to_rgb(flat[:, i]) for i in range(flat.shape[1])]).reshape(
+                a.shape[1:] + (3,))
+            kw["rgb"] = True
+            kw["metadata"]["axes"] = run.result.axes + "C"
+        else:
+            data = a
+            kw["colormap"] = "viridis"
+            if scale is not None:
+                kw["scale"] = (1.0,) + tuple(scale)
+            kw["metadata"]["axes"] = "C" + run.result.axes
+        layers.append((data, kw, "image"))
+    return layers
+
+
+def polygon_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
+    """StarDist polygons (``extra['polygons']``, ``(n, 2, n_rays)`` y/x) as a Shapes layer,
+    vertices in the labels' axis order (frame index prepended for stacks)."""
+    res = run.result
+    if run.segmenter.spatial_ndim != 2:
+        return None
+    canon, _ = _canonical(res, 2)
+    polys = []
+    for fr in res.frames:
+        p = (fr.get("extra") or {}).get("polygons")
+        if p is None:
+            continue
+        p = np.asarray(p, np.float32)
+        if p.ndim != 3 or p.shape[1] != 2 or p.shape[0] == 0:
+            continue
+        idx = tuple(fr["index"])
+        for poly in p:
+            yx = poly.T  # (n_rays, 2)
+            coords = {"Y": yx[:, 0], "X": yx[:, 1]}
+            for a, i in zip(canon, idx):
+                coords[a] = np.full(len(yx), i, np.float32)
+            polys.append(np.stack([coords[a] for a in res.axes], axis=1))
+    if not polys:
+        return None
+    kw = {"name": f"{name} polygons", "shape_type": "polygon", "edge_color": "yellow",
+          "face_color": "transparent", "edge_width": 1, "visible": True}
+    if scale is not None:
+        kw["scale"] = tuple(scale)
+    return (polys, kw, "shapes")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+#: Categories of the error map (values of the evaluation Labels layer).
+ERROR_CATEGORIES = {
+    1: "correct",          # predicted object matched one-to-one to a GT object at IoU >= τ
+    2: "false positive",   # predicted object matched to nothing (and not a merge / split part)
+    3: "false negative",   # GT object matched to nothing (not merged, not split); painted on GT pixels
+    4: "merge",            # predicted object holding the majority (> 50 %) of >= 2 GT objects
+    5: "split",            # predicted fragments, >= 2 of them, each mostly (> 50 %) inside one GT object
+}
+ERROR_COLORS = {
+    0: (0, 0, 0, 0),
+    1: (0.2, 0.85, 0.2, 1.0),   # green
+    2: (1.0, 0.15, 0.15, 1.0),  # red
+    3: (0.2, 0.5, 1.0, 1.0),    # blue
+    4: (1.0, 0.2, 1.0, 1.0),    # magenta
+    5: (1.0, 0.65, 0.0, 1.0),   # orange
+}
+
+
+def _paint(y: np.ndarray, ids: np.ndarray, cats: np.ndarray) -> np.ndarray:
+    """Image of ``cats[i]`` where ``y == ids[i]`` (``ids`` sorted), 0 elsewhere."""
+    out = np.zeros(y.shape, np.int32)
+    if ids.size == 0:
+        return out
+    pos = np.clip(np.searchsorted(ids, y), 0, len(ids) - 1)
+    hit = (ids[pos] == y) & (y != 0)
+    out[hit] = cats[pos[hit]]
+    return out
+
+
+def error_categories(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float = 0.5) -> tuple[np.ndarray, dict]:
+    """Error map of a prediction against ground truth, from the overlap table
+    (:func:`cellseg.metrics.overlap_table`).
+
+    With ``O[g, p]`` the number of pixels shared by GT object ``g`` and predicted
+    object ``p`` (areas ``|g|``, ``|p|``):
+
+    * **merge**: ``p`` holds more than half of each of at least two GT objects
+      (``O[g, p] > |g| / 2`` for ≥ 2 ``g``), matched or not.
+    * **split**: a GT object ``g`` contains more than half of each of at least two
+      predicted objects (``O[g, p] > |p| / 2`` for ≥ 2 ``p``); those fragments are
+      marked split (unless they are merges).
+    * **correct**: any other ``p`` matched to a GT object by the optimal one-to-one
+      matching at IoU ≥ ``iou_thresh`` (the matching behind AP).
+    * **false positive**: any other (unmatched) predicted object.
+    * **false negative**: an unmatched GT object that is neither held by a merge
+      object nor split; painted on its GT pixels, under the predicted objects.
+
+    Returns ``(map, counts)``: an int32 image with the values of
+    :data:`ERROR_CATEGORIES` and the number of objects per category (correct, FP
+    and merge count predicted objects; FN and split count GT objects).
+    """
+    from cellseg.metrics import overlap_table
+
+    table = overlap_table(y_true, y_pred)
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    tid, ta, pid, pa = table.true_ids, table.true_area, table.pred_ids, table.pred_area
+    pt, pp, inter = table.pair_true, table.pair_pred, table.inter
+    nt, npd = len(tid), len(pid)
+    holds_gt = inter * 2 > ta[pt]        # p holds the majority of g
+    in_gt = inter * 2 > pa[pp]           # p lies mostly in g
+    p_merge = np.bincount(pp[holds_gt], minlength=npd) >= 2
+    t_split = np.bincount(pt[in_gt], minlength=nt) >= 2
+    p_split = np.zeros(npd, bool)
+    p_split[pp[in_gt & t_split[pt]]] = True
+    p_split &= ~p_merge
+    t_merged = np.zeros(nt, bool)
+    t_merged[pt[holds_gt & p_merge[pp]]] = True
+    m = table.matching(float(iou_thresh), report_matches=True)
+    t_matched = np.zeros(nt, bool)
+    p_matched = np.zeros(npd, bool)
+    if m.matched_pairs:
+        mp = np.asarray(m.matched_pairs, np.int64)
+        t_matched[np.searchsorted(tid, mp[:, 0])] = True
+        p_matched[np.searchsorted(pid, mp[:, 1])] = True
+    p_correct = p_matched & ~p_merge & ~p_split
+    p_fp = ~p_matched & ~p_merge & ~p_split
+    t_fn = ~t_matched & ~t_merged & ~t_split
+    pcat = np.zeros(npd, np.int32)
+    pcat[p_correct] = 1
+    pcat[p_fp] = 2
+    pcat[p_split] = 5
+    pcat[p_merge] = 4
+    out = _paint(y_true, tid, np.where(t_fn, 3, 0).astype(np.int32))
+    pc = _paint(y_pred, pid, pcat)
+    out = np.where(pc > 0, pc, out)
+    counts = {
+        "correct": int(p_correct.sum()),
+        "false positive": int(p_fp.sum()),
+        "false negative": int(t_fn.sum()),
+        "merge": int(p_merge.sum()),
+        "split": int(t_split.sum()),
+    }
+    return out, counts
+
+
+def evaluation_rows(y_true: np.ndarray, y_pred: np.ndarray,
+                    thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9)) -> list[tuple[str, float]]:
+    """Rows ``(metric, value)`` for the evaluation table, from :mod:`cellseg.metrics`:
+    AP at each IoU threshold (TP / (TP + FP + FN) after optimal one-to-one matching,
+    the DSB 2018 / StarDist convention), then precision, recall, F1, panoptic quality
+    and the TP/FP/FN counts at IoU 0.5, and CTC SEG."""
+    from cellseg import metrics
+
+    table = metrics.overlap_table(y_true, y_pred)
+    thr = sorted({float(t) for t in thresholds} | {0.5})
+    ms = dict(zip(thr, table.matching(thr)))
+    rows: list[tuple[str, float]] = [(f"AP@{float(t):.2f}", float(ms[float(t)].accuracy)) for t in thresholds]
+    m5 = ms[0.5]
+    rows += [("precision@0.50", float(m5.precision)), ("recall@0.50", float(m5.recall)),
+             ("F1@0.50", float(m5.f1)), ("PQ@0.50", float(m5.panoptic_quality)),
+             ("TP@0.50", float(m5.tp)), ("FP@0.50", float(m5.fp)), ("FN@0.50", float(m5.fn))]
+    seg = metrics.seg_score(y_true, y_pred)
+    rows.append(("SEG", float(getattr(seg, "seg", seg))))
+    return rows
+
+
+# --------------------------------------------------------------------------- files
+
+
+_LABEL_HINTS = ("label", "mask", "seg", "man_track", "_gt", "gt_", "annotation", "instances")
+
+
+def looks_like_labels(data: np.ndarray, path: str | os.PathLike | None = None) -> bool:
+    """Whether an array read from ``path`` is a label image rather than intensities.
+
+    Integer, non-negative data only. Yes when the file name says so (``mask``,
+    ``label``, ``seg``, ``man_track``...); otherwise when the data is piecewise
+    constant: background 0 present and ≥ 95 % of the horizontally adjacent pairs of
+    non-zero pixels equal (intensity images vary from pixel to pixel).
+    """
+    a = np.asarray(data)
+    if a.dtype.kind not in "iub" or a.size == 0 or a.ndim < 2:
+        return False
+    if a.dtype.kind == "i" and a.min() < 0:
+        return False
+    name = Path(path).name.lower() if path is not None else ""
+    if any(h in name for h in _LABEL_HINTS):
+        return True
+    sub = a.reshape(-1, a.shape[-2], a.shape[-1])[: 8]  # a few planes are enough
+    if not (sub == 0).any():
+        return False
+    left, right = sub[..., :-1], sub[..., 1:]
+    both = (left != 0) & (right != 0)
+    if both.sum() < 16:
+        return False
+    same = (left == right) & both
+    return bool(same.sum() / both.sum() >= 0.95)
+
+
+def read_layers(path: str | os.PathLike) -> list[tuple]:
+    """Read a TIFF with :mod:`cellseg.io` as an image or a labels layer (see
+    :func:`looks_like_labels`); axes, channel names and pixel sizes go to the layer's
+    metadata and scale; RGB(A) colour images become RGB layers."""
+    from cellseg.io import read_image, read_labels
+
+    p = Path(path)
+    img = read_image(p)
+    scale = None
+    if img.pixel_size:
+        scale = tuple(float(img.pixel_size.get(a, 1.0)) for a in img.axes if a != "C")
+    meta = {"axes": img.axes, "path": str(p)}
+    if img.channel_names:
+        meta["channel_names"] = list(img.channel_names)
+    if img.pixel_size:
+        meta["pixel_size"] = dict(img.pixel_size)
+    if "C" not in img.axes and looks_like_labels(img.data, p):
+        labels = read_labels(p)
+        kw = {"name": p.stem, "metadata": meta}
+        if scale:
+            kw["scale"] = scale
+        return [(labels, kw, "labels")]
+    kw: dict[str, Any] = {"name": p.stem, "metadata": meta}
+    data = img.data
+    if "C" in img.axes:
+        c = img.axes.index("C")
+        n = data.shape[c]
+        if c == data.ndim - 1 and n in (3, 4) and data.dtype == np.uint8:
+            kw["rgb"] = True
+            if scale:
+                kw["scale"] = scale
+            return [(data, kw, "image")]
+        # keep the channel axis in the layer (a slider); the segment widget offers a
+        # channel choice. Its scale entry is 1.
+        if scale:
+            s = list(scale)
+            s.insert(c, 1.0)
+            kw["scale"] = tuple(s)
+        return [(data, kw, "image")]
+    if scale:
+        kw["scale"] = scale
+    return [(data, kw, "image")]
+
+
+def labels_axes(ndim: int, metadata: dict | None = None) -> str:
+    """Axes for writing a labels layer: ``metadata['axes']`` when it fits, else by ndim
+    (YX, ZYX, TZYX)."""
+    a = (metadata or {}).get("axes")
+    if isinstance(a, str):
+        a = a.replace("C", "")
+        if len(a) == ndim and set(a) <= set("TZYX"):
+            return a
+    return {2: "YX", 3: "ZYX", 4: "TZYX"}.get(ndim) or _raise(ValueError(f"cannot write {ndim}D labels"))
+
+
+def _raise(exc):
+    raise exc
+
+
+def write_labels_layer(path: str | os.PathLike, data: np.ndarray, meta: dict | None = None) -> list[str]:
+    """Write labels with :func:`cellseg.io.write_labels` (atomic, compressed TIFF) in the
+    canonical axis order TZYX."""
+    from cellseg.io import transpose_axes, write_labels
+
+    meta = meta or {}
+    data = np.asarray(data)
+    axes = labels_axes(data.ndim, meta.get("metadata"))
+    canon = "".join(a for a in "TZYX" if a in axes)
+    if canon != axes:
+        data = transpose_axes(data, axes, canon)
+        axes = canon
+    ps = (meta.get("metadata") or {}).get("pixel_size")
+    ps = {k: v for k, v in ps.items() if k in axes} if isinstance(ps, dict) else None
+    if ps and not ("Y" in ps and "X" in ps):
+        ps = None
+    out = write_labels(path, data, axes=axes, pixel_size=ps or None)
+    return [str(out)]

@@ -1,0 +1,655 @@
+"""The dock widgets: Segment, Train and Evaluate (magicgui Containers).
+
+The widgets move values between their controls, the viewer's layers and the plain
+functions of :mod:`cellseg_napari._logic`; long work (model loading, segmentation,
+re-decoding, training) runs in napari thread workers so the viewer never freezes.
+torch is imported only when a model is loaded or trained, never at import.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    Table,
+)
+
+from . import _logic
+from ._logic import CUSTOM_MODEL, FRESH_MODEL, TRAINED_MODELS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["SegmentWidget", "TrainWidget", "EvaluateWidget"]
+
+_PROGRESS_MAX = 1000
+
+
+def _thread_worker(func, *args, **kwargs):
+    """A napari worker for ``func(*args, **kwargs)`` (a generator function gives a
+    GeneratorWorker, which can be cancelled at each ``yield``), not yet started."""
+    from napari.qt.threading import create_worker
+
+    return create_worker(func, *args, _start_thread=False, **kwargs)
+
+
+def _layer_names(viewer, kind: str) -> list[str]:
+    import napari.layers
+
+    cls = {"image": napari.layers.Image, "labels": napari.layers.Labels}[kind]
+    return [lyr.name for lyr in viewer.layers if isinstance(lyr, cls)]
+
+
+def _layer_data(layer) -> np.ndarray:
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    return np.asarray(data)
+
+
+def _scale_without_c(layer, axes: str) -> tuple | None:
+    """The layer's per-axis scale for the axes without C (RGB layers have no scale entry for C)."""
+    scale = tuple(float(s) for s in layer.scale)
+    if getattr(layer, "rgb", False):
+        return scale
+    if len(scale) != len(axes):
+        return None
+    return tuple(s for s, a in zip(scale, axes) if a != "C")
+
+
+def _set_or_add(viewer, data, kwargs: dict, kind: str):
+    """Replace the data of the layer named ``kwargs['name']`` when it has the same kind and
+    shape, else (re)add it."""
+    name = kwargs["name"]
+    if name in viewer.layers:
+        lyr = viewer.layers[name]
+        same = type(lyr).__name__.lower() == kind and (
+            kind == "shapes" or np.shape(lyr.data) == np.shape(data))
+        if same and kind != "shapes":
+            lyr.data = data
+            meta = kwargs.get("metadata")
+            if meta:
+                lyr.metadata.update(meta)
+            return lyr
+        viewer.layers.remove(name)
+    add = getattr(viewer, f"add_{kind}")
+    kw = {k: v for k, v in kwargs.items()}
+    return add(data, **kw)
+
+
+class _ViewerWidget(Container):
+    """A Container holding the viewer; subclasses call :meth:`_set_viewer` before
+    creating controls whose choices read the viewer's layers."""
+
+    def _set_viewer(self, napari_viewer):
+        object.__setattr__(self, "viewer", napari_viewer)
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", **kwargs):
+        self._set_viewer(napari_viewer)
+        super().__init__(**kwargs)
+        ev = napari_viewer.layers.events
+        for name in ("inserted", "removed", "reordered"):
+            getattr(ev, name).connect(self._reset_choices_safe)
+
+    def _reset_choices_safe(self, event=None):
+        try:
+            self.reset_choices()
+        except RuntimeError:  # the Qt widget is gone (viewer closing)
+            pass
+
+
+# =========================================================================== Segment
+
+
+class SegmentWidget(_ViewerWidget):
+    """Segment an image layer with a cellseg model.
+
+    Image layers may be 2D, stacks (T or Z) and multi-channel (an RGB layer or a
+    channel axis, with a channel choice). The result is a Labels layer named
+    ``<image> labels``; optionally the raw head outputs and StarDist polygons.
+    Changing only decode thresholds re-decodes the cached head outputs at once
+    (no network call).
+    """
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        self._set_viewer(napari_viewer)
+        self._model = None          # the loaded model (CellsegModel)
+        self._model_key = None      # the spec it was loaded from (name or path)
+        self._run: _logic.SegmentRun | None = None
+        self._run_info: dict = {}
+        self._worker = None
+        self._load_worker = None
+        self._redecode_worker = None
+        self._redecode_pending = False
+        self._param_kinds: dict[str, str] = {}
+        self._has_polygons = False
+        self.n_predict_runs = 0     # segmentations that ran the network (for tests and the status)
+        self.n_redecodes = 0
+
+        self._image = ComboBox(label="image", choices=self._image_choices)
+        self._axes = ComboBox(label="axes", choices=self._axes_choices,
+                              tooltip="axes of the image data: T time, Z depth, C channel, Y, X")
+        self._channel = ComboBox(label="channel", choices=self._channel_choices)
+        self._model_choice = ComboBox(label="model", choices=lambda w: _logic.model_choices(),
+                                      value=_logic.default_model_choice())
+        self._model_file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
+        self._model_status = Label(label="", value="")
+        self._params = Container(label="thresholds", labels=True)
+        self._tile = SpinBox(label="tile size", value=0, min=0, max=8192, step=64,
+                             tooltip="tile size in pixels (0: the whole image at once)")
+        self._pmin = FloatSpinBox(label="norm. pmin %", value=1.0, min=0.0, max=100.0, step=0.1)
+        self._pmax = FloatSpinBox(label="norm. pmax %", value=99.8, min=0.0, max=100.0, step=0.1)
+        self._link = CheckBox(text="link objects over time (T)", value=False, visible=False)
+        self._show_outputs = CheckBox(text="add head outputs", value=False)
+        self._show_polygons = CheckBox(text="add polygons (StarDist)", value=False, visible=False)
+        self._run_button = PushButton(text="Segment")
+        self._cancel_button = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", min=0, max=_PROGRESS_MAX, value=0)
+        self._status = Label(label="", value="")
+        super().__init__(
+            napari_viewer,
+            widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
+                     self._model_status, self._params, self._tile, self._pmin, self._pmax, self._link,
+                     self._show_outputs, self._show_polygons, self._run_button, self._cancel_button,
+                     self._progress, self._status],
+            labels=True,
+        )
+        self._image.changed.connect(self._on_image_changed)
+        self._axes.changed.connect(self._on_axes_changed)
+        self._model_choice.changed.connect(self._on_model_choice)
+        self._model_file.changed.connect(self._on_model_choice)
+        self._run_button.changed.connect(self.run)
+        self._cancel_button.changed.connect(self.cancel)
+        TRAINED_MODELS.changed.connect(self._on_models_changed)
+        self._on_image_changed()
+        self._on_model_choice()
+
+    # ---------------------------------------------------------------- choices
+    def _image_choices(self, widget=None):
+        return _layer_names(self.viewer, "image")
+
+    def _image_layer(self):
+        name = self._image.value
+        if name is None or name not in self.viewer.layers:
+            return None
+        return self.viewer.layers[name]
+
+    def _axes_choices(self, widget=None):
+        layer = self._image_layer()
+        if layer is None:
+            return []
+        try:
+            return _logic.axes_choices(_layer_data_shape(layer), rgb=bool(getattr(layer, "rgb", False)),
+                                       metadata=dict(layer.metadata))
+        except ValueError:
+            return []
+
+    def _channel_choices(self, widget=None):
+        layer = self._image_layer()
+        axes = self._axes.value
+        if layer is None or not axes:
+            return []
+        n_in = int(self._model.config.get("in_channels", 1)) if self._model is not None else 1
+        shape = _layer_data_shape(layer)
+        if len(axes) != len(shape):
+            return []
+        return _logic.channel_choices(shape, axes, rgb=bool(getattr(layer, "rgb", False)),
+                                      metadata=dict(layer.metadata), in_channels=n_in)
+
+    def _on_image_changed(self, *_):
+        self._axes.reset_choices()
+        self._on_axes_changed()
+
+    def _on_axes_changed(self, *_):
+        self._channel.reset_choices()
+        axes = self._axes.value or ""
+        self._channel.visible = "C" in axes
+        self._link.visible = "T" in axes
+
+    def _on_models_changed(self):
+        try:
+            self._model_choice.reset_choices()
+        except RuntimeError:
+            pass
+
+    # ---------------------------------------------------------------- model
+    def _current_spec(self) -> str | None:
+        choice = self._model_choice.value
+        self._model_file.visible = choice == CUSTOM_MODEL
+        try:
+            return _logic.model_spec(choice, self._model_file.value)
+        except (ValueError, FileNotFoundError):
+            return None
+
+    def _on_model_choice(self, *_):
+        spec = self._current_spec()
+        if spec is None:
+            self._model_status.value = "choose a model file" if self._model_choice.value == CUSTOM_MODEL else ""
+            return
+        if spec == self._model_key and self._model is not None:
+            return
+        self.load_model(spec)
+
+    def load_model(self, spec: str):
+        """Load the model ``spec`` (bundled name or file) in a worker; rebuilds the thresholds."""
+        self._model_status.value = f"loading {Path(spec).name}…"
+        worker = _thread_worker(_logic.get_model, spec)
+        worker.returned.connect(lambda model, spec=spec: self.use_model(model, spec))
+        worker.errored.connect(self._on_load_error)
+        self._load_worker = worker
+        worker.finished.connect(lambda: setattr(self, "_load_worker", None))
+        worker.start()
+
+    def _on_load_error(self, exc):
+        self._model_status.value = f"cannot load the model: {exc}"
+
+    @property
+    def model(self):
+        """The loaded model (None until loaded)."""
+        return self._model
+
+    def use_model(self, model, spec: str | None = None):
+        """Use an (already loaded) model: thresholds are rebuilt from its representation's
+        ``Params`` with its tuned values, normalization percentiles set from its config."""
+        self._model = model
+        self._model_key = spec
+        self._run = None  # outputs of another model cannot be re-decoded with this one
+        rep = model.representation
+        specs = _logic.param_specs(rep, getattr(model, "thresholds", None))
+        self._rebuild_params(specs)
+        norm = model.config.get("normalization", {}) if hasattr(model, "config") else {}
+        self._pmin.value = float(norm.get("pmin", 1.0))
+        self._pmax.value = float(norm.get("pmax", 99.8))
+        ndim = int(model.config.get("ndim", 2))
+        n_in = int(model.config.get("in_channels", 1))
+        self._has_polygons = rep.name == "stardist" and ndim == 2
+        self._show_polygons.visible = self._has_polygons
+        self._model_status.value = f"{rep.name}, {ndim}D, {n_in} channel{'s' if n_in > 1 else ''}"
+        self._channel.reset_choices()
+
+    def _rebuild_params(self, specs):
+        self._params.clear()
+        self._param_kinds = {}
+        for s in specs:
+            if s.kind == "bool":
+                w = CheckBox(name=s.name, label=s.name, value=bool(s.value))
+            elif s.kind == "int":
+                w = SpinBox(name=s.name, label=s.name, value=int(s.value), min=-(10 ** 9), max=10 ** 9)
+            elif s.kind == "float":
+                w = FloatSpinBox(name=s.name, label=s.name, value=float(s.value), min=-1e9, max=1e9,
+                                 step=0.01)
+            else:
+                w = LineEdit(name=s.name, label=s.name, value=_logic.param_text(s.value))
+            if s.doc:
+                w.tooltip = s.doc
+            self._param_kinds[s.name] = s.kind
+            w.changed.connect(self._on_param_changed)
+            self._params.append(w)
+
+    def params(self) -> dict[str, Any]:
+        """The decode parameters as set in the controls."""
+        return {w.name: _logic.coerce_param(self._param_kinds[w.name], w.value) for w in self._params}
+
+    def set_params(self, **values):
+        """Set threshold controls by name (unknown names raise); triggers re-decoding."""
+        for k, v in values.items():
+            if k not in self._param_kinds:
+                raise KeyError(f"unknown decode parameter {k!r}; the model has {sorted(self._param_kinds)}")
+            w = self._params[k]
+            w.value = _logic.param_text(v) if self._param_kinds[k] == "text" else v
+
+    # ---------------------------------------------------------------- running
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None or self._redecode_worker is not None or self._load_worker is not None
+
+    def run(self, *_):
+        """Segment the chosen image layer in a worker (the button)."""
+        if self._worker is not None:
+            return
+        layer = self._image_layer()
+        if layer is None:
+            self._status.value = "choose an image layer"
+            return
+        spec = self._current_spec()
+        if self._model is None and spec is None:
+            self._status.value = "choose a model"
+            return
+        model = self._model if (self._model is not None and (spec is None or spec == self._model_key)) else spec
+        if model is None:
+            self._status.value = "choose a model"
+            return
+        axes = self._axes.value
+        if not axes:
+            self._status.value = "cannot tell the image's axes"
+            return
+        channel = self._channel.value if "C" in axes else None
+        data = _layer_data(layer)
+        params = self.params() if self._model is not None and model is self._model else None
+        tile = int(self._tile.value) or None
+        link = bool(self._link.value) and "T" in axes
+        worker = _thread_worker(
+            _logic.segmentation_task, model, data, axes, channel=channel,
+            params=params, tile=tile, normalize=(float(self._pmin.value), float(self._pmax.value)), link=link,
+        )
+        self._run_info = {"image": layer.name, "axes": axes, "scale": _scale_without_c(layer, axes),
+                          "translate": None, "t0": time.perf_counter(), "spec": spec}
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_segmented)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._run_button.enabled = False
+        self._cancel_button.enabled = True
+        self._progress.value = 0
+        self._status.value = "segmenting…"
+        worker.start()
+
+    def cancel(self, *_):
+        """Stop the running segmentation at its next progress step."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._status.value = "cancelling…"
+
+    def _on_progress(self, p):
+        self._progress.value = int(round(p.fraction * _PROGRESS_MAX))
+        if p.stage == "load":
+            self._status.value = p.message
+        else:
+            frame = f" frame {p.frame + 1}/{p.n_frames}" if p.n_frames > 1 else ""
+            self._status.value = f"{p.stage}{frame} {p.done}/{p.total}" + (f" – {p.message}" if p.message else "")
+
+    def _on_segmented(self, run):
+        info = self._run_info
+        self.n_predict_runs += 1
+        if run.segmenter.model is not self._model:
+            # the worker loaded the model: adopt it (thresholds, normalization)
+            self.use_model(run.segmenter.model, info.get("spec"))
+        self._run = run
+        info["labels"] = f"{info['image']} labels"
+        self._show_result(run.result, outputs=bool(self._show_outputs.value))
+        dt = time.perf_counter() - info["t0"]
+        self._status.value = f"{run.result.n_objects} objects ({dt:.1f} s)"
+        self._progress.value = _PROGRESS_MAX
+
+    def _show_result(self, result, outputs: bool = False):
+        info = self._run_info
+        scale = info.get("scale")
+        kw = {"name": info["labels"],
+              "metadata": {"axes": result.axes, "source": info["image"], "model": str(info.get("spec"))}}
+        if scale is not None:
+            kw["scale"] = scale
+        _set_or_add(self.viewer, result.labels, kw, "labels")
+        run = self._run
+        if outputs and run is not None:
+            for data, okw, kind in _logic.output_layers(run, info["image"], scale=scale):
+                _set_or_add(self.viewer, data, okw, kind)
+        poly_name = f"{info['image']} polygons"
+        if self._has_polygons and self._show_polygons.value and run is not None:
+            pl = _logic.polygon_layer(run, info["image"], scale=scale)
+            if pl is not None:
+                _set_or_add(self.viewer, *pl)
+            elif poly_name in self.viewer.layers:
+                self.viewer.layers.remove(poly_name)
+
+    def _on_error(self, exc):
+        self._status.value = f"error: {exc}"
+
+    def _on_aborted(self):
+        self._status.value = "cancelled"
+        self._progress.value = 0
+
+    def _on_finished(self):
+        self._worker = None
+        self._run_button.enabled = True
+        self._cancel_button.enabled = False
+
+    # ---------------------------------------------------------------- re-decoding
+    def _on_param_changed(self, *_):
+        if self._run is None or self._worker is not None:
+            return
+        self.redecode()
+
+    def redecode(self):
+        """Decode the cached head outputs of the last run with the current thresholds
+        (in a worker; no network call). Requests made while one runs are coalesced."""
+        if self._run is None:
+            return
+        if self._redecode_worker is not None:
+            self._redecode_pending = True
+            return
+        try:
+            params = self.params()
+        except (ValueError, TypeError, SyntaxError) as exc:
+            self._status.value = f"invalid threshold: {exc}"
+            return
+        run = self._run
+        worker = _thread_worker(_logic.redecode, run, params)
+        worker.returned.connect(lambda res, run=run: self._on_redecoded(run, res))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_redecode_finished)
+        self._redecode_worker = worker
+        self._status.value = "re-decoding…"
+        worker.start()
+
+    def _on_redecoded(self, run, result):
+        if run is not self._run:
+            return
+        run.result = result
+        self.n_redecodes += 1
+        self._show_result(result, outputs=False)
+        self._status.value = f"{result.n_objects} objects (re-decoded)"
+
+    def _on_redecode_finished(self):
+        self._redecode_worker = None
+        if self._redecode_pending:
+            self._redecode_pending = False
+            self.redecode()
+
+
+def _layer_data_shape(layer) -> tuple:
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    return tuple(data.shape)
+
+
+# =========================================================================== Evaluate
+
+
+class EvaluateWidget(_ViewerWidget):
+    """Compare a prediction Labels layer with a ground-truth Labels layer.
+
+    The table lists AP at the chosen IoU thresholds (TP / (TP + FP + FN) after
+    optimal one-to-one matching), precision, recall, F1 and PQ at IoU 0.5, the
+    TP/FP/FN counts and CTC SEG. A Labels layer ``<prediction> errors`` marks
+    the categories of :data:`cellseg_napari._logic.ERROR_CATEGORIES`: correct
+    (green), false positive (red), false negative (blue, on GT pixels), merge
+    (magenta) and split (orange).
+    """
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        self._set_viewer(napari_viewer)
+        self._pred = ComboBox(label="prediction", choices=lambda w: _layer_names(self.viewer, "labels"))
+        self._truth = ComboBox(label="ground truth", choices=lambda w: _layer_names(self.viewer, "labels"))
+        self._thresholds = LineEdit(label="IoU thresholds", value="0.5, 0.6, 0.7, 0.8, 0.9")
+        self._error_iou = FloatSpinBox(label="error map IoU", value=0.5, min=0.5, max=1.0, step=0.05)
+        self._button = PushButton(text="Evaluate")
+        self.table = Table(value={"data": [], "index": [], "columns": ["value"]}, label="")
+        self._summary = Label(label="", value="")
+        super().__init__(napari_viewer,
+                         widgets=[self._pred, self._truth, self._thresholds, self._error_iou, self._button,
+                                  self.table, self._summary],
+                         labels=True)
+        self._button.changed.connect(self.evaluate)
+        self.reset_choices()
+        truth = [n for n in _layer_names(self.viewer, "labels") if "truth" in n.lower() or "gt" in n.lower()]
+        if truth:
+            self._truth.value = truth[0]
+            others = [n for n in _layer_names(self.viewer, "labels") if n != truth[0]]
+            if others:
+                self._pred.value = others[0]
+        self.rows: list[tuple[str, float]] = []
+        self.counts: dict[str, int] = {}
+
+    def _thresholds_list(self) -> list[float]:
+        vals = [float(v) for v in self._thresholds.value.replace(";", ",").split(",") if v.strip()]
+        if not vals or any(not 0 < v <= 1 for v in vals):
+            raise ValueError("IoU thresholds must be numbers in (0, 1], separated by commas")
+        return vals
+
+    def evaluate(self, *_):
+        """Fill the table and add/update the error-map layer."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        if self._pred.value is None or self._truth.value is None:
+            self._summary.value = "choose a prediction and a ground-truth labels layer"
+            return
+        pred_layer = self.viewer.layers[self._pred.value]
+        truth_layer = self.viewer.layers[self._truth.value]
+        y_pred, y_true = _layer_data(pred_layer), _layer_data(truth_layer)
+        try:
+            thresholds = self._thresholds_list()
+            rows = _logic.evaluation_rows(y_true, y_pred, thresholds)
+            cat, counts = _logic.error_categories(y_true, y_pred, float(self._error_iou.value))
+        except ValueError as exc:
+            self._summary.value = f"error: {exc}"
+            return
+        self.rows, self.counts = rows, counts
+        self.table.value = {"data": [[_fmt(v)] for _, v in rows], "index": [k for k, _ in rows],
+                            "columns": ["value"]}
+        cmap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), **_logic.ERROR_COLORS})
+        kw = {"name": f"{pred_layer.name} errors", "colormap": cmap, "opacity": 0.8,
+              "scale": tuple(pred_layer.scale), "metadata": {"categories": dict(_logic.ERROR_CATEGORIES)}}
+        lyr = _set_or_add(self.viewer, cat, kw, "labels")
+        lyr.colormap = cmap
+        self._summary.value = "; ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def _fmt(v: float) -> str:
+    return f"{int(v)}" if float(v).is_integer() and abs(v) > 1 else f"{v:.3f}"
+
+
+# =========================================================================== Train
+
+
+class TrainWidget(_ViewerWidget):
+    """Train a model (fresh or fine-tuned) on image + Labels layers or a folder of
+    ``images/`` + ``masks/``; saves it and registers it for the Segment widget."""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        self._set_viewer(napari_viewer)
+        from cellseg import representations
+
+        self._source = ComboBox(label="training data", choices=["layers", "folder"], value="layers")
+        self._image = ComboBox(label="image", choices=lambda w: _layer_names(self.viewer, "image"))
+        self._labels = ComboBox(label="labels", choices=lambda w: _layer_names(self.viewer, "labels"))
+        self._folder = FileEdit(label="folder", mode="d", visible=False)
+        self._rep = ComboBox(label="representation", choices=representations.available(),
+                             value="stardist" if "stardist" in representations.available() else None)
+        self._start = ComboBox(label="start from",
+                               choices=lambda w: [FRESH_MODEL] + [c for c in _logic.model_choices()
+                                                                  if c != CUSTOM_MODEL])
+        self._epochs = SpinBox(label="epochs", value=10, min=1, max=10000)
+        self._steps = SpinBox(label="steps / epoch", value=20, min=1, max=100000)
+        self._patch = SpinBox(label="patch size", value=128, min=16, max=2048, step=16)
+        self._out = FileEdit(label="save to", mode="w", filter="*.pt", value=str(Path.home() / "cellseg_model.pt"))
+        self._button = PushButton(text="Train")
+        self._cancel_button = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", min=0, max=_PROGRESS_MAX, value=0)
+        self._status = Label(label="", value="")
+        super().__init__(napari_viewer,
+                         widgets=[self._source, self._image, self._labels, self._folder, self._rep, self._start,
+                                  self._epochs, self._steps, self._patch, self._out, self._button,
+                                  self._cancel_button, self._progress, self._status],
+                         labels=True)
+        self._source.changed.connect(self._on_source)
+        self._button.changed.connect(self.train)
+        self._cancel_button.changed.connect(self.cancel)
+        self._worker = None
+        self.history: list[dict] = []
+        self.saved_as: str | None = None
+        self.registered_name: str | None = None
+
+    def _on_source(self, *_):
+        layers = self._source.value == "layers"
+        self._image.visible = self._labels.visible = layers
+        self._folder.visible = not layers
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def train(self, *_):
+        if self._worker is not None:
+            return
+        try:
+            if self._source.value == "layers":
+                if self._image.value is None or self._labels.value is None:
+                    raise ValueError("choose an image layer and a labels layer")
+                img_layer = self.viewer.layers[self._image.value]
+                lab_layer = self.viewer.layers[self._labels.value]
+                axes = _logic.axes_choices(_layer_data_shape(img_layer), rgb=bool(getattr(img_layer, "rgb", False)),
+                                           metadata=dict(img_layer.metadata))[0]
+                data = _logic.training_pairs_from_layers(_layer_data(img_layer), _layer_data(lab_layer), axes)
+            else:
+                data = _logic.training_pairs_from_folder(self._folder.value)
+            start = self._start.value
+            start_spec = None if start == FRESH_MODEL else _logic.model_spec(start)
+            out = Path(self._out.value)
+            if out.suffix != ".pt":
+                out = out.with_suffix(".pt")
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            self._status.value = f"error: {exc}"
+            return
+        worker = _thread_worker(
+            _logic.training_task, data, representation=self._rep.value, start=start_spec,
+            epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
+            patch_size=int(self._patch.value), out_path=out,
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_trained)
+        worker.errored.connect(lambda exc: setattr(self._status, "value", f"error: {exc}"))
+        worker.aborted.connect(lambda: setattr(self._status, "value", "cancelled"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.history = []
+        self._button.enabled = False
+        self._cancel_button.enabled = True
+        self._progress.value = 0
+        self._status.value = "training…"
+        worker.start()
+
+    def cancel(self, *_):
+        if self._worker is not None:
+            self._worker.quit()
+            self._status.value = "cancelling…"
+
+    def _on_progress(self, ev: dict):
+        self.history.append(ev)
+        self._progress.value = int(round(float(ev.get("fraction", 0.0)) * _PROGRESS_MAX))
+        self._status.value = ev.get("message", "")
+
+    def _on_trained(self, path):
+        self.saved_as = str(path)
+        self.registered_name = TRAINED_MODELS.add(path)
+        self._progress.value = _PROGRESS_MAX
+        self._status.value = f"saved {Path(path).name}; model '{self.registered_name}' is in the Segment widget"
+
+    def _on_finished(self):
+        self._worker = None
+        self._button.enabled = True
+        self._cancel_button.enabled = False

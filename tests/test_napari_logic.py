@@ -1,0 +1,267 @@
+"""The napari plugin's plain logic (cellseg_napari._logic), without a viewer or Qt."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from cellseg.datasets.synthetic import synthetic_cells, synthetic_stack  # noqa: E402
+from cellseg.metrics import matching  # noqa: E402
+from cellseg.segmenter import Segmenter  # noqa: E402
+from cellseg_napari import _logic  # noqa: E402
+from cellseg_napari._testing import OracleModel  # noqa: E402
+
+
+def _drive(gen):
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, events
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return synthetic_cells((128, 128), n_cells=14, seed=3)
+
+
+# ----------------------------------------------------------------------------- imports
+
+
+@pytest.mark.parametrize("module", ["cellseg_napari", "cellseg_napari._widgets", "cellseg_napari._logic",
+                                    "cellseg_napari._io", "cellseg_napari._sample"])
+def test_plugin_modules_do_not_import_torch(module):
+    code = f"import sys, {module}; bad = [m for m in ('torch', 'cellseg.models.network', 'cellseg.train') " \
+           f"if m in sys.modules]; assert not bad, bad"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- params, axes
+
+
+def test_param_specs_use_tuned_thresholds_and_coerce_back():
+    from cellseg.representations import get
+
+    specs = {s.name: s for s in _logic.param_specs(get("stardist"), {"prob_thresh": 0.7})}
+    assert specs["prob_thresh"].kind == "float" and specs["prob_thresh"].value == 0.7
+    assert specs["nms_thresh"].value == 0.4  # dataclass default
+    assert specs["border"].kind == "int"
+    assert specs["overlap"].kind == "text" and specs["overlap"].value == "min"
+    assert "probability" in specs["prob_thresh"].doc
+    assert _logic.coerce_param("text", _logic.param_text("iou")) == "iou"
+    assert _logic.coerce_param("text", _logic.param_text(None)) is None
+    assert _logic.coerce_param("text", "0.25") == 0.25
+    assert _logic.coerce_param("int", 3.0) == 3 and _logic.coerce_param("bool", 1) is True
+    with pytest.raises(TypeError, match="unknown"):
+        _logic.param_specs(get("stardist"), {"not_a_param": 1})
+
+
+def test_axes_and_channel_choices():
+    assert _logic.axes_choices((64, 64)) == ["YX"]
+    assert _logic.axes_choices((5, 64, 64))[0] == "ZYX"
+    assert _logic.axes_choices((2, 64, 64))[0] == "CYX"
+    assert _logic.axes_choices((5, 64, 64), metadata={"axes": "TYX"})[0] == "TYX"
+    assert _logic.axes_choices((64, 64, 3), rgb=True) == ["YXC"]
+    assert _logic.axes_choices((64, 64), metadata={"axes": "ZYX"}) == ["YX"]  # metadata that does not fit
+    with pytest.raises(ValueError):
+        _logic.axes_choices((4,))
+    assert _logic.channel_choices((64, 64), "YX") == []
+    assert _logic.channel_choices((64, 64, 3), "YXC", rgb=True) == [("red", 0), ("green", 1), ("blue", 2)]
+    ch = _logic.channel_choices((2, 8, 8), "CYX", metadata={"channel_names": ["nuc", "mem"]}, in_channels=2)
+    assert ch == [("all channels", None), ("nuc", 0), ("mem", 1)]
+
+
+def test_model_spec_and_trained_registry(tmp_path):
+    f = tmp_path / "m.pt"
+    f.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        _logic.model_spec(_logic.CUSTOM_MODEL, None)
+    with pytest.raises(FileNotFoundError):
+        _logic.model_spec(_logic.CUSTOM_MODEL, tmp_path / "missing.pt")
+    assert _logic.model_spec(_logic.CUSTOM_MODEL, f) == str(f)
+    seen = []
+    reg = _logic.TrainedModels()
+    reg.changed.connect(lambda: seen.append(1))
+    name = reg.add(f)
+    assert name == "m" and reg.path("m") == f.resolve() and seen == [1]
+    g = tmp_path / "sub"
+    g.mkdir()
+    (g / "m.pt").write_bytes(b"y")
+    assert reg.add(g / "m.pt") == "m (2)"  # same stem, other file: a new name
+    assert reg.add(f) == "m"  # same file again: same name
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def test_segmentation_task_matches_segmenter_and_ground_truth(cells):
+    image, gt = cells
+    model = OracleModel("stardist", gt)
+    run, events = _drive(_logic.segmentation_task(model, image, "YX"))
+    assert events and 0 <= events[-1].fraction <= 1
+    ref = Segmenter(OracleModel("stardist", gt)).segment(image)
+    np.testing.assert_array_equal(run.result.labels, ref.labels)
+    assert run.result.labels.dtype == np.int32
+    assert matching(gt, run.result.labels, thresh=0.5).accuracy >= 0.95
+    assert "outputs" in run.result.frames[0]  # kept for re-decoding
+
+
+def test_redecode_changes_labels_without_network_call(cells):
+    image, gt = cells
+    model = OracleModel("stardist", gt)
+    run, _ = _drive(_logic.segmentation_task(model, image, "YX"))
+    assert model.n_predict == 1
+    same = _logic.redecode(run, {"prob_thresh": 0.5})
+    np.testing.assert_array_equal(same.labels, run.result.labels)
+    strict = _logic.redecode(run, {"prob_thresh": 0.97, "border": 30})
+    assert model.n_predict == 1
+    assert strict.n_objects < run.result.n_objects  # candidates near the border dropped
+    expect = Segmenter(OracleModel("stardist", gt), params={"prob_thresh": 0.97, "border": 30}).segment(image)
+    np.testing.assert_array_equal(strict.labels, expect.labels)
+    assert strict.params.prob_thresh == 0.97
+
+
+@pytest.mark.parametrize("axes,link", [("TYX", True), ("TYX", False), ("ZYX", False)])
+def test_redecode_stacks_equals_iter_segment(axes, link):
+    frames, labs = synthetic_stack(n_frames=3, shape=(96, 96), n_cells=8, seed=1)
+    model = OracleModel("stardist", list(labs))
+    run, events = _drive(_logic.segmentation_task(model, frames, axes, link=link))
+    assert max(e.n_frames for e in events) == 3
+    again = _logic.redecode(run, {"prob_thresh": 0.5})
+    np.testing.assert_array_equal(again.labels, run.result.labels)
+    assert model.n_predict == 3
+    if axes == "TYX" and link:  # linked: a cell keeps its id over time
+        assert set(np.unique(run.result.labels[0])) & set(np.unique(run.result.labels[1])) - {0}
+
+
+def test_output_and_polygon_layers(cells):
+    image, gt = cells
+    run, _ = _drive(_logic.segmentation_task(OracleModel("stardist", gt), image, "YX"))
+    layers = {kw["name"]: (data, kw, kind) for data, kw, kind in _logic.output_layers(run, "img")}
+    prob, kw, kind = layers["img prob"]
+    assert kind == "image" and prob.shape == image.shape
+    dist = layers["img dist"][0]
+    assert dist.shape == (32,) + image.shape  # channel axis first
+    polys, pkw, pkind = _logic.polygon_layer(run, "img")
+    assert pkind == "shapes" and len(polys) == run.result.n_objects
+    assert all(p.shape == (32, 2) for p in polys)
+    # polygon vertices surround their object's centre
+    ids = np.unique(run.result.labels)[1:]
+    centres = np.array([np.argwhere(run.result.labels == i).mean(0) for i in ids])
+    poly_centres = np.array([p.mean(0) for p in polys])
+    d = np.linalg.norm(poly_centres[:, None] - centres[None], axis=-1).min(1)
+    assert np.median(d) < 3
+
+
+def test_flow_to_rgb_colours_by_direction():
+    yy, xx = np.mgrid[-10:11, -10:11].astype(np.float32)
+    rgb = _logic.flow_to_rgb(np.stack([yy, xx]))
+    assert rgb.shape == (21, 21, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert rgb[10, 10].max() == 0  # no flow: black
+    assert not np.allclose(rgb[0, 10], rgb[20, 10])  # up vs down: different hues
+    with pytest.raises(ValueError):
+        _logic.flow_to_rgb(np.zeros((3, 4, 4)))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _block_labels():
+    gt = np.zeros((60, 60), np.int32)
+    gt[2:12, 2:12] = 1     # found (correct)
+    gt[2:12, 20:30] = 2    # missed (FN)
+    gt[20:30, 2:10] = 3    # merged with 4
+    gt[20:30, 10:18] = 4
+    gt[40:56, 40:56] = 5   # split in two
+    pred = np.zeros_like(gt)
+    pred[2:12, 3:12] = 7   # IoU 0.9 with 1
+    pred[20:30, 2:18] = 8  # holds all of 3 and 4: merge
+    pred[40:56, 40:48] = 9  # two halves of 5: split
+    pred[40:56, 48:56] = 10
+    pred[45:50, 2:7] = 11  # nothing there: FP
+    return gt, pred
+
+
+def test_error_categories_definitions():
+    gt, pred = _block_labels()
+    cat, counts = _logic.error_categories(gt, pred, 0.5)
+    assert counts == {"correct": 1, "false positive": 1, "false negative": 1, "merge": 1, "split": 1}
+    assert np.all(cat[pred == 7] == 1)
+    assert np.all(cat[pred == 11] == 2)
+    assert np.all(cat[gt == 2] == 3)
+    assert np.all(cat[pred == 8] == 4)
+    assert np.all(cat[(pred == 9) | (pred == 10)] == 5)
+    assert np.all(cat[(gt == 0) & (pred == 0)] == 0)
+    assert cat.dtype == np.int32 and set(np.unique(cat)) <= set(_logic.ERROR_CATEGORIES) | {0}
+    # stricter matching: the 0.9-IoU object is no longer correct
+    _, strict = _logic.error_categories(gt, pred, 0.95)
+    assert strict["correct"] == 0 and strict["false positive"] == 2 and strict["false negative"] == 2
+
+
+def test_evaluation_rows_self_and_known_counts():
+    gt, pred = _block_labels()
+    rows = dict(_logic.evaluation_rows(gt, gt, [0.5, 0.9]))
+    assert rows["AP@0.50"] == 1 and rows["AP@0.90"] == 1 and rows["F1@0.50"] == 1
+    assert rows["PQ@0.50"] == pytest.approx(1) and rows["SEG"] == pytest.approx(1)
+    rows = dict(_logic.evaluation_rows(gt, pred, [0.5]))
+    # matched at 0.5: 1↔7 (0.9) and 3 or 4 ↔ 8 (0.5 each, >= 0.5 counts) and 5 ↔ 9 or 10 (0.5)
+    m = matching(gt, pred, thresh=0.5)
+    assert rows["TP@0.50"] == m.tp and rows["FP@0.50"] == m.fp and rows["FN@0.50"] == m.fn
+    assert rows["AP@0.50"] == pytest.approx(m.tp / (m.tp + m.fp + m.fn))
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_looks_like_labels(cells):
+    image, gt = cells
+    raw16 = (image / image.max() * 4000 + 100).astype(np.uint16)
+    raw8_bg = np.where(gt > 0, (image / image.max() * 250).astype(np.uint8), 0).astype(np.uint8)
+    assert _logic.looks_like_labels(gt)
+    assert _logic.looks_like_labels(gt.astype(np.uint16))
+    assert not _logic.looks_like_labels(raw16)
+    assert not _logic.looks_like_labels(raw8_bg)  # zero background but noisy cells
+    assert not _logic.looks_like_labels(image)  # float
+    assert _logic.looks_like_labels(raw16, "cells_masks.tif")  # the name says so
+
+
+def test_reader_and_writer_round_trip(tmp_path, cells):
+    from cellseg.io import read_labels, write_image
+
+    image, gt = cells
+    lab_path = tmp_path / "x.tif"
+    out = _logic.write_labels_layer(lab_path, gt, {"metadata": {"axes": "YX"}})
+    assert out == [str(lab_path)]
+    np.testing.assert_array_equal(read_labels(lab_path), gt)
+    (data, kw, kind), = _logic.read_layers(lab_path)
+    assert kind == "labels" and kw["metadata"]["axes"] == "YX"
+    np.testing.assert_array_equal(data, gt)
+    img_path = tmp_path / "raw.tif"
+    write_image(img_path, (image * 1000).astype(np.uint16), axes="YX", pixel_size={"Y": 0.5, "X": 0.5})
+    (data, kw, kind), = _logic.read_layers(img_path)
+    assert kind == "image" and kw["scale"] == (0.5, 0.5)
+    # a TZYX-less stack in labels-layer order ZYX → written and read back
+    stack = np.stack([gt, gt])
+    _logic.write_labels_layer(tmp_path / "s.tif", stack, {"metadata": {"axes": "TYX"}})
+    assert read_labels(tmp_path / "s.tif").shape == stack.shape
+    with pytest.raises(ValueError):
+        _logic.write_labels_layer(tmp_path / "bad.png", gt, {})
+
+
+def test_sample_data_layers():
+    from cellseg_napari import _sample
+
+    layers = _sample.synthetic_sample()
+    assert [k for *_, k in layers] == ["image", "labels"]
+    assert layers[1][0].max() == 40
+    bundled = _sample.bundled_sample()
+    assert bundled[0][2] == "image" and bundled[1][2] == "labels"
+    assert bundled[0][0].shape == bundled[1][0].shape
+    tl = _sample.bundled_timelapse()
+    assert tl[0][1]["metadata"]["axes"] == "TYX"

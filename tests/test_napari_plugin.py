@@ -1,0 +1,270 @@
+"""The napari plugin with a real viewer (under Xvfb through pytest-xvfb)."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from cellseg.datasets.synthetic import synthetic_cells  # noqa: E402
+from cellseg.metrics import matching  # noqa: E402
+from cellseg.segmenter import Segmenter  # noqa: E402
+from cellseg_napari import _logic  # noqa: E402
+from cellseg_napari._testing import OracleModel  # noqa: E402
+from cellseg_napari._widgets import EvaluateWidget, SegmentWidget, TrainWidget  # noqa: E402
+
+WAIT_MS = 60_000
+
+
+def _wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+
+
+def _saturated_fraction(rgb: np.ndarray) -> float:
+    """Share of saturated-colour pixels among the lit pixels of a screenshot (the image
+    area; the empty canvas is black)."""
+    rgb = rgb[..., :3].astype(np.int16)
+    lit = rgb.max(-1) > 12
+    return float(((rgb.max(-1) - rgb.min(-1)) > 60)[lit].mean())
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def test_manifest_is_valid_and_commands_import():
+    import npe2
+
+    pm = npe2.PluginManifest.from_distribution("cellseg")
+    assert pm.name == "cellseg" and pm.display_name == "cellseg"
+    assert "Segmentation" in pm.categories
+    c = pm.contributions
+    assert {w.display_name for w in c.widgets} == {"Segment", "Train", "Evaluate"}
+    assert {s.key for s in c.sample_data} >= {"synthetic", "bundled"}
+    assert c.readers[0].filename_patterns == ["*.tif", "*.tiff"]
+    assert c.writers[0].layer_types == ["labels"]
+    for cmd in c.commands:
+        assert cmd.id.startswith("cellseg.")
+        mod, attr = cmd.python_name.split(":")
+        assert callable(getattr(importlib.import_module(mod), attr)), cmd.python_name
+
+
+@pytest.mark.parametrize("name,cls", [("Segment", SegmentWidget), ("Train", TrainWidget),
+                                      ("Evaluate", EvaluateWidget)])
+def test_widgets_open_from_the_plugin(make_napari_viewer_proxy, name, cls):
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("cellseg", "synthetic")
+    dock, widget = viewer.window.add_plugin_dock_widget("cellseg", name)
+    assert isinstance(widget, cls)
+    if cls is SegmentWidget:
+        assert widget._image.value == "synthetic cells"
+        assert widget._axes.value == "YX" and widget._channel.native.isHidden()
+    if cls is EvaluateWidget:
+        assert widget._truth.value == "synthetic cells ground truth"
+
+
+# ----------------------------------------------------------------------------- segment
+
+
+@pytest.fixture
+def seg_viewer(make_napari_viewer_proxy):
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("cellseg", "synthetic")
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    return viewer, widget
+
+
+def test_segment_widget_adds_labels_and_redecodes_without_network(seg_viewer, qtbot):
+    viewer, widget = seg_viewer
+    image = np.asarray(viewer.layers["synthetic cells"].data)
+    gt = np.asarray(viewer.layers["synthetic cells ground truth"].data)
+    model = OracleModel("stardist", gt)
+    widget.use_model(model, "oracle")
+    assert set(widget.params()) == {"prob_thresh", "nms_thresh", "border", "overlap"}
+    widget._show_outputs.value = True
+    widget._show_polygons.value = True
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert "synthetic cells labels" in viewer.layers, widget._status.value
+    labels = np.asarray(viewer.layers["synthetic cells labels"].data)
+    ref = Segmenter(OracleModel("stardist", gt)).segment(image)
+    np.testing.assert_array_equal(labels, ref.labels)
+    assert ref.n_objects == 40
+    assert matching(gt, labels, thresh=0.5).accuracy >= 0.95
+    assert model.n_predict == 1
+    assert {"synthetic cells prob", "synthetic cells dist", "synthetic cells polygons"} <= set(
+        lyr.name for lyr in viewer.layers)
+    assert len(viewer.layers["synthetic cells polygons"].data) == 40
+    assert "objects" in widget._status.value and widget._progress.value == widget._progress.max
+
+    # changing only thresholds re-decodes the cached outputs: no second network call
+    n_layers = len(viewer.layers)
+    widget.set_params(prob_thresh=0.97, border=30)
+    _wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: widget._status.value.endswith("(re-decoded)"), timeout=WAIT_MS)
+    assert model.n_predict == 1 and widget.n_redecodes >= 1
+    new = np.asarray(viewer.layers["synthetic cells labels"].data)
+    expect = Segmenter(OracleModel("stardist", gt), params={"prob_thresh": 0.97, "border": 30}).segment(image)
+    np.testing.assert_array_equal(new, expect.labels)
+    assert expect.n_objects < 40
+    assert len(viewer.layers) == n_layers  # updated in place, no new layers
+
+
+def test_segment_widget_cancel(seg_viewer, qtbot):
+    viewer, widget = seg_viewer
+    gt = np.asarray(viewer.layers["synthetic cells ground truth"].data)
+    widget.use_model(OracleModel("stardist", gt), "oracle")
+    widget.run()
+    assert widget._cancel_button.enabled
+    widget.cancel()
+    _wait_idle(qtbot, widget)
+    # either it was stopped at a progress step, or it had already finished
+    assert widget._status.value == "cancelled" or "objects" in widget._status.value
+    assert widget._run_button.enabled and not widget._cancel_button.enabled
+
+
+def test_segment_widget_multichannel_layer(make_napari_viewer_proxy, qtbot):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=5)
+    noise = np.random.default_rng(0).random(image.shape).astype(np.float32)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(np.stack([noise, image]), name="two", metadata={"channel_names": ["junk", "nuclei"]})
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    widget.use_model(OracleModel("stardist", gt), "oracle")
+    widget._image.value = "two"
+    assert widget._axes.value == "CYX" and not widget._channel.native.isHidden()
+    assert [c for c in widget._channel.choices] == [0, 1]
+    widget._channel.value = 1
+    widget.run()
+    _wait_idle(qtbot, widget)
+    lab = np.asarray(viewer.layers["two labels"].data)
+    assert lab.shape == image.shape
+    assert matching(gt, lab, thresh=0.5).accuracy >= 0.9
+    assert viewer.layers["two labels"].metadata["axes"] == "YX"
+
+
+def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
+    """A real (tiny, untrained) CellsegModel saved to a file and registered as trained
+    appears in the model list; selecting it loads it and rebuilds the thresholds."""
+    from cellseg.models import CellsegModel, load_model, make_config
+
+    viewer, widget = seg_viewer
+    cfg = make_config("distance", backbone={"depth": 1, "width": 4, "norm": "none"},
+                      thresholds={"fg_thresh": 0.3})
+    path = CellsegModel(cfg, device="cpu").save(tmp_path / "tiny.pt")
+    name = _logic.TRAINED_MODELS.add(path, "tiny-test")
+    try:
+        assert name in widget._model_choice.choices
+        widget._model_choice.value = name
+        qtbot.waitUntil(lambda: widget.model is not None and widget.model.representation.name == "distance",
+                        timeout=WAIT_MS)
+        params = widget.params()
+        assert set(params) == {"fg_thresh", "smooth_sigma", "h", "marker_thresh", "min_distance", "min_size"}
+        assert params["fg_thresh"] == pytest.approx(0.3)  # the model's tuned value
+        widget._tile.value = 64
+        widget.run()
+        _wait_idle(qtbot, widget)
+        labels = np.asarray(viewer.layers["synthetic cells labels"].data)
+        image = np.asarray(viewer.layers["synthetic cells"].data)
+        ref = Segmenter(load_model(path, device="cpu"), tile=64).segment(image)
+        np.testing.assert_array_equal(labels, ref.labels)
+    finally:
+        _logic.TRAINED_MODELS.remove(name)
+    assert name not in widget._model_choice.choices
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_widget_against_itself_and_error_map(make_napari_viewer_proxy):
+    _, gt = synthetic_cells((128, 128), n_cells=12, seed=2)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_labels(gt, name="truth")
+    pred = gt.copy()
+    pred[pred == 3] = 0  # one missed object
+    viewer.add_labels(pred, name="pred")
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Evaluate")
+    widget._pred.value = "truth"
+    widget._truth.value = "truth"
+    widget.evaluate()
+    rows = dict(widget.rows)
+    assert rows["AP@0.50"] == 1 and rows["AP@0.90"] == 1 and rows["SEG"] == pytest.approx(1)
+    table = widget.table.to_dataframe() if hasattr(widget.table, "to_dataframe") else None
+    assert widget.table.shape[0] == len(widget.rows)
+    errors = np.asarray(viewer.layers["truth errors"].data)
+    assert set(np.unique(errors)) == {0, 1}
+    widget._pred.value = "pred"
+    widget.evaluate()
+    rows = dict(widget.rows)
+    assert rows["AP@0.50"] == pytest.approx(11 / 12) and widget.counts["false negative"] == 1
+    errors = np.asarray(viewer.layers["pred errors"].data)
+    assert np.all(errors[gt == 3] == 3)
+    del table
+
+
+# ----------------------------------------------------------------------------- IO, samples
+
+
+def test_reader_and_writer_through_napari(make_napari_viewer_proxy, tmp_path):
+    from cellseg.io import read_labels, write_labels
+
+    _, gt = synthetic_cells((64, 64), n_cells=5, seed=1)
+    path = tmp_path / "cells_masks.tif"
+    write_labels(path, gt)
+    viewer = make_napari_viewer_proxy()
+    layers = viewer.open(str(path), plugin="cellseg")
+    assert isinstance(layers[0], napari.layers.Labels)
+    np.testing.assert_array_equal(np.asarray(layers[0].data), gt)
+    out = tmp_path / "saved.tif"
+    layers[0].save(str(out), plugin="cellseg")
+    np.testing.assert_array_equal(read_labels(out), gt)
+
+
+def test_bundled_sample_opens(make_napari_viewer_proxy):
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("cellseg", "bundled")
+    assert isinstance(viewer.layers["synthetic_nuclei"], napari.layers.Image)
+    assert isinstance(viewer.layers["synthetic_nuclei ground truth"], napari.layers.Labels)
+
+
+# ----------------------------------------------------------------------------- screenshot
+
+
+def test_screenshot_shows_coloured_labels_over_grey_image(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("cellseg", "synthetic")
+    gt = np.asarray(viewer.layers["synthetic cells ground truth"].data)
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    widget.use_model(OracleModel("stardist", gt), "oracle")
+    before = viewer.screenshot(canvas_only=True)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.shape[-1] == 4 and shot.shape[0] > 100
+    rgb = shot[..., :3].astype(np.int16)
+    # the grey image shows between the labels (its dark background is still lighter than the
+    # black canvas)
+    grey = (rgb.max(-1) - rgb.min(-1) < 8) & (rgb.max(-1) > 12)
+    assert grey.mean() > 0.1
+    # the labels cover ~1/5 of the image: a good share of it is saturated colour
+    assert _saturated_fraction(shot) > 0.08
+    assert _saturated_fraction(before) < 0.005  # the grey image alone has no colour
+    # colour sits where the labels are: the centre pixel of each object (in canvas
+    # coordinates) is coloured
+    lab_layer = viewer.layers["synthetic cells labels"]
+    labels = np.asarray(lab_layer.data)
+    ids = np.unique(labels)[1:]
+    coloured = 0
+    h, w = shot.shape[:2]
+    for i in ids:
+        yx = np.argwhere(labels == i).mean(0)
+        # data → canvas: the view is centred on the image and scaled uniformly
+        zoom = viewer.camera.zoom
+        cy, cx = viewer.camera.center[-2:]
+        py = int(round(h / 2 + (yx[0] - cy) * zoom))
+        px = int(round(w / 2 + (yx[1] - cx) * zoom))
+        if 0 <= py < h and 0 <= px < w:
+            p = rgb[py, px]
+            coloured += int(p.max() - p.min() > 40)
+    assert coloured >= 0.8 * len(ids)
