@@ -117,3 +117,15 @@ def test_parity_dsb_masks(dsb2018):
         y = tifffile.imread(f)
         for yp in _perturbations(y, 100 + k).values():
             _compare_pair(y, yp, DEFAULT_THRESHOLDS, "iou")
+
+
+def test_benchmark_script_smoke(capsys):
+    from benchmarks.bench_metrics import main, perturb
+
+    y = np.zeros((40, 40), np.int32)
+    y[5:15, 5:15], y[5:15, 15:25], y[25:35, 10:30] = 1, 2, 3
+    p = perturb(y, seed=1, p_miss=0, p_merge=0.5, p_split=0.5, p_fp=1.0)
+    assert p.dtype == np.int32 and p.shape == y.shape and p.max() > 0
+    assert main(["--n-images", "2", "--size", "96", "--objects", "12", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "results agree" in out and "ratio stardist/cellseg" in out
