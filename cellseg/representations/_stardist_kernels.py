@@ -1,0 +1,842 @@
+"""Numba kernels of the StarDist representation (private; see ``stardist.py``).
+
+Every kernel takes C-contiguous arrays of the fixed dtypes written in its
+docstring and never validates; the public wrappers in ``stardist.py`` do.
+
+Conventions (same as StarDist):
+
+* ray ``k`` has angle ``phi_k = 2*pi*k/n_rays``; it steps ``sin(phi)`` along
+  rows (y) and ``cos(phi)`` along columns (x);
+* a polygon is ``n_rays`` vertices ``(y_k, x_k) = centre + d_k (sin phi_k, cos phi_k)``;
+  with rows as y and columns as x the vertex order is counter-clockwise in the
+  (x, y) frame used by the geometry below (positive shoelace area).
+
+Geometry of star polygons (exact, for simple non-convex polygons). A polygon
+built from non-negative distances along equiangular rays is the union of its
+``n_rays`` fan triangles ``(centre, v_k, v_k+1)``: convex, disjoint interiors
+(each lies in its own angular sector of width < pi). Intersection areas:
+
+* fast path, polar sweep (``_polar_area``): when both polygons see one common
+  point strictly inside their kernels (every edge turns counter-clockwise
+  around it; tried with either centre), both are radial functions around it and
+  the intersection is ``r <= min(rho_a, rho_b)``; merging the two vertex
+  direction lists cuts the circle into wedges in which each boundary is a
+  single edge, and each wedge contributes one or two triangles. O(n + m).
+* general path (``fan_intersection_area``): area(a & b) = sum over the fan
+  triangles U of b of area(a & U), a & U being polygon a clipped by U's three
+  half-planes (Sutherland-Hodgman is exact in area for a convex window, also
+  for a non-convex subject). O(n * m).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cellseg._numba import jit, pjit, prange
+
+_INF = 1e30
+
+
+# ============================================================================ targets
+
+
+@pjit
+def star_dist_kernel(lab, n_rays, gy, gx, out):
+    """Ray distances (StarDist's ``star_dist``), float32 arithmetic as in its C++.
+
+    lab : int32 (H, W) labels; out : float32 (n_rays, Hg, Wg) written in place,
+    ``Hg = (H-1)//gy + 1``. Pixel ``(i, j)`` of the output is image pixel
+    ``(i*gy, j*gx)``. From a foreground pixel each ray steps by
+    ``(sin phi, cos phi)`` and stops at the first rounded position that is out of
+    the image or carries another id; the last step is shortened so the
+    end point lies half a pixel past the last inside pixel (StarDist's
+    sub-pixel correction). Background pixels get 0.
+    """
+    H, W = lab.shape
+    Hg = out.shape[1]
+    Wg = out.shape[2]
+    st = np.float32(2.0 * math.pi / n_rays)
+    sr = np.empty(n_rays, np.float32)
+    sc = np.empty(n_rays, np.float32)
+    corr = np.empty(n_rays, np.float32)
+    for k in range(n_rays):
+        phi = np.float32(k) * st
+        sr[k] = math.sin(phi)
+        sc[k] = math.cos(phi)
+        corr[k] = np.float32(0.5) / max(abs(sr[k]), abs(sc[k])) - np.float32(1.0)
+    # rows interleaved over 64 blocks so that the static parallel schedule is
+    # balanced whatever the layout of the objects
+    nblk = min(64, Hg)
+    for blk in prange(nblk):
+        for i in range(blk, Hg, nblk):
+            _star_dist_row(lab, i, gy, gx, sr, sc, corr, out)
+
+
+@jit
+def _star_dist_row(lab, i, gy, gx, sr, sc, corr, out):
+    """One output row of :func:`star_dist_kernel`, ray-major so that the
+    writes ``out[k, i, :]`` are sequential (pixel-major order would write
+    n_rays streams one plane apart: L1 set conflicts)."""
+    H, W = lab.shape
+    Wg = out.shape[2]
+    fi = np.float32(i * gy)
+    row = i * gy
+    for k in range(sr.shape[0]):
+        dr = sr[k]
+        dc = sc[k]
+        ck = corr[k]
+        for j in range(Wg):
+            v = lab[row, j * gx]
+            if v == 0:
+                out[k, i, j] = 0.0
+                continue
+            fj = np.float32(j * gx)
+            y = np.float32(0.0)
+            x = np.float32(0.0)
+            while True:
+                y += dr
+                x += dc
+                ii = int(np.rint(fi + y))
+                jj = int(np.rint(fj + x))
+                if ii < 0 or ii >= H or jj < 0 or jj >= W or lab[ii, jj] != v:
+                    y += ck * dr
+                    x += ck * dc
+                    out[k, i, j] = math.sqrt(y * y + x * x)
+                    break
+
+
+@jit
+def object_bboxes_kernel(lab, n_ids):
+    """Per id bounding boxes. lab int32 (H, W) with ids < n_ids.
+
+    Returns int64 (n_ids, 4): min row, min col, max row, max col (inclusive);
+    absent ids have min row = -1.
+    """
+    bb = np.empty((n_ids, 4), np.int64)
+    for v in range(n_ids):
+        bb[v, 0] = -1
+    H, W = lab.shape
+    for r in range(H):
+        for c in range(W):
+            v = lab[r, c]
+            if v == 0:
+                continue
+            if bb[v, 0] < 0:
+                bb[v, 0] = r
+                bb[v, 1] = c
+                bb[v, 2] = r
+                bb[v, 3] = c
+            else:
+                if c < bb[v, 1]:
+                    bb[v, 1] = c
+                if r > bb[v, 2]:
+                    bb[v, 2] = r
+                if c > bb[v, 3]:
+                    bb[v, 3] = c
+    return bb
+
+
+@jit
+def _edt_rows(g, h, w, vbuf, zbuf, dout):
+    """In place 2nd pass of the exact squared EDT (Felzenszwalb-Huttenlocher).
+
+    g : float64 (h, w) column pass results (squared distances, _INF where no
+    feature in the column). dout receives, row by row, min_q g[r,q] + (x-q)^2.
+    """
+    for r in range(h):
+        k = -1
+        for q in range(w):
+            fq = g[r, q]
+            if fq >= _INF:
+                continue
+            if k < 0:
+                k = 0
+                vbuf[0] = q
+                zbuf[0] = -_INF
+                zbuf[1] = _INF
+                continue
+            s = ((fq + q * q) - (g[r, vbuf[k]] + vbuf[k] * vbuf[k])) / (2.0 * q - 2.0 * vbuf[k])
+            while s <= zbuf[k]:
+                k -= 1
+                s = ((fq + q * q) - (g[r, vbuf[k]] + vbuf[k] * vbuf[k])) / (2.0 * q - 2.0 * vbuf[k])
+            k += 1
+            vbuf[k] = q
+            zbuf[k] = s
+            zbuf[k + 1] = _INF
+        if k < 0:
+            for x in range(w):
+                dout[r, x] = _INF
+            continue
+        k = 0
+        for x in range(w):
+            while zbuf[k + 1] < x:
+                k += 1
+            d = x - vbuf[k]
+            dout[r, x] = d * d + g[r, vbuf[k]]
+
+
+@pjit
+def edt_prob_kernel(lab, bb, ids, out):
+    """Per-object Euclidean distance transform normalised by its maximum.
+
+    lab int32 (H, W); bb int64 (n_ids, 4) from :func:`object_bboxes_kernel`;
+    ids int64 (m,) the present ids; out float32 (H, W), zero-initialised.
+
+    For object ``v`` the distance of each of its pixels to the nearest pixel
+    with another id (background included) inside the object's bounding box
+    grown by one pixel on every side that is not the image border (pixels
+    beyond the image border are not background: StarDist's ``edt_prob``).
+    Values are divided by (max + 1e-10) of the object.
+    """
+    H, W = lab.shape
+    for t in prange(ids.shape[0]):
+        v = ids[t]
+        r0 = bb[v, 0] - 1 if bb[v, 0] > 0 else bb[v, 0]
+        c0 = bb[v, 1] - 1 if bb[v, 1] > 0 else bb[v, 1]
+        r1 = bb[v, 2] + 1 if bb[v, 2] < H - 1 else bb[v, 2]
+        c1 = bb[v, 3] + 1 if bb[v, 3] < W - 1 else bb[v, 3]
+        h = r1 - r0 + 1
+        w = c1 - c0 + 1
+        g = np.empty((h, w), np.float64)
+        # column pass: squared distance to the nearest feature in the column
+        for c in range(w):
+            last = -1
+            for r in range(h):
+                if lab[r0 + r, c0 + c] != v:
+                    last = r
+                    g[r, c] = 0.0
+                elif last >= 0:
+                    g[r, c] = float((r - last) * (r - last))
+                else:
+                    g[r, c] = _INF
+            last = -1
+            for r in range(h - 1, -1, -1):
+                if lab[r0 + r, c0 + c] != v:
+                    last = r
+                elif last >= 0:
+                    d = float((last - r) * (last - r))
+                    if d < g[r, c]:
+                        g[r, c] = d
+        vbuf = np.empty(w + 1, np.int64)
+        zbuf = np.empty(w + 2, np.float64)
+        dd = np.empty((h, w), np.float64)
+        _edt_rows(g, h, w, vbuf, zbuf, dd)
+        mx = 0.0
+        for r in range(h):
+            for c in range(w):
+                if lab[r0 + r, c0 + c] == v:
+                    e = math.sqrt(dd[r, c])
+                    dd[r, c] = e
+                    if e > mx:
+                        mx = e
+        den = mx + 1e-10
+        for r in range(h):
+            for c in range(w):
+                if lab[r0 + r, c0 + c] == v:
+                    out[r0 + r, c0 + c] = dd[r, c] / den
+
+
+# ============================================================================ polygons
+
+
+@jit
+def dist_to_coord_kernel(dist, points, sin_a, cos_a, out):
+    """Polygon vertices exactly as StarDist's ``dist_to_coord`` computes them.
+
+    dist float32 (n, R); points int64 (n, 2); sin_a/cos_a float64 (R,) from
+    ``np.sin/np.cos(ray_angles)``; out float32 (n, 2, R):
+    ``float32(float32(d * sin) + p_y)`` and the same with cos / p_x.
+    """
+    n, R = dist.shape
+    for i in range(n):
+        py = np.float64(points[i, 0])
+        px = np.float64(points[i, 1])
+        for k in range(R):
+            d = np.float64(dist[i, k])
+            oy = np.float32(d * sin_a[k])
+            ox = np.float32(d * cos_a[k])
+            out[i, 0, k] = np.float32(np.float64(oy) + py)
+            out[i, 1, k] = np.float32(np.float64(ox) + px)
+
+
+@jit
+def _clip_halfplane(src, n, ax, ay, bx, by, dst):
+    """Sutherland-Hodgman step: keep the part of polygon src[:n] left of a->b."""
+    if n == 0:
+        return 0
+    ex = bx - ax
+    ey = by - ay
+    m = 0
+    px = src[n - 1, 0]
+    py = src[n - 1, 1]
+    dp = ex * (py - ay) - ey * (px - ax)
+    for i in range(n):
+        qx = src[i, 0]
+        qy = src[i, 1]
+        dq = ex * (qy - ay) - ey * (qx - ax)
+        if dq >= 0.0:
+            if dp < 0.0:
+                t = dp / (dp - dq)
+                dst[m, 0] = px + t * (qx - px)
+                dst[m, 1] = py + t * (qy - py)
+                m += 1
+            dst[m, 0] = qx
+            dst[m, 1] = qy
+            m += 1
+        elif dp > 0.0:
+            t = dp / (dp - dq)
+            dst[m, 0] = px + t * (qx - px)
+            dst[m, 1] = py + t * (qy - py)
+            m += 1
+        px = qx
+        py = qy
+        dp = dq
+    return m
+
+
+@jit
+def _shoelace(buf, n):
+    a = 0.0
+    for i in range(n):
+        j = i + 1 if i + 1 < n else 0
+        a += buf[i, 0] * buf[j, 1] - buf[j, 0] * buf[i, 1]
+    return 0.5 * a
+
+
+@jit
+def _fan(vx, vy, cx, cy, ox, oy, tris, tbb):
+    """Fan triangles of a star polygon, shifted by (-ox, -oy), and their bboxes.
+
+    tris float64 (R, 3, 2); tbb float64 (R, 4) xmin, ymin, xmax, ymax.
+    Returns the number of non-degenerate triangles written (degenerate ones,
+    zero area, are dropped).
+    """
+    R = vx.shape[0]
+    m = 0
+    ccx = cx - ox
+    ccy = cy - oy
+    for k in range(R):
+        k1 = k + 1 if k + 1 < R else 0
+        ax = vx[k] - ox
+        ay = vy[k] - oy
+        bx = vx[k1] - ox
+        by = vy[k1] - oy
+        cr = (ax - ccx) * (by - ccy) - (ay - ccy) * (bx - ccx)
+        if cr <= 0.0:
+            continue
+        tris[m, 0, 0] = ccx
+        tris[m, 0, 1] = ccy
+        tris[m, 1, 0] = ax
+        tris[m, 1, 1] = ay
+        tris[m, 2, 0] = bx
+        tris[m, 2, 1] = by
+        tbb[m, 0] = min(ccx, ax, bx)
+        tbb[m, 1] = min(ccy, ay, by)
+        tbb[m, 2] = max(ccx, ax, bx)
+        tbb[m, 3] = max(ccy, ay, by)
+        m += 1
+    return m
+
+
+@jit
+def _ray_t(ux, uy, px, py, qx, qy):
+    """t such that t*u lies on the line p->q (u from the origin)."""
+    ex = qx - px
+    ey = qy - py
+    return (px * ey - py * ex) / (ux * ey - uy * ex)
+
+
+@jit
+def _piece(ux, uy, wx, wy, p0x, p0y, p1x, p1y, q0x, q0y, q1x, q1y):
+    """Area of {r <= min(rho_P, rho_Q)} in the wedge from direction u to w.
+
+    Within the wedge the boundary of P is the line p0->p1 and that of Q the
+    line q0->q1 (the origin sees both from inside). The region is one triangle
+    (origin, nearer point on u, nearer point on w) or, when the lines cross in
+    the wedge, two triangles meeting at the crossing.
+    """
+    cw = ux * wy - uy * wx
+    if cw == 0.0:
+        return 0.0
+    tpu = _ray_t(ux, uy, p0x, p0y, p1x, p1y)
+    tpw = _ray_t(wx, wy, p0x, p0y, p1x, p1y)
+    tqu = _ray_t(ux, uy, q0x, q0y, q1x, q1y)
+    tqw = _ray_t(wx, wy, q0x, q0y, q1x, q1y)
+    if tpu <= tqu and tpw <= tqw:
+        return 0.5 * tpu * tpw * cw
+    if tqu <= tpu and tqw <= tpw:
+        return 0.5 * tqu * tqw * cw
+    # the lines cross inside the wedge: X = p0 + s (p1 - p0)
+    ex = p1x - p0x
+    ey = p1y - p0y
+    fx = q1x - q0x
+    fy = q1y - q0y
+    den = ex * fy - ey * fx
+    sp = ((q0x - p0x) * fy - (q0y - p0y) * fx) / den
+    xx = p0x + sp * ex
+    xy = p0y + sp * ey
+    tu = tpu if tpu < tqu else tqu
+    tw = tpw if tpw < tqw else tqw
+    return 0.5 * tu * (ux * xy - uy * xx) + 0.5 * tw * (xx * wy - xy * wx)
+
+
+@jit
+def _polar_area(ax, ay, bx, by, sec):
+    """Intersection area of two polygons star-shaped around the origin, or -1.
+
+    ax, ay (n,) and bx, by (m,) vertices relative to the common point; both
+    must see the origin strictly inside their kernel, i.e. every consecutive
+    vertex pair turns counter-clockwise around it (cross > 0); otherwise -1
+    is returned and the caller falls back to fan clipping. In polar
+    coordinates around the origin the intersection is r <= min(rho_A, rho_B);
+    the vertex directions of both, merged in angular order (O(n + m)), cut
+    the circle into wedges where each boundary is a single edge.
+    sec: int64 scratch (>= m,).
+    """
+    n = ax.shape[0]
+    m = bx.shape[0]
+    for k in range(n):
+        k1 = k + 1 if k + 1 < n else 0
+        if ax[k] * ay[k1] - ay[k] * ax[k1] <= 0.0:
+            return -1.0
+    for l in range(m):
+        l1 = l + 1 if l + 1 < m else 0
+        if bx[l] * by[l1] - by[l] * bx[l1] <= 0.0:
+            return -1.0
+    # sector of every B vertex: k with cross(a_k, b) >= 0 and cross(b, a_k+1) > 0
+    k = 0
+    for l in range(m):
+        steps = 0
+        while True:
+            k1 = k + 1 if k + 1 < n else 0
+            if (ax[k] * by[l] - ay[k] * bx[l] >= 0.0) and (bx[l] * ay[k1] - by[l] * ax[k1] > 0.0):
+                break
+            k = k1
+            steps += 1
+            if steps > n:
+                return -1.0
+        sec[l] = k
+    # first B vertex in angular order from direction a_0: where the sector index drops
+    lstar = -1
+    for l in range(m):
+        lp = l - 1 if l > 0 else m - 1
+        if sec[l] < sec[lp]:
+            if lstar >= 0:
+                return -1.0
+            lstar = l
+        elif sec[l] == sec[lp] and m > 1:
+            # same sector: b_l must follow b_lp (counter-clockwise)
+            if bx[lp] * by[l] - by[lp] * bx[l] < 0.0:
+                return -1.0
+    if lstar < 0:
+        return -1.0
+    area = 0.0
+    l = lstar
+    cnt = 0
+    for k in range(n):
+        k1 = k + 1 if k + 1 < n else 0
+        ux = ax[k]
+        uy = ay[k]
+        while cnt < m and sec[l] == k:
+            lp = l - 1 if l > 0 else m - 1
+            area += _piece(ux, uy, bx[l], by[l], ax[k], ay[k], ax[k1], ay[k1], bx[lp], by[lp], bx[l], by[l])
+            ux = bx[l]
+            uy = by[l]
+            l = l + 1 if l + 1 < m else 0
+            cnt += 1
+        lp = l - 1 if l > 0 else m - 1
+        area += _piece(ux, uy, ax[k1], ay[k1], ax[k], ay[k], ax[k1], ay[k1], bx[lp], by[lp], bx[l], by[l])
+    if cnt != m:
+        return -1.0
+    return area
+
+
+@jit
+def fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratch):
+    """Exact intersection area of two star polygons, whatever their position.
+
+    Polygon b is the union of its fan triangles (convex, disjoint interiors),
+    so area(a & b) = sum over b's fan triangles U of area(a & U), and a & U is
+    polygon a (possibly non-convex) clipped by the three half-planes of U
+    (Sutherland-Hodgman: for a convex clip window the signed area of the
+    output is exact even for a non-convex subject; it may only contain
+    zero-area bridges). Triangles whose box misses a's box are skipped.
+    Coordinates are taken relative to centre a.
+    """
+    tri_b = scratch[0]
+    bb_b = scratch[1]
+    b0 = scratch[2]
+    b1 = scratch[3]
+    n = vx_a.shape[0]
+    nb = _fan(vx_b, vy_b, cx_b, cy_b, cx_a, cy_a, tri_b, bb_b)
+    x0 = vx_a[0] - cx_a
+    x1 = x0
+    y0 = vy_a[0] - cy_a
+    y1 = y0
+    for k in range(1, n):
+        x0 = min(x0, vx_a[k] - cx_a)
+        x1 = max(x1, vx_a[k] - cx_a)
+        y0 = min(y0, vy_a[k] - cy_a)
+        y1 = max(y1, vy_a[k] - cy_a)
+    total = 0.0
+    for l in range(nb):
+        if bb_b[l, 0] >= x1 or bb_b[l, 2] <= x0 or bb_b[l, 1] >= y1 or bb_b[l, 3] <= y0:
+            continue
+        for k in range(n):
+            b0[k, 0] = vx_a[k] - cx_a
+            b0[k, 1] = vy_a[k] - cy_a
+        u = tri_b[l]
+        m = _clip_halfplane(b0, n, u[0, 0], u[0, 1], u[1, 0], u[1, 1], b1)
+        if m < 3:
+            continue
+        m = _clip_halfplane(b1, m, u[2, 0], u[2, 1], u[0, 0], u[0, 1], b0)
+        if m < 3:
+            continue
+        m = _clip_halfplane(b0, m, u[1, 0], u[1, 1], u[2, 0], u[2, 1], b1)
+        if m < 3:
+            continue
+        total += _shoelace(b1, m)
+    return total
+
+
+@jit
+def polar_intersection_area(vx_a, vy_a, vx_b, vy_b, ox, oy, scratch):
+    """Polar-sweep intersection area around the point (ox, oy), or -1 if not applicable."""
+    ra = scratch[4]
+    rb = scratch[5]
+    sec = scratch[6]
+    n = vx_a.shape[0]
+    m = vx_b.shape[0]
+    for k in range(n):
+        ra[0, k] = vx_a[k] - ox
+        ra[1, k] = vy_a[k] - oy
+    for l in range(m):
+        rb[0, l] = vx_b[l] - ox
+        rb[1, l] = vy_b[l] - oy
+    return _polar_area(ra[0, :n], ra[1, :n], rb[0, :m], rb[1, :m], sec)
+
+
+@jit
+def star_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratch):
+    """Exact intersection area of two star polygons.
+
+    vx/vy float64 (R,) vertices in increasing ray angle, c* the centres the
+    polygons are star-convex around; scratch from :func:`make_scratch`.
+    Fast path: when both polygons are strictly star-shaped around centre a
+    (or around centre b) the area comes from an O(n + m) polar sweep
+    (:func:`_polar_area`); otherwise from fan-triangle clipping.
+    """
+    r = polar_intersection_area(vx_a, vy_a, vx_b, vy_b, cx_a, cy_a, scratch)
+    if r >= 0.0:
+        return r
+    r = polar_intersection_area(vx_b, vy_b, vx_a, vy_a, cx_b, cy_b, scratch)
+    if r >= 0.0:
+        return r
+    return fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratch)
+
+
+@jit
+def make_scratch(R):
+    """Work buffers of :func:`star_intersection_area` for polygons of <= R vertices."""
+    return (np.empty((R, 3, 2), np.float64), np.empty((R, 4), np.float64),
+            np.empty((8 * R + 16, 2), np.float64), np.empty((8 * R + 16, 2), np.float64),
+            np.empty((2, R), np.float64), np.empty((2, R), np.float64),
+            np.empty(R, np.int64))
+
+
+@jit
+def polygon_area_kernel(vx, vy):
+    """Shoelace area (float64) of polygon vertices vx, vy float64 (R,)."""
+    R = vx.shape[0]
+    if R == 0:
+        return 0.0
+    ox = vx[0]
+    oy = vy[0]
+    a = 0.0
+    for i in range(R):
+        j = i + 1 if i + 1 < R else 0
+        a += (vx[i] - ox) * (vy[j] - oy) - (vx[j] - ox) * (vy[i] - oy)
+    return 0.5 * a
+
+
+# ============================================================================ NMS
+
+
+@jit
+def _overlap_value(inter, area_i, area_j, use_iou):
+    if use_iou:
+        u = area_i + area_j - inter
+        return inter / u if u > 0.0 else 0.0
+    m = min(area_i, area_j)
+    return inter / m if m > 0.0 else 0.0
+
+
+@jit
+def nms_kernel(vx, vy, cx, cy, thresh, use_iou, cell):
+    """Greedy NMS of star polygons sorted by decreasing score.
+
+    vx, vy float64 (N, R) vertices; cx, cy float64 (N,) centres; thresh float64;
+    use_iou: overlap = inter/union if True else inter/min(area) (StarDist);
+    cell: bucket size in pixels (> 0).
+
+    Candidate j is kept iff no kept i < j overlaps it by more than ``thresh``
+    (identical to StarDist's loop that lets every kept polygon suppress the
+    later ones, skipping those already suppressed). Kept polygons are
+    registered in a uniform bucket grid over their bounding boxes, so each
+    candidate is only compared with kept polygons whose boxes meet its box;
+    the area of the boxes' intersection bounds the polygon intersection and
+    skips the exact computation when it cannot exceed the threshold.
+    Returns a bool (N,) keep mask and the number of exact overlaps computed.
+    """
+    N, R = vx.shape
+    keep = np.zeros(N, np.bool_)
+    if N == 0:
+        return keep, 0
+    area = np.empty(N, np.float64)
+    bx0 = np.empty(N, np.float64)
+    by0 = np.empty(N, np.float64)
+    bx1 = np.empty(N, np.float64)
+    by1 = np.empty(N, np.float64)
+    for i in range(N):
+        area[i] = polygon_area_kernel(vx[i], vy[i])
+        lo_x = cx[i]
+        hi_x = cx[i]
+        lo_y = cy[i]
+        hi_y = cy[i]
+        for k in range(R):
+            lo_x = min(lo_x, vx[i, k])
+            hi_x = max(hi_x, vx[i, k])
+            lo_y = min(lo_y, vy[i, k])
+            hi_y = max(hi_y, vy[i, k])
+        bx0[i] = lo_x
+        by0[i] = lo_y
+        bx1[i] = hi_x
+        by1[i] = hi_y
+    # bucket grid over the centres' extent
+    gx0 = cx.min()
+    gy0 = cy.min()
+    gw = int((cx.max() - gx0) / cell) + 1
+    gh = int((cy.max() - gy0) / cell) + 1
+    head = np.full(gw * gh, -1, np.int64)
+    cap = 4 * N + 16
+    nxt = np.empty(cap, np.int64)
+    item = np.empty(cap, np.int64)
+    n_ent = 0
+    stamp = np.full(N, -1, np.int64)
+    scratch = make_scratch(R)
+    n_exact = 0
+    for j in range(N):
+        xa = min(max(int((bx0[j] - gx0) // cell), 0), gw - 1)
+        xb = min(max(int((bx1[j] - gx0) // cell), 0), gw - 1)
+        ya = min(max(int((by0[j] - gy0) // cell), 0), gh - 1)
+        yb = min(max(int((by1[j] - gy0) // cell), 0), gh - 1)
+        suppressed = False
+        for gyi in range(ya, yb + 1):
+            if suppressed:
+                break
+            for gxi in range(xa, xb + 1):
+                if suppressed:
+                    break
+                e = head[gyi * gw + gxi]
+                while e >= 0:
+                    i = item[e]
+                    e = nxt[e]
+                    if stamp[i] == j:
+                        continue
+                    stamp[i] = j
+                    ix = min(bx1[i], bx1[j]) - max(bx0[i], bx0[j])
+                    iy = min(by1[i], by1[j]) - max(by0[i], by0[j])
+                    if ix <= 0.0 or iy <= 0.0:
+                        continue
+                    bound = min(ix * iy, area[i], area[j])
+                    if _overlap_value(bound, area[i], area[j], use_iou) <= thresh:
+                        continue
+                    inter = star_intersection_area(vx[j], vy[j], cx[j], cy[j],
+                                                   vx[i], vy[i], cx[i], cy[i], scratch)
+                    n_exact += 1
+                    if _overlap_value(inter, area[i], area[j], use_iou) > thresh:
+                        suppressed = True
+                        break
+        if suppressed:
+            continue
+        keep[j] = True
+        for gyi in range(ya, yb + 1):
+            for gxi in range(xa, xb + 1):
+                if n_ent == cap:
+                    cap2 = 2 * cap
+                    nxt2 = np.empty(cap2, np.int64)
+                    item2 = np.empty(cap2, np.int64)
+                    nxt2[:cap] = nxt
+                    item2[:cap] = item
+                    nxt = nxt2
+                    item = item2
+                    cap = cap2
+                c = gyi * gw + gxi
+                item[n_ent] = j
+                nxt[n_ent] = head[c]
+                head[c] = n_ent
+                n_ent += 1
+    return keep, n_exact
+
+
+# ============================================================================ rasterisation
+
+
+@jit
+def _row_crossings(xp, yp, y, minc, maxc, tog_r, tog_l):
+    """Parity toggles of skimage's point_in_polygon along the row ``y``.
+
+    For pixel x of the row, point_in_polygon counts edge e as a right crossing
+    iff the edge straddles (y0 > 0) != (y1 > 0) and E_e(x) > 0, and as a left
+    crossing iff (y0 < 0) != (y1 < 0) and E_e(x) < 0, with
+    E_e(x) = ((xp[i]-x)*y1 - (xp[i-1]-x)*y0) / (y1 - y0) (x-coordinate of the
+    crossing minus x). E_e decreases with x, so each edge contributes to a
+    prefix (right) or suffix (left) of the columns; the boundary column is
+    found from the crossing estimate and settled with the very same float
+    expression. tog_r/tog_l int8 (maxc-minc+2,) receive parity toggles.
+    """
+    n = xp.shape[0]
+    width = maxc - minc + 1
+    x1 = xp[n - 1]
+    y1 = yp[n - 1] - y
+    for i in range(n):
+        x0 = xp[i]
+        y0 = yp[i] - y
+        a = (y0 > 0.0) != (y1 > 0.0)
+        b = (y0 < 0.0) != (y1 < 0.0)
+        if a or b:
+            den = y1 - y0
+            # crossing estimate and the largest column with E > 0
+            est = (x0 * y1 - x1 * y0) / den
+            c = int(math.floor(est))
+            if c < minc - 1:
+                c = minc - 1
+            if c > maxc:
+                c = maxc
+            # E(c) > 0 for c <= cr (right), E(c) < 0 for c >= cl (left)
+            while c >= minc and not (((x0 - c) * y1 - (x1 - c) * y0) / den > 0.0):
+                c -= 1
+            while c + 1 <= maxc and ((x0 - (c + 1)) * y1 - (x1 - (c + 1)) * y0) / den > 0.0:
+                c += 1
+            if a:
+                # columns minc..c are right crossings
+                if c >= minc:
+                    tog_r[0] ^= 1
+                    tog_r[c - minc + 1] ^= 1
+            if b:
+                cl = c + 1
+                while cl > minc and ((x0 - (cl - 1)) * y1 - (x1 - (cl - 1)) * y0) / den < 0.0:
+                    cl -= 1
+                while cl <= maxc and not (((x0 - cl) * y1 - (x1 - cl) * y0) / den < 0.0):
+                    cl += 1
+                if cl <= maxc:
+                    tog_l[cl - minc] ^= 1
+                    tog_l[width] ^= 1
+        x1 = x0
+        y1 = y0
+
+
+@jit
+def paint_polygon(lab, yp, xp, value, tog_r, tog_l):
+    """Paint the pixels skimage.draw.polygon(yp, xp, lab.shape) returns.
+
+    yp, xp float64 (R,) vertex rows / columns; tog_r, tog_l int8 scratch of
+    length >= width + 2. A pixel is painted when skimage's point_in_polygon
+    says inside, on an edge, or on a vertex (within 1e-12).
+    """
+    H, W = lab.shape
+    R = yp.shape[0]
+    if R == 0:
+        return
+    ymin = yp.min()
+    xmin = xp.min()
+    minr = int(max(0.0, ymin))
+    maxr = int(math.ceil(yp.max()))
+    minc = int(max(0.0, xmin))
+    maxc = int(math.ceil(xp.max()))
+    if maxr > H - 1:
+        maxr = H - 1
+    if maxc > W - 1:
+        maxc = W - 1
+    if maxr < minr or maxc < minc:
+        return
+    width = maxc - minc + 1
+    for r in range(minr, maxr + 1):
+        for t in range(width + 1):
+            tog_r[t] = 0
+            tog_l[t] = 0
+        _row_crossings(xp, yp, float(r), minc, maxc, tog_r, tog_l)
+        pr = 0
+        pl = 0
+        for t in range(width):
+            pr ^= tog_r[t]
+            pl ^= tog_l[t]
+            if pr or pl:
+                lab[r, minc + t] = value
+    # vertices (point_in_polygon's VERTEX case, tolerance 1e-12)
+    for k in range(R):
+        rr = int(math.floor(yp[k] + 0.5))
+        cc = int(math.floor(xp[k] + 0.5))
+        if minr <= rr <= maxr and minc <= cc <= maxc:
+            if -1e-12 < xp[k] - cc < 1e-12 and -1e-12 < yp[k] - rr < 1e-12:
+                lab[rr, cc] = value
+
+
+@jit
+def polygons_to_label_kernel(coords, order, values, lab):
+    """Paint polygons coords float32 (n, 2, R) in the given order.
+
+    order int64 (m,) indices into coords (painting order: later wins);
+    values int32 (n,) label of each polygon; lab int32 (H, W) painted in place.
+    """
+    n = coords.shape[0]
+    R = coords.shape[2]
+    W = lab.shape[1]
+    tog_r = np.zeros(W + 2, np.int8)
+    tog_l = np.zeros(W + 2, np.int8)
+    yp = np.empty(R, np.float64)
+    xp = np.empty(R, np.float64)
+    for t in range(order.shape[0]):
+        i = order[t]
+        for k in range(R):
+            yp[k] = np.float64(coords[i, 0, k])
+            xp[k] = np.float64(coords[i, 1, k])
+        paint_polygon(lab, yp, xp, values[i], tog_r, tog_l)
+
+
+# ============================================================================ candidates
+
+
+@jit
+def candidates_kernel(prob, thresh, b):
+    """Flat indices of prob float32 (Hg, Wg) > thresh, at least b pixels from the border."""
+    Hg, Wg = prob.shape
+    cnt = 0
+    for i in range(b, Hg - b):
+        for j in range(b, Wg - b):
+            if prob[i, j] > thresh:
+                cnt += 1
+    out = np.empty(cnt, np.int64)
+    cnt = 0
+    for i in range(b, Hg - b):
+        for j in range(b, Wg - b):
+            if prob[i, j] > thresh:
+                out[cnt] = i * Wg + j
+                cnt += 1
+    return out
+
+
+@jit
+def gather_dist_kernel(dist, flat):
+    """dist float32 (R, Hg, Wg) at flat indices -> float32 (n, R)."""
+    R = dist.shape[0]
+    Wg = dist.shape[2]
+    n = flat.shape[0]
+    out = np.empty((n, R), np.float32)
+    for t in range(n):
+        i = flat[t] // Wg
+        j = flat[t] - i * Wg
+        for k in range(R):
+            out[t, k] = dist[k, i, j]
+    return out

@@ -1,0 +1,407 @@
+"""StarDist: star-convex polygons from object probabilities and ray distances.
+
+Schmidt, Weigert, Broaddus & Myers, *Cell Detection with Star-convex
+Polygons*, MICCAI 2018. Every object pixel predicts its object probability
+and the distances to the object boundary along ``n_rays`` equiangular rays;
+the polygons of confident pixels are reduced by greedy non-maximum
+suppression and rasterised.
+
+Conventions (identical to the ``stardist`` package, so results can be compared
+pixel for pixel):
+
+* ray ``k`` has angle ``phi_k = 2*pi*k/n_rays`` and points ``(sin phi, cos phi)``
+  in (row, column); polygon vertices are ``centre + d_k (sin phi_k, cos phi_k)``
+  computed in float32 (:func:`dist_to_coord`);
+* the overlap used by NMS is, by default, StarDist's: area of intersection
+  divided by the area of the *smaller* polygon (``overlap="min"``);
+  ``overlap="iou"`` uses intersection over union instead. Areas are computed
+  exactly for these simple, possibly non-convex polygons (fan triangles +
+  convex clipping, see ``_stardist_kernels``); StarDist itself rounds the
+  vertices to integers before clipping, so kept sets can differ on candidates
+  whose overlap sits within rounding distance of the threshold;
+* candidates are grid pixels with ``prob > prob_thresh`` at least ``border``
+  grid pixels away from the image border (StarDist's ``b=2``);
+* rasterisation paints polygons in increasing score order with the
+  scan-conversion rule of ``skimage.draw.polygon`` (pixel centres inside, on an
+  edge or on a vertex), so the label image equals
+  ``stardist.geometry.polygons_to_label``.
+
+Differences from the ``stardist`` package, on purpose: label ids are not cast
+to uint16 (ids above 65535 do not wrap), and targets are channel-first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..labels import as_labels
+from .base import Decoded, HeadSpec, Representation, check_outputs
+
+__all__ = [
+    "StarDist",
+    "StarDistParams",
+    "ray_angles",
+    "star_dist",
+    "edt_prob",
+    "dist_to_coord",
+    "polygon_area",
+    "polygon_intersection_area",
+    "non_maximum_suppression",
+    "polygons_to_label",
+    "candidates",
+]
+
+_OVERLAPS = ("min", "iou")
+
+
+def _k():
+    from . import _stardist_kernels as k  # lazy: nothing compiles at import
+
+    return k
+
+
+def _normalize_grid(grid) -> tuple[int, int]:
+    if np.isscalar(grid):
+        grid = (grid, grid)
+    grid = tuple(grid)
+    if len(grid) != 2 or not all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1
+                                 for g in grid):
+        raise ValueError(f"grid must be two integers >= 1, got {grid!r}")
+    return int(grid[0]), int(grid[1])
+
+
+def _check_n_rays(n_rays) -> int:
+    if not isinstance(n_rays, (int, np.integer)) or isinstance(n_rays, bool) or n_rays < 3:
+        raise ValueError(f"n_rays must be an integer >= 3, got {n_rays!r}")
+    return int(n_rays)
+
+
+def ray_angles(n_rays: int = 32) -> np.ndarray:
+    """Ray angles ``2*pi*k/n_rays`` (float64), as ``stardist.geometry.ray_angles``."""
+    return np.linspace(0, 2 * np.pi, _check_n_rays(n_rays), endpoint=False)
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def star_dist(labels: np.ndarray, n_rays: int = 32, grid=(1, 1)) -> np.ndarray:
+    """Distances from every (grid) pixel to its object's boundary along ``n_rays`` rays.
+
+    Returns float32 ``(n_rays, Hg, Wg)`` with ``Hg = (H-1)//gy + 1`` (channel
+    first; ``stardist.geometry.star_dist`` returns the transpose ``(Hg, Wg, n_rays)``).
+    Background pixels get 0. A ray ends where it leaves the object or the image
+    (objects cut by the border end at the border, as in StarDist).
+    """
+    lab = as_labels(labels, ndim=2)
+    n_rays = _check_n_rays(n_rays)
+    gy, gx = _normalize_grid(grid)
+    H, W = lab.shape
+    out = np.empty((n_rays, (H - 1) // gy + 1 if H else 0, (W - 1) // gx + 1 if W else 0), np.float32)
+    if out.size:
+        _k().star_dist_kernel(lab, n_rays, gy, gx, out)
+    return out
+
+
+def edt_prob(labels: np.ndarray, grid=(1, 1)) -> np.ndarray:
+    """Object probability: per-object Euclidean distance transform / its maximum.
+
+    Float32 ``(Hg, Wg)``. The distance of an object pixel is to the nearest pixel
+    of another id or background; the image border is *not* background (as
+    StarDist's ``edt_prob``), except for a constant non-zero image, which is
+    treated as surrounded by background. With a grid the EDT is computed on
+    ``labels[::gy, ::gx]`` (as StarDist's training data generator does).
+    """
+    lab = as_labels(labels, ndim=2)
+    gy, gx = _normalize_grid(grid)
+    if (gy, gx) != (1, 1):
+        lab = np.ascontiguousarray(lab[::gy, ::gx])
+    if lab.size == 0:
+        return np.zeros(lab.shape, np.float32)
+    mx = int(lab.max())
+    if mx == 0:
+        return np.zeros(lab.shape, np.float32)
+    if int(lab.min()) == mx:  # constant non-zero image: assume background around it
+        return edt_prob(np.pad(lab, 1))[1:-1, 1:-1].copy()
+    if mx > 2 * lab.size + 1024:  # huge sparse ids: compress them (same-id relation kept)
+        uniq, inv = np.unique(lab, return_inverse=True)
+        lab = np.ascontiguousarray(inv.reshape(lab.shape).astype(np.int32) + (0 if uniq[0] == 0 else 1))
+        mx = int(lab.max())
+    k = _k()
+    bb = k.object_bboxes_kernel(lab, mx + 1)
+    ids = np.flatnonzero(bb[:, 0] >= 0).astype(np.int64)
+    out = np.zeros(lab.shape, np.float32)
+    k.edt_prob_kernel(lab, bb, ids, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- polygons
+
+
+def dist_to_coord(dist: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Polygon vertices float32 ``(n, 2, n_rays)`` (rows, columns) from distances and centres.
+
+    ``dist`` (n, n_rays), ``points`` (n, 2) integer (row, column) centres;
+    bit-identical to ``stardist.geometry.dist_to_coord`` for integer points.
+    """
+    dist = np.asarray(dist)
+    points = np.asarray(points)
+    if dist.ndim != 2 or points.ndim != 2 or points.shape != (dist.shape[0], 2):
+        raise ValueError(f"need dist (n, n_rays) and points (n, 2), got {dist.shape} and {points.shape}")
+    if not np.issubdtype(points.dtype, np.integer):
+        if not np.all(np.isfinite(points)) or not np.array_equal(points, np.round(points)):
+            raise ValueError("points must be integer pixel coordinates")
+    R = _check_n_rays(dist.shape[1])
+    phis = ray_angles(R)
+    out = np.empty((dist.shape[0], 2, R), np.float32)
+    _k().dist_to_coord_kernel(np.ascontiguousarray(dist, np.float32), np.ascontiguousarray(points, np.int64),
+                              np.sin(phis), np.cos(phis), out)
+    return out
+
+
+def _as_poly(coord, name):
+    c = np.asarray(coord, np.float64)
+    if c.ndim != 2 or c.shape[0] != 2 or c.shape[1] < 3:
+        raise ValueError(f"{name}: expected (2, n_rays >= 3) vertex rows/columns, got {np.shape(coord)}")
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"{name}: vertices must be finite")
+    return np.ascontiguousarray(c[0]), np.ascontiguousarray(c[1])
+
+
+def polygon_area(coord: np.ndarray) -> float:
+    """Shoelace area of a polygon given as (2, n) rows/columns in ray order."""
+    vy, vx = _as_poly(coord, "coord")
+    return float(_k().polygon_area_kernel(vx, vy))
+
+
+def polygon_intersection_area(coord_a, center_a, coord_b, center_b) -> float:
+    """Exact intersection area of two star polygons.
+
+    ``coord_*`` (2, n) vertex rows/columns in increasing ray angle, star-convex
+    around ``center_*`` (row, column), e.g. from :func:`dist_to_coord`.
+    """
+    ay, ax = _as_poly(coord_a, "coord_a")
+    by, bx = _as_poly(coord_b, "coord_b")
+    ca = np.asarray(center_a, np.float64).ravel()
+    cb = np.asarray(center_b, np.float64).ravel()
+    if ca.shape != (2,) or cb.shape != (2,):
+        raise ValueError("centres must be (row, column) pairs")
+    k = _k()
+    scratch = k.make_scratch(max(ax.size, bx.size))
+    return float(k.star_intersection_area(ax, ay, ca[1], ca[0], bx, by, cb[1], cb[0], scratch))
+
+
+def _nms_coords(coords: np.ndarray, points: np.ndarray, nms_thresh: float, overlap: str):
+    """NMS on float32 coords (n, 2, R) already sorted by decreasing score -> keep mask."""
+    n = coords.shape[0]
+    if n == 0:
+        return np.zeros(0, bool), 0
+    vy = np.ascontiguousarray(coords[:, 0, :], np.float64)
+    vx = np.ascontiguousarray(coords[:, 1, :], np.float64)
+    cy = np.ascontiguousarray(points[:, 0], np.float64)
+    cx = np.ascontiguousarray(points[:, 1], np.float64)
+    ext = np.maximum(vy.max(1) - vy.min(1), vx.max(1) - vx.min(1))
+    cell = float(max(4.0, np.median(ext)))
+    keep, n_exact = _k().nms_kernel(vx, vy, cx, cy, float(nms_thresh), overlap == "iou", cell)
+    return keep, int(n_exact)
+
+
+def _check_thresh(x, name):
+    x = float(x)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {x}")
+    return x
+
+
+def non_maximum_suppression(dist: np.ndarray, prob: np.ndarray, points: np.ndarray,
+                            nms_thresh: float = 0.4, overlap: str = "min") -> np.ndarray:
+    """Greedy NMS of star polygons; returns the kept indices, best score first.
+
+    dist (n, n_rays) distances, prob (n,) scores, points (n, 2) integer
+    (row, column) centres (full-resolution pixels). Candidates are visited by
+    decreasing score (ties: input order); one is suppressed when its overlap
+    with an already kept polygon is ``> nms_thresh``. ``overlap``: ``"min"``
+    (intersection / smaller area, StarDist's) or ``"iou"``.
+    """
+    dist = np.asarray(dist)
+    prob = np.asarray(prob)
+    points = np.asarray(points)
+    if dist.ndim != 2 or prob.shape != (dist.shape[0],) or points.shape != (dist.shape[0], 2):
+        raise ValueError(f"need dist (n, n_rays), prob (n,), points (n, 2); got {dist.shape}, {prob.shape}, "
+                         f"{points.shape}")
+    if overlap not in _OVERLAPS:
+        raise ValueError(f"overlap must be one of {_OVERLAPS}, got {overlap!r}")
+    nms_thresh = _check_thresh(nms_thresh, "nms_thresh")
+    if not (np.all(np.isfinite(dist)) and np.all(np.isfinite(prob))):
+        raise ValueError("dist and prob must be finite")
+    if dist.size and dist.min() < 0:
+        raise ValueError("distances must be non-negative")
+    order = np.argsort(-prob.astype(np.float64), kind="stable")
+    coords = dist_to_coord(dist[order], points[order])
+    keep, _ = _nms_coords(coords, np.asarray(points)[order], nms_thresh, overlap)
+    return order[keep]
+
+
+def polygons_to_label(coords: np.ndarray, shape: Sequence[int], prob: np.ndarray | None = None) -> np.ndarray:
+    """Rasterise polygons (n, 2, n_rays) into an int32 label image of ``shape``.
+
+    Polygon ``i`` gets id ``i + 1``; polygons are painted by increasing ``prob``
+    (stable; all equal when None), so the best one wins where they overlap. The
+    pixel rule is ``skimage.draw.polygon``'s, so the result equals
+    ``stardist.geometry.polygons_to_label(dist, points, shape, prob)`` for the
+    coordinates of :func:`dist_to_coord`. An id can end up absent when a better
+    polygon covers it completely.
+    """
+    coords = np.asarray(coords)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 0:
+        raise ValueError(f"shape must be (H, W), got {shape}")
+    if coords.ndim != 3 or coords.shape[1] != 2:
+        raise ValueError(f"coords must be (n, 2, n_vertices), got {coords.shape}")
+    n = coords.shape[0]
+    if n >= np.iinfo(np.int32).max:
+        raise ValueError("too many polygons for int32 labels")
+    if not np.all(np.isfinite(coords)):
+        raise ValueError("coords must be finite")
+    if prob is None:
+        order = np.arange(n, dtype=np.int64)
+    else:
+        prob = np.asarray(prob)
+        if prob.shape != (n,):
+            raise ValueError(f"prob must be ({n},), got {prob.shape}")
+        order = np.argsort(prob, kind="stable").astype(np.int64)
+    lab = np.zeros(shape, np.int32)
+    if n and lab.size:
+        values = np.arange(1, n + 1, dtype=np.int32)
+        _k().polygons_to_label_kernel(np.ascontiguousarray(coords, np.float32), order, values, lab)
+    return lab
+
+
+def candidates(prob: np.ndarray, dist: np.ndarray, prob_thresh: float = 0.5, border: int = 2, grid=(1, 1)):
+    """Candidate polygons of dense outputs, best score first (ties: raster order).
+
+    prob (Hg, Wg), dist (n_rays, Hg, Wg). Returns ``points`` int64 (n, 2)
+    full-resolution (row, column) = grid index * grid, ``scores`` float32 (n,),
+    ``dist`` float32 (n, n_rays).
+    """
+    prob = np.ascontiguousarray(prob, np.float32)
+    dist = np.ascontiguousarray(dist, np.float32)
+    if prob.ndim != 2 or dist.ndim != 3 or dist.shape[1:] != prob.shape:
+        raise ValueError(f"need prob (Hg, Wg) and dist (n_rays, Hg, Wg), got {prob.shape}, {dist.shape}")
+    gy, gx = _normalize_grid(grid)
+    if int(border) < 0:
+        raise ValueError("border must be >= 0")
+    k = _k()
+    flat = k.candidates_kernel(prob, float(prob_thresh), int(border))
+    scores = prob.ravel()[flat]
+    order = np.argsort(-scores, kind="stable")
+    flat = flat[order]
+    scores = scores[order]
+    d = k.gather_dist_kernel(dist, flat)
+    Wg = prob.shape[1]
+    points = np.stack([(flat // Wg) * gy, (flat % Wg) * gx], axis=1).astype(np.int64)
+    return points, scores, d
+
+
+# ----------------------------------------------------------------------------- representation
+
+
+@dataclass(frozen=True)
+class StarDistParams:
+    """Decoding knobs.
+
+    prob_thresh : candidates have object probability ``> prob_thresh``.
+    nms_thresh : a candidate is suppressed when its overlap with a kept polygon
+        is ``> nms_thresh``.
+    border : candidates closer than this many grid pixels to the image border
+        are ignored (StarDist's ``b``; 0 keeps all).
+    overlap : ``"min"`` intersection / smaller area (StarDist) or ``"iou"``.
+    """
+
+    prob_thresh: float = 0.5
+    nms_thresh: float = 0.4
+    border: int = 2
+    overlap: str = "min"
+
+    def __post_init__(self):
+        _check_thresh(self.prob_thresh, "prob_thresh")
+        _check_thresh(self.nms_thresh, "nms_thresh")
+        if not isinstance(self.border, (int, np.integer)) or isinstance(self.border, bool) or self.border < 0:
+            raise ValueError(f"border must be an integer >= 0, got {self.border!r}")
+        if self.overlap not in _OVERLAPS:
+            raise ValueError(f"overlap must be one of {_OVERLAPS}, got {self.overlap!r}")
+
+
+class StarDist(Representation):
+    """Star-convex polygons: object probability + ``n_rays`` boundary distances (2D).
+
+    Heads
+        ``prob`` (1 channel, sigmoid): normalised per-object EDT (1 at the
+        object's innermost pixels, towards 0 at its boundary, 0 on background).
+        ``dist`` (``n_rays`` channels, softplus: distances are non-negative and
+        the activation is smooth): ray distances in full-resolution pixels.
+    encode(labels)
+        ``{"prob": (1, Hg, Wg), "dist": (n_rays, Hg, Wg)}`` float32, the grid
+        being ``grid`` (see :func:`edt_prob`, :func:`star_dist`). The loss uses
+        ``prob`` also as the weight of the distance term.
+    decode(outputs, params, shape=None)
+        candidates -> NMS -> rasterisation; ``shape`` is the label image shape
+        (default ``(Hg*gy, Wg*gx)``). Objects entirely covered by better ones are
+        dropped and ids are 1..n by decreasing score. ``extra``: ``polygons``
+        float32 (n, 2, n_rays), ``points`` int64 (n, 2), ``prob`` (n,),
+        ``n_candidates``.
+    """
+
+    name = "stardist"
+    Params = StarDistParams
+    ndims = (2,)
+
+    def __init__(self, n_rays: int = 32, grid: Sequence[int] | int = (1, 1)):
+        self.n_rays = _check_n_rays(n_rays)
+        self.grid = _normalize_grid(grid)
+
+    def config(self) -> dict[str, Any]:
+        return {"n_rays": self.n_rays, "grid": self.grid}
+
+    def heads(self) -> tuple[HeadSpec, ...]:
+        return (HeadSpec("prob", 1, "sigmoid"), HeadSpec("dist", self.n_rays, "softplus"))
+
+    def encode(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        lab = as_labels(labels, ndim=2)
+        return {"prob": edt_prob(lab, self.grid)[None], "dist": star_dist(lab, self.n_rays, self.grid)}
+
+    def oracle_outputs(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """What a perfect network outputs (after activation): the encoded targets."""
+        return self.encode(labels)
+
+    def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None,
+               shape: Sequence[int] | None = None) -> Decoded:
+        p = self.params(params)
+        out = check_outputs(outputs, self.heads(), ndim=2)
+        prob, dist = out["prob"][0], out["dist"]
+        if dist.size and dist.min() < 0:
+            raise ValueError("head 'dist' has negative distances (outputs must be activated)")
+        gy, gx = self.grid
+        if shape is None:
+            shape = (prob.shape[0] * gy, prob.shape[1] * gx)
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 2:
+            raise ValueError(f"shape must be (H, W), got {shape}")
+        points, scores, d = candidates(prob, dist, p.prob_thresh, p.border, self.grid)
+        coords = dist_to_coord(d, points)
+        keep, _ = _nms_coords(coords, points, p.nms_thresh, p.overlap)
+        coords, points, scores = coords[keep], points[keep], scores[keep]
+        # ids 1..n by decreasing score; paint by increasing score (best wins)
+        lab = polygons_to_label(coords, shape, prob=scores)
+        counts = np.bincount(lab.ravel(), minlength=coords.shape[0] + 1)[1:]
+        present = counts > 0
+        if not present.all():
+            lut = np.zeros(coords.shape[0] + 1, np.int32)
+            lut[1:][present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+            lab = lut[lab]
+            coords, points, scores = coords[present], points[present], scores[present]
+        scores = scores.astype(np.float32)
+        return Decoded(lab, scores, {"polygons": coords, "points": points, "prob": scores,
+                                     "n_candidates": int(keep.size)})
+
