@@ -109,7 +109,8 @@ def compare(ours, theirs) -> None:
     for o, t in zip(ours, theirs, strict=True):
         for f in COUNTS:
             if getattr(o, f) != getattr(t, f):
-                raise AssertionError(f"thresh {o.thresh}: {f} differs: ours {getattr(o, f)}, stardist {getattr(t, f)}")
+                raise AssertionError(
+                    f"thresh {o.thresh}: {f} differs: ours {getattr(o, f)}, stardist {getattr(t, f)}")
         for f in RATIOS:
             if abs(getattr(o, f) - getattr(t, f)) > 1e-12:
                 raise AssertionError(f"thresh {o.thresh}: {f} differs: {getattr(o, f)} vs {getattr(t, f)}")

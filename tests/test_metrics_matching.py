@@ -81,6 +81,16 @@ def test_overlap_huge_ids_are_compacted():
     assert overlap_table(big32, big32).true_ids.tolist() == [2**31 - 1]
 
 
+def test_overlap_many_pairs_grows_hash_table():
+    # noise labels: ~2500 distinct pairs from 50 + 50 ids, more than the first
+    # table sized from the ids holds, so the kernel must retry with a larger one
+    rng = np.random.default_rng(0)
+    yt = rng.integers(0, 51, (100, 100)).astype(np.int32)
+    yp = rng.integers(0, 51, (100, 100)).astype(np.int32)
+    _check_table(yt, yp)
+    assert overlap_table(yt, yp).n_pairs > 4 * (50 + 50 + 64)
+
+
 def test_overlap_empty_and_3d():
     z = np.zeros((4, 5), np.uint16)
     tab = overlap_table(z, z)

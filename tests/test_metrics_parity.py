@@ -61,6 +61,24 @@ def test_parity_random_pairs(criterion, n_pairs):
     assert ties < 0.1 * n_pairs
 
 
+def test_parity_at_threshold_edges():
+    """Built pairs whose IoU sits exactly at (or one float32 step around) the threshold."""
+    yt = np.zeros((6, 6), np.int32)
+    yt[0:4, 0:5] = 3
+    yp = np.zeros_like(yt)
+    yp.flat[np.flatnonzero(yt)[:11]] = 8          # IoU = 11/20 = 0.55
+    half_t = np.zeros((4, 4), np.int32)
+    half_t[0:2, 0:2] = 1
+    half_p = np.zeros((4, 4), np.int32)
+    half_p[0:2, 0:1] = 2                           # IoU = 1/2
+    up = float(np.nextafter(np.float32(0.5), np.float32(1)))
+    down = float(np.nextafter(np.float32(0.5), np.float32(0)))
+    empty = np.zeros((4, 4), np.int32)
+    for a, b in [(yt, yp), (half_t, half_p), (half_p, half_t), (empty, empty), (empty, half_p), (half_t, empty)]:
+        for crit in ("iou", "iot", "iop"):
+            _compare_pair(a, b, (0.55, 0.5499999, 0.5500001, 0.5, 0.5 + 1e-12, 0.5 - 1e-12, up, down, 1.0), crit)
+
+
 def test_parity_matching_dataset_pooled_and_by_image():
     rng = np.random.default_rng(7)
     pairs = [random_label_pair(rng, dtype=np.int32) for _ in range(30)]

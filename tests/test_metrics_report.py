@@ -73,7 +73,8 @@ def test_json_and_table(tmp_path):
     assert len(lines) == len(rep) + 4
     assert lines[0].split()[:4] == ["image", "n_gt", "n_pred", "AP50"]
     assert lines[-1].startswith("pooled (5)")
-    assert lines[-3].startswith("empty_gt.tif") and lines[-3].split()[-2:] == ["-", "-"]  # NaN SEG/DET shown as '-'
+    # NaN SEG/DET are shown as '-'
+    assert lines[-3].startswith("empty_gt.tif") and lines[-3].split()[-2:] == ["-", "-"]
     assert str(rep) == table
 
 

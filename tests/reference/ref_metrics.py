@@ -229,8 +229,8 @@ def random_label_pair(rng: np.random.Generator, dtype=None, ndim: int | None = N
         int(rng.integers(6, 40)) for _ in range(2))
     hi = min(int(np.iinfo(dtype).max), 10**6)
     n = int(rng.integers(0, 12))
-    ids_t = rng.choice(np.arange(1, hi + 1) if hi < 10**5 else rng.integers(1, hi, 4 * n + 4), size=n, replace=False) \
-        if n else np.zeros(0, int)
+    pool = np.arange(1, hi + 1) if hi < 10**5 else rng.integers(1, hi, 4 * n + 4)
+    ids_t = rng.choice(pool, size=n, replace=False) if n else np.zeros(0, int)
     yt = _paint_blobs(rng, shape, n, ids_t, np.zeros(shape, np.int64))
     mode = rng.random()
     if mode < 0.15:  # unrelated prediction
