@@ -216,6 +216,21 @@ def test_evaluation_rows_self_and_known_counts():
     assert rows["AP@0.50"] == pytest.approx(m.tp / (m.tp + m.fp + m.fn))
 
 
+def test_time_lapse_is_evaluated_frame_by_frame():
+    _, labs = synthetic_stack(n_frames=2, shape=(64, 64), n_cells=5, seed=4)  # ids kept over time
+    pred = labs.copy()
+    pred[1][pred[1] == 3] = 0  # object 3 lost in frame 1 only
+    n = sum(len(np.unique(f)) - 1 for f in labs)
+    rows = dict(_logic.evaluation_rows(labs, pred, [0.5], axes="TYX"))
+    assert rows["frames"] == 2 and rows["FN@0.50"] == 1 and rows["TP@0.50"] == n - 1
+    as_volume = dict(_logic.evaluation_rows(labs, pred, [0.5]))  # without T: one 3D object per track
+    assert as_volume["TP@0.50"] + as_volume["FN@0.50"] == len(np.unique(labs)) - 1 < n
+    assert "frames" not in as_volume
+    cat, counts = _logic.error_categories(labs, pred, 0.5, axes="TYX")
+    assert cat.shape == labs.shape and counts["false negative"] == 1
+    assert np.all(cat[1][labs[1] == 3] == 3) and not np.any(cat[0] == 3)
+
+
 # ----------------------------------------------------------------------------- files
 
 
@@ -265,3 +280,60 @@ def test_sample_data_layers():
     assert bundled[0][0].shape == bundled[1][0].shape
     tl = _sample.bundled_timelapse()
     assert tl[0][1]["metadata"]["axes"] == "TYX"
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _need_loss(rep: str):
+    import importlib.util
+
+    if importlib.util.find_spec(f"cellseg.train.losses_{rep}") is None:
+        pytest.skip(f"cellseg.train.losses_{rep} has not landed yet")
+
+
+def test_training_pairs_from_layers():
+    frames, labs = synthetic_stack(n_frames=3, shape=(48, 48), n_cells=4, seed=0)
+    labs = labs.copy()
+    labs[1] = 0  # an unannotated frame is skipped
+    pairs, names, n_in = _logic.training_pairs_from_layers(frames, labs, "TYX")
+    assert len(pairs) == 2 and n_in == 1 and names == ["layer[T=0]", "layer[T=2]"]
+    two = np.stack([frames[0], frames[0]])  # CYX
+    pairs, names, n_in = _logic.training_pairs_from_layers(two, labs[0], "CYX")
+    assert n_in == 2 and pairs[0][0].shape == (2, 48, 48)
+    with pytest.raises(ValueError, match="do not match"):
+        _logic.training_pairs_from_layers(frames, labs[:2], "TYX")
+    with pytest.raises(ValueError, match="no labelled"):
+        _logic.training_pairs_from_layers(frames, np.zeros_like(labs), "TYX")
+
+
+def test_training_job_saves_a_loadable_model(tmp_path):
+    _need_loss("distance")
+    from cellseg.models import load_model
+
+    img, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
+    pairs, names, n_in = _logic.training_pairs_from_layers(img, gt, "YX")
+    job = _logic.TrainingJob(pairs, tmp_path / "m.pt", representation="distance", epochs=2, steps_per_epoch=2,
+                             patch_size=32, batch_size=2, network={"depth": 1, "width": 4}, names=names)
+    path, events = _drive(job.run())
+    assert path == str(tmp_path / "m.pt")
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 4 and steps[-1]["fraction"] == 1.0
+    assert [e["fraction"] for e in steps] == sorted(e["fraction"] for e in steps)
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert all(np.isfinite(e["loss"]) for e in steps)
+    model = load_model(path)
+    assert model.representation.name == "distance" and model.config["name"] == "m"
+
+
+def test_training_job_stop_saves_nothing(tmp_path):
+    _need_loss("distance")
+    img, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
+    job = _logic.TrainingJob([(img, gt)], tmp_path / "m.pt", representation="distance", epochs=50,
+                             steps_per_epoch=50, patch_size=32, batch_size=1, network={"depth": 1, "width": 4})
+    gen = job.run()
+    next(gen)
+    job.stop()
+    path, events = _drive(gen)
+    assert path is None and not (tmp_path / "m.pt").exists()
+    assert sum(e["event"] == "step" for e in events) < 10

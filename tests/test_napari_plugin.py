@@ -173,6 +173,30 @@ def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
     assert name not in widget._model_choice.choices
 
 
+def test_time_lapse_segment_link_and_evaluate(make_napari_viewer_proxy, qtbot):
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("cellseg", "timelapse")
+    gt = np.asarray(viewer.layers["synthetic_nuclei_t ground truth"].data)
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    widget.use_model(OracleModel("stardist", list(gt)), "oracle")
+    assert widget._image.value == "synthetic_nuclei_t" and widget._axes.value == "TYX"
+    widget._link.value = True
+    widget.run()
+    _wait_idle(qtbot, widget)
+    lab_layer = viewer.layers["synthetic_nuclei_t labels"]
+    labels = np.asarray(lab_layer.data)
+    assert labels.shape == gt.shape and lab_layer.metadata["axes"] == "TYX"
+    # linked: most objects keep their id from frame 0 to frame 1
+    ids0, ids1 = set(np.unique(labels[0])) - {0}, set(np.unique(labels[1])) - {0}
+    assert len(ids0 & ids1) >= 0.8 * len(ids0)
+    _, ev = viewer.window.add_plugin_dock_widget("cellseg", "Evaluate")
+    ev._pred.value = "synthetic_nuclei_t labels"
+    ev._truth.value = "synthetic_nuclei_t ground truth"
+    ev.evaluate()
+    rows = dict(ev.rows)
+    assert rows["frames"] == 5 and rows["AP@0.50"] >= 0.95
+
+
 # ----------------------------------------------------------------------------- evaluate
 
 
@@ -268,3 +292,42 @@ def test_screenshot_shows_coloured_labels_over_grey_image(make_napari_viewer, qt
             p = rgb[py, px]
             coloured += int(p.max() - p.min() > 40)
     assert coloured >= 0.8 * len(ids)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_viewer_proxy, qtbot, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("cellseg.train.losses_distance") is None:
+        pytest.skip("cellseg.train.losses_distance has not landed yet")
+    viewer = make_napari_viewer_proxy()
+    image, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
+    viewer.add_image(image, name="img")
+    viewer.add_labels(gt, name="gt")
+    _, seg = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    _, train = viewer.window.add_plugin_dock_widget("cellseg", "Train")
+    train._image.value, train._labels.value = "img", "gt"
+    train._rep.value = "distance"
+    train._network.value = next(k for k in _logic.NETWORKS if k.startswith("tiny"))
+    train._epochs.value, train._steps.value, train._batch.value, train._patch.value = 1, 3, 2, 32
+    train._out.value = str(tmp_path / "napari-trained.pt")
+    train.train()
+    qtbot.waitUntil(lambda: not train.busy, timeout=WAIT_MS)
+    name = train.registered_name
+    try:
+        assert train.saved_as == str(tmp_path / "napari-trained.pt"), train._status.value
+        assert [e["step"] for e in train.events if e["event"] == "step"] == [1, 2, 3]
+        assert train._progress.value == train._progress.max
+        assert name in seg._model_choice.choices  # the segment widget lists it at once
+        seg._model_choice.value = name
+        qtbot.waitUntil(lambda: seg.model is not None, timeout=WAIT_MS)
+        assert seg.model.representation.name == "distance"
+        seg._image.value = "img"
+        seg.run()
+        qtbot.waitUntil(lambda: not seg.busy, timeout=WAIT_MS)
+        assert "img labels" in viewer.layers, seg._status.value
+    finally:
+        if name:
+            _logic.TRAINED_MODELS.remove(name)

@@ -39,6 +39,10 @@ __all__ = [
     "ERROR_CATEGORIES",
     "ERROR_COLORS",
     "error_categories",
+    "error_categories_frame",
+    "NETWORKS",
+    "training_pairs_from_layers",
+    "TrainingJob",
     "evaluation_rows",
     "looks_like_labels",
     "read_layers",
@@ -536,7 +540,33 @@ def _paint(y: np.ndarray, ids: np.ndarray, cats: np.ndarray) -> np.ndarray:
     return out
 
 
-def error_categories(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float = 0.5) -> tuple[np.ndarray, dict]:
+def _time_frames(y_true, y_pred, axes: str | None):
+    """Pairs of frames along T when ``axes`` has T (time-lapse labels keep ids over
+    time, so objects are compared frame by frame), else the one pair."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"ground truth and prediction differ in shape: {y_true.shape} vs {y_pred.shape}")
+    if axes and "T" in axes and len(axes) == y_true.ndim:
+        t = axes.index("T")
+        return [(np.take(y_true, i, t), np.take(y_pred, i, t)) for i in range(y_true.shape[t])], t
+    return [(y_true, y_pred)], None
+
+
+def error_categories(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float = 0.5,
+                     axes: str | None = None) -> tuple[np.ndarray, dict]:
+    """Error map of a prediction against ground truth (frame by frame along T when
+    ``axes`` has T); see :func:`error_categories_frame`."""
+    pairs, t = _time_frames(y_true, y_pred, axes)
+    maps, total = [], {}
+    for gt, pr in pairs:
+        m, c = error_categories_frame(gt, pr, iou_thresh)
+        maps.append(m)
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return (maps[0] if t is None else np.stack(maps, axis=t)), total
+
+
+def error_categories_frame(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float = 0.5) -> tuple[np.ndarray, dict]:
     """Error map of a prediction against ground truth, from the overlap table
     (:func:`cellseg.metrics.overlap_table`).
 
@@ -604,24 +634,208 @@ def error_categories(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float =
 
 
 def evaluation_rows(y_true: np.ndarray, y_pred: np.ndarray,
-                    thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9)) -> list[tuple[str, float]]:
+                    thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9),
+                    axes: str | None = None) -> list[tuple[str, float]]:
     """Rows ``(metric, value)`` for the evaluation table, from :mod:`cellseg.metrics`:
     AP at each IoU threshold (TP / (TP + FP + FN) after optimal one-to-one matching,
     the DSB 2018 / StarDist convention), then precision, recall, F1, panoptic quality
-    and the TP/FP/FN counts at IoU 0.5, and CTC SEG."""
+    and the TP/FP/FN counts at IoU 0.5, and CTC SEG. With T in ``axes`` the frames
+    are matched one by one and the counts pooled (SEG over all reference objects)."""
     from cellseg import metrics
 
-    table = metrics.overlap_table(y_true, y_pred)
+    pairs, _ = _time_frames(y_true, y_pred, axes)
     thr = sorted({float(t) for t in thresholds} | {0.5})
-    ms = dict(zip(thr, table.matching(thr)))
+    ms = dict(zip(thr, metrics.matching_dataset([p[0] for p in pairs], [p[1] for p in pairs], thresh=thr)))
     rows: list[tuple[str, float]] = [(f"AP@{float(t):.2f}", float(ms[float(t)].accuracy)) for t in thresholds]
     m5 = ms[0.5]
     rows += [("precision@0.50", float(m5.precision)), ("recall@0.50", float(m5.recall)),
              ("F1@0.50", float(m5.f1)), ("PQ@0.50", float(m5.panoptic_quality)),
              ("TP@0.50", float(m5.tp)), ("FP@0.50", float(m5.fp)), ("FN@0.50", float(m5.fn))]
-    seg = metrics.seg_score(y_true, y_pred)
-    rows.append(("SEG", float(getattr(seg, "seg", seg))))
+    seg = metrics.seg_sequence([p[0] for p in pairs], [p[1] for p in pairs])
+    rows.append(("SEG", float(seg.seg)))
+    if len(pairs) > 1:
+        rows.append(("frames", float(len(pairs))))
     return rows
+
+
+# --------------------------------------------------------------------------- training
+
+#: backbone presets offered by the train widget (None: the library default)
+NETWORKS = {
+    "small (U-Net depth 2, width 16)": {"depth": 2, "width": 16},
+    "default (U-Net depth 3, width 32)": None,
+    "tiny (U-Net depth 1, width 8; for tests)": {"depth": 1, "width": 8},
+}
+
+
+def training_pairs_from_layers(image: np.ndarray, labels: np.ndarray, axes: str) -> tuple[list, list[str], int]:
+    """``(pairs, names, in_channels)`` for 2D training from an image layer with ``axes``
+    and a Labels layer: T and Z planes become separate samples (planes without any
+    label are skipped: not annotated); a C axis becomes the model's input channels."""
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    axes = axes.upper()
+    if len(axes) != image.ndim:
+        raise ValueError(f"axes {axes!r} do not fit the image of shape {image.shape}")
+    if "C" in axes:
+        c = axes.index("C")
+        image = np.moveaxis(image, c, -3 if image.ndim >= 3 else 0)
+        axes = axes.replace("C", "")
+        axes = axes[:-2] + "C" + axes[-2:]
+    in_channels = image.shape[-3] if "C" in axes else 1
+    spatial_axes = "".join(a for a in axes if a != "C")
+    if labels.shape != tuple(image.shape[i] for i, a in enumerate(axes) if a != "C"):
+        raise ValueError(f"labels of shape {labels.shape} do not match the image of shape {image.shape} "
+                         f"(axes {axes!r})")
+    n_frame = len(spatial_axes) - 2
+    if n_frame == 0:
+        return [(image, labels)], ["layer"], in_channels
+    pairs, names = [], []
+    for idx in np.ndindex(*labels.shape[:n_frame]):
+        lab = labels[idx]
+        if not lab.any():
+            continue
+        pairs.append((image[idx], lab))
+        names.append("layer[" + ",".join(f"{a}={i}" for a, i in zip(spatial_axes, idx)) + "]")
+    if not pairs:
+        raise ValueError("the labels layer has no labelled objects")
+    return pairs, names, in_channels
+
+
+class TrainingJob:
+    """Train (or fine-tune) a model in a background thread and report progress.
+
+    :meth:`run` is a generator for a napari thread worker: it yields progress dicts
+    (``event``, ``fraction``, ``message`` and the training figures: ``loss``,
+    ``val_loss``, ``val_ap50``...) and returns the path of the saved model. Stop
+    with :meth:`stop` (the run stops after the current step; nothing is saved).
+
+    ``data``: a list of raw ``(image, labels)`` pairs (see
+    :func:`training_pairs_from_layers`) or a folder (``images/`` + ``masks/`` or the
+    CTC layout) given to :func:`cellseg.train.fit` as is.
+    """
+
+    def __init__(self, data, out_path: str | os.PathLike, representation: str = "stardist",
+                 start: str | None = None, epochs: int = 10, steps_per_epoch: int = 20, patch_size: int = 128,
+                 batch_size: int = 4, network: dict | None = None, names: Sequence[str] | None = None,
+                 in_channels: int = 1, val_fraction: float = 0.2, seed: int = 0):
+        self.data = data
+        self.out_path = Path(out_path)
+        if self.out_path.suffix != ".pt":
+            raise ValueError(f"save the model as a .pt file, got {self.out_path.name}")
+        self.representation = representation
+        self.start = start
+        self.epochs, self.steps_per_epoch = int(epochs), int(steps_per_epoch)
+        self.patch_size, self.batch_size = int(patch_size), int(batch_size)
+        self.network = network
+        self.names = names
+        self.in_channels = int(in_channels)
+        self.val_fraction = float(val_fraction)
+        self.seed = int(seed)
+        import threading
+
+        self._stop = threading.Event()
+        self.model = None
+        self.history: list[dict] = []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _fit(self, emit):
+        from cellseg.models import BackboneConfig, load_model
+        from cellseg.train import TrainConfig, TrainingData, fit
+
+        model = load_model(self.start) if self.start else None  # a fresh copy: fit trains in place
+        ndim = int(model.config.get("ndim", 2)) if model is not None else 2
+        norm = model.config.get("normalization") if model is not None else None
+        depth = (model.network.backbone_config if model is not None else BackboneConfig.from_dict(self.network)).depth
+        div = 2 ** int(depth)
+        patch = max(div, self.patch_size // div * div)
+        if isinstance(self.data, (str, os.PathLike)):
+            data = self.data
+            n_images = None
+        else:
+            data = TrainingData.from_arrays(self.data, names=self.names, ndim=ndim, in_channels=self.in_channels,
+                                            normalization=norm, source="napari layers")
+            n_images = len(data)
+            smallest = min(min(s.labels.shape) for s in data.samples)
+            patch = max(div, min(patch, smallest // div * div))
+        val_fraction = self.val_fraction if (n_images is None or n_images >= 3) else None
+        cfg = TrainConfig(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size,
+                          patch_size=patch, seed=self.seed, verbose=False)
+        return fit(self.representation, data, config=cfg, model=model, backbone=self.network,
+                   val_fraction=val_fraction, callback=emit, name=self.out_path.stem)
+
+    def run(self) -> Iterator[dict]:
+        import queue
+        import threading
+
+        q: queue.Queue = queue.Queue()
+        total = max(1, self.epochs * self.steps_per_epoch)
+        result: dict = {}
+
+        def emit(ev):
+            q.put(dict(ev))
+            return not self._stop.is_set()
+
+        def target():
+            try:
+                result["model"] = self._fit(emit)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                result["error"] = exc
+            finally:
+                q.put(None)
+
+        th = threading.Thread(target=target, name="cellseg-train", daemon=True)
+        th.start()
+        completed = False
+        try:
+            while True:
+                ev = q.get()
+                if ev is None:
+                    completed = True
+                    break
+                yield self._describe(ev, total)
+        finally:
+            if not completed:  # the consumer gave up: stop the run after its current step
+                self._stop.set()
+            th.join()
+        if "error" in result:
+            raise result["error"]
+        model = result["model"]
+        if self._stop.is_set() or model.config.get("training", {}).get("stopped_early"):
+            return None
+        self.model = model
+        model.save(self.out_path)
+        return str(self.out_path)
+
+    def _describe(self, ev: dict, total: int) -> dict:
+        kind = ev.get("event")
+        if kind == "step":
+            done = (ev["epoch"] - 1) * ev["steps_per_epoch"] + ev["step"]
+            ev["fraction"] = min(1.0, done / total)
+            ev["message"] = (f"epoch {ev['epoch']}/{self.epochs} step {ev['step']}/{ev['steps_per_epoch']}"
+                             f"  loss {ev['loss']:.4f}")
+        elif kind == "epoch":
+            self.history.append(ev)
+            ev["fraction"] = min(1.0, ev["epoch"] * self.steps_per_epoch / total)
+            msg = f"epoch {ev['epoch']}/{self.epochs}  loss {ev['loss']:.4f}"
+            if "val_ap50" in ev:
+                msg += f"  val loss {ev['val_loss']:.4f}  AP50 {ev['val_ap50']:.3f}  SEG {ev['val_seg']:.3f}"
+            if ev["epoch"] == self.epochs:
+                msg += "  (finishing…)"
+            ev["message"] = msg
+        elif kind == "done":
+            ev["fraction"] = 1.0
+            ev["message"] = "stopped" if ev.get("stopped") else "finished"
+        else:
+            ev["fraction"] = None
+            ev["message"] = str(kind)
+        return ev
 
 
 # --------------------------------------------------------------------------- files

@@ -486,7 +486,7 @@ class EvaluateWidget(_ViewerWidget):
         self._pred = ComboBox(label="prediction", choices=lambda w: _layer_names(self.viewer, "labels"))
         self._truth = ComboBox(label="ground truth", choices=lambda w: _layer_names(self.viewer, "labels"))
         self._thresholds = LineEdit(label="IoU thresholds", value="0.5, 0.6, 0.7, 0.8, 0.9")
-        self._error_iou = FloatSpinBox(label="error map IoU", value=0.5, min=0.5, max=1.0, step=0.05)
+        self._error_iou = FloatSpinBox(label="error map IoU", value=0.5, min=0.05, max=1.0, step=0.05)
         self._button = PushButton(text="Evaluate")
         self.table = Table(value={"data": [], "index": [], "columns": ["value"]}, label="")
         self._summary = Label(label="", value="")
@@ -521,10 +521,11 @@ class EvaluateWidget(_ViewerWidget):
         pred_layer = self.viewer.layers[self._pred.value]
         truth_layer = self.viewer.layers[self._truth.value]
         y_pred, y_true = _layer_data(pred_layer), _layer_data(truth_layer)
+        axes = truth_layer.metadata.get("axes") or pred_layer.metadata.get("axes")
         try:
             thresholds = self._thresholds_list()
-            rows = _logic.evaluation_rows(y_true, y_pred, thresholds)
-            cat, counts = _logic.error_categories(y_true, y_pred, float(self._error_iou.value))
+            rows = _logic.evaluation_rows(y_true, y_pred, thresholds, axes=axes)
+            cat, counts = _logic.error_categories(y_true, y_pred, float(self._error_iou.value), axes=axes)
         except ValueError as exc:
             self._summary.value = f"error: {exc}"
             return
@@ -547,109 +548,159 @@ def _fmt(v: float) -> str:
 
 
 class TrainWidget(_ViewerWidget):
-    """Train a model (fresh or fine-tuned) on image + Labels layers or a folder of
-    ``images/`` + ``masks/``; saves it and registers it for the Segment widget."""
+    """Train a model, fresh or fine-tuned from a bundled/trained one, on an image layer
+    with its Labels layer (T/Z planes with labels become samples) or on a folder
+    (``images/`` + ``masks/``, or the Cell Tracking Challenge layout). Training runs
+    in a worker with loss/validation progress; the model is saved to the chosen
+    ``.pt`` file and registered, so the Segment widget lists it at once."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         self._set_viewer(napari_viewer)
         from cellseg import representations
 
+        reps = representations.available()
         self._source = ComboBox(label="training data", choices=["layers", "folder"], value="layers")
         self._image = ComboBox(label="image", choices=lambda w: _layer_names(self.viewer, "image"))
         self._labels = ComboBox(label="labels", choices=lambda w: _layer_names(self.viewer, "labels"))
         self._folder = FileEdit(label="folder", mode="d", visible=False)
-        self._rep = ComboBox(label="representation", choices=representations.available(),
-                             value="stardist" if "stardist" in representations.available() else None)
         self._start = ComboBox(label="start from",
                                choices=lambda w: [FRESH_MODEL] + [c for c in _logic.model_choices()
                                                                   if c != CUSTOM_MODEL])
+        self._rep = ComboBox(label="representation", choices=reps,
+                             value="stardist" if "stardist" in reps else reps[0])
+        self._network = ComboBox(label="network", choices=list(_logic.NETWORKS),
+                                 value=next(iter(_logic.NETWORKS)))
         self._epochs = SpinBox(label="epochs", value=10, min=1, max=10000)
         self._steps = SpinBox(label="steps / epoch", value=20, min=1, max=100000)
+        self._batch = SpinBox(label="batch size", value=4, min=1, max=256)
         self._patch = SpinBox(label="patch size", value=128, min=16, max=2048, step=16)
-        self._out = FileEdit(label="save to", mode="w", filter="*.pt", value=str(Path.home() / "cellseg_model.pt"))
+        self._out = FileEdit(label="save to", mode="w", filter="*.pt",
+                             value=str(Path.home() / "cellseg_model.pt"))
         self._button = PushButton(text="Train")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=_PROGRESS_MAX, value=0)
         self._status = Label(label="", value="")
+        self._history = Label(label="", value="")
         super().__init__(napari_viewer,
-                         widgets=[self._source, self._image, self._labels, self._folder, self._rep, self._start,
-                                  self._epochs, self._steps, self._patch, self._out, self._button,
-                                  self._cancel_button, self._progress, self._status],
+                         widgets=[self._source, self._image, self._labels, self._folder, self._start, self._rep,
+                                  self._network, self._epochs, self._steps, self._batch, self._patch, self._out,
+                                  self._button, self._cancel_button, self._progress, self._status,
+                                  self._history],
                          labels=True)
         self._source.changed.connect(self._on_source)
+        self._start.changed.connect(self._on_start)
         self._button.changed.connect(self.train)
         self._cancel_button.changed.connect(self.cancel)
         self._worker = None
-        self.history: list[dict] = []
+        self._job: _logic.TrainingJob | None = None
         self.saved_as: str | None = None
         self.registered_name: str | None = None
+        self.events: list[dict] = []
+        TRAINED_MODELS.changed.connect(self._on_models_changed)
+
+    def _on_models_changed(self):
+        try:
+            self._start.reset_choices()
+        except RuntimeError:
+            pass
 
     def _on_source(self, *_):
         layers = self._source.value == "layers"
         self._image.visible = self._labels.visible = layers
         self._folder.visible = not layers
 
+    def _on_start(self, *_):
+        fresh = self._start.value == FRESH_MODEL
+        # fine-tuning keeps the starting model's representation and network
+        self._rep.enabled = self._network.enabled = fresh
+
     @property
     def busy(self) -> bool:
         return self._worker is not None
 
+    def make_job(self) -> _logic.TrainingJob:
+        """The :class:`TrainingJob` for the current settings (raises ValueError on bad input)."""
+        kw = {}
+        if self._source.value == "layers":
+            if self._image.value is None or self._labels.value is None:
+                raise ValueError("choose an image layer and a labels layer")
+            img_layer = self.viewer.layers[self._image.value]
+            lab_layer = self.viewer.layers[self._labels.value]
+            axes = _logic.axes_choices(_layer_data_shape(img_layer), rgb=bool(getattr(img_layer, "rgb", False)),
+                                       metadata=dict(img_layer.metadata))[0]
+            pairs, names, n_in = _logic.training_pairs_from_layers(_layer_data(img_layer), _layer_data(lab_layer),
+                                                                   axes)
+            data = pairs
+            kw.update(names=names, in_channels=n_in)
+        else:
+            folder = Path(self._folder.value)
+            if not folder.is_dir():
+                raise ValueError(f"{folder} is not a folder")
+            data = folder
+        start = self._start.value
+        start_spec = None if start == FRESH_MODEL else _logic.model_spec(start)
+        out = Path(self._out.value)
+        if out.suffix != ".pt":
+            out = out.with_suffix(".pt")
+        return _logic.TrainingJob(
+            data, out, representation=self._rep.value, start=start_spec, epochs=int(self._epochs.value),
+            steps_per_epoch=int(self._steps.value), patch_size=int(self._patch.value),
+            batch_size=int(self._batch.value), network=_logic.NETWORKS[self._network.value], **kw)
+
     def train(self, *_):
+        """Start training in a worker (the button)."""
         if self._worker is not None:
             return
         try:
-            if self._source.value == "layers":
-                if self._image.value is None or self._labels.value is None:
-                    raise ValueError("choose an image layer and a labels layer")
-                img_layer = self.viewer.layers[self._image.value]
-                lab_layer = self.viewer.layers[self._labels.value]
-                axes = _logic.axes_choices(_layer_data_shape(img_layer), rgb=bool(getattr(img_layer, "rgb", False)),
-                                           metadata=dict(img_layer.metadata))[0]
-                data = _logic.training_pairs_from_layers(_layer_data(img_layer), _layer_data(lab_layer), axes)
-            else:
-                data = _logic.training_pairs_from_folder(self._folder.value)
-            start = self._start.value
-            start_spec = None if start == FRESH_MODEL else _logic.model_spec(start)
-            out = Path(self._out.value)
-            if out.suffix != ".pt":
-                out = out.with_suffix(".pt")
+            job = self.make_job()
         except (ValueError, FileNotFoundError, KeyError) as exc:
             self._status.value = f"error: {exc}"
             return
-        worker = _thread_worker(
-            _logic.training_task, data, representation=self._rep.value, start=start_spec,
-            epochs=int(self._epochs.value), steps_per_epoch=int(self._steps.value),
-            patch_size=int(self._patch.value), out_path=out,
-        )
+        worker = _thread_worker(job.run)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_trained)
-        worker.errored.connect(lambda exc: setattr(self._status, "value", f"error: {exc}"))
-        worker.aborted.connect(lambda: setattr(self._status, "value", "cancelled"))
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.history = []
+        self._job, self._worker = job, worker
+        self.events = []
         self._button.enabled = False
         self._cancel_button.enabled = True
         self._progress.value = 0
-        self._status.value = "training…"
+        self._status.value = "preparing…"
         worker.start()
 
     def cancel(self, *_):
-        if self._worker is not None:
-            self._worker.quit()
-            self._status.value = "cancelling…"
+        """Stop training after the current step; nothing is saved."""
+        if self._job is not None:
+            self._job.stop()
+            self._status.value = "stopping…"
 
     def _on_progress(self, ev: dict):
-        self.history.append(ev)
-        self._progress.value = int(round(float(ev.get("fraction", 0.0)) * _PROGRESS_MAX))
+        self.events.append(ev)
+        if ev.get("fraction") is not None:
+            self._progress.value = int(round(float(ev["fraction"]) * _PROGRESS_MAX))
+        if ev.get("event") == "epoch":
+            self._history.value = ev.get("message", "")
         self._status.value = ev.get("message", "")
 
     def _on_trained(self, path):
+        if path is None:
+            self._status.value = "stopped; no model saved"
+            return
         self.saved_as = str(path)
         self.registered_name = TRAINED_MODELS.add(path)
         self._progress.value = _PROGRESS_MAX
-        self._status.value = f"saved {Path(path).name}; model '{self.registered_name}' is in the Segment widget"
+        self._status.value = f"saved {Path(path).name}: '{self.registered_name}' is now in the Segment widget"
+
+    def _on_error(self, exc):
+        self._status.value = f"error: {exc}"
+
+    def _on_aborted(self):
+        self._status.value = "stopped; no model saved"
 
     def _on_finished(self):
         self._worker = None
+        self._job = None
         self._button.enabled = True
         self._cancel_button.enabled = False
