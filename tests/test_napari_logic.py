@@ -159,6 +159,17 @@ def test_output_and_polygon_layers(cells):
     assert np.median(d) < 3
 
 
+def test_flow_outputs_become_a_colour_layer():
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    run, _ = _drive(_logic.segmentation_task(OracleModel("flows", gt), image, "YX"))
+    assert matching(gt, run.result.labels, thresh=0.5).accuracy >= 0.9
+    layers = {kw["name"]: (data, kw) for data, kw, _ in _logic.output_layers(run, "img")}
+    flow, kw = layers["img flow"]
+    assert kw["rgb"] and flow.shape == (96, 96, 3) and kw["metadata"]["axes"] == "YXC"
+    assert flow[gt > 0].max() > 0.5 and flow[gt == 0].max() < 0.05  # coloured inside cells only
+    assert _logic.polygon_layer(run, "img") is None  # no polygons from flows
+
+
 def test_flow_to_rgb_colours_by_direction():
     yy, xx = np.mgrid[-10:11, -10:11].astype(np.float32)
     rgb = _logic.flow_to_rgb(np.stack([yy, xx]))

@@ -22,6 +22,15 @@ def _wait_idle(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
 
 
+def _open(viewer, name, qtbot):
+    """Dock the plugin widget ``name``; wait until it is idle (the Segment widget loads
+    the default bundled model, if any, in a worker)."""
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg", name)
+    if hasattr(widget, "busy"):
+        _wait_idle(qtbot, widget)
+    return widget
+
+
 def _saturated_fraction(rgb: np.ndarray) -> float:
     """Share of saturated-colour pixels among the lit pixels of a screenshot (the image
     area; the empty canvas is black)."""
@@ -52,10 +61,10 @@ def test_manifest_is_valid_and_commands_import():
 
 @pytest.mark.parametrize("name,cls", [("Segment", SegmentWidget), ("Train", TrainWidget),
                                       ("Evaluate", EvaluateWidget)])
-def test_widgets_open_from_the_plugin(make_napari_viewer_proxy, name, cls):
+def test_widgets_open_from_the_plugin(make_napari_viewer_proxy, qtbot, name, cls):
     viewer = make_napari_viewer_proxy()
     viewer.open_sample("cellseg", "synthetic")
-    dock, widget = viewer.window.add_plugin_dock_widget("cellseg", name)
+    widget = _open(viewer, name, qtbot)
     assert isinstance(widget, cls)
     if cls is SegmentWidget:
         assert widget._image.value == "synthetic cells"
@@ -68,10 +77,10 @@ def test_widgets_open_from_the_plugin(make_napari_viewer_proxy, name, cls):
 
 
 @pytest.fixture
-def seg_viewer(make_napari_viewer_proxy):
+def seg_viewer(make_napari_viewer_proxy, qtbot):
     viewer = make_napari_viewer_proxy()
     viewer.open_sample("cellseg", "synthetic")
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    widget = _open(viewer, "Segment", qtbot)
     return viewer, widget
 
 
@@ -129,11 +138,11 @@ def test_segment_widget_multichannel_layer(make_napari_viewer_proxy, qtbot):
     noise = np.random.default_rng(0).random(image.shape).astype(np.float32)
     viewer = make_napari_viewer_proxy()
     viewer.add_image(np.stack([noise, image]), name="two", metadata={"channel_names": ["junk", "nuclei"]})
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    widget = _open(viewer, "Segment", qtbot)
     widget.use_model(OracleModel("stardist", gt), "oracle")
     widget._image.value = "two"
     assert widget._axes.value == "CYX" and not widget._channel.native.isHidden()
-    assert [c for c in widget._channel.choices] == [0, 1]
+    assert widget._channel.choices == (0, 1)
     widget._channel.value = 1
     widget.run()
     _wait_idle(qtbot, widget)
@@ -141,6 +150,27 @@ def test_segment_widget_multichannel_layer(make_napari_viewer_proxy, qtbot):
     assert lab.shape == image.shape
     assert matching(gt, lab, thresh=0.5).accuracy >= 0.9
     assert viewer.layers["two labels"].metadata["axes"] == "YX"
+
+
+def test_segment_widget_rgb_layer(make_napari_viewer_proxy, qtbot):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=6)
+    grey = (image / image.max() * 255).astype(np.uint8)
+    rgb = np.stack([np.zeros_like(grey), grey, np.zeros_like(grey)], axis=-1)  # cells in green
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(rgb, name="rgb", rgb=True)
+    widget = _open(viewer, "Segment", qtbot)
+    widget.use_model(OracleModel("stardist", gt), "oracle")
+    assert widget._axes.value == "YXC"
+    assert widget._channel.choices == (0, 1, 2)
+    widget._channel.value = 1
+    widget.run()
+    _wait_idle(qtbot, widget)
+    lab = np.asarray(viewer.layers["rgb labels"].data)
+    assert lab.shape == gt.shape and matching(gt, lab, thresh=0.5).accuracy >= 0.9
+    widget._channel.value = 0  # the empty red channel: a constant frame, no objects
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert np.asarray(viewer.layers["rgb labels"].data).max() == 0
 
 
 def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
@@ -177,7 +207,7 @@ def test_time_lapse_segment_link_and_evaluate(make_napari_viewer_proxy, qtbot):
     viewer = make_napari_viewer_proxy()
     viewer.open_sample("cellseg", "timelapse")
     gt = np.asarray(viewer.layers["synthetic_nuclei_t ground truth"].data)
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    widget = _open(viewer, "Segment", qtbot)
     widget.use_model(OracleModel("stardist", list(gt)), "oracle")
     assert widget._image.value == "synthetic_nuclei_t" and widget._axes.value == "TYX"
     widget._link.value = True
@@ -189,7 +219,7 @@ def test_time_lapse_segment_link_and_evaluate(make_napari_viewer_proxy, qtbot):
     # linked: most objects keep their id from frame 0 to frame 1
     ids0, ids1 = set(np.unique(labels[0])) - {0}, set(np.unique(labels[1])) - {0}
     assert len(ids0 & ids1) >= 0.8 * len(ids0)
-    _, ev = viewer.window.add_plugin_dock_widget("cellseg", "Evaluate")
+    ev = _open(viewer, "Evaluate", qtbot)
     ev._pred.value = "synthetic_nuclei_t labels"
     ev._truth.value = "synthetic_nuclei_t ground truth"
     ev.evaluate()
@@ -200,14 +230,14 @@ def test_time_lapse_segment_link_and_evaluate(make_napari_viewer_proxy, qtbot):
 # ----------------------------------------------------------------------------- evaluate
 
 
-def test_evaluate_widget_against_itself_and_error_map(make_napari_viewer_proxy):
+def test_evaluate_widget_against_itself_and_error_map(make_napari_viewer_proxy, qtbot):
     _, gt = synthetic_cells((128, 128), n_cells=12, seed=2)
     viewer = make_napari_viewer_proxy()
     viewer.add_labels(gt, name="truth")
     pred = gt.copy()
     pred[pred == 3] = 0  # one missed object
     viewer.add_labels(pred, name="pred")
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Evaluate")
+    widget = _open(viewer, "Evaluate", qtbot)
     widget._pred.value = "truth"
     widget._truth.value = "truth"
     widget.evaluate()
@@ -258,7 +288,7 @@ def test_screenshot_shows_coloured_labels_over_grey_image(make_napari_viewer, qt
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("cellseg", "synthetic")
     gt = np.asarray(viewer.layers["synthetic cells ground truth"].data)
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    widget = _open(viewer, "Segment", qtbot)
     widget.use_model(OracleModel("stardist", gt), "oracle")
     before = viewer.screenshot(canvas_only=True)
     widget.run()
@@ -306,9 +336,9 @@ def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_vi
     image, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
     viewer.add_image(image, name="img")
     viewer.add_labels(gt, name="gt")
-    _, seg = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
-    _, train = viewer.window.add_plugin_dock_widget("cellseg", "Train")
-    train._image.value, train._labels.value = "img", "gt"
+    seg = _open(viewer, "Segment", qtbot)
+    train = _open(viewer, "Train", qtbot)
+    train._image.value, train._labels_layer.value = "img", "gt"
     train._rep.value = "distance"
     train._network.value = next(k for k in _logic.NETWORKS if k.startswith("tiny"))
     train._epochs.value, train._steps.value, train._batch.value, train._patch.value = 1, 3, 2, 32

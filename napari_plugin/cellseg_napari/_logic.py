@@ -780,7 +780,9 @@ class TrainingJob:
 
         def emit(ev):
             q.put(dict(ev))
-            return not self._stop.is_set()
+            if ev.get("event") in ("step", "epoch"):  # returning False stops fit after a checkpoint
+                return not self._stop.is_set()
+            return None
 
         def target():
             try:

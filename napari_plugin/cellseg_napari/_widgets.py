@@ -135,7 +135,8 @@ class SegmentWidget(_ViewerWidget):
         self._redecode_pending = False
         self._param_kinds: dict[str, str] = {}
         self._has_polygons = False
-        self.n_predict_runs = 0     # segmentations that ran the network (for tests and the status)
+        self._load_token = 0
+        self.n_predict_runs = 0     # finished segmentations (network runs)
         self.n_redecodes = 0
 
         self._image = ComboBox(label="image", choices=self._image_choices)
@@ -245,8 +246,11 @@ class SegmentWidget(_ViewerWidget):
     def load_model(self, spec: str):
         """Load the model ``spec`` (bundled name or file) in a worker; rebuilds the thresholds."""
         self._model_status.value = f"loading {Path(spec).name}…"
+        self._load_token += 1
+        token = self._load_token
         worker = _thread_worker(_logic.get_model, spec)
-        worker.returned.connect(lambda model, spec=spec: self.use_model(model, spec))
+        # a later choice (or use_model) supersedes this load
+        worker.returned.connect(lambda model, spec=spec: token == self._load_token and self.use_model(model, spec))
         worker.errored.connect(self._on_load_error)
         self._load_worker = worker
         worker.finished.connect(lambda: setattr(self, "_load_worker", None))
@@ -263,6 +267,7 @@ class SegmentWidget(_ViewerWidget):
     def use_model(self, model, spec: str | None = None):
         """Use an (already loaded) model: thresholds are rebuilt from its representation's
         ``Params`` with its tuned values, normalization percentiles set from its config."""
+        self._load_token += 1
         self._model = model
         self._model_key = spec
         self._run = None  # outputs of another model cannot be re-decoded with this one
@@ -561,7 +566,7 @@ class TrainWidget(_ViewerWidget):
         reps = representations.available()
         self._source = ComboBox(label="training data", choices=["layers", "folder"], value="layers")
         self._image = ComboBox(label="image", choices=lambda w: _layer_names(self.viewer, "image"))
-        self._labels = ComboBox(label="labels", choices=lambda w: _layer_names(self.viewer, "labels"))
+        self._labels_layer = ComboBox(label="labels", choices=lambda w: _layer_names(self.viewer, "labels"))
         self._folder = FileEdit(label="folder", mode="d", visible=False)
         self._start = ComboBox(label="start from",
                                choices=lambda w: [FRESH_MODEL] + [c for c in _logic.model_choices()
@@ -582,7 +587,7 @@ class TrainWidget(_ViewerWidget):
         self._status = Label(label="", value="")
         self._history = Label(label="", value="")
         super().__init__(napari_viewer,
-                         widgets=[self._source, self._image, self._labels, self._folder, self._start, self._rep,
+                         widgets=[self._source, self._image, self._labels_layer, self._folder, self._start, self._rep,
                                   self._network, self._epochs, self._steps, self._batch, self._patch, self._out,
                                   self._button, self._cancel_button, self._progress, self._status,
                                   self._history],
@@ -606,7 +611,7 @@ class TrainWidget(_ViewerWidget):
 
     def _on_source(self, *_):
         layers = self._source.value == "layers"
-        self._image.visible = self._labels.visible = layers
+        self._image.visible = self._labels_layer.visible = layers
         self._folder.visible = not layers
 
     def _on_start(self, *_):
@@ -622,10 +627,10 @@ class TrainWidget(_ViewerWidget):
         """The :class:`TrainingJob` for the current settings (raises ValueError on bad input)."""
         kw = {}
         if self._source.value == "layers":
-            if self._image.value is None or self._labels.value is None:
+            if self._image.value is None or self._labels_layer.value is None:
                 raise ValueError("choose an image layer and a labels layer")
             img_layer = self.viewer.layers[self._image.value]
-            lab_layer = self.viewer.layers[self._labels.value]
+            lab_layer = self.viewer.layers[self._labels_layer.value]
             axes = _logic.axes_choices(_layer_data_shape(img_layer), rgb=bool(getattr(img_layer, "rgb", False)),
                                        metadata=dict(img_layer.metadata))[0]
             pairs, names, n_in = _logic.training_pairs_from_layers(_layer_data(img_layer), _layer_data(lab_layer),
