@@ -542,7 +542,9 @@ class EvaluateWidget(_ViewerWidget):
               "scale": tuple(pred_layer.scale), "metadata": {"categories": dict(_logic.ERROR_CATEGORIES)}}
         lyr = _set_or_add(self.viewer, cat, kw, "labels")
         lyr.colormap = cmap
-        self._summary.value = "; ".join(f"{k}: {v}" for k, v in counts.items())
+        colours = {"correct": "green", "false positive": "red", "false negative": "blue", "merge": "magenta",
+                   "split": "orange"}
+        self._summary.value = "; ".join(f"{k} ({colours[k]}): {v}" for k, v in counts.items())
 
 
 def _fmt(v: float) -> str:
