@@ -120,16 +120,40 @@ def test_segment_widget_adds_labels_and_redecodes_without_network(seg_viewer, qt
     assert len(viewer.layers) == n_layers  # updated in place, no new layers
 
 
+class _SlowModel:
+    """A StarDist-shaped model whose network takes 0.2 s per tile (outputs are empty)."""
+
+    def __init__(self):
+        from cellseg.representations import get
+
+        self.representation = get("stardist")
+        self.config = {"ndim": 2, "in_channels": 1, "normalization": {"pmin": 1.0, "pmax": 99.8}}
+        self.thresholds = {}
+        self.receptive_field, self.div_by, self.in_channels = 1, 1, 1
+        self.n_predict = 0
+
+    def predict(self, x):
+        import time
+
+        time.sleep(0.2)
+        self.n_predict += 1
+        return {"prob": np.zeros((1,) + x.shape[-2:], np.float32),
+                "dist": np.ones((32,) + x.shape[-2:], np.float32)}
+
+
 def test_segment_widget_cancel(seg_viewer, qtbot):
     viewer, widget = seg_viewer
-    gt = np.asarray(viewer.layers["synthetic cells ground truth"].data)
-    widget.use_model(OracleModel("stardist", gt), "oracle")
+    model = _SlowModel()
+    widget.use_model(model, "slow")
+    widget._tile.value = 64  # 16 tiles of 0.2 s
     widget.run()
-    assert widget._cancel_button.enabled
+    assert widget._cancel_button.enabled and not widget._run_button.enabled
+    qtbot.waitUntil(lambda: model.n_predict >= 1, timeout=WAIT_MS)
     widget.cancel()
     _wait_idle(qtbot, widget)
-    # either it was stopped at a progress step, or it had already finished
-    assert widget._status.value == "cancelled" or "objects" in widget._status.value
+    assert widget._status.value == "cancelled"
+    assert model.n_predict < 16
+    assert "synthetic cells labels" not in viewer.layers
     assert widget._run_button.enabled and not widget._cancel_button.enabled
 
 
