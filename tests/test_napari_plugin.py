@@ -385,3 +385,26 @@ def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_vi
     finally:
         if name:
             _logic.TRAINED_MODELS.remove(name)
+
+
+# ----------------------------------------------------------------------------- bundled model
+
+
+def test_segment_bundled_sample_with_the_default_model(make_napari_viewer_proxy, qtbot):
+    from cellseg.models import default_model_name, list_models
+
+    if not list_models():
+        pytest.skip("no bundled model in this installation yet")
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("cellseg", "bundled")
+    widget = _open(viewer, "Segment", qtbot)  # loads the default bundled model
+    assert widget._model_choice.value == default_model_name()
+    assert widget.model is not None, widget._model_status.value
+    widget.run()
+    _wait_idle(qtbot, widget)
+    labels = np.asarray(viewer.layers["synthetic_nuclei labels"].data)
+    image = np.asarray(viewer.layers["synthetic_nuclei"].data)
+    gt = np.asarray(viewer.layers["synthetic_nuclei ground truth"].data)
+    ref = Segmenter.from_pretrained(default_model_name()).segment(image)
+    np.testing.assert_array_equal(labels, ref.labels)
+    assert matching(gt, labels, thresh=0.5).accuracy >= 0.8
