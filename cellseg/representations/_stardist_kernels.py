@@ -348,21 +348,18 @@ def _ray_t(ux, uy, px, py, qx, qy):
 
 
 @jit
-def _piece(ux, uy, wx, wy, p0x, p0y, p1x, p1y, q0x, q0y, q1x, q1y):
+def _piece(ux, uy, tpu, tqu, wx, wy, tpw, tqw, p0x, p0y, p1x, p1y, q0x, q0y, q1x, q1y):
     """Area of {r <= min(rho_P, rho_Q)} in the wedge from direction u to w.
 
     Within the wedge the boundary of P is the line p0->p1 and that of Q the
-    line q0->q1 (the origin sees both from inside). The region is one triangle
-    (origin, nearer point on u, nearer point on w) or, when the lines cross in
-    the wedge, two triangles meeting at the crossing.
+    line q0->q1 (the origin sees both from inside); ``t*u`` / ``t*w`` are their
+    points on the wedge's bounding rays. The region is one triangle (origin,
+    nearer point on u, nearer point on w) or, when the lines cross inside the
+    wedge, two triangles meeting at the crossing.
     """
     cw = ux * wy - uy * wx
     if cw == 0.0:
         return 0.0
-    tpu = _ray_t(ux, uy, p0x, p0y, p1x, p1y)
-    tpw = _ray_t(wx, wy, p0x, p0y, p1x, p1y)
-    tqu = _ray_t(ux, uy, q0x, q0y, q1x, q1y)
-    tqw = _ray_t(wx, wy, q0x, q0y, q1x, q1y)
     if tpu <= tqu and tpw <= tqw:
         return 0.5 * tpu * tpw * cw
     if tqu <= tpu and tqw <= tpw:
@@ -431,22 +428,42 @@ def _polar_area(ax, ay, bx, by, sec):
                 return -1.0
     if lstar < 0:
         return -1.0
+    # sweep the breakpoints (vertex directions of both) counter-clockwise from
+    # a_0; at a vertex of one polygon its own ray parameter is 1, only the other
+    # polygon's edge needs a ray/line intersection (one division per breakpoint)
     area = 0.0
     l = lstar
     cnt = 0
+    lp = l - 1 if l > 0 else m - 1
+    ux = ax[0]
+    uy = ay[0]
+    tau = 1.0
+    tbu = _ray_t(ux, uy, bx[lp], by[lp], bx[l], by[l])
     for k in range(n):
         k1 = k + 1 if k + 1 < n else 0
-        ux = ax[k]
-        uy = ay[k]
         while cnt < m and sec[l] == k:
             lp = l - 1 if l > 0 else m - 1
-            area += _piece(ux, uy, bx[l], by[l], ax[k], ay[k], ax[k1], ay[k1], bx[lp], by[lp], bx[l], by[l])
-            ux = bx[l]
-            uy = by[l]
+            wx = bx[l]
+            wy = by[l]
+            taw = _ray_t(wx, wy, ax[k], ay[k], ax[k1], ay[k1])
+            area += _piece(ux, uy, tau, tbu, wx, wy, taw, 1.0,
+                           ax[k], ay[k], ax[k1], ay[k1], bx[lp], by[lp], wx, wy)
+            ux = wx
+            uy = wy
+            tau = taw
+            tbu = 1.0
             l = l + 1 if l + 1 < m else 0
             cnt += 1
         lp = l - 1 if l > 0 else m - 1
-        area += _piece(ux, uy, ax[k1], ay[k1], ax[k], ay[k], ax[k1], ay[k1], bx[lp], by[lp], bx[l], by[l])
+        wx = ax[k1]
+        wy = ay[k1]
+        tbw = _ray_t(wx, wy, bx[lp], by[lp], bx[l], by[l])
+        area += _piece(ux, uy, tau, tbu, wx, wy, 1.0, tbw,
+                       ax[k], ay[k], wx, wy, bx[lp], by[lp], bx[l], by[l])
+        ux = wx
+        uy = wy
+        tau = 1.0
+        tbu = tbw
     if cnt != m:
         return -1.0
     return area
@@ -573,47 +590,114 @@ def _overlap_value(inter, area_i, area_j, use_iou):
 
 
 @jit
-def nms_kernel(vx, vy, cx, cy, thresh, use_iou, cell):
-    """Greedy NMS of star polygons sorted by decreasing score.
+def _cell_range(lo, hi, g0, cell, n):
+    a = min(max(int((lo - g0) // cell), 0), n - 1)
+    b = min(max(int((hi - g0) // cell), 0), n - 1)
+    return a, b
 
-    vx, vy float64 (N, R) vertices; cx, cy float64 (N,) centres; thresh float64;
-    use_iou: overlap = inter/union if True else inter/min(area) (StarDist);
-    cell: bucket size in pixels (> 0).
 
-    Candidate j is kept iff no kept i < j overlaps it by more than ``thresh``
-    (identical to StarDist's loop that lets every kept polygon suppress the
-    later ones, skipping those already suppressed). Kept polygons are
-    registered in a uniform bucket grid over their bounding boxes, so each
-    candidate is only compared with kept polygons whose boxes meet its box;
-    the area of the boxes' intersection bounds the polygon intersection and
-    skips the exact computation when it cannot exceed the threshold.
-    Returns a bool (N,) keep mask and the number of exact overlaps computed.
+@jit
+def _is_suppressed(j, geo, grid, thresh, use_iou, stamp, scratch):
+    """Whether a kept polygon registered in the grid overlaps j by more than thresh.
+
+    Returns (suppressed, number of exact intersections computed).
     """
-    N, R = vx.shape
-    keep = np.zeros(N, np.bool_)
-    if N == 0:
-        return keep, 0
-    area = np.empty(N, np.float64)
-    bx0 = np.empty(N, np.float64)
-    by0 = np.empty(N, np.float64)
-    bx1 = np.empty(N, np.float64)
-    by1 = np.empty(N, np.float64)
+    vx, vy, cx, cy, area, bx0, by0, bx1, by1 = geo
+    head, nxt, item, gx0, gy0, cell, gw, gh = grid
+    xa, xb = _cell_range(bx0[j], bx1[j], gx0, cell, gw)
+    ya, yb = _cell_range(by0[j], by1[j], gy0, cell, gh)
+    n_exact = 0
+    for gyi in range(ya, yb + 1):
+        for gxi in range(xa, xb + 1):
+            e = head[gyi * gw + gxi]
+            while e >= 0:
+                i = item[e]
+                e = nxt[e]
+                if stamp[i] == j:
+                    continue
+                stamp[i] = j
+                ix = min(bx1[i], bx1[j]) - max(bx0[i], bx0[j])
+                iy = min(by1[i], by1[j]) - max(by0[i], by0[j])
+                if ix <= 0.0 or iy <= 0.0:
+                    continue
+                bound = min(ix * iy, area[i], area[j])
+                if _overlap_value(bound, area[i], area[j], use_iou) <= thresh:
+                    continue
+                inter = star_intersection_area(vx[j], vy[j], cx[j], cy[j], vx[i], vy[i], cx[i], cy[i], scratch)
+                n_exact += 1
+                if _overlap_value(inter, area[i], area[j], use_iou) > thresh:
+                    return True, n_exact
+    return False, n_exact
+
+
+@jit
+def _nms_geometry(coords, points, vx, vy, cx, cy, area, bx0, by0, bx1, by1, ext):
+    N = coords.shape[0]
+    R = coords.shape[2]
     for i in range(N):
-        area[i] = polygon_area_kernel(vx[i], vy[i])
+        cy[i] = points[i, 0]
+        cx[i] = points[i, 1]
         lo_x = cx[i]
         hi_x = cx[i]
         lo_y = cy[i]
         hi_y = cy[i]
         for k in range(R):
-            lo_x = min(lo_x, vx[i, k])
-            hi_x = max(hi_x, vx[i, k])
-            lo_y = min(lo_y, vy[i, k])
-            hi_y = max(hi_y, vy[i, k])
+            x = np.float64(coords[i, 1, k])
+            y = np.float64(coords[i, 0, k])
+            vx[i, k] = x
+            vy[i, k] = y
+            lo_x = min(lo_x, x)
+            hi_x = max(hi_x, x)
+            lo_y = min(lo_y, y)
+            hi_y = max(hi_y, y)
+        area[i] = polygon_area_kernel(vx[i], vy[i])
         bx0[i] = lo_x
         by0[i] = lo_y
         bx1[i] = hi_x
         by1[i] = hi_y
-    # bucket grid over the centres' extent
+        ext[i] = max(hi_x - lo_x, hi_y - lo_y)
+
+
+@jit
+def nms_kernel(coords, points, thresh, use_iou):
+    """Greedy NMS of star polygons sorted by decreasing score.
+
+    coords float32 (N, 2, R) vertex rows/columns (``dist_to_coord``), points
+    int64 (N, 2) their centres; thresh float64; use_iou: overlap =
+    inter/union if True else inter/min(area) (StarDist). Serial on purpose: a
+    speculative block-parallel variant was measured slower on a loaded
+    2-core machine (one parallel region per block).
+
+    Candidate j is kept iff no kept i < j overlaps it by more than ``thresh``
+    (identical to StarDist's loop that lets every kept polygon suppress the
+    later ones, skipping those already suppressed). Kept polygons are
+    registered in a uniform bucket grid (cell = median polygon extent) over
+    their bounding boxes, so each candidate is only compared with kept
+    polygons whose boxes meet its box; the area of the boxes' intersection
+    bounds the polygon intersection and skips the exact computation when it
+    cannot exceed the threshold. Returns a bool (N,) keep mask and the number
+    of exact overlaps computed.
+    """
+    N = coords.shape[0]
+    R = coords.shape[2]
+    keep = np.zeros(N, np.bool_)
+    if N == 0:
+        return keep, 0
+    vx = np.empty((N, R), np.float64)
+    vy = np.empty((N, R), np.float64)
+    cx = np.empty(N, np.float64)
+    cy = np.empty(N, np.float64)
+    area = np.empty(N, np.float64)
+    bx0 = np.empty(N, np.float64)
+    by0 = np.empty(N, np.float64)
+    bx1 = np.empty(N, np.float64)
+    by1 = np.empty(N, np.float64)
+    ext = np.empty(N, np.float64)
+    _nms_geometry(coords, points, vx, vy, cx, cy, area, bx0, by0, bx1, by1, ext)
+    geo = (vx, vy, cx, cy, area, bx0, by0, bx1, by1)
+    cell = max(4.0, np.median(ext))
+    # bucket grid over the centres' extent (boxes are clamped to it: boxes that
+    # overlap still share a cell after clamping)
     gx0 = cx.min()
     gy0 = cy.min()
     gw = int((cx.max() - gx0) / cell) + 1
@@ -627,40 +711,14 @@ def nms_kernel(vx, vy, cx, cy, thresh, use_iou, cell):
     scratch = make_scratch(R)
     n_exact = 0
     for j in range(N):
-        xa = min(max(int((bx0[j] - gx0) // cell), 0), gw - 1)
-        xb = min(max(int((bx1[j] - gx0) // cell), 0), gw - 1)
-        ya = min(max(int((by0[j] - gy0) // cell), 0), gh - 1)
-        yb = min(max(int((by1[j] - gy0) // cell), 0), gh - 1)
-        suppressed = False
-        for gyi in range(ya, yb + 1):
-            if suppressed:
-                break
-            for gxi in range(xa, xb + 1):
-                if suppressed:
-                    break
-                e = head[gyi * gw + gxi]
-                while e >= 0:
-                    i = item[e]
-                    e = nxt[e]
-                    if stamp[i] == j:
-                        continue
-                    stamp[i] = j
-                    ix = min(bx1[i], bx1[j]) - max(bx0[i], bx0[j])
-                    iy = min(by1[i], by1[j]) - max(by0[i], by0[j])
-                    if ix <= 0.0 or iy <= 0.0:
-                        continue
-                    bound = min(ix * iy, area[i], area[j])
-                    if _overlap_value(bound, area[i], area[j], use_iou) <= thresh:
-                        continue
-                    inter = star_intersection_area(vx[j], vy[j], cx[j], cy[j],
-                                                   vx[i], vy[i], cx[i], cy[i], scratch)
-                    n_exact += 1
-                    if _overlap_value(inter, area[i], area[j], use_iou) > thresh:
-                        suppressed = True
-                        break
-        if suppressed:
+        grid = (head, nxt, item, gx0, gy0, cell, gw, gh)
+        sup, ne = _is_suppressed(j, geo, grid, thresh, use_iou, stamp, scratch)
+        n_exact += ne
+        if sup:
             continue
         keep[j] = True
+        xa, xb = _cell_range(bx0[j], bx1[j], gx0, cell, gw)
+        ya, yb = _cell_range(by0[j], by1[j], gy0, cell, gh)
         for gyi in range(ya, yb + 1):
             for gxi in range(xa, xb + 1):
                 if n_ent == cap:

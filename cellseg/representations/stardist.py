@@ -193,17 +193,11 @@ def polygon_intersection_area(coord_a, center_a, coord_b, center_b) -> float:
 
 
 def _nms_coords(coords: np.ndarray, points: np.ndarray, nms_thresh: float, overlap: str):
-    """NMS on float32 coords (n, 2, R) already sorted by decreasing score -> keep mask."""
-    n = coords.shape[0]
-    if n == 0:
+    """NMS on float32 coords (n, 2, R) already sorted by decreasing score -> (keep mask, n exact)."""
+    if coords.shape[0] == 0:
         return np.zeros(0, bool), 0
-    vy = np.ascontiguousarray(coords[:, 0, :], np.float64)
-    vx = np.ascontiguousarray(coords[:, 1, :], np.float64)
-    cy = np.ascontiguousarray(points[:, 0], np.float64)
-    cx = np.ascontiguousarray(points[:, 1], np.float64)
-    ext = np.maximum(vy.max(1) - vy.min(1), vx.max(1) - vx.min(1))
-    cell = float(max(4.0, np.median(ext)))
-    keep, n_exact = _k().nms_kernel(vx, vy, cx, cy, float(nms_thresh), overlap == "iou", cell)
+    keep, n_exact = _k().nms_kernel(np.ascontiguousarray(coords, np.float32), np.ascontiguousarray(points, np.int64),
+                                    float(nms_thresh), overlap == "iou")
     return keep, int(n_exact)
 
 
@@ -293,14 +287,15 @@ def candidates(prob: np.ndarray, dist: np.ndarray, prob_thresh: float = 0.5, bor
     if int(border) < 0:
         raise ValueError("border must be >= 0")
     k = _k()
-    flat = k.candidates_kernel(prob, float(prob_thresh), int(border))
+    flat = k.candidates_kernel(prob, float(prob_thresh), int(border))  # raster order
+    d = k.gather_dist_kernel(dist, flat)  # gathered in raster order: cache friendly
     scores = prob.ravel()[flat]
     order = np.argsort(-scores, kind="stable")
-    flat = flat[order]
-    scores = scores[order]
-    d = k.gather_dist_kernel(dist, flat)
+    flat, scores, d = flat[order], scores[order], d[order]
     Wg = prob.shape[1]
-    points = np.stack([(flat // Wg) * gy, (flat % Wg) * gx], axis=1).astype(np.int64)
+    points = np.empty((flat.size, 2), np.int64)
+    points[:, 0] = (flat // Wg) * gy
+    points[:, 1] = (flat % Wg) * gx
     return points, scores, d
 
 
