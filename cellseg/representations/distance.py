@@ -31,6 +31,7 @@ Decoding (:meth:`DistanceMap.decode`, knobs in :class:`DistanceParams`)
    marker stay background);
 5. objects smaller than ``min_size`` pixels are removed, ids made 1..n.
 
+Thresholds are compared at float32 precision, the precision of the outputs.
 ``scores[i-1]`` is the mean foreground probability over object ``i``.
 """
 from __future__ import annotations
@@ -268,7 +269,7 @@ class DistanceMap(Representation):
         out = check_outputs(outputs, self.heads(), ndim=self.ndim)
         fgp = out["fg"][0]
         dist = out["dist"][0].astype(np.float64)
-        fg = fgp > p.fg_thresh
+        fg = fgp > np.float32(p.fg_thresh)
         if p.smooth_sigma > 0:
             sig = (p.smooth_sigma / self.anisotropy, p.smooth_sigma, p.smooth_sigma)[-self.ndim:]
             dist = ndi.gaussian_filter(dist, sigma=sig, mode="nearest")
@@ -292,7 +293,7 @@ class DistanceMap(Representation):
     def _markers(self, dist: np.ndarray, fg: np.ndarray, p: DistanceParams) -> np.ndarray:
         if not fg.any():
             return np.zeros(dist.shape, np.int32)
-        cand = h_maxima(dist, p.h) & fg & (dist > p.marker_thresh)
+        cand = h_maxima(dist, p.h) & fg & (dist > float(np.float32(p.marker_thresh)))
         full = ndi.generate_binary_structure(dist.ndim, dist.ndim)
         markers, n = ndi.label(cand, structure=full)
         if p.min_distance > 0 and n > 1:

@@ -50,7 +50,7 @@ def decode_ref(dist, fgp, anisotropy, p):
     from skimage.segmentation import watershed
 
     nd = dist.ndim
-    fg = fgp > p.fg_thresh
+    fg = fgp.astype(np.float32) > np.float32(p.fg_thresh)
     d = dist.astype(np.float64)
     if p.smooth_sigma > 0:
         sig = [p.smooth_sigma] * nd
@@ -59,7 +59,7 @@ def decode_ref(dist, fgp, anisotropy, p):
         d = ndi.gaussian_filter(d, sig, mode="nearest")
     d[~fg] = 0
     if fg.any():
-        cand = h_maxima(d, p.h).astype(bool) & fg & (d > p.marker_thresh)
+        cand = h_maxima(d, p.h).astype(bool) & fg & (d > float(np.float32(p.marker_thresh)))
     else:
         cand = np.zeros_like(fg)
     markers, _ = ndi.label(cand, structure=np.ones((3,) * nd))
