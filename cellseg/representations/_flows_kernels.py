@@ -1,0 +1,933 @@
+"""Numba kernels of the flow representations (private; see ``flows.py``).
+
+Every kernel takes C-contiguous arrays of fixed dtypes; the public functions in
+``flows.py`` validate and coerce once before calling them:
+
+* label images: ``int32``, ids ``0..n`` *sequential* (0 = background);
+* pixel lists: ``int64`` flat (raster) indices, grouped per object by
+  :func:`group_pixels` (CSR: object ``k`` owns ``order[offsets[k-1]:offsets[k]]``,
+  in raster order);
+* flow fields: ``float32`` ``(ndim, *spatial)``; heat / distance fields are
+  computed in ``float64``;
+* point positions: ``float64``.
+
+Per-object work (targets) runs in parallel over objects (``prange``) on the
+object's bounding box padded by one pixel, so the cost grows with the object's
+area (times its iteration count), never with the image size. Objects write
+disjoint pixels of the output, so the parallel loop is race free.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cellseg._numba import jit, pjit, prange
+
+INF = np.inf
+SQRT2 = math.sqrt(2.0)
+
+
+# ----------------------------------------------------------------------------- ids, CSR
+
+
+@jit
+def compact_ids(lab, out):
+    """Map the ids of ``lab`` (int32, flat, >= 0) to ``1..n`` in ascending id order.
+
+    Writes ``out`` (int32, flat) and returns ``n``. Uses a lookup table of size
+    ``max(lab) + 1`` (the caller guards its size).
+    """
+    mx = 0
+    for i in range(lab.size):
+        if lab[i] > mx:
+            mx = lab[i]
+    lut = np.zeros(mx + 1, np.int32)
+    for i in range(lab.size):
+        lut[lab[i]] = 1
+    k = 0
+    lut[0] = 0
+    for v in range(1, mx + 1):
+        if lut[v]:
+            k += 1
+            lut[v] = k
+    for i in range(lab.size):
+        out[i] = lut[lab[i]]
+    return k
+
+
+@jit
+def group_pixels(lab, n):
+    """CSR of the foreground pixels of ``lab`` (int32 flat, ids 0..n) by object.
+
+    Returns ``(order, offsets)``: ``offsets`` has ``n + 1`` entries and object
+    ``k`` (1-based) owns ``order[offsets[k-1]:offsets[k]]`` in raster order.
+    """
+    counts = np.zeros(n + 1, np.int64)
+    for i in range(lab.size):
+        counts[lab[i]] += 1
+    offsets = np.zeros(n + 1, np.int64)
+    for k in range(1, n + 1):
+        offsets[k] = offsets[k - 1] + counts[k]
+    fill = offsets[:n].copy()
+    order = np.empty(offsets[n], np.int64)
+    for i in range(lab.size):
+        v = lab[i]
+        if v > 0:
+            order[fill[v - 1]] = i
+            fill[v - 1] += 1
+    return order, offsets
+
+
+@jit
+def _round_half_even(v):
+    f = math.floor(v)
+    d = v - f
+    if d > 0.5:
+        return f + 1.0
+    if d < 0.5:
+        return f
+    return f if (f % 2.0) == 0.0 else f + 1.0
+
+
+# ----------------------------------------------------------------------------- Cellpose heat diffusion
+
+
+@jit
+def _heat_one_2d(pix, Y, X, niter_fixed, out):
+    m = pix.size
+    y0, y1, x0, x1 = Y, -1, X, -1
+    sy = 0.0
+    sx = 0.0
+    for i in range(m):
+        y = pix[i] // X
+        x = pix[i] - y * X
+        y0 = min(y0, y)
+        y1 = max(y1, y)
+        x0 = min(x0, x)
+        x1 = max(x1, x)
+        sy += y
+        sx += x
+    h = y1 - y0 + 1
+    w = x1 - x0 + 1
+    W = w + 2
+    H = h + 2
+    # centre: the rounded mean if it is inside, else the pixel nearest to it (first in raster order)
+    ym = _round_half_even(sy / m)
+    xm = _round_half_even(sx / m)
+    c = -1
+    best = INF
+    for i in range(m):
+        y = pix[i] // X
+        x = pix[i] - y * X
+        d = (y - ym) ** 2 + (x - xm) ** 2
+        if d < best:
+            best = d
+            c = i
+    loc = np.empty(m, np.int64)
+    for i in range(m):
+        y = pix[i] // X
+        x = pix[i] - y * X
+        loc[i] = (y - y0 + 1) * W + (x - x0 + 1)
+    niter = niter_fixed if niter_fixed > 0 else 2 * (h + w + 2)
+    T = np.zeros(H * W)
+    Tn = np.zeros(H * W)
+    qc = loc[c]
+    for _ in range(niter):
+        T[qc] += 1.0
+        for i in range(m):
+            q = loc[i]
+            Tn[q] = (T[q] + T[q - W] + T[q + W] + T[q - 1] + T[q + 1]
+                     + T[q - W - 1] + T[q - W + 1] + T[q + W - 1] + T[q + W + 1]) / 9.0
+        T, Tn = Tn, T
+    for i in range(m):
+        q = loc[i]
+        dy = T[q + W] - T[q - W]
+        dx = T[q + 1] - T[q - 1]
+        nrm = math.sqrt(dy * dy + dx * dx) + 1e-60
+        y = pix[i] // X
+        x = pix[i] - y * X
+        out[0, y, x] = dy / nrm
+        out[1, y, x] = dx / nrm
+
+
+@pjit
+def heat_flows_2d(order, offsets, Y, X, niter_fixed, out):
+    """Cellpose flows: per object, heat diffusion from its centre, unit gradient.
+
+    ``out`` float32 (2, Y, X), zero-initialised; ``niter_fixed <= 0`` means
+    ``2 * (h + w + 2)`` iterations for an object with a ``h x w`` bounding box.
+    """
+    n = offsets.size - 1
+    for k in prange(n):
+        s = offsets[k]
+        e = offsets[k + 1]
+        if e > s:
+            _heat_one_2d(order[s:e], Y, X, niter_fixed, out)
+
+
+@jit
+def _heat_one_3d(pix, Z, Y, X, niter_fixed, out):
+    m = pix.size
+    YX = Y * X
+    z0, z1, y0, y1, x0, x1 = Z, -1, Y, -1, X, -1
+    sz = 0.0
+    sy = 0.0
+    sx = 0.0
+    for i in range(m):
+        z = pix[i] // YX
+        r = pix[i] - z * YX
+        y = r // X
+        x = r - y * X
+        z0 = min(z0, z)
+        z1 = max(z1, z)
+        y0 = min(y0, y)
+        y1 = max(y1, y)
+        x0 = min(x0, x)
+        x1 = max(x1, x)
+        sz += z
+        sy += y
+        sx += x
+    d_ = z1 - z0 + 1
+    h = y1 - y0 + 1
+    w = x1 - x0 + 1
+    W = w + 2
+    HW = (h + 2) * W
+    D = d_ + 2
+    zm = sz / m
+    ym = sy / m
+    xm = sx / m
+    c = -1
+    best = INF
+    loc = np.empty(m, np.int64)
+    for i in range(m):
+        z = pix[i] // YX
+        r = pix[i] - z * YX
+        y = r // X
+        x = r - y * X
+        dd = (z - zm) ** 2 + (y - ym) ** 2 + (x - xm) ** 2
+        if dd < best:
+            best = dd
+            c = i
+        loc[i] = (z - z0 + 1) * HW + (y - y0 + 1) * W + (x - x0 + 1)
+    niter = niter_fixed if niter_fixed > 0 else 6 * (d_ + h + w + 3)
+    T = np.zeros(D * HW)
+    Tn = np.zeros(D * HW)
+    qc = loc[c]
+    for _ in range(niter):
+        T[qc] += 1.0
+        for i in range(m):
+            q = loc[i]
+            Tn[q] = (T[q] + T[q + HW] + T[q - HW] + T[q + W] + T[q - W] + T[q + 1] + T[q - 1]) / 7.0
+        T, Tn = Tn, T
+    for i in range(m):
+        q = loc[i]
+        dz = T[q + HW] - T[q - HW]
+        dy = T[q + W] - T[q - W]
+        dx = T[q + 1] - T[q - 1]
+        nrm = math.sqrt(dz * dz + dy * dy + dx * dx) + 1e-60
+        z = pix[i] // YX
+        r = pix[i] - z * YX
+        y = r // X
+        x = r - y * X
+        out[0, z, y, x] = dz / nrm
+        out[1, z, y, x] = dy / nrm
+        out[2, z, y, x] = dx / nrm
+
+
+@pjit
+def heat_flows_3d(order, offsets, Z, Y, X, niter_fixed, out):
+    """3D Cellpose flows (7-point diffusion, ``6 * (d + h + w + 3)`` iterations by default)."""
+    n = offsets.size - 1
+    for k in prange(n):
+        s = offsets[k]
+        e = offsets[k + 1]
+        if e > s:
+            _heat_one_3d(order[s:e], Z, Y, X, niter_fixed, out)
+
+
+# ----------------------------------------------------------------------------- Omnipose smooth distance
+
+
+@jit
+def godunov2(a, b, h):
+    """Upwind solution ``u`` of ``((u-a)/h)^2 + ((u-b)/h)^2 = 1`` (one-sided when ``|a-b| >= h``)."""
+    if a > b:
+        a, b = b, a
+    if b == INF or b - a >= h:
+        return a + h
+    return 0.5 * (a + b + math.sqrt(2.0 * h * h - (a - b) * (a - b)))
+
+
+@jit
+def godunov3(a0, a1, a2, h0, h1, h2):
+    """Upwind solution of ``sum_i ((u - a_i) / h_i)^2 = 1`` over the causal subset of the a_i."""
+    a = np.empty(3)
+    w = np.empty(3)
+    a[0] = a0
+    a[1] = a1
+    a[2] = a2
+    w[0] = 1.0 / (h0 * h0)
+    w[1] = 1.0 / (h1 * h1)
+    w[2] = 1.0 / (h2 * h2)
+    # sort by a (insertion sort, 3 items)
+    for i in range(1, 3):
+        j = i
+        while j > 0 and a[j - 1] > a[j]:
+            a[j - 1], a[j] = a[j], a[j - 1]
+            w[j - 1], w[j] = w[j], w[j - 1]
+            j -= 1
+    if a[0] == INF:
+        return INF
+    sw = 0.0
+    swa = 0.0
+    swa2 = 0.0
+    u = INF
+    for k in range(3):
+        if a[k] == INF:
+            break
+        sw += w[k]
+        swa += w[k] * a[k]
+        swa2 += w[k] * a[k] * a[k]
+        disc = swa * swa - sw * (swa2 - 1.0)
+        if disc < 0.0:
+            break
+        uk = (swa + math.sqrt(disc)) / sw
+        u = uk
+        if k == 2 or uk <= a[k + 1]:
+            break
+    return u
+
+
+@jit
+def _update2(T, q, W):
+    u1 = godunov2(min(T[q - W], T[q + W]), min(T[q - 1], T[q + 1]), 1.0)
+    u2 = godunov2(min(T[q - W - 1], T[q + W + 1]), min(T[q - W + 1], T[q + W - 1]), SQRT2)
+    if u1 == INF or u2 == INF:
+        return INF
+    return math.sqrt(u1 * u2)
+
+
+@jit
+def _eikonal_one_2d(pix, Y, X, tol, max_sweeps, out_flow, out_dist):
+    m = pix.size
+    y0, y1, x0, x1 = Y, -1, X, -1
+    for i in range(m):
+        y = pix[i] // X
+        x = pix[i] - y * X
+        y0 = min(y0, y)
+        y1 = max(y1, y)
+        x0 = min(x0, x)
+        x1 = max(x1, x)
+    h = y1 - y0 + 1
+    w = x1 - x0 + 1
+    W = w + 2
+    H = h + 2
+    T = np.zeros(H * W)
+    inside = np.zeros(H * W, np.bool_)
+    absent = np.zeros(H * W, np.bool_)
+    for ly in range(H):
+        gy = y0 - 1 + ly
+        for lx in range(W):
+            gx = x0 - 1 + lx
+            if gy < 0 or gy >= Y or gx < 0 or gx >= X:
+                absent[ly * W + lx] = True
+    n_src = 0
+    for q in range(H * W):
+        if absent[q]:
+            T[q] = INF
+    for i in range(m):
+        y = pix[i] // X
+        x = pix[i] - y * X
+        q = (y - y0 + 1) * W + (x - x0 + 1)
+        inside[q] = True
+        T[q] = INF
+    # the object fills its whole neighbourhood (it covers the image): the border is the source
+    for q in range(H * W):
+        if not inside[q] and not absent[q]:
+            n_src += 1
+    if n_src == 0:
+        for q in range(H * W):
+            if absent[q]:
+                T[q] = 0.0
+    for _ in range(max_sweeps):
+        change = 0.0
+        for sweep in range(4):
+            ys = 1 if sweep < 2 else -1
+            xs = 1 if (sweep % 2) == 0 else -1
+            for iy in range(h):
+                ly = 1 + iy if ys > 0 else h - iy
+                for ix in range(w):
+                    lx = 1 + ix if xs > 0 else w - ix
+                    q = ly * W + lx
+                    if not inside[q]:
+                        continue
+                    u = _update2(T, q, W)
+                    if u < T[q]:
+                        d = T[q] - u if T[q] < INF else INF
+                        if d > change:
+                            change = d
+                        T[q] = u
+        if change <= tol:
+            break
+    # gradient: average of the cardinal and the diagonal central differences;
+    # neighbours outside the object but inside the image count 0, outside the image
+    # they take the pixel's own value
+    for i in range(m):
+        y = pix[i] // X
+        x = pix[i] - y * X
+        q = (y - y0 + 1) * W + (x - x0 + 1)
+        t0 = T[q]
+        v = np.empty(9)
+        k = 0
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                qq = q + dy * W + dx
+                if absent[qq]:
+                    v[k] = t0
+                elif inside[qq]:
+                    v[k] = T[qq]
+                else:
+                    v[k] = 0.0
+                k += 1
+        # v index: (dy+1)*3 + (dx+1)
+        gy1 = 0.5 * (v[7] - v[1])
+        gx1 = 0.5 * (v[5] - v[3])
+        pp = v[8] - v[0]  # (+1,+1) - (-1,-1)
+        pm = v[6] - v[2]  # (+1,-1) - (-1,+1)
+        gy2 = 0.25 * (pp + pm)
+        gx2 = 0.25 * (pp - pm)
+        gy = 0.5 * (gy1 + gy2)
+        gx = 0.5 * (gx1 + gx2)
+        nrm = math.sqrt(gy * gy + gx * gx) + 1e-60
+        out_flow[0, y, x] = gy / nrm
+        out_flow[1, y, x] = gx / nrm
+        out_dist[y, x] = t0
+
+
+@pjit
+def eikonal_flows_2d(order, offsets, Y, X, tol, max_sweeps, out_flow, out_dist):
+    """Omnipose flows: per object, smooth distance (fast sweeping), unit gradient.
+
+    The distance solves a discrete eikonal equation inside the object: the
+    geometric mean of the axis-aligned and the diagonal upwind (Godunov)
+    updates, 0 on in-image pixels outside the object; pixels outside the image
+    are not sources (the object is taken to continue beyond the border).
+    ``out_flow`` float32 (2, Y, X) and ``out_dist`` float32 (Y, X) are written
+    on object pixels only.
+    """
+    n = offsets.size - 1
+    for k in prange(n):
+        s = offsets[k]
+        e = offsets[k + 1]
+        if e > s:
+            _eikonal_one_2d(order[s:e], Y, X, tol, max_sweeps, out_flow, out_dist)
+
+
+@jit
+def _eikonal_one_3d(pix, Z, Y, X, hz, tol, max_sweeps, out_flow, out_dist):
+    m = pix.size
+    YX = Y * X
+    z0, z1, y0, y1, x0, x1 = Z, -1, Y, -1, X, -1
+    for i in range(m):
+        z = pix[i] // YX
+        r = pix[i] - z * YX
+        y = r // X
+        x = r - y * X
+        z0 = min(z0, z)
+        z1 = max(z1, z)
+        y0 = min(y0, y)
+        y1 = max(y1, y)
+        x0 = min(x0, x)
+        x1 = max(x1, x)
+    d_ = z1 - z0 + 1
+    h = y1 - y0 + 1
+    w = x1 - x0 + 1
+    W = w + 2
+    HW = (h + 2) * W
+    D = d_ + 2
+    N = D * HW
+    T = np.zeros(N)
+    inside = np.zeros(N, np.bool_)
+    absent = np.zeros(N, np.bool_)
+    for lz in range(D):
+        gz = z0 - 1 + lz
+        for ly in range(h + 2):
+            gy = y0 - 1 + ly
+            for lx in range(W):
+                gx = x0 - 1 + lx
+                if gz < 0 or gz >= Z or gy < 0 or gy >= Y or gx < 0 or gx >= X:
+                    absent[lz * HW + ly * W + lx] = True
+                    T[lz * HW + ly * W + lx] = INF
+    for i in range(m):
+        z = pix[i] // YX
+        r = pix[i] - z * YX
+        y = r // X
+        x = r - y * X
+        q = (z - z0 + 1) * HW + (y - y0 + 1) * W + (x - x0 + 1)
+        inside[q] = True
+        T[q] = INF
+    n_src = 0
+    for q in range(N):
+        if not inside[q] and not absent[q]:
+            n_src += 1
+    if n_src == 0:
+        for q in range(N):
+            if absent[q]:
+                T[q] = 0.0
+    for _ in range(max_sweeps):
+        change = 0.0
+        for sweep in range(8):
+            zs = 1 if (sweep & 4) == 0 else -1
+            ys = 1 if (sweep & 2) == 0 else -1
+            xs = 1 if (sweep & 1) == 0 else -1
+            for iz in range(d_):
+                lz = 1 + iz if zs > 0 else d_ - iz
+                for iy in range(h):
+                    ly = 1 + iy if ys > 0 else h - iy
+                    for ix in range(w):
+                        lx = 1 + ix if xs > 0 else w - ix
+                        q = lz * HW + ly * W + lx
+                        if not inside[q]:
+                            continue
+                        u = godunov3(min(T[q - HW], T[q + HW]), min(T[q - W], T[q + W]),
+                                     min(T[q - 1], T[q + 1]), hz, 1.0, 1.0)
+                        if u < T[q]:
+                            dd = T[q] - u if T[q] < INF else INF
+                            if dd > change:
+                                change = dd
+                            T[q] = u
+        if change <= tol:
+            break
+    for i in range(m):
+        z = pix[i] // YX
+        r = pix[i] - z * YX
+        y = r // X
+        x = r - y * X
+        q = (z - z0 + 1) * HW + (y - y0 + 1) * W + (x - x0 + 1)
+        t0 = T[q]
+        g = np.zeros(3)
+        steps = (HW, W, 1)
+        spac = (hz, 1.0, 1.0)
+        for a in range(3):
+            vp = t0
+            vm = t0
+            qp = q + steps[a]
+            qm = q - steps[a]
+            if not absent[qp]:
+                vp = T[qp] if inside[qp] else 0.0
+            if not absent[qm]:
+                vm = T[qm] if inside[qm] else 0.0
+            g[a] = (vp - vm) / (2.0 * spac[a])
+        nrm = math.sqrt(g[0] * g[0] + g[1] * g[1] + g[2] * g[2]) + 1e-60
+        out_flow[0, z, y, x] = g[0] / nrm
+        out_flow[1, z, y, x] = g[1] / nrm
+        out_flow[2, z, y, x] = g[2] / nrm
+        out_dist[z, y, x] = t0
+
+
+@pjit
+def eikonal_flows_3d(order, offsets, Z, Y, X, hz, tol, max_sweeps, out_flow, out_dist):
+    """3D Omnipose flows: 6-neighbour Godunov eikonal with Z spacing ``hz``; the
+    gradient is in physical units (Z differences divided by ``hz``) and normalised."""
+    n = offsets.size - 1
+    for k in prange(n):
+        s = offsets[k]
+        e = offsets[k + 1]
+        if e > s:
+            _eikonal_one_3d(order[s:e], Z, Y, X, hz, tol, max_sweeps, out_flow, out_dist)
+
+
+# ----------------------------------------------------------------------------- Euler integration
+
+
+@pjit
+def follow_2d(step, py, px, niter, suppress, out_y, out_x):
+    """Euler integration of points along the bilinearly interpolated ``step`` field.
+
+    ``step`` float32 **(Y, X, 2)** (interleaved components) is the per-iteration
+    displacement (already masked to the foreground and divided by the flow
+    scale); the interpolation at ``(y, x)`` uses the four pixels around it with
+    indices clamped to the image; positions are clamped to ``[0, L-1]`` after
+    every step (Cellpose ``steps2D_interp``). With ``suppress`` (Omnipose), the
+    step is the running average of the current and previous interpolated flows
+    divided by ``1 + t``.
+    """
+    Y = step.shape[0]
+    X = step.shape[1]
+    ymax = Y - 1.0
+    xmax = X - 1.0
+    for i in prange(py.size):
+        y = py[i]
+        x = px[i]
+        dy0 = 0.0
+        dx0 = 0.0
+        for t in range(niter + (1 if suppress else 0)):
+            iy = min(max(int(math.floor(y)), 0), Y - 1)
+            ix = min(max(int(math.floor(x)), 0), X - 1)
+            iy1 = min(iy + 1, Y - 1)
+            ix1 = min(ix + 1, X - 1)
+            wy = y - iy
+            wx = x - ix
+            w00 = (1.0 - wy) * (1.0 - wx)
+            w01 = (1.0 - wy) * wx
+            w10 = wy * (1.0 - wx)
+            w11 = wy * wx
+            dy = (w00 * step[iy, ix, 0] + w01 * step[iy, ix1, 0]
+                  + w10 * step[iy1, ix, 0] + w11 * step[iy1, ix1, 0])
+            dx = (w00 * step[iy, ix, 1] + w01 * step[iy, ix1, 1]
+                  + w10 * step[iy1, ix, 1] + w11 * step[iy1, ix1, 1])
+            if suppress:
+                if t == 0:  # the initial flow seeds the running average
+                    dy0 = dy
+                    dx0 = dx
+                    continue
+                dy = 0.5 * (dy + dy0)
+                dx = 0.5 * (dx + dx0)
+                dy0 = dy
+                dx0 = dx
+                dy = dy / t
+                dx = dx / t
+            y = min(ymax, max(0.0, y + dy))
+            x = min(xmax, max(0.0, x + dx))
+        out_y[i] = y
+        out_x[i] = x
+
+
+@pjit
+def follow_3d(step, pz, py, px, niter, suppress, out_z, out_y, out_x):
+    """3D twin of :func:`follow_2d` (``step`` float32 (Z, Y, X, 3), trilinear interpolation)."""
+    Z = step.shape[0]
+    Y = step.shape[1]
+    X = step.shape[2]
+    zmax = Z - 1.0
+    ymax = Y - 1.0
+    xmax = X - 1.0
+    for i in prange(py.size):
+        z = pz[i]
+        y = py[i]
+        x = px[i]
+        d0 = np.zeros(3)
+        d = np.zeros(3)
+        for t in range(niter + (1 if suppress else 0)):
+            iz = min(max(int(math.floor(z)), 0), Z - 1)
+            iy = min(max(int(math.floor(y)), 0), Y - 1)
+            ix = min(max(int(math.floor(x)), 0), X - 1)
+            iz1 = min(iz + 1, Z - 1)
+            iy1 = min(iy + 1, Y - 1)
+            ix1 = min(ix + 1, X - 1)
+            wz = z - iz
+            wy = y - iy
+            wx = x - ix
+            for c in range(3):
+                a = ((1.0 - wy) * ((1.0 - wx) * step[iz, iy, ix, c] + wx * step[iz, iy, ix1, c])
+                     + wy * ((1.0 - wx) * step[iz, iy1, ix, c] + wx * step[iz, iy1, ix1, c]))
+                b = ((1.0 - wy) * ((1.0 - wx) * step[iz1, iy, ix, c] + wx * step[iz1, iy, ix1, c])
+                     + wy * ((1.0 - wx) * step[iz1, iy1, ix, c] + wx * step[iz1, iy1, ix1, c]))
+                d[c] = (1.0 - wz) * a + wz * b
+            if suppress:
+                if t == 0:
+                    for c in range(3):
+                        d0[c] = d[c]
+                    continue
+                for c in range(3):
+                    d[c] = 0.5 * (d[c] + d0[c])
+                    d0[c] = d[c]
+                    d[c] = d[c] / t
+            z = min(zmax, max(0.0, z + d[0]))
+            y = min(ymax, max(0.0, y + d[1]))
+            x = min(xmax, max(0.0, x + d[2]))
+        out_z[i] = z
+        out_y[i] = y
+        out_x[i] = x
+
+
+# ----------------------------------------------------------------------------- Cellpose clustering
+
+
+@jit
+def histogram_seeds(cells, shape, seed_min, pool):
+    """Histogram of final cells and its seeds.
+
+    ``cells`` int64 flat indices of the final (integer) positions. A seed is a
+    bin whose count exceeds ``seed_min`` and equals the maximum of the
+    ``(2*pool+1)^ndim`` window around it (clipped to the image). Returns the
+    histogram (int32, flat) and the seeds' flat indices sorted by count
+    ascending, ties by flat index ascending.
+    """
+    nd = len(shape)
+    size = 1
+    for s in shape:
+        size *= s
+    hist = np.zeros(size, np.int32)
+    for i in range(cells.size):
+        hist[cells[i]] += 1
+    strides = np.ones(nd, np.int64)
+    for a in range(nd - 2, -1, -1):
+        strides[a] = strides[a + 1] * shape[a + 1]
+    cand = np.empty(size, np.int64)
+    nc = 0
+    for q in range(size):
+        if hist[q] > seed_min:
+            cand[nc] = q
+            nc += 1
+    seeds = np.empty(nc, np.int64)
+    ns = 0
+    coord = np.empty(nd, np.int64)
+    lo = np.empty(nd, np.int64)
+    hi = np.empty(nd, np.int64)
+    cur = np.empty(nd, np.int64)
+    for j in range(nc):
+        q = cand[j]
+        r = q
+        for a in range(nd):
+            coord[a] = r // strides[a]
+            r -= coord[a] * strides[a]
+            lo[a] = max(coord[a] - pool, 0)
+            hi[a] = min(coord[a] + pool, shape[a] - 1)
+        hq = hist[q]
+        ok = True
+        for a in range(nd):
+            cur[a] = lo[a]
+        while ok:
+            qq = 0
+            for a in range(nd):
+                qq += cur[a] * strides[a]
+            if hist[qq] > hq:
+                ok = False
+                break
+            # advance the odometer
+            a = nd - 1
+            while a >= 0:
+                cur[a] += 1
+                if cur[a] <= hi[a]:
+                    break
+                cur[a] = lo[a]
+                a -= 1
+            if a < 0:
+                break
+        if ok:
+            seeds[ns] = q
+            ns += 1
+    seeds = seeds[:ns]
+    counts = np.empty(ns, np.int64)
+    for j in range(ns):
+        counts[j] = hist[seeds[j]]
+    idx = np.argsort(counts, kind="mergesort")
+    return hist, seeds[idx]
+
+
+@jit
+def grow_seeds(hist, shape, seeds, grow_min, radius):
+    """Grow every seed by ``radius`` steps of 3^ndim dilation restricted to bins
+    with count > ``grow_min``; later seeds (more counts) overwrite earlier ones.
+
+    Returns the seed map (int32, flat): ``rank + 1`` of the owning seed, 0 none.
+    """
+    nd = len(shape)
+    size = hist.size
+    strides = np.ones(nd, np.int64)
+    for a in range(nd - 2, -1, -1):
+        strides[a] = strides[a + 1] * shape[a + 1]
+    L = 2 * radius + 1
+    wsize = 1
+    for a in range(nd):
+        wsize *= L
+    wstr = np.ones(nd, np.int64)
+    for a in range(nd - 2, -1, -1):
+        wstr[a] = wstr[a + 1] * L
+    M = np.zeros(size, np.int32)
+    ok = np.zeros(wsize, np.bool_)
+    cur = np.zeros(wsize, np.bool_)
+    nxt = np.zeros(wsize, np.bool_)
+    gpos = np.empty(wsize, np.int64)
+    coord = np.empty(nd, np.int64)
+    wc = np.empty(nd, np.int64)
+    for r in range(seeds.size):
+        q = seeds[r]
+        rr = q
+        for a in range(nd):
+            coord[a] = rr // strides[a]
+            rr -= coord[a] * strides[a]
+        # window bins: allowed when inside the image and count > grow_min
+        for w in range(wsize):
+            rem = w
+            inside = True
+            g = 0
+            for a in range(nd):
+                wc[a] = rem // wstr[a]
+                rem -= wc[a] * wstr[a]
+                c = coord[a] + wc[a] - radius
+                if c < 0 or c >= shape[a]:
+                    inside = False
+                g += c * strides[a]
+            gpos[w] = g if inside else -1
+            ok[w] = inside and hist[g] > grow_min
+            cur[w] = False
+        cur[wsize // 2] = True
+        for _ in range(radius):
+            for w in range(wsize):
+                nxt[w] = False
+                if not ok[w]:
+                    continue
+                rem = w
+                for a in range(nd):
+                    wc[a] = rem // wstr[a]
+                    rem -= wc[a] * wstr[a]
+                # any neighbour (3^nd, clipped to the window) in cur?
+                found = False
+                nn = 1
+                for a in range(nd):
+                    nn *= 3
+                for k in range(nn):
+                    kr = k
+                    wq = 0
+                    valid = True
+                    for a in range(nd - 1, -1, -1):
+                        d = (kr % 3) - 1
+                        kr //= 3
+                        c = wc[a] + d
+                        if c < 0 or c >= L:
+                            valid = False
+                            break
+                        wq += c * wstr[a]
+                    if valid and cur[wq]:
+                        found = True
+                        break
+                nxt[w] = found
+            for w in range(wsize):
+                cur[w] = nxt[w]
+        for w in range(wsize):
+            if cur[w]:
+                M[gpos[w]] = r + 1
+    return M
+
+
+@jit
+def lookup(M, cells, out):
+    for i in range(cells.size):
+        out[i] = M[cells[i]]
+
+
+# ----------------------------------------------------------------------------- flow error
+
+
+@jit
+def flow_errors(lab, mu, dp, scale, n):
+    """Mean over each object of ``sum_c (mu_c - dp_c / scale)^2`` (float64, length n).
+
+    ``lab`` int32 flat ids 0..n, ``mu`` and ``dp`` float32 (C, P) flat fields.
+    """
+    C = mu.shape[0]
+    s = np.zeros(n + 1)
+    cnt = np.zeros(n + 1, np.int64)
+    for i in range(lab.size):
+        v = lab[i]
+        if v == 0:
+            continue
+        e = 0.0
+        for c in range(C):
+            d = float(mu[c, i]) - float(dp[c, i]) / scale
+            e += d * d
+        s[v] += e
+        cnt[v] += 1
+    out = np.empty(n)
+    for k in range(1, n + 1):
+        out[k - 1] = s[k] / cnt[k] if cnt[k] > 0 else np.nan
+    return out
+
+
+# ----------------------------------------------------------------------------- Omnipose grouping
+
+
+@jit
+def _find(parent, i):
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+@jit
+def link_points(index, shape, final, link2, flow, tau, out):
+    """Connected components of foreground pixels linked when they are image
+    neighbours (full connectivity) whose end points lie within ``sqrt(link2)``
+    and whose flows do not pull them apart: ``(f_j - f_i) . e_ij <= tau`` with
+    ``e_ij`` the unit vector from pixel i to pixel j.
+
+    ``index``: int64 flat image, point index of each foreground pixel (raster
+    order) or -1; ``final``: float64 ``(ndim, P)`` end points; ``flow``: float64
+    ``(ndim, P)`` unit flows at the pixels. Writes component ids ``1..k``
+    (numbered by first point in raster order) to ``out`` and returns ``k``.
+    """
+    nd = len(shape)
+    P = final.shape[1]
+    parent = np.arange(P)
+    strides = np.ones(nd, np.int64)
+    for a in range(nd - 2, -1, -1):
+        strides[a] = strides[a + 1] * shape[a + 1]
+    nn = 1
+    for a in range(nd):
+        nn *= 3
+    half = nn // 2  # offsets after the centre in raster order are "forward"
+    coord = np.empty(nd, np.int64)
+    for q in range(index.size):
+        i = index[q]
+        if i < 0:
+            continue
+        r = q
+        for a in range(nd):
+            coord[a] = r // strides[a]
+            r -= coord[a] * strides[a]
+        for k in range(half + 1, nn):
+            kr = k
+            qq = 0
+            valid = True
+            for a in range(nd - 1, -1, -1):
+                d = (kr % 3) - 1
+                kr //= 3
+                c = coord[a] + d
+                if c < 0 or c >= shape[a]:
+                    valid = False
+                    break
+                qq += c * strides[a]
+            if not valid:
+                continue
+            j = index[qq]
+            if j < 0:
+                continue
+            d2 = 0.0
+            for a in range(nd):
+                dd = final[a, i] - final[a, j]
+                d2 += dd * dd
+            # rate at which the flows move the pair apart along its axis
+            rel = 0.0
+            nrm = 0.0
+            kr = k
+            for a in range(nd - 1, -1, -1):
+                dd = (kr % 3) - 1
+                kr //= 3
+                rel += (flow[a, j] - flow[a, i]) * dd
+                nrm += dd * dd
+            rel /= math.sqrt(nrm)
+            if d2 <= link2 and rel <= tau:
+                ri = _find(parent, i)
+                rj = _find(parent, j)
+                if ri != rj:
+                    if ri < rj:
+                        parent[rj] = ri
+                    else:
+                        parent[ri] = rj
+    k = 0
+    lab = np.zeros(P, np.int32)
+    for i in range(P):
+        r = _find(parent, i)
+        if r == i:
+            k += 1
+            lab[i] = k
+        out[i] = lab[r]
+    return k

@@ -1,0 +1,481 @@
+"""Flow-field representations: Cellpose diffusion flows and Omnipose distance flows.
+
+Heads (channel-first, activated outputs are what :meth:`Flows.decode` takes):
+
+``flow`` (``ndim`` channels, identity)
+    the flow field at **5x unit scale** (:data:`FLOW_SCALE`), Cellpose's
+    training convention: the target is ``5 * (unit vector)`` on object pixels
+    and 0 on the background. Components are in axis order ``(Y, X)`` /
+    ``(Z, Y, X)``.
+``prob`` (1 channel, sigmoid)
+    cell probability; the target is the foreground (1 inside objects). Cellpose
+    thresholds its logits at 0, i.e. ``prob_thresh = 0.5`` here.
+``dist`` (1 channel, identity; ``mode="omnipose"`` only)
+    Omnipose's smooth distance field: the target is the distance inside
+    objects and :data:`DIST_BACKGROUND` (-5) on the background (Omnipose's
+    ``dist_bg``). Decoding uses it only when ``FlowsParams.dist_thresh`` is set
+    (then a pixel is foreground iff ``prob > prob_thresh`` and
+    ``dist > dist_thresh``); it is trained as an auxiliary head.
+
+Targets (``encode``)
+--------------------
+``mode="cellpose"`` (Stringer et al. 2021, ``masks_to_flows``): for every
+object, heat is injected at its centre (the rounded mean of its pixel
+coordinates if that pixel belongs to the object, else the object pixel
+nearest to it; 3D: the pixel nearest to the mean) and diffused over the
+object's own pixels only (2D: 9-point average, 3D: 7-point), for
+``2*(h + w + 2)`` iterations (3D: ``6*(d + h + w + 3)``) where ``h x w`` is the
+object's bounding box; the flow is the central-difference gradient of the heat
+normalised to unit length. Unlike Cellpose, which runs all objects together
+for the iteration count of the largest one and lets the gradient read the heat
+of a touching neighbour, every object here is computed in isolation with its
+own iteration count (``cellpose_flows(labels, niter=N)`` imposes one count).
+Anisotropy is not used in this mode (as in Cellpose).
+
+``mode="omnipose"`` (Cutler et al. 2022): per object, a smooth distance field
+solving a discrete eikonal equation (2D: geometric mean of the axis-aligned
+and diagonal Godunov updates; 3D: 6-neighbour update with Z spacing
+``anisotropy``) by fast sweeping; pixels of other objects and the background
+are at distance 0, pixels beyond the image border are not (the object is taken
+to continue there). The flow is its gradient normalised to unit length (in
+physical units in 3D).
+
+Decoding (``decode``)
+---------------------
+1. Foreground: ``prob > prob_thresh`` (strictly).
+2. Euler integration of every foreground pixel for ``niter`` steps along the
+   bilinearly (trilinearly) interpolated flow, masked to the foreground and
+   divided by 5; positions are clamped to the image (Cellpose
+   ``steps2D_interp``). Omnipose mode integrates the unit flow scaled by its
+   divergence mapped to [0, 1] (1st..99th percentile over the foreground,
+   Omnipose's ``div_rescale``), with *suppressed* steps: the step is the
+   running average of the current and previous flow divided by ``1 + t``, so
+   particles settle on the field's ridge instead of overshooting (in 3D the Z
+   step is further divided by ``anisotropy``).
+3. Grouping of the end points. Cellpose: histogram of the (truncated) final
+   positions; seeds are bins with more than ``seed_min_count`` points that
+   are the maximum of their 5^ndim window; each seed grows by 5 steps of
+   3^ndim dilation through bins with more than 2 points; where grown seeds
+   overlap the seed with more points wins (ties: later raster position).
+   Omnipose (an affinity grouping, in the spirit of Omnipose's
+   ``affinity_seg``): neighbouring foreground pixels (8- / 26-connectivity)
+   are linked when their end points lie within ``link_dist`` and their unit
+   flows do not pull them apart (``max_divergence``); objects are the
+   connected components. No centre is needed, so long, curved or branched
+   cells whose end points spread along a skeleton stay whole.
+   Objects with more than ``max_size_fraction`` of the image's pixels are
+   dropped.
+4. Flow-error QC: the flows of each mask are recomputed with the encoder of
+   the same mode; ``error = mean over the mask of sum_c (mu_c - flow_c/5)^2``
+   (Cellpose's ``flow_error``); masks with ``error > flow_threshold`` are
+   dropped (``flow_threshold <= 0`` skips the QC).
+5. Holes are filled, objects with fewer than ``min_size`` pixels are dropped,
+   ids are made sequential. ``scores`` = mean ``prob`` per object;
+   ``extra["flow_errors"]`` = the QC error per object (NaN when skipped).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cellseg.labels import as_labels, fill_holes, relabel_sequential, remove_small
+
+from . import _flows_kernels as K
+from .base import Decoded, HeadSpec, Representation, check_outputs
+
+__all__ = [
+    "Flows",
+    "FlowsParams",
+    "FLOW_SCALE",
+    "DIST_BACKGROUND",
+    "cellpose_flows",
+    "omnipose_flows",
+    "follow_flows",
+    "omnipose_step_field",
+    "cellpose_clusters",
+    "omnipose_clusters",
+    "mask_flow_errors",
+]
+
+#: the flow head predicts FLOW_SCALE * unit vectors (Cellpose's training scale)
+FLOW_SCALE = 5.0
+#: Omnipose's distance target on the background
+DIST_BACKGROUND = -5.0
+_MODES = ("cellpose", "omnipose")
+_EIKONAL_TOL = 1e-9
+_EIKONAL_MAX_SWEEPS = 500
+_GROW_MIN = 2  # Cellpose: seeds grow through bins with more than 2 end points
+_GROW_RADIUS = 5
+_SEED_POOL = 2  # 5^ndim local-maximum window
+
+
+@dataclass(frozen=True)
+class FlowsParams:
+    """Decoder knobs.
+
+    prob_thresh : a pixel is foreground iff ``prob > prob_thresh``.
+    flow_threshold : masks whose flow error exceeds it are dropped (<= 0: no QC).
+    niter : Euler steps.
+    min_size : objects with fewer pixels (after hole filling) are dropped.
+    max_size_fraction : objects larger than this fraction of the image are dropped.
+    seed_min_count : (cellpose mode) a histogram seed needs more end points than this.
+    dist_thresh : (omnipose mode) if set, foreground also needs ``dist > dist_thresh``.
+    link_dist, max_divergence : (omnipose mode) neighbouring pixels are linked into
+        one object when their end points lie within ``link_dist`` pixels and their
+        unit flows separate them at a rate <= ``max_divergence``
+        (see :func:`omnipose_clusters`).
+    """
+
+    prob_thresh: float = 0.5
+    flow_threshold: float = 0.4
+    niter: int = 200
+    min_size: int = 15
+    max_size_fraction: float = 0.4
+    seed_min_count: int = 10
+    dist_thresh: float | None = None
+    link_dist: float = 3.0
+    max_divergence: float = 0.5
+
+    def __post_init__(self):
+        if not np.isfinite(self.prob_thresh):
+            raise ValueError("prob_thresh must be finite")
+        if self.flow_threshold is None or not np.isfinite(self.flow_threshold):
+            raise ValueError("flow_threshold must be a finite number (<= 0 disables the QC)")
+        if int(self.niter) != self.niter or self.niter < 0:
+            raise ValueError(f"niter must be a non-negative integer, got {self.niter!r}")
+        if int(self.min_size) != self.min_size:
+            raise ValueError(f"min_size must be an integer, got {self.min_size!r}")
+        if not 0 < self.max_size_fraction <= 1:
+            raise ValueError(f"max_size_fraction must be in (0, 1], got {self.max_size_fraction}")
+        if int(self.seed_min_count) != self.seed_min_count or self.seed_min_count < 0:
+            raise ValueError(f"seed_min_count must be a non-negative integer, got {self.seed_min_count!r}")
+        if not (np.isfinite(self.link_dist) and self.link_dist >= 0):
+            raise ValueError(f"link_dist must be >= 0, got {self.link_dist}")
+        if not np.isfinite(self.max_divergence):
+            raise ValueError("max_divergence must be finite")
+        if self.dist_thresh is not None and not np.isfinite(self.dist_thresh):
+            raise ValueError("dist_thresh must be finite or None")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _sequential(labels, ndim) -> tuple[np.ndarray, int]:
+    """Validated int32 labels with ids 1..n (ascending id order) and n."""
+    lab = as_labels(labels, ndim=ndim)
+    flat = lab.ravel()
+    if flat.size == 0:
+        return lab, 0
+    mx = int(flat.max())
+    if mx == 0:
+        return lab, 0
+    if mx <= 4 * flat.size + 1024:
+        out = np.empty_like(flat)
+        n = int(K.compact_ids(flat, out))
+        return out.reshape(lab.shape), n
+    ids, inv = np.unique(flat, return_inverse=True)
+    if ids[0] != 0:
+        inv = inv + 1
+        n = ids.size
+    else:
+        n = ids.size - 1
+    return np.ascontiguousarray(inv.reshape(lab.shape), np.int32), n
+
+
+def _check_ndim(ndim):
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def cellpose_flows(labels, niter: int | None = None, ndim: int | None = None) -> np.ndarray:
+    """Unit Cellpose flows (float32 ``(ndim, *shape)``, 0 on the background).
+
+    ``labels``: 2D or 3D integer label image (any integer dtype, ids need not be
+    sequential). ``niter``: diffusion iterations for every object (default: per
+    object, see the module docstring).
+    """
+    lab, n = _sequential(labels, ndim if ndim is not None else (2, 3))
+    nd = lab.ndim
+    out = np.zeros((nd,) + lab.shape, np.float32)
+    if n == 0:
+        return out
+    nit = 0 if niter is None else int(niter)
+    if niter is not None and nit < 1:
+        raise ValueError(f"niter must be >= 1, got {niter}")
+    order, offsets = K.group_pixels(lab.ravel(), n)
+    if nd == 2:
+        K.heat_flows_2d(order, offsets, lab.shape[0], lab.shape[1], nit, out)
+    else:
+        K.heat_flows_3d(order, offsets, lab.shape[0], lab.shape[1], lab.shape[2], nit, out)
+    return out
+
+
+def omnipose_flows(labels, anisotropy: float = 1.0, ndim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unit Omnipose flows (float32 ``(ndim, *shape)``) and the smooth distance
+    (float32 ``shape``, 0 on the background). ``anisotropy``: Z spacing over the
+    in-plane spacing (3D only)."""
+    lab, n = _sequential(labels, ndim if ndim is not None else (2, 3))
+    nd = lab.ndim
+    if not (np.isfinite(anisotropy) and anisotropy > 0):
+        raise ValueError(f"anisotropy must be > 0, got {anisotropy}")
+    flow = np.zeros((nd,) + lab.shape, np.float32)
+    dist = np.zeros(lab.shape, np.float32)
+    if n == 0:
+        return flow, dist
+    order, offsets = K.group_pixels(lab.ravel(), n)
+    if nd == 2:
+        K.eikonal_flows_2d(order, offsets, lab.shape[0], lab.shape[1], _EIKONAL_TOL, _EIKONAL_MAX_SWEEPS,
+                           flow, dist)
+    else:
+        K.eikonal_flows_3d(order, offsets, lab.shape[0], lab.shape[1], lab.shape[2], float(anisotropy),
+                           _EIKONAL_TOL, _EIKONAL_MAX_SWEEPS, flow, dist)
+    return flow, dist
+
+
+# ----------------------------------------------------------------------------- decoding pieces
+
+
+def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: bool = False) -> np.ndarray:
+    """Euler-integrate ``points`` (``(ndim, P)``, pixel coordinates) along ``step``.
+
+    ``step``: float32 ``(ndim, *shape)`` displacement per iteration (already
+    masked and scaled). Returns float64 ``(ndim, P)`` end points. See
+    :func:`cellseg.representations._flows_kernels.follow_2d` for the semantics.
+    """
+    step = np.ascontiguousarray(step, np.float32)
+    nd = step.ndim - 1
+    _check_ndim(nd)
+    pts = np.ascontiguousarray(points, np.float64)
+    if pts.ndim != 2 or pts.shape[0] != nd:
+        raise ValueError(f"points must have shape ({nd}, P), got {pts.shape}")
+    if int(niter) != niter or niter < 0:
+        raise ValueError(f"niter must be a non-negative integer, got {niter!r}")
+    out = np.empty_like(pts)
+    if pts.shape[1] == 0:
+        return out
+    step = np.ascontiguousarray(np.moveaxis(step, 0, -1))  # interleaved components
+    if nd == 2:
+        K.follow_2d(step, pts[0].copy(), pts[1].copy(), int(niter), bool(suppress), out[0], out[1])
+    else:
+        K.follow_3d(step, pts[0].copy(), pts[1].copy(), pts[2].copy(), int(niter), bool(suppress),
+                    out[0], out[1], out[2])
+    return out
+
+
+def omnipose_step_field(flow: np.ndarray, fg: np.ndarray, anisotropy: float = 1.0) -> np.ndarray:
+    """Omnipose step field: unit flow (on ``fg``) times its divergence mapped to [0, 1].
+
+    The divergence (``np.gradient``, voxel units) of the unit field is mapped
+    linearly from its 1st..99th percentile over the foreground to [0, 1] and
+    clipped (a constant divergence gives 1). In 3D the Z component is divided
+    by ``anisotropy`` (physical flow -> voxel step).
+    """
+    fg = np.asarray(fg, bool)
+    u = np.asarray(flow, np.float64) * fg
+    nrm = np.sqrt((u ** 2).sum(0))
+    unit = np.divide(u, nrm, out=np.zeros_like(u), where=nrm > 0)
+    div = np.zeros(fg.shape)
+    for a in range(unit.shape[0]):
+        if fg.shape[a] > 1:
+            div += np.gradient(unit[a], axis=a)
+    vals = div[fg]
+    scale = np.ones(fg.shape)
+    if vals.size:
+        lo, hi = np.percentile(vals, [1.0, 99.0])
+        if hi > lo:
+            scale = np.clip((div - lo) / (hi - lo), 0.0, 1.0)
+    step = unit * scale
+    if step.shape[0] == 3:
+        step[0] /= anisotropy
+    return step.astype(np.float32)
+
+
+def cellpose_clusters(final: np.ndarray, shape, seed_min_count: int = 10) -> np.ndarray:
+    """Cellpose grouping of end points (``(ndim, P)``, inside the image) -> seed id per point.
+
+    Returns int32 ``(P,)``: ``rank + 1`` of the seed owning the point's bin
+    (ranks by ascending count), 0 where no seed grew over it.
+    """
+    shape = tuple(int(s) for s in shape)
+    cells = _flat_cells(np.floor(final), shape)
+    shp = np.array(shape, np.int64)
+    hist, seeds = K.histogram_seeds(cells, shp, int(seed_min_count), _SEED_POOL)
+    M = K.grow_seeds(hist, shp, seeds, _GROW_MIN, _GROW_RADIUS)
+    out = np.empty(cells.size, np.int32)
+    K.lookup(M, cells, out)
+    return out
+
+
+def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_dist: float = 3.0,
+                      max_divergence: float = 0.5) -> np.ndarray:
+    """Omnipose-style grouping by affinity of neighbouring pixels.
+
+    Foreground pixels (``fg``; their end points ``final``, ``(ndim, P)``, in raster
+    order) that are image neighbours (8- / 26-connectivity) are linked when their
+    end points lie within ``link_dist`` (Euclidean, pixels) **and** the unit flows
+    ``u = flow / |flow|`` (``flow``: ``(ndim, *shape)``) do not pull them apart:
+    ``(u_j - u_i) . e_ij <= max_divergence`` (``e_ij``: unit vector from pixel i
+    to pixel j; two touching cells have flows pointing away from their common
+    boundary, about 2 there). Returns the connected-component id of every point,
+    ``1..k``, numbered by first pixel in raster order.
+    """
+    fg = np.asarray(fg, bool)
+    final = np.ascontiguousarray(final, np.float64)
+    P = int(fg.sum())
+    if final.shape != (fg.ndim, P):
+        raise ValueError(f"final must have shape {(fg.ndim, P)}, got {final.shape}")
+    flow = np.asarray(flow)
+    if flow.shape != (fg.ndim,) + fg.shape:
+        raise ValueError(f"flow must have shape {(fg.ndim,) + fg.shape}, got {flow.shape}")
+    u = flow[:, fg].astype(np.float64)
+    nrm = np.sqrt((u ** 2).sum(0))
+    u = np.ascontiguousarray(np.divide(u, nrm, out=np.zeros_like(u), where=nrm > 0))
+    index = np.full(fg.size, -1, np.int64)
+    index[np.flatnonzero(fg)] = np.arange(P)
+    out = np.zeros(P, np.int32)
+    if P:
+        K.link_points(index, np.array(fg.shape, np.int64), final, float(link_dist) ** 2, u,
+                      float(max_divergence), out)
+    return out
+
+
+def _flat_cells(pos: np.ndarray, shape) -> np.ndarray:
+    pos = np.asarray(pos)
+    idx = np.zeros(pos.shape[1], np.int64)
+    for a, s in enumerate(shape):
+        c = np.clip(pos[a], 0, s - 1).astype(np.int64)
+        idx = idx * s + c
+    return idx
+
+
+def mask_flow_errors(labels, flow: np.ndarray, mode: str = "cellpose", anisotropy: float = 1.0) -> np.ndarray:
+    """Flow error of every object of ``labels`` (ids 1..n after sequential relabel, in
+    ascending id order): mean over the object of ``sum_c (mu_c - flow_c / 5)^2`` where
+    ``mu`` are the unit flows of the object recomputed with the ``mode`` encoder and
+    ``flow`` the predicted 5x-scaled flow. Returns float64 ``(n,)``."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    lab, n = _sequential(labels, (2, 3))
+    flow = np.ascontiguousarray(flow, np.float32)
+    if flow.shape != (lab.ndim,) + lab.shape:
+        raise ValueError(f"flow must have shape {(lab.ndim,) + lab.shape}, got {flow.shape}")
+    if n == 0:
+        return np.zeros(0)
+    mu = cellpose_flows(lab) if mode == "cellpose" else omnipose_flows(lab, anisotropy)[0]
+    C = lab.ndim
+    return K.flow_errors(lab.ravel(), mu.reshape(C, -1), flow.reshape(C, -1), FLOW_SCALE, n)
+
+
+# ----------------------------------------------------------------------------- representation
+
+
+class Flows(Representation):
+    """Cellpose (``mode="cellpose"``) or Omnipose (``mode="omnipose"``) flow fields.
+
+    ``ndim``: 2 (YX) or 3 (ZYX); ``anisotropy``: Z spacing / XY spacing (3D,
+    used by the Omnipose distance and steps). See the module docstring for
+    the heads, targets and the decoder.
+    """
+
+    name = "flows"
+    Params = FlowsParams
+    ndims = (2, 3)
+
+    def __init__(self, mode: str = "cellpose", ndim: int = 2, anisotropy: float = 1.0):
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        _check_ndim(ndim)
+        anisotropy = float(anisotropy)
+        if not (np.isfinite(anisotropy) and anisotropy > 0):
+            raise ValueError(f"anisotropy must be > 0, got {anisotropy}")
+        self.mode = mode
+        self.ndim = int(ndim)
+        self.anisotropy = anisotropy
+
+    def config(self) -> dict[str, Any]:
+        return {"mode": self.mode, "ndim": self.ndim, "anisotropy": self.anisotropy}
+
+    def heads(self) -> tuple[HeadSpec, ...]:
+        h = (HeadSpec("flow", self.ndim, "identity"), HeadSpec("prob", 1, "sigmoid"))
+        if self.mode == "omnipose":
+            h = h + (HeadSpec("dist", 1, "identity"),)
+        return h
+
+    # -- targets
+    def encode(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Targets: ``flow`` (5x unit flows), ``prob`` (foreground 0/1) and, in
+        omnipose mode, ``dist`` (smooth distance, -5 on the background); all float32."""
+        lab = as_labels(labels, ndim=self.ndim)
+        fg = lab > 0
+        if self.mode == "cellpose":
+            mu = cellpose_flows(lab, ndim=self.ndim)
+            dist = None
+        else:
+            mu, dist = omnipose_flows(lab, self.anisotropy, ndim=self.ndim)
+        out = {"flow": mu * np.float32(FLOW_SCALE), "prob": fg[None].astype(np.float32)}
+        if dist is not None:
+            out["dist"] = np.where(fg, dist, np.float32(DIST_BACKGROUND))[None].astype(np.float32)
+        return out
+
+    def oracle_outputs(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """What a perfect network outputs (activated): the targets, prob in {0, 1}."""
+        return self.encode(labels)
+
+    # -- decoding
+    def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None) -> Decoded:
+        p = self.params(params)
+        out = check_outputs(outputs, self.heads(), ndim=self.ndim)
+        flow = out["flow"]
+        prob = out["prob"][0]
+        shape = prob.shape
+        fg = prob > np.float32(p.prob_thresh)
+        if self.mode == "omnipose" and p.dist_thresh is not None:
+            fg &= out["dist"][0] > np.float32(p.dist_thresh)
+        empty = Decoded(np.zeros(shape, np.int32), np.zeros(0, np.float32),
+                        {"flow_errors": np.zeros(0, np.float64)})
+        if not fg.any():
+            return empty
+        points = np.array(np.nonzero(fg), np.float64)
+        if self.mode == "cellpose":
+            step = flow * fg / np.float32(FLOW_SCALE)
+            final = follow_flows(step, points, p.niter, suppress=False)
+            ids = cellpose_clusters(final, shape, p.seed_min_count)
+        else:
+            step = omnipose_step_field(flow, fg, self.anisotropy)
+            final = follow_flows(step, points, p.niter, suppress=True)
+            ids = omnipose_clusters(final, fg, flow, p.link_dist, p.max_divergence)
+        lab = np.zeros(shape, np.int32)
+        lab[fg] = ids
+        if lab.max() == 0:
+            return empty
+        counts = np.bincount(lab.ravel())
+        big = counts > p.max_size_fraction * lab.size
+        big[0] = False
+        if big.any():
+            lab[big[lab]] = 0
+        lab = relabel_sequential(lab)
+        n = int(lab.max())
+        errors = np.full(n, np.nan)
+        if n and p.flow_threshold > 0:
+            errors = mask_flow_errors(lab, flow, self.mode, self.anisotropy)
+            bad = np.concatenate([[False], errors > p.flow_threshold])
+            if bad.any():
+                lab[bad[lab]] = 0
+        lab = remove_small(fill_holes(lab), int(p.min_size))
+        kept = np.unique(lab)
+        kept = kept[kept > 0]
+        errors = errors[kept - 1]
+        lab = relabel_sequential(lab)
+        n = int(kept.size)
+        if n == 0:
+            return empty
+        sums = np.bincount(lab.ravel(), weights=prob.ravel(), minlength=n + 1)
+        cnt = np.bincount(lab.ravel(), minlength=n + 1)
+        scores = (sums[1:] / cnt[1:]).astype(np.float32)
+        return Decoded(lab, scores, {"flow_errors": errors.astype(np.float64)})

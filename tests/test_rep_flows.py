@@ -1,0 +1,472 @@
+"""Flows representation: kernels vs their reference twins, thresholds, round trips."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellseg.representations import flows as F
+from cellseg.representations.base import Decoded, make_params
+from tests.reference import ref_flows as R
+
+INT_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def voronoi_labels(seed, shape=(40, 48), n=7, fill=0.75):
+    """Touching, irregular objects (Voronoi cells cut by disks), some on the border."""
+    rng = np.random.default_rng(seed)
+    nd = len(shape)
+    pts = rng.uniform(0, 1, (n, nd)) * np.array(shape)
+    grid = np.indices(shape).reshape(nd, -1).T.astype(float)
+    d = ((grid[:, None, :] - pts[None]) ** 2).sum(-1)
+    own = d.argmin(1)
+    r = rng.uniform(0.3, 0.6, n) * min(shape) * fill
+    keep = d[np.arange(len(own)), own] <= r[own] ** 2
+    lab = np.where(keep, own + 1, 0).reshape(shape)
+    return lab.astype(np.int32)
+
+
+def thin_cells(shape=(120, 120), seed=0, n=5, width=(3.0, 5.0)):
+    """Long thin curved arcs; every other one carries a side branch (Y shape)."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    k = 0
+    for _ in range(500):
+        if k == n:
+            break
+        w = rng.uniform(*width) / 2
+        cy, cx = rng.uniform(15, shape[0] - 15), rng.uniform(15, shape[1] - 15)
+        R_, a0, span = rng.uniform(20, 45), rng.uniform(0, 2 * np.pi), rng.uniform(1.2, 2.4)
+        t = np.linspace(a0, a0 + span, 150)
+        path = [np.stack([cy + R_ * (np.sin(t) - np.sin(a0)), cx + R_ * (np.cos(t) - np.cos(a0))], 1)]
+        if k % 2:
+            m = path[0][75]
+            ang, L = rng.uniform(0, 2 * np.pi), rng.uniform(12, 25)
+            s = np.linspace(0, L, 40)
+            path.append(np.stack([m[0] + s * np.sin(ang), m[1] + s * np.cos(ang)], 1))
+        P = np.concatenate(path)
+        d = np.min((yy[..., None] - P[:, 0]) ** 2 + (xx[..., None] - P[:, 1]) ** 2, axis=-1)
+        m = d <= w * w
+        if m.sum() < 40 or (lab[m] > 0).any() or (np.pad(lab, 1)[1:-1, 1:-1][m] > 0).any():
+            continue
+        grown = np.zeros_like(m)
+        grown[1:, :] |= m[:-1, :]
+        grown[:-1, :] |= m[1:, :]
+        grown[:, 1:] |= m[:, :-1]
+        grown[:, :-1] |= m[:, 1:]
+        if (lab[grown] > 0).any():
+            continue
+        k += 1
+        lab[m] = k
+    return lab
+
+
+def scramble(lab, seed, dtype=np.int32):
+    """Non-sequential ids (same objects) in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(lab)
+    ids = ids[ids > 0]
+    hi = min(np.iinfo(dtype).max, 10_000)
+    new = rng.choice(np.arange(1, hi), size=ids.size, replace=False)
+    lut = np.zeros(lab.max() + 1, np.int64)
+    lut[ids] = new
+    return lut[lab].astype(dtype)
+
+
+def synth(shape=(128, 128), n=30, seed=0):
+    from cellseg.datasets.synthetic import synthetic_cells
+
+    return synthetic_cells(shape, n_cells=n, seed=seed)[1]
+
+
+def synth3d(shape=(20, 64, 64), n=12, seed=0, anisotropy=2.0):
+    from cellseg.datasets.synthetic import synthetic_cells_3d
+
+    return synthetic_cells_3d(shape, n_cells=n, seed=seed, anisotropy=anisotropy)[1]
+
+
+def same_partition(a, b):
+    """True when a and b label the same pixel sets (ids may differ)."""
+    if a.shape != b.shape or ((a > 0) != (b > 0)).any():
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def compare_unit(ours, ref, mask, atol=1e-5):
+    """Unit vectors agree where the reference gradient is not degenerate."""
+    ours = np.asarray(ours, np.float64)[:, mask]
+    ref = np.asarray(ref, np.float64)[:, mask]
+    nrm = np.sqrt((ref ** 2).sum(0))
+    ok = nrm > 0.5  # unit vectors; degenerate (zero) gradients stay 0 in both
+    np.testing.assert_allclose(ours[:, ok], ref[:, ok], atol=atol)
+    assert np.abs(ours[:, ~ok]).max(initial=0) <= atol
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def test_params_and_config():
+    rep = F.Flows("omnipose", ndim=3, anisotropy=2.5)
+    assert type(rep)(**rep.config()) == rep
+    assert [h.name for h in rep.heads()] == ["flow", "prob", "dist"]
+    assert [h.channels for h in rep.heads()] == [3, 1, 1]
+    assert [h.name for h in F.Flows().heads()] == ["flow", "prob"]
+    assert F.Flows().heads()[1].activation == "sigmoid"
+    with pytest.raises(TypeError, match="nitr"):
+        rep.params({"nitr": 3})
+    with pytest.raises(TypeError):
+        make_params(F.FlowsParams, {"prob_threshold": 0.5})
+    assert rep.params(niter=7).niter == 7
+    for bad in ({"niter": -1}, {"max_size_fraction": 0}, {"prob_thresh": np.nan}, {"niter": 1.5},
+                {"link_dist": -1.0}):
+        with pytest.raises(ValueError):
+            F.FlowsParams(**bad)
+    with pytest.raises(ValueError):
+        F.Flows("stardist")
+    with pytest.raises(ValueError):
+        F.Flows(ndim=4)
+    with pytest.raises(ValueError):
+        F.Flows(anisotropy=0)
+
+
+def test_registry_name():
+    from cellseg.representations import get
+
+    assert isinstance(get("flows", mode="omnipose"), F.Flows)
+
+
+def test_decode_validates_outputs():
+    rep = F.Flows()
+    lab = voronoi_labels(0)
+    out = rep.oracle_outputs(lab)
+    with pytest.raises(KeyError):
+        rep.decode({"flow": out["flow"]})
+    with pytest.raises(ValueError):
+        rep.decode({"flow": out["flow"][:1], "prob": out["prob"]})
+    bad = dict(out)
+    bad["prob"] = out["prob"].copy()
+    bad["prob"][0, 0, 0] = np.nan
+    with pytest.raises(ValueError):
+        rep.decode(bad)
+    with pytest.raises(ValueError):
+        F.Flows(ndim=3).decode(out)
+
+
+def test_encode_validates_labels():
+    rep = F.Flows()
+    with pytest.raises(ValueError):
+        rep.encode(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError):
+        rep.encode(-np.ones((4, 4), np.int32))
+    with pytest.raises(ValueError):
+        rep.encode(np.zeros((4, 4, 4), np.int32))
+
+
+# ----------------------------------------------------------------------------- targets vs reference
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cellpose_flows_vs_reference_2d(seed):
+    lab = voronoi_labels(seed)
+    ours = F.cellpose_flows(lab)
+    ref = R.ref_cellpose_flows(lab)
+    compare_unit(ours, ref, lab > 0)
+    assert np.all(ours[:, lab == 0] == 0)
+    # a fixed iteration count for every object, as Cellpose does for a whole image
+    compare_unit(F.cellpose_flows(lab, niter=37), R.ref_cellpose_flows(lab, niter=37), lab > 0)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES)
+def test_targets_every_int_dtype_and_nonsequential_ids(dtype):
+    lab = voronoi_labels(5, shape=(24, 30), n=5)
+    sc = scramble(lab, 1, dtype)
+    assert sc.dtype == dtype
+    for mode in ("cellpose", "omnipose"):
+        rep = F.Flows(mode)
+        a = rep.encode(lab)
+        b = rep.encode(sc)
+        assert set(a) == set(b) == {h.name for h in rep.heads()}
+        for k in a:
+            assert a[k].dtype == np.float32 and a[k].shape[1:] == lab.shape
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_huge_ids_use_the_unique_path():
+    lab = voronoi_labels(2, shape=(20, 20), n=4)
+    big = np.where(lab > 0, lab.astype(np.int64) * 400_000_000, 0)
+    np.testing.assert_array_equal(F.cellpose_flows(big), F.cellpose_flows(lab))
+
+
+def test_cellpose_flows_vs_reference_3d():
+    lab = voronoi_labels(3, shape=(9, 14, 16), n=5)
+    compare_unit(F.cellpose_flows(lab), R.ref_cellpose_flows(lab), lab > 0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_omnipose_flows_vs_reference_2d(seed):
+    lab = voronoi_labels(seed + 10, shape=(30, 34), n=6)
+    mu, dist = F.omnipose_flows(lab)
+    rmu, rdist = R.ref_omnipose_flows(lab)
+    np.testing.assert_allclose(dist, rdist, atol=1e-6)
+    compare_unit(mu, rmu, lab > 0, atol=1e-5)
+    assert np.all(dist[lab == 0] == 0) and np.all(dist[lab > 0] > 0)
+
+
+def test_omnipose_flows_vs_reference_3d():
+    lab = voronoi_labels(4, shape=(8, 14, 15), n=5)
+    mu, dist = F.omnipose_flows(lab, anisotropy=2.0)
+    rmu, rdist = R.ref_omnipose_flows(lab, anisotropy=2.0)
+    np.testing.assert_allclose(dist, rdist, atol=1e-6)
+    compare_unit(mu, rmu, lab > 0, atol=1e-5)
+
+
+def test_omnipose_distance_is_a_distance():
+    # a disk far from the border: the smooth distance is close to the Euclidean one
+    yy, xx = np.mgrid[:61, :61]
+    lab = ((yy - 30) ** 2 + (xx - 30) ** 2 <= 20 ** 2).astype(np.int32)
+    _, dist = F.omnipose_flows(lab)
+    assert 19.0 < dist[30, 30] < 21.0  # nearest background pixel at distance 21
+    # an object filling the image: the image border is the source
+    _, dist = F.omnipose_flows(np.ones((9, 9), np.int32))
+    assert np.isfinite(dist).all() and dist[4, 4] > dist[0, 0] > 0
+
+
+def test_border_objects_and_empty():
+    lab = np.zeros((12, 12), np.int32)
+    lab[:4, :5] = 3  # corner object
+    lab[5:, 10:] = 9  # right border
+    lab[11, 0] = 2  # single pixel
+    for mode in ("cellpose", "omnipose"):
+        t = F.Flows(mode).encode(lab)
+        assert np.isfinite(t["flow"]).all()
+        n = np.sqrt((t["flow"] ** 2).sum(0))
+        assert np.allclose(n[(lab > 0) & (n > 0)], 5.0, atol=1e-4)
+    compare_unit(F.cellpose_flows(lab), R.ref_cellpose_flows(lab), lab > 0)
+    mu, dist = F.omnipose_flows(lab)
+    rmu, rdist = R.ref_omnipose_flows(lab)
+    np.testing.assert_allclose(dist, rdist, atol=1e-6)
+    compare_unit(mu, rmu, lab > 0)
+    for nd in (2, 3):
+        z = np.zeros((6,) * nd, np.uint16)
+        for mode in ("cellpose", "omnipose"):
+            rep = F.Flows(mode, ndim=nd)
+            t = rep.encode(z)
+            assert not t["flow"].any() and not t["prob"].any()
+            d = rep.decode(rep.oracle_outputs(z))
+            assert d.labels.dtype == np.int32 and not d.labels.any() and d.n_objects == 0
+
+
+# ----------------------------------------------------------------------------- decoding pieces vs reference
+
+
+def smooth_field(rng, shape, amp=1.0):
+    from scipy import ndimage as ndi
+
+    f = np.array([ndi.gaussian_filter(rng.normal(size=shape), 2.0) for _ in shape])
+    f *= amp / np.abs(f).max()
+    return f.astype(np.float32)
+
+
+@pytest.mark.parametrize("suppress", [False, True])
+@pytest.mark.parametrize("nd", [2, 3])
+def test_follow_vs_reference(nd, suppress):
+    rng = np.random.default_rng(nd + 2 * suppress)
+    shape = (17, 19) if nd == 2 else (7, 9, 11)
+    step = smooth_field(rng, shape)
+    pts = np.array(np.nonzero(rng.random(shape) < 0.5), np.float64)
+    pts[:, :5] += rng.random((nd, 5))  # off-grid starts too
+    pts = np.clip(pts, 0, np.array(shape)[:, None] - 1)
+    ours = F.follow_flows(step, pts, 15, suppress=suppress)
+    ref = R.ref_follow(step, pts, 15, suppress=suppress)
+    np.testing.assert_allclose(ours, ref, atol=1e-7)
+
+
+def test_follow_exact_cases():
+    step = np.zeros((2, 6, 7), np.float32)
+    pts = np.array(np.nonzero(np.ones((6, 7))), np.float64)
+    np.testing.assert_array_equal(F.follow_flows(step, pts, 50), pts)  # zero flow: nothing moves
+    step[1] = 1.0  # constant +x: points walk to the border and stay clamped there
+    out = F.follow_flows(step, pts, 3)
+    np.testing.assert_array_equal(out[1], np.minimum(pts[1] + 3, 6))
+    np.testing.assert_array_equal(out[0], pts[0])
+    with pytest.raises(ValueError):
+        F.follow_flows(step, pts[:1], 3)
+
+
+def clustered_points(rng, shape, n_clusters, per, spread):
+    centres = rng.uniform(3, np.array(shape) - 3, (n_clusters, len(shape)))
+    pts = np.concatenate([c + rng.normal(0, spread, (per, len(shape))) for c in centres]).T
+    return np.clip(pts, 0, np.array(shape)[:, None] - 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cellpose_clusters_vs_reference(seed):
+    rng = np.random.default_rng(seed)
+    shape = (40, 44)
+    pts = clustered_points(rng, shape, 9, 80, 0.5 + seed * 0.3)
+    pts = np.concatenate([pts, rng.uniform(0, 39, (2, 60))], 1)  # plus scattered noise
+    ours = F.cellpose_clusters(pts, shape)
+    ref = R.ref_cellpose_clusters(pts, shape)
+    np.testing.assert_array_equal(ours, ref)
+    assert ours.max() > 0
+
+
+def test_cellpose_clusters_vs_reference_3d():
+    rng = np.random.default_rng(7)
+    shape = (14, 20, 22)
+    pts = clustered_points(rng, shape, 6, 60, 1.0)
+    np.testing.assert_array_equal(F.cellpose_clusters(pts, shape), R.ref_cellpose_clusters(pts, shape))
+
+
+def test_cellpose_seed_and_growth_thresholds():
+    shape = (20, 20)
+    for count, is_seed in ((10, False), (11, True)):
+        pts = np.array([[5.5] * count, [5.5] * count])
+        ids = F.cellpose_clusters(pts, shape, seed_min_count=10)
+        assert (ids > 0).all() == is_seed and (ids > 0).any() == is_seed
+        np.testing.assert_array_equal(ids, R.ref_cellpose_clusters(pts, shape, 10))
+    # growth goes through bins with more than 2 end points only
+    for side, grows in ((2, False), (3, True)):
+        pts = np.array([[5.2] * 20 + [5.2] * side, [5.2] * 20 + [6.2] * side])
+        ids = F.cellpose_clusters(pts, shape)
+        assert (ids[20:] == ids[0]).all() == grows
+        np.testing.assert_array_equal(ids, R.ref_cellpose_clusters(pts, shape))
+    # two equal peaks 3 bins apart: both are seeds (5x5 window), the later one wins the overlap
+    pts = np.array([[5.0] * 15 + [5.0] * 15, [5.0] * 15 + [8.0] * 15])
+    ids = F.cellpose_clusters(pts, shape)
+    np.testing.assert_array_equal(ids, R.ref_cellpose_clusters(pts, shape))
+    assert set(ids) == {1, 2}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_omnipose_clusters_vs_reference(seed):
+    rng = np.random.default_rng(seed)
+    shape = (25, 27) if seed < 2 else (7, 10, 11)
+    fg = rng.random(shape) < 0.6
+    flow = smooth_field(rng, shape)
+    final = np.array(np.nonzero(fg), float) + rng.normal(0, 1.5, (len(shape), fg.sum()))
+    for link, div in ((3.0, 0.5), (1.5, 10.0), (2.0, -0.2)):
+        ours = F.omnipose_clusters(final, fg, flow, link, div)
+        np.testing.assert_array_equal(ours, R.ref_omnipose_clusters(final, fg, flow, link, div))
+
+
+def test_omnipose_link_thresholds():
+    fg = np.zeros((3, 4), bool)
+    fg[1, 1:3] = True
+    flow = np.zeros((2, 3, 4), np.float32)
+    flow[1, 1, 1] = -1.0  # pixel (1,1) moves -x, (1,2) still: they separate at rate 1
+    final = np.array([[1.0, 1.0], [1.0, 4.0]])  # end points 3 apart
+    assert len(set(F.omnipose_clusters(final, fg, flow, 3.0, 1.0))) == 1
+    assert len(set(F.omnipose_clusters(final, fg, flow, np.nextafter(3.0, 0), 1.0))) == 2
+    assert len(set(F.omnipose_clusters(final, fg, flow, 3.0, np.nextafter(1.0, 0)))) == 2
+
+
+def test_flow_errors_vs_reference():
+    rng = np.random.default_rng(0)
+    lab = scramble(voronoi_labels(6), 2)
+    flow = rng.normal(size=(2,) + lab.shape).astype(np.float32) * 5
+    for mode in ("cellpose", "omnipose"):
+        mu = F.cellpose_flows(lab) if mode == "cellpose" else F.omnipose_flows(lab)[0]
+        np.testing.assert_allclose(F.mask_flow_errors(lab, flow, mode), R.ref_flow_errors(lab, mu, flow),
+                                   rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- decoder thresholds
+
+
+def test_flow_threshold_exactly_at_error():
+    lab = voronoi_labels(1)
+    rep = F.Flows()
+    out = rep.oracle_outputs(lab)
+    rng = np.random.default_rng(0)
+    out["flow"] = (out["flow"] + rng.normal(0, 1.0, out["flow"].shape) * (lab > 0)).astype(np.float32)
+    ref = rep.decode(out, dict(flow_threshold=1e9))
+    err = ref.extra["flow_errors"]
+    assert err.size >= 3 and np.all(err > 0)
+    e = float(np.sort(err)[err.size // 2])
+    keep = rep.decode(out, dict(flow_threshold=e))
+    drop = rep.decode(out, dict(flow_threshold=np.nextafter(e, 0)))
+    assert keep.n_objects == int((err <= e).sum())
+    assert drop.n_objects == int((err < e).sum()) == keep.n_objects - 1
+    assert np.all(keep.extra["flow_errors"] <= e)
+    off = rep.decode(out, dict(flow_threshold=0))  # QC disabled
+    assert off.n_objects == ref.n_objects and np.isnan(off.extra["flow_errors"]).all()
+
+
+def test_prob_thresh_is_strict():
+    lab = np.zeros((30, 30), np.int32)
+    lab[5:20, 5:20] = 4
+    rep = F.Flows()
+    out = rep.oracle_outputs(lab)
+    out["prob"] = np.where(lab > 0, 0.7, 0.2)[None].astype(np.float32)
+    assert rep.decode(out, dict(prob_thresh=0.7)).n_objects == 0
+    d = rep.decode(out, dict(prob_thresh=np.nextafter(np.float32(0.7), 0)))
+    assert d.n_objects == 1 and same_partition(d.labels, lab)
+    np.testing.assert_allclose(d.scores, [0.7], rtol=1e-6)
+
+
+def test_min_size_and_max_size():
+    lab = np.zeros((40, 40), np.int32)
+    lab[2:6, 2:6] = 1  # 16 px
+    lab[20:35, 20:35] = 2
+    rep = F.Flows()
+    out = rep.oracle_outputs(lab)
+    assert rep.decode(out, dict(min_size=16)).n_objects == 2
+    assert rep.decode(out, dict(min_size=17)).n_objects == 1
+    assert rep.decode(out, dict(max_size_fraction=224 / 1600)).n_objects == 1  # 225 px object dropped
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("mode", ["cellpose", "omnipose"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_round_trip_synthetic_2d(mode, seed):
+    lab = synth(seed=seed)
+    rep = F.Flows(mode)
+    d = rep.decode(rep.oracle_outputs(scramble(lab, seed, np.uint16)))
+    assert isinstance(d, Decoded) and d.labels.dtype == np.int32
+    assert R.ref_ap(lab, d.labels, 0.5) == 1.0
+    assert R.ref_ap(lab, d.labels, 0.9) == 1.0
+    assert d.scores.shape == (d.n_objects,) and np.allclose(d.scores, 1.0)
+    assert d.extra["flow_errors"].shape == (d.n_objects,)
+    if mode == "cellpose":  # exact: the QC recomputes the very flows that were decoded
+        assert np.all(d.extra["flow_errors"] < 1e-9)
+        assert same_partition(d.labels, lab)
+    else:  # a few single border pixels can be cut off (local distance maxima on the border)
+        assert np.mean(d.labels[lab > 0] > 0) > 0.995
+
+
+@pytest.mark.parametrize("mode", ["cellpose", "omnipose"])
+def test_round_trip_synthetic_3d(mode):
+    lab = synth3d()
+    rep = F.Flows(mode, ndim=3, anisotropy=2.0)
+    d = rep.decode(rep.oracle_outputs(lab))
+    assert R.ref_ap(lab, d.labels, 0.5) == 1.0
+    assert R.ref_ap(lab, d.labels, 0.9) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_omnipose_keeps_thin_branched_cells_whole(seed):
+    lab = thin_cells(seed=seed)
+    assert lab.max() == 5
+    rep = F.Flows("omnipose")
+    d = rep.decode(rep.oracle_outputs(lab))
+    assert R.ref_ap(lab, d.labels, 0.5) == 1.0
+    assert R.ref_ap(lab, d.labels, 0.9) == 1.0
+
+
+def test_round_trip_with_noisy_flows_and_probs():
+    lab = synth(seed=3)
+    for mode in ("cellpose", "omnipose"):
+        rep = F.Flows(mode)
+        out = rep.oracle_outputs(lab)
+        rng = np.random.default_rng(0)
+        out["flow"] = (out["flow"] + rng.normal(0, 0.5, out["flow"].shape)).astype(np.float32)
+        out["prob"] = np.clip(out["prob"] * 0.8 + 0.1 + rng.normal(0, 0.05, out["prob"].shape), 0, 1)
+        d = rep.decode(out)
+        assert R.ref_ap(lab, d.labels, 0.5) >= 0.95
