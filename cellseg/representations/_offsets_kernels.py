@@ -210,13 +210,16 @@ def medoids(lab, n, spacing):
 
 
 @jit
-def cluster(emb, sigma, seed, order, gain, seed_thresh, min_size, min_unclustered_sum, new_fraction, cell):
+def cluster(emb, sigma, seed, order, gain, seed_thresh, min_size, min_unclustered_sum, new_fraction, cell,
+            max_cells):
     """Greedy clustering of masked pixels.
 
     emb : float64 (M, D) embeddings (normalized units). sigma : float64 (M, D);
     a seed's margins are ``exp(gain * sigma)``. seed : float64 (M,).
     order : int64 (M,) pixel indices by decreasing seed (ties: lower index first).
-    cell : bucket size of the search grid, in embedding units (> 0).
+    cell : bucket size of the search grid, in embedding units (> 0); doubled
+    until the grid over the embeddings' bounding box has at most ``max_cells``
+    buckets.
     A pixel j joins the proposal of seed c iff
     ``sum_d (emb[j, d] - emb[c, d])**2 * margin_d < ln 2`` (Gaussian score > 0.5).
     Returns (ids int32 (M,), seeds int64 (K,)): cluster id per pixel (0 = none)
@@ -229,21 +232,26 @@ def cluster(emb, sigma, seed, order, gain, seed_thresh, min_size, min_unclustere
         return ids, seeds[:0]
     # ---- bucket grid
     lo = np.empty(D, np.float64)
+    hi = np.empty(D, np.float64)
     ncell = np.empty(D, np.int64)
     for d in range(D):
-        mn = emb[0, d]
-        mx = emb[0, d]
-        for j in range(M):
+        lo[d] = emb[0, d]
+        hi[d] = emb[0, d]
+    for j in range(M):
+        for d in range(D):
             v = emb[j, d]
-            if v < mn:
-                mn = v
-            if v > mx:
-                mx = v
-        lo[d] = mn
-        ncell[d] = int((mx - mn) / cell) + 1
-    total = 1
-    for d in range(D):
-        total *= ncell[d]
+            if v < lo[d]:
+                lo[d] = v
+            if v > hi[d]:
+                hi[d] = v
+    while True:
+        total = 1
+        for d in range(D):
+            ncell[d] = int((hi[d] - lo[d]) / cell) + 1
+            total *= ncell[d]
+        if total <= max_cells:
+            break
+        cell *= 2.0
     key = np.empty(M, np.int64)
     for j in range(M):
         kk = 0

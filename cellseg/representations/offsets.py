@@ -7,8 +7,9 @@ A pixel at array index ``(z, y, x)`` has the *physical* position
 ``u = p / scale`` (``scale`` = 1024 by default, like EmbedSeg's grid where 1.0
 spans 1024 pixels). Every instance has a centre ``c`` (normalized), the
 *medoid* of its pixels: the pixel minimising the sum of Euclidean distances
-(physical units) to all its pixels (ties: lowest raster index); unlike the
-centroid it always lies on the object.
+(physical units) to all its pixels (ties, as far as the float64 sums tell
+them apart: lowest raster index); unlike the centroid it always lies on the
+object.
 
 Heads (activated outputs, channel order = array axis order Z, Y, X)
 -------------------------------------------------------------------
@@ -275,26 +276,24 @@ class Offsets(Representation):
         n_mask = int(mask.sum())
         if n_mask == 0 or n_mask <= p.min_mask_sum:
             return empty
-        where = np.nonzero(mask)
-        u = np.stack([w * sp / self.scale for w, sp in zip(where, self.spacing)], axis=1)
-        emb = np.ascontiguousarray(u + out["offset"][(slice(None), *where)].T.astype(np.float64))
-        sig = np.ascontiguousarray(out["sigma"][(slice(None), *where)].T.astype(np.float64))
-        seed = np.ascontiguousarray(seedmap[where].astype(np.float64))
-        order = np.argsort(-seed, kind="stable").astype(np.int64)
-        cell = self._cell(emb)
+        flat = np.flatnonzero(mask)
+        where = np.unravel_index(flat, shape)
+        D = self.ndim
+        off = out["offset"].reshape(D, -1)
+        sg = out["sigma"].reshape(D, -1)
+        emb = np.empty((flat.size, D), np.float64)
+        sig = np.empty((flat.size, D), np.float64)
+        for d in range(D):
+            emb[:, d] = where[d] * self.spacing[d] / self.scale
+            emb[:, d] += off[d, flat]
+            sig[:, d] = sg[d, flat]
+        seed32 = seedmap.reshape(-1)[flat]
+        order = np.argsort(-seed32, kind="stable").astype(np.int64)
+        seed = seed32.astype(np.float64)
         ids, seeds = cluster(emb, sig, seed, order, SIGMA_GAIN, float(np.float32(p.seed_thresh)), int(p.min_size),
-                             int(p.min_unclustered_sum), float(p.new_fraction), cell)
-        labels[where] = ids
+                             int(p.min_unclustered_sum), float(p.new_fraction), 4.0 / self.scale,
+                             4 * flat.size + 4096)
+        labels.reshape(-1)[flat] = ids
         seed_idx = np.stack([w[seeds] for w in where], axis=1).astype(np.int64)
         centers = emb[seeds] * self.scale / self.spacing
         return Decoded(labels, seed[seeds].astype(np.float32), {"seeds": seed_idx, "centers": centers})
-
-    def _cell(self, emb: np.ndarray) -> float:
-        """Bucket size (normalized units) of the clustering grid: 4 pixels, coarser
-        when the embeddings spread so far that the grid would exceed ~4 cells per pixel."""
-        cell = 4.0 / self.scale
-        ext = emb.max(0) - emb.min(0)
-        limit = 4 * emb.shape[0] + 4096
-        while np.prod(np.floor(ext / cell) + 1) > limit:
-            cell *= 2.0
-        return float(cell)
