@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from cellseg._numba import jit, pjit, prange
+from cellseg._numba import jit, numba, pjit, prange
 
 _INF = 1e30
 
@@ -55,55 +55,65 @@ def star_dist_kernel(lab, n_rays, gy, gx, out):
     """
     H, W = lab.shape
     Hg = out.shape[1]
-    Wg = out.shape[2]
     st = np.float32(2.0 * math.pi / n_rays)
-    sr = np.empty(n_rays, np.float32)
-    sc = np.empty(n_rays, np.float32)
-    corr = np.empty(n_rays, np.float32)
+    # the positions along a ray, y_t = y_(t-1) + sin(phi) accumulated in float32,
+    # do not depend on the start pixel: tabulate them once (the march then has
+    # no loop-carried float dependency). A ray leaves the image after at most
+    # (H + W) / max(|sin|, |cos|) <= 1.5 (H + W) steps.
+    T = 3 * (H + W) // 2 + 4
+    ys = np.empty((n_rays, T), np.float32)
+    xs = np.empty((n_rays, T), np.float32)
     for k in range(n_rays):
         phi = np.float32(k) * st
-        sr[k] = math.sin(phi)
-        sc[k] = math.cos(phi)
-        corr[k] = np.float32(0.5) / max(abs(sr[k]), abs(sc[k])) - np.float32(1.0)
-    # rows interleaved over 64 blocks so that the static parallel schedule is
-    # balanced whatever the layout of the objects
-    nblk = min(64, Hg)
-    for blk in prange(nblk):
-        for i in range(blk, Hg, nblk):
-            _star_dist_row(lab, i, gy, gx, sr, sc, corr, out)
+        dr = np.float32(math.sin(phi))
+        dc = np.float32(math.cos(phi))
+        corr = np.float32(0.5) / max(abs(dr), abs(dc)) - np.float32(1.0)
+        # slot 0 holds the correction factor (position 0 is never tested)
+        ys[k, 0] = corr
+        xs[k, 0] = corr
+        y = np.float32(0.0)
+        x = np.float32(0.0)
+        for t in range(1, T):
+            y += dr
+            x += dc
+            ys[k, t] = y
+            xs[k, t] = x
+    for i in prange(Hg):
+        _star_dist_row(lab, i, gy, gx, ys, xs, out)
 
 
 @jit
-def _star_dist_row(lab, i, gy, gx, sr, sc, corr, out):
+def _star_dist_row(lab, i, gy, gx, ys, xs, out):
     """One output row of :func:`star_dist_kernel`, ray-major so that the
     writes ``out[k, i, :]`` are sequential (pixel-major order would write
-    n_rays streams one plane apart: L1 set conflicts)."""
+    n_rays streams one plane apart: L1 set conflicts). ys/xs: float32
+    (n_rays, T) tabulated positions along each ray, slot 0 = correction."""
     H, W = lab.shape
     Wg = out.shape[2]
     fi = np.float32(i * gy)
     row = i * gy
-    for k in range(sr.shape[0]):
-        dr = sr[k]
-        dc = sc[k]
-        ck = corr[k]
+    for k in range(ys.shape[0]):
+        ck = ys[k, 0]
+        dr = ys[k, 1]
+        dc = xs[k, 1]
+        yk = ys[k]
+        xk = xs[k]
         for j in range(Wg):
             v = lab[row, j * gx]
             if v == 0:
                 out[k, i, j] = 0.0
                 continue
             fj = np.float32(j * gx)
-            y = np.float32(0.0)
-            x = np.float32(0.0)
+            t = 1
             while True:
-                y += dr
-                x += dc
-                ii = int(np.rint(fi + y))
-                jj = int(np.rint(fj + x))
+                ii = int(np.rint(fi + yk[t]))
+                jj = int(np.rint(fj + xk[t]))
                 if ii < 0 or ii >= H or jj < 0 or jj >= W or lab[ii, jj] != v:
-                    y += ck * dr
-                    x += ck * dc
+                    y = yk[t] + ck * dr
+                    x = xk[t] + ck * dc
                     out[k, i, j] = math.sqrt(y * y + x * x)
                     break
+                t += 1
 
 
 @jit
@@ -898,3 +908,22 @@ def gather_dist_kernel(dist, flat):
         for k in range(R):
             out[t, k] = dist[k, i, j]
     return out
+
+
+# ============================================================================ runners
+
+
+def run_star_dist(lab, n_rays, gy, gx, out):
+    """:func:`star_dist_kernel` with a dynamic parallel schedule (chunks of 4 rows).
+
+    With numba's default static schedule a core taken by another process, or
+    rows without objects, leave the other threads waiting at the end.
+    """
+    with numba.parallel_chunksize(4):
+        star_dist_kernel(lab, n_rays, gy, gx, out)
+
+
+def run_edt_prob(lab, bb, ids, out):
+    """:func:`edt_prob_kernel` with a dynamic schedule (objects differ in size)."""
+    with numba.parallel_chunksize(1):
+        edt_prob_kernel(lab, bb, ids, out)

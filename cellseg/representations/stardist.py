@@ -100,7 +100,7 @@ def star_dist(labels: np.ndarray, n_rays: int = 32, grid=(1, 1)) -> np.ndarray:
     H, W = lab.shape
     out = np.empty((n_rays, (H - 1) // gy + 1 if H else 0, (W - 1) // gx + 1 if W else 0), np.float32)
     if out.size:
-        _k().star_dist_kernel(lab, n_rays, gy, gx, out)
+        _k().run_star_dist(lab, n_rays, gy, gx, out)
     return out
 
 
@@ -132,7 +132,7 @@ def edt_prob(labels: np.ndarray, grid=(1, 1)) -> np.ndarray:
     bb = k.object_bboxes_kernel(lab, mx + 1)
     ids = np.flatnonzero(bb[:, 0] >= 0).astype(np.int64)
     out = np.zeros(lab.shape, np.float32)
-    k.edt_prob_kernel(lab, bb, ids, out)
+    k.run_edt_prob(lab, bb, ids, out)
     return out
 
 
