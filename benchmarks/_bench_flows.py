@@ -1,0 +1,125 @@
+"""Cellpose / Omnipose flows: ours vs ``cellpose.dynamics`` (CPU), side by side.
+
+Rows per case:
+
+* ``targets``       Cellpose flow targets: ``Flows("cellpose").encode`` vs
+  ``cellpose.dynamics.labels_to_flows([labels])`` (CPU torch). ``equal``: share
+  of object pixels whose unit flows agree (cosine > 0.99), overall and away
+  from pixels touching another object (Cellpose's gradient reads the heat of a
+  touching neighbour, ours does not).
+* ``decode``        from the same dP (our 5x oracle flows) and cell probability
+  (logits +-10 for cellpose, prob 1/0 for us): ``Flows("cellpose").decode``
+  (niter 200, flow_threshold 0.4, min_size 15) vs
+  ``cellpose.dynamics.compute_masks(dP, cellprob, niter=200, min_size=15)``.
+  AP of both against the ground truth.
+* ``targets-omni`` / ``decode-omni``  Omnipose mode, ours only (no peer
+  installed): time and AP of the round trip.
+
+Timings alternate ours / peer ``repeat`` times; medians are reported.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from benchmarks._cases import ap
+
+
+def _peer():
+    try:
+        from benchmarks._peers import cellpose_dynamics
+
+        return cellpose_dynamics()
+    except Exception as e:  # pragma: no cover - depends on the environment
+        print(f"note: cellpose.dynamics not importable ({e}); peer columns empty")
+        return None
+
+
+def _alternate(fa, fb, repeat):
+    ta, tb, ra, rb = [], [], None, None
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        ra = fa()
+        ta.append(time.perf_counter() - t0)
+        if fb is not None:
+            t0 = time.perf_counter()
+            rb = fb()
+            tb.append(time.perf_counter() - t0)
+    return float(np.median(ta)), (float(np.median(tb)) if tb else None), ra, rb
+
+
+def _touching(lab):
+    from scipy import ndimage as ndi
+
+    big = np.iinfo(np.int32).max
+    mx = ndi.maximum_filter(lab, size=3, mode="constant", cval=0)
+    mn = ndi.minimum_filter(np.where(lab == 0, big, lab), size=3, mode="constant", cval=big)
+    return (lab > 0) & (((mx != lab) & (mx > 0)) | ((mn != lab) & (mn < big)))
+
+
+def warmup():
+    from cellseg.representations.flows import Flows
+
+    lab = np.zeros((48, 48), np.int32)
+    lab[5:20, 5:20] = 1
+    lab[22:40, 18:34] = 7
+    for mode in ("cellpose", "omnipose"):
+        rep = Flows(mode)
+        rep.decode(rep.oracle_outputs(lab))
+
+
+def run(cases, repeat: int = 3) -> list[dict]:
+    from cellseg.representations.flows import Flows
+
+    dyn = _peer()
+    warmup()
+    rows = []
+    cp = Flows("cellpose")
+    op = Flows("omnipose")
+    for case in cases:
+        lab = np.ascontiguousarray(case.labels, np.int32)
+        fg = lab > 0
+        # ---- Cellpose targets
+        t_o, t_p, enc, flows_p = _alternate(
+            lambda: cp.encode(lab),
+            (lambda: dyn.labels_to_flows([lab.copy()])[0]) if dyn else None, repeat)
+        eq = "-"
+        if dyn is not None:
+            ids_equal = np.array_equal(flows_p[0] > 0, fg)
+            cos = (enc["flow"] / 5.0 * flows_p[2:]).sum(0)
+            clean = fg & ~_touching(lab)
+            eq = (f"cos>0.99: {np.mean(cos[fg] > 0.99):.4f} all, {np.mean(cos[clean] > 0.99):.4f} non-touching"
+                  + ("" if ids_equal else " (fg differs!)"))
+        rows.append(dict(case=case.name, operation="targets", ours_s=t_o, peer_s=t_p, equal=eq))
+        # ---- Cellpose decode from the same dP / cellprob
+        out = cp.oracle_outputs(lab)
+        cellprob = np.where(out["prob"][0] > 0.5, 10.0, -10.0).astype(np.float32)
+        t_o, t_p, dec, m_p = _alternate(
+            lambda: cp.decode(out),
+            (lambda: dyn.compute_masks(out["flow"], cellprob, niter=200, min_size=15)) if dyn else None, repeat)
+        a_o = ap(lab, dec.labels)
+        row = dict(case=case.name, operation="decode", ours_s=t_o, peer_s=t_p, ap50_ours=a_o[0], ap75_ours=a_o[1])
+        if dyn is not None:
+            a_p = ap(lab, m_p.astype(np.int32))
+            row.update(ap50_peer=a_p[0], ap75_peer=a_p[1],
+                       equal=f"n ours {dec.n_objects}, peer {int(m_p.max())}, gt {case.n_objects}")
+        rows.append(row)
+        # ---- Omnipose mode (ours only)
+        t_o, _, out_o, _ = _alternate(lambda: op.encode(lab), None, repeat)
+        rows.append(dict(case=case.name, operation="targets-omni", ours_s=t_o))
+        t_o, _, dec_o, _ = _alternate(lambda: op.decode(out_o), None, repeat)
+        a_o = ap(lab, dec_o.labels)
+        rows.append(dict(case=case.name, operation="decode-omni", ours_s=t_o, ap50_ours=a_o[0], ap75_ours=a_o[1],
+                         equal=f"n ours {dec_o.n_objects}, gt {case.n_objects}"))
+    return rows
+
+
+if __name__ == "__main__":  # tiny local check: python -m benchmarks._bench_flows
+    from benchmarks._cases import Case
+
+    from cellseg.datasets.synthetic import synthetic_cells
+
+    lab = synthetic_cells((256, 256), n_cells=50, seed=0)[1]
+    for r in run([Case("synth-256", lab)], repeat=1):
+        print(r)
