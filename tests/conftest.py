@@ -63,3 +63,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _VIEWER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A small distance-map model trained for a few dozen steps on synthetic cells.
+
+    Good enough to find the bright blobs of the synthetic generator, fast to train
+    (seconds), and a real network: used by the Segmenter, tiling, block-wise and
+    CLI tests.
+    """
+    from cellseg.datasets.synthetic import synthetic_cells
+    from cellseg.train import TrainConfig, fit
+
+    pairs = [synthetic_cells((128, 128), n_cells=14, seed=s) for s in range(6)]
+    cfg = TrainConfig(epochs=3, steps_per_epoch=15, batch_size=4, patch_size=64, lr=3e-3, tune_thresholds=False,
+                      verbose=False, seed=0)
+    model = fit("distance", pairs, config=cfg, backbone={"depth": 2, "width": 8, "seed": 0})
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny_distance.pt"
+    model.save(path)
+    return path

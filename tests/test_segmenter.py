@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+
+from cellseg.datasets.synthetic import synthetic_cells, synthetic_stack
+from cellseg.metrics import matching
+from cellseg.models import load_model
+from cellseg.segmenter import Segmenter, SegmenterError
+
+
+@pytest.fixture(scope="module")
+def seg(tiny_model_path):
+    return Segmenter(load_model(tiny_model_path))
+
+
+def test_segments_synthetic_cells(seg):
+    img, gt = synthetic_cells((192, 160), n_cells=20, seed=11)
+    res = seg.segment(img)
+    assert res.labels.dtype == np.int32 and res.labels.shape == img.shape and res.axes == "YX"
+    m = matching(gt, res.labels, 0.5)
+    assert m.accuracy > 0.3, m  # a barely trained network still finds many cells (untrained: ~0)
+
+
+@pytest.mark.parametrize("tile", [64, 96, (64, 128)])
+def test_tiled_equals_untiled(seg, tile):
+    img, _ = synthetic_cells((200, 232), n_cells=30, seed=3)
+    full = seg.segment(img).labels
+    tiled = Segmenter(seg.model, tile=tile).segment(img).labels
+    assert full.max() > 5
+    np.testing.assert_array_equal(tiled, full)
+
+
+def test_progress_events_and_result(seg):
+    img, _ = synthetic_cells((128, 192), n_cells=10, seed=5)
+    events = []
+    gen = Segmenter(seg.model, tile=64).iter_segment(img)
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    predict = [e for e in events if e.stage == "predict"]
+    assert predict and predict[-1].done == predict[-1].total > 1
+    assert events[-1].fraction == 1.0
+    assert res.n_objects == len(np.unique(res.labels)) - 1
+
+
+def test_time_stack_and_linking(seg):
+    imgs, gts = synthetic_stack(n_frames=3, shape=(96, 96), n_cells=8, seed=2)
+    res = seg.segment(imgs, axes="TYX")
+    assert res.labels.shape == imgs.shape and res.axes == "TYX"
+    ids = [set(np.unique(f[f > 0]).tolist()) for f in res.labels]
+    assert not (ids[0] & ids[1])  # unlinked: ids unique across frames
+    linked = seg.segment(imgs, axes="TYX", link=True).labels
+    lids = [set(np.unique(f[f > 0]).tolist()) for f in linked]
+    assert len(lids[0] & lids[1]) >= 0.6 * len(lids[0])  # cells move a little: most keep their id
+
+
+def test_z_stack_with_2d_model_is_stitched(seg):
+    img, _ = synthetic_cells((96, 96), n_cells=8, seed=4)
+    vol = np.stack([img, img * 1.01, img * 0.99])
+    res = seg.segment(vol, axes="ZYX")
+    assert res.axes == "ZYX"
+    # the same cells in every slice: stitching gives each the same id through Z
+    assert set(np.unique(res.labels[0])) == set(np.unique(res.labels[2]))
+
+
+def test_channel_selection_and_axes_errors(seg):
+    img, _ = synthetic_cells((64, 64), n_cells=4, seed=1)
+    noise = np.random.default_rng(0).random(img.shape).astype(np.float32)
+    cyx = np.stack([noise, img])
+    a = seg.segment(cyx, axes="CYX", channel=1).labels
+    b = seg.segment(img).labels
+    np.testing.assert_array_equal(a, b)
+    c = seg.segment(np.moveaxis(cyx, 0, -1), axes="YXC", channel="nuclei", channel_names=["noise", "nuclei"]).labels
+    np.testing.assert_array_equal(c, b)
+    with pytest.raises(SegmenterError, match="choose one with channel"):
+        seg.segment(cyx, axes="CYX")
+    with pytest.raises(SegmenterError, match="no channel named"):
+        seg.segment(cyx, axes="CYX", channel="dapi", channel_names=["a", "b"])
+    with pytest.raises(SegmenterError, match="say which axes"):
+        seg.segment(cyx)
+    with pytest.raises(SegmenterError, match="do not match"):
+        seg.segment(img, axes="ZYX")
+
+
+def test_redecode_without_network(seg):
+    img, _ = synthetic_cells((128, 128), n_cells=12, seed=8)
+    s = Segmenter(seg.model, keep_outputs=True)
+    res = s.segment(img)
+    outputs = res.frames[0]["outputs"]
+    calls = []
+    orig = s.model.predict
+    s.model.predict = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        strict = s.decode(outputs, fg_thresh=0.95).labels
+    finally:
+        s.model.predict = orig
+    assert not calls
+    assert (strict > 0).sum() < (res.labels > 0).sum()
+
+
+def test_unknown_param_raises(seg):
+    with pytest.raises(TypeError, match="unknown"):
+        Segmenter(seg.model, params={"nonsense": 1})
+
+
+def test_constant_frame_gives_no_objects(seg):
+    res = seg.segment(np.full((64, 64), 7, np.uint16))
+    assert res.labels.max() == 0
