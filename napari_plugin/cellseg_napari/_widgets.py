@@ -147,7 +147,8 @@ class SegmentWidget(_ViewerWidget):
                                       value=_logic.default_model_choice())
         self._model_file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
         self._model_status = Label(label="", value="")
-        self._params = Container(label="thresholds", labels=True)
+        self._params_header = Label(label="", value="decode thresholds (changes re-decode at once):")
+        self._params = Container(label="", labels=True)
         self._tile = SpinBox(label="tile size", value=0, min=0, max=8192, step=64,
                              tooltip="tile size in pixels (0: the whole image at once)")
         self._pmin = FloatSpinBox(label="norm. pmin %", value=1.0, min=0.0, max=100.0, step=0.1)
@@ -162,7 +163,7 @@ class SegmentWidget(_ViewerWidget):
         super().__init__(
             napari_viewer,
             widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
-                     self._model_status, self._params, self._tile, self._pmin, self._pmax, self._link,
+                     self._model_status, self._params_header, self._params, self._tile, self._pmin, self._pmax, self._link,
                      self._show_outputs, self._show_polygons, self._run_button, self._cancel_button,
                      self._progress, self._status],
             labels=True,
