@@ -552,6 +552,11 @@ def follow_2d(step, py, px, niter, suppress, out_y, out_x):
     every step (Cellpose ``steps2D_interp``). With ``suppress`` (Omnipose), the
     step is the running average of the current and previous interpolated flows
     divided by ``1 + t``.
+
+    Without ``suppress`` the iteration is a fixed map, so a point that comes
+    back exactly (bit for bit) to its position of one or two steps before
+    repeats that cycle forever: the loop stops there and the end point is read
+    off the cycle (same result as running all ``niter`` steps).
     """
     Y = step.shape[0]
     X = step.shape[1]
@@ -562,7 +567,10 @@ def follow_2d(step, py, px, niter, suppress, out_y, out_x):
         x = px[i]
         dy0 = 0.0
         dx0 = 0.0
-        for t in range(niter + (1 if suppress else 0)):
+        py1 = -1.0  # position one step ago
+        px1 = -1.0
+        nsteps = niter + (1 if suppress else 0)
+        for t in range(nsteps):
             iy = min(max(int(math.floor(y)), 0), Y - 1)
             ix = min(max(int(math.floor(x)), 0), X - 1)
             iy1 = min(iy + 1, Y - 1)
@@ -588,15 +596,30 @@ def follow_2d(step, py, px, niter, suppress, out_y, out_x):
                 dx0 = dx
                 dy = dy / t
                 dx = dx / t
-            y = min(ymax, max(0.0, y + dy))
-            x = min(xmax, max(0.0, x + dx))
+            yn = min(ymax, max(0.0, y + dy))
+            xn = min(xmax, max(0.0, x + dx))
+            if not suppress:
+                if yn == y and xn == x:  # fixed point
+                    break
+                if yn == py1 and xn == px1:  # 2-cycle y -> yn (== y one step ago) -> y ...
+                    if (nsteps - 1 - t) % 2 == 1:
+                        yn = y
+                        xn = x
+                    y = yn
+                    x = xn
+                    break
+                py1 = y
+                px1 = x
+            y = yn
+            x = xn
         out_y[i] = y
         out_x[i] = x
 
 
 @pjit
 def follow_3d(step, pz, py, px, niter, suppress, out_z, out_y, out_x):
-    """3D twin of :func:`follow_2d` (``step`` float32 (Z, Y, X, 3), trilinear interpolation)."""
+    """3D twin of :func:`follow_2d` (``step`` float32 (Z, Y, X, 3), trilinear
+    interpolation, same cycle shortcut)."""
     Z = step.shape[0]
     Y = step.shape[1]
     X = step.shape[2]
@@ -609,7 +632,11 @@ def follow_3d(step, pz, py, px, niter, suppress, out_z, out_y, out_x):
         x = px[i]
         d0 = np.zeros(3)
         d = np.zeros(3)
-        for t in range(niter + (1 if suppress else 0)):
+        pz1 = -1.0
+        py1 = -1.0
+        px1 = -1.0
+        nsteps = niter + (1 if suppress else 0)
+        for t in range(nsteps):
             iz = min(max(int(math.floor(z)), 0), Z - 1)
             iy = min(max(int(math.floor(y)), 0), Y - 1)
             ix = min(max(int(math.floor(x)), 0), X - 1)
@@ -634,9 +661,24 @@ def follow_3d(step, pz, py, px, niter, suppress, out_z, out_y, out_x):
                     d[c] = 0.5 * (d[c] + d0[c])
                     d0[c] = d[c]
                     d[c] = d[c] / t
-            z = min(zmax, max(0.0, z + d[0]))
-            y = min(ymax, max(0.0, y + d[1]))
-            x = min(xmax, max(0.0, x + d[2]))
+            zn = min(zmax, max(0.0, z + d[0]))
+            yn = min(ymax, max(0.0, y + d[1]))
+            xn = min(xmax, max(0.0, x + d[2]))
+            if not suppress:
+                if zn == z and yn == y and xn == x:
+                    break
+                if zn == pz1 and yn == py1 and xn == px1:
+                    if (nsteps - 1 - t) % 2 == 0:
+                        z = zn
+                        y = yn
+                        x = xn
+                    break
+                pz1 = z
+                py1 = y
+                px1 = x
+            z = zn
+            y = yn
+            x = xn
         out_z[i] = z
         out_y[i] = y
         out_x[i] = x

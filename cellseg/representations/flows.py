@@ -105,7 +105,7 @@ FLOW_SCALE = 5.0
 #: Omnipose's distance target on the background
 DIST_BACKGROUND = -5.0
 _MODES = ("cellpose", "omnipose")
-_EIKONAL_TOL = 1e-9
+_EIKONAL_TOL = 1e-7  # max change of a full set of sweeps; float32 output is then exact
 _EIKONAL_MAX_SWEEPS = 500
 _GROW_MIN = 2  # Cellpose: seeds grow through bins with more than 2 end points
 _GROW_RADIUS = 5
