@@ -278,6 +278,23 @@ def test_reader_and_writer_round_trip(tmp_path, cells):
     assert read_labels(tmp_path / "s.tif").shape == stack.shape
     with pytest.raises(ValueError):
         _logic.write_labels_layer(tmp_path / "bad.png", gt, {})
+    # colour TIFF → an RGB image layer; 2-channel CYX → one layer keeping its channel axis
+    rgb = np.stack([(image * 200).astype(np.uint8)] * 3, axis=-1)
+    rgb[..., 0] = 0
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    (data, kw, kind), = _logic.read_layers(tmp_path / "rgb.tif")
+    assert kind == "image" and kw.get("rgb") and data.shape == rgb.shape
+    write_image(tmp_path / "two.tif", np.stack([gt, gt]).astype(np.uint16), axes="CYX",
+                channel_names=["a", "b"])
+    (data, kw, kind), = _logic.read_layers(tmp_path / "two.tif")
+    assert kind == "image" and kw["metadata"]["axes"] == "CYX" and kw["metadata"]["channel_names"] == ["a", "b"]
+    from cellseg_napari._io import get_reader
+
+    assert get_reader(str(tmp_path)) is None and get_reader(str(tmp_path / "x.png")) is None
+    assert callable(get_reader([str(lab_path), str(img_path)]))
+    assert [k for *_, k in get_reader(str(lab_path))([str(lab_path), str(img_path)])] == ["labels", "image"]
 
 
 def test_sample_data_layers():
