@@ -243,3 +243,12 @@ def test_import_is_light():
             "from cellseg.models import list_models; list_models(); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subsampled_outputs_rejected():
+    from cellseg.representations import get
+
+    with pytest.raises(ModelFormatError, match="grid"):
+        CellsegModel(make_config(get("stardist", grid=(2, 2)), TINY))
+    with pytest.raises(ModelFormatError, match="supports"):
+        CellsegModel(make_config(get("stardist"), {**TINY, "ndim": 3}))

@@ -55,7 +55,7 @@ def test_tiny_model_learns(plain_loss, tmp_path):
     assert len(hist) == 4
     assert hist[-1]["loss"] < 0.7 * hist[0]["loss"]
     assert hist[-1]["val_loss"] < hist[0]["val_loss"]
-    assert {"val_ap50", "val_seg", "loss_fg", "loss_dist", "lr"} <= set(hist[0])
+    assert {"val_ap50", "val_map", "val_seg", "loss_fg", "loss_dist", "lr"} <= set(hist[0])
     kinds = [e["event"] for e in events]
     assert kinds.count("step") == 32 and kinds.count("epoch") == 4 and kinds[-1] == "done"
     for f in ("last.pt", "best.pt", "model.pt", "history.json"):
@@ -64,12 +64,12 @@ def test_tiny_model_learns(plain_loss, tmp_path):
     loaded = CellsegModel.load(tmp_path / "model.pt", device="cpu")
     assert loaded.config["normalization"] == {"pmin": 1.0, "pmax": 99.8}
     assert loaded.config["training"]["train_data"]["n_images"] == 4
-    # the returned model holds the best epoch's weights
-    best = max(range(4), key=lambda i: hist[i]["val_ap50"])
+    # the returned model holds the weights of the best epoch (val mAP, then AP50, then val loss)
     ref = CellsegModel.load(tmp_path / "best.pt", device="cpu")
     x = np.random.default_rng(0).random((32, 32)).astype(np.float32)
     np.testing.assert_array_equal(ref.predict(x)["fg"], loaded.predict(x)["fg"])
-    assert hist[best]["val_ap50"] == max(h["val_ap50"] for h in hist)
+    best = 1 + max(range(4), key=lambda i: (hist[i]["val_map"], hist[i]["val_ap50"], -hist[i]["val_loss"]))
+    assert ref.config["training"]["best_epoch"] == best == loaded.config["training"]["best_epoch"]
 
 
 def _weights(model):

@@ -136,3 +136,11 @@ def test_distance_oracle_outputs_tune_to_perfect():
     bad = score_labels(labs, [rep.decode(o, {"fg_thresh": 0.01, "marker_thresh": 0.95 - 1e-3}).labels for o in outs])
     res = tune_params(rep, outs, labs)
     assert res.score > 0.9 and res.score > bad
+
+
+def test_time_limit_truncates():
+    rep = ThresholdRep()
+    o, lab = _scene(0, 0.55)
+    res = tune_params(rep, [o], [lab], space={"prob_thresh": (0.1, 0.9, 9)}, time_limit=0.0)
+    assert res.truncated and len(res.table) == 1
+    assert res.params["prob_thresh"] == 0.9  # the coarse grid starts at the highest threshold

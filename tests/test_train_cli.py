@@ -1,0 +1,88 @@
+"""``cellseg train`` front end (add_arguments / run) on a tiny synthetic folder."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tifffile = pytest.importorskip("tifffile")
+
+from cellseg.datasets.synthetic import synthetic_cells  # noqa: E402
+from cellseg.models import CellsegModel  # noqa: E402
+from cellseg.train import _cli  # noqa: E402
+from cellseg.train import loop as loop_mod  # noqa: E402
+
+from .test_train import _bce_loss  # noqa: E402
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(4):
+        im, lab = synthetic_cells((64, 64), n_cells=8, seed=i)
+        tifffile.imwrite(tmp_path / "data" / "images" / f"im{i}.tif", (im * 200).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "data" / "masks" / f"im{i}.tif", lab.astype(np.uint16))
+    return tmp_path / "data"
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="cellseg train")
+    _cli.add_arguments(p)
+    return p.parse_args(argv)
+
+
+TINY = ["--depth", "2", "--width", "4", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2",
+        "--patch-size", "32", "--quiet", "--threads", "1"]
+
+
+def test_train_folder_and_resume(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_mod, "representation_loss", _bce_loss)
+    out = tmp_path / "m.pt"
+    args = parse(["--representation", "distance", "--data", str(folder), "--out", str(out),
+                  "--val-fraction", "0.25", "--half", *TINY])
+    assert _cli.run(args) == 0
+    m = CellsegModel.load(out)
+    assert m.representation.name == "distance" and m.network.backbone_config.width == 4
+    assert m.config["training"]["val_data"]["n_images"] == 1
+    assert m.config["training"]["tuning"]["metric"] == "map"
+    assert (tmp_path / "m_checkpoints" / "last.pt").exists()
+    # resume a finished run: nothing to train, the model is written again
+    args = parse(["--representation", "distance", "--data", str(folder), "--out", str(out),
+                  "--val-fraction", "0.25", "--resume", "--no-tune-thresholds", *TINY])
+    assert _cli.run(args) == 0
+    # fine-tune from the saved model
+    out2 = tmp_path / "ft.pt"
+    args = parse(["--fine-tune", str(out), "--data", str(folder), "--out", str(out2), *TINY])
+    assert _cli.run(args) == 0
+    assert "fine_tuned_from" in CellsegModel.load(out2).config["training"]
+
+
+def test_errors_are_reported(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(loop_mod, "representation_loss", _bce_loss)
+    assert _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.tif")])) == 2
+    assert ".pt" in capsys.readouterr().err
+    assert _cli.run(parse(["--data", str(folder), "--out", str(tmp_path / "m.pt")])) == 2
+    assert "--representation is required" in capsys.readouterr().err
+    assert _cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "nope"),
+                           "--out", str(tmp_path / "m.pt")])) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
+                           "--patch-size", "30", "--depth", "2"])) == 2
+    assert "divisible" in capsys.readouterr().err
+    # float masks
+    tifffile.imwrite(folder / "masks" / "im0.tif", np.zeros((64, 64), np.float32) + 0.5)
+    assert _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt")])) == 2
+    assert "im0.tif" in capsys.readouterr().err
+
+
+def test_parser_is_importable_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, argparse; from cellseg.train import _cli; p = argparse.ArgumentParser(); "
+            "_cli.add_arguments(p); p.parse_args(['--data', 'x', '--out', 'y.pt']); "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
