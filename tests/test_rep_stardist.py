@@ -439,3 +439,14 @@ def test_hidden_objects_are_dropped_and_relabelled():
     # the small diamond (lower score) is painted first and then fully covered: dropped
     assert dec.n_objects == 2
     np.testing.assert_allclose(dec.scores, [0.9, 0.7])
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, cellseg.representations.stardist as S; S.StarDist(8).heads(); "
+            "print(sorted(m for m in ('numba', 'torch', 'cellseg.representations._stardist_kernels') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -607,12 +607,14 @@ def _cell_range(lo, hi, g0, cell, n):
 
 
 @jit
-def _is_suppressed(j, geo, grid, thresh, use_iou, stamp, scratch):
+def _is_suppressed(j, jx, jy, geo, kept, grid, thresh, use_iou, stamp, scratch):
     """Whether a kept polygon registered in the grid overlaps j by more than thresh.
 
-    Returns (suppressed, number of exact intersections computed).
+    jx, jy: float64 vertices of candidate j. Returns (suppressed, number of
+    exact intersections computed).
     """
-    vx, vy, cx, cy, area, bx0, by0, bx1, by1 = geo
+    cx, cy, area, bx0, by0, bx1, by1 = geo
+    kvx, kvy, slot = kept
     head, nxt, item, gx0, gy0, cell, gw, gh = grid
     xa, xb = _cell_range(bx0[j], bx1[j], gx0, cell, gw)
     ya, yb = _cell_range(by0[j], by1[j], gy0, cell, gh)
@@ -633,7 +635,8 @@ def _is_suppressed(j, geo, grid, thresh, use_iou, stamp, scratch):
                 bound = min(ix * iy, area[i], area[j])
                 if _overlap_value(bound, area[i], area[j], use_iou) <= thresh:
                     continue
-                inter = star_intersection_area(vx[j], vy[j], cx[j], cy[j], vx[i], vy[i], cx[i], cy[i], scratch)
+                s_ = slot[i]
+                inter = star_intersection_area(jx, jy, cx[j], cy[j], kvx[s_], kvy[s_], cx[i], cy[i], scratch)
                 n_exact += 1
                 if _overlap_value(inter, area[i], area[j], use_iou) > thresh:
                     return True, n_exact
@@ -641,31 +644,12 @@ def _is_suppressed(j, geo, grid, thresh, use_iou, stamp, scratch):
 
 
 @jit
-def _nms_geometry(coords, points, vx, vy, cx, cy, area, bx0, by0, bx1, by1, ext):
-    N = coords.shape[0]
+def _vertices(coords, i, vx, vy):
+    """float64 vertices (x = column, y = row) of polygon i of float32 coords."""
     R = coords.shape[2]
-    for i in range(N):
-        cy[i] = points[i, 0]
-        cx[i] = points[i, 1]
-        lo_x = cx[i]
-        hi_x = cx[i]
-        lo_y = cy[i]
-        hi_y = cy[i]
-        for k in range(R):
-            x = np.float64(coords[i, 1, k])
-            y = np.float64(coords[i, 0, k])
-            vx[i, k] = x
-            vy[i, k] = y
-            lo_x = min(lo_x, x)
-            hi_x = max(hi_x, x)
-            lo_y = min(lo_y, y)
-            hi_y = max(hi_y, y)
-        area[i] = polygon_area_kernel(vx[i], vy[i])
-        bx0[i] = lo_x
-        by0[i] = lo_y
-        bx1[i] = hi_x
-        by1[i] = hi_y
-        ext[i] = max(hi_x - lo_x, hi_y - lo_y)
+    for k in range(R):
+        vx[k] = np.float64(coords[i, 1, k])
+        vy[k] = np.float64(coords[i, 0, k])
 
 
 @jit
@@ -674,9 +658,7 @@ def nms_kernel(coords, points, thresh, use_iou):
 
     coords float32 (N, 2, R) vertex rows/columns (``dist_to_coord``), points
     int64 (N, 2) their centres; thresh float64; use_iou: overlap =
-    inter/union if True else inter/min(area) (StarDist). Serial on purpose: a
-    speculative block-parallel variant was measured slower on a loaded
-    2-core machine (one parallel region per block).
+    inter/union if True else inter/min(area) (StarDist).
 
     Candidate j is kept iff no kept i < j overlaps it by more than ``thresh``
     (identical to StarDist's loop that lets every kept polygon suppress the
@@ -685,16 +667,17 @@ def nms_kernel(coords, points, thresh, use_iou):
     their bounding boxes, so each candidate is only compared with kept
     polygons whose boxes meet its box; the area of the boxes' intersection
     bounds the polygon intersection and skips the exact computation when it
-    cannot exceed the threshold. Returns a bool (N,) keep mask and the number
-    of exact overlaps computed.
+    cannot exceed the threshold. Memory: O(N) besides the input (float64
+    vertices are kept for the kept polygons only). Serial on purpose: a
+    speculative block-parallel variant was measured slower on a loaded 2-core
+    machine (one parallel region per block). Returns a bool (N,) keep mask
+    and the number of exact overlaps computed.
     """
     N = coords.shape[0]
     R = coords.shape[2]
     keep = np.zeros(N, np.bool_)
     if N == 0:
         return keep, 0
-    vx = np.empty((N, R), np.float64)
-    vy = np.empty((N, R), np.float64)
     cx = np.empty(N, np.float64)
     cy = np.empty(N, np.float64)
     area = np.empty(N, np.float64)
@@ -703,8 +686,19 @@ def nms_kernel(coords, points, thresh, use_iou):
     bx1 = np.empty(N, np.float64)
     by1 = np.empty(N, np.float64)
     ext = np.empty(N, np.float64)
-    _nms_geometry(coords, points, vx, vy, cx, cy, area, bx0, by0, bx1, by1, ext)
-    geo = (vx, vy, cx, cy, area, bx0, by0, bx1, by1)
+    jx = np.empty(R, np.float64)
+    jy = np.empty(R, np.float64)
+    for i in range(N):
+        _vertices(coords, i, jx, jy)
+        cy[i] = points[i, 0]
+        cx[i] = points[i, 1]
+        bx0[i] = min(cx[i], jx.min())
+        bx1[i] = max(cx[i], jx.max())
+        by0[i] = min(cy[i], jy.min())
+        by1[i] = max(cy[i], jy.max())
+        area[i] = polygon_area_kernel(jx, jy)
+        ext[i] = max(bx1[i] - bx0[i], by1[i] - by0[i])
+    geo = (cx, cy, area, bx0, by0, bx1, by1)
     cell = max(4.0, np.median(ext))
     # bucket grid over the centres' extent (boxes are clamped to it: boxes that
     # overlap still share a cell after clamping)
@@ -717,16 +711,34 @@ def nms_kernel(coords, points, thresh, use_iou):
     nxt = np.empty(cap, np.int64)
     item = np.empty(cap, np.int64)
     n_ent = 0
+    kcap = 64
+    kvx = np.empty((kcap, R), np.float64)
+    kvy = np.empty((kcap, R), np.float64)
+    slot = np.full(N, -1, np.int64)
+    n_kept = 0
     stamp = np.full(N, -1, np.int64)
     scratch = make_scratch(R)
     n_exact = 0
     for j in range(N):
+        _vertices(coords, j, jx, jy)
         grid = (head, nxt, item, gx0, gy0, cell, gw, gh)
-        sup, ne = _is_suppressed(j, geo, grid, thresh, use_iou, stamp, scratch)
+        sup, ne = _is_suppressed(j, jx, jy, geo, (kvx, kvy, slot), grid, thresh, use_iou, stamp, scratch)
         n_exact += ne
         if sup:
             continue
         keep[j] = True
+        if n_kept == kcap:
+            kvx2 = np.empty((2 * kcap, R), np.float64)
+            kvy2 = np.empty((2 * kcap, R), np.float64)
+            kvx2[:kcap] = kvx
+            kvy2[:kcap] = kvy
+            kvx = kvx2
+            kvy = kvy2
+            kcap *= 2
+        kvx[n_kept] = jx
+        kvy[n_kept] = jy
+        slot[j] = n_kept
+        n_kept += 1
         xa, xb = _cell_range(bx0[j], bx1[j], gx0, cell, gw)
         ya, yb = _cell_range(by0[j], by1[j], gy0, cell, gh)
         for gyi in range(ya, yb + 1):
