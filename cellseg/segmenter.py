@@ -172,7 +172,9 @@ class Segmenter:
         from .tiling import predict_tiled
 
         if norm_range is None:
-            x = normalize_percentile(image, *self.normalize)
+            # one percentile pair per channel for multi-channel input (C, *spatial)
+            axis = tuple(range(1, image.ndim)) if image.ndim > self.spatial_ndim else None
+            x = normalize_percentile(image, *self.normalize, axis=axis)
         else:
             lo, hi = (np.float32(v) for v in norm_range)
             x = (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
