@@ -157,7 +157,9 @@ def segment_file(
         msg = str(exc) or type(exc).__name__
         if not isinstance(exc, (ValueError, OSError, KeyError)):
             msg = f"{type(exc).__name__}: {msg}\n{traceback.format_exc(limit=3)}"
-        return FileResult(str(path), "failed", message=f"{path}: {msg}")
+        if not msg.startswith(str(path)):
+            msg = f"{path}: {msg}"
+        return FileResult(str(path), "failed", message=msg)
     out_dir.mkdir(parents=True, exist_ok=True)
     # intensity image without C for measurements
     inten = img.data
