@@ -105,6 +105,8 @@ def test_resume_errors(plain_loss, tmp_path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         fit("distance", data(2), config=cfg(), backbone=BB, out_dir=tmp_path, resume=True)
     fit("distance", data(2), config=cfg(epochs=1, steps_per_epoch=1), backbone=BB, out_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="resume"):
+        fit("distance", data(2), config=cfg(epochs=1, steps_per_epoch=1), backbone=BB, out_dir=tmp_path)
     with pytest.raises(ValueError, match="differ"):
         fit("distance", data(2), config=cfg(), backbone={**BB, "width": 4}, out_dir=tmp_path, resume=True)
 
@@ -158,3 +160,14 @@ def test_fit_with_representation_loss(rep_name):
     hist = model.config["training"]["history"]
     assert all(np.isfinite(h["loss"]) for h in hist)
     assert hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_fit_3d(plain_loss):
+    from cellseg.datasets.synthetic import synthetic_cells_3d
+
+    vols = [synthetic_cells_3d((16, 32, 32), n_cells=4, seed=i) for i in range(2)]
+    rep = get("distance", ndim=3)
+    c = cfg(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=(8, 16, 16), augment=AugmentConfig())
+    model = fit(rep, vols, val=vols[:1], config=c, backbone={"ndim": 3, "depth": 1, "width": 2})
+    assert model.ndim == 3 and model.config["axes"] == "ZYX"
+    assert model.predict(vols[0][0].astype(np.float32))["dist"].shape == (1, 16, 32, 32)

@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     try:
         run_recipe(args.recipe, args.out, data_root=args.data_root, resume=args.resume, epochs=args.epochs,
                    steps_per_epoch=args.steps_per_epoch, device=args.device, threads=args.threads, smoke=args.smoke)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 val_fraction = None
         result = fit(rep, train, val=val, config=cfg, out_dir=ckpt, resume=args.resume, device=args.device,
                      backbone=backbone, model=model, val_fraction=val_fraction, name=out.stem)
-    except (DataError, ModelFormatError, ValueError, FileNotFoundError, TypeError) as exc:
+    except (DataError, ModelFormatError, ValueError, FileNotFoundError, FileExistsError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -314,6 +314,9 @@ def fit(
     state = {"epoch": 0, "step": 0, "best": [-math.inf], "history": [], "elapsed": 0.0,
              "acc": {"n": 0, "loss": 0.0, "parts": {}}}
     best_state = None
+    if not resume and out is not None and (out / "last.pt").exists():
+        raise FileExistsError(f"{out} already holds a training checkpoint (last.pt); resume it with resume=True "
+                              "(--resume) or choose another output folder")
     if resume:
         if out is None:
             raise ValueError("resume=True needs out_dir")

@@ -1,0 +1,64 @@
+"""Recipes of the bundled models: fixed splits without leaks, and a smoke run on the real data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cellseg.models import recipes
+
+
+def test_recipe_table():
+    names = recipes.list_recipes()
+    for rep in ("stardist", "flows", "distance", "offsets"):
+        assert f"nuclei-{rep}" in names and f"hela-dic-{rep}" in names
+        assert recipes.get_recipe(f"nuclei-{rep}").representation == rep
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipes.get_recipe("nuclei-unet")
+    # every recipe's patch size fits its backbone
+    for n in names:
+        r = recipes.get_recipe(n)
+        assert r.train["patch_size"] % 2 ** r.backbone["depth"] == 0
+
+
+def test_missing_data_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("CELLSEG_DATA", raising=False)
+    with pytest.raises(ValueError, match="data-root"):
+        recipes.prepare_data(recipes.get_recipe("nuclei-distance"))
+    with pytest.raises(FileNotFoundError):
+        recipes.prepare_data(recipes.get_recipe("nuclei-distance"), tmp_path / "nope")
+
+
+@pytest.mark.data
+def test_dsb_split_is_fixed_and_disjoint(dsb2018):
+    from cellseg.datasets import FolderDataset
+
+    ds = FolderDataset.dsb2018(dsb2018, modality="fluorescence")
+    rest, test = ds.split(0.1, seed=recipes.DSB_TEST_SEED)
+    train, val = ds.subset(rest).split(0.1, seed=recipes.DSB_VAL_SEED)
+    assert len(test) == round(0.1 * len(ds.names))
+    assert not set(test) & set(rest) and not set(train) & set(val)
+    assert sorted(train + val + test) == sorted(ds.names)
+    # prepare_data uses exactly this split (checked on 4 images per split to keep it fast)
+    _, _, _, split = recipes.prepare_data(recipes.get_recipe("nuclei-stardist"), dsb2018.parent, max_images=4)
+    assert split["test"] == sorted(test)[:4] and split["val"] == sorted(val)[:4] and split["train"] == sorted(train)[:4]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["nuclei-distance", "hela-dic-distance"])
+def test_recipe_smoke_run(name, data_dir, tmp_path):
+    torch = pytest.importorskip("torch")  # noqa: F841
+    metrics = recipes.run_recipe(name, tmp_path, data_root=data_dir, smoke=True, threads=1, verbose=False)
+    for key in ("ap50", "ap75", "ap90", "map_50_95", "f1_50", "seg"):
+        assert 0.0 <= metrics[key] <= 1.0 or metrics[key] != metrics[key]
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "SMOKE RUN" in card and "## Test results" in card
+    assert ("Caicedo" in card) if name.startswith("nuclei") else ("Maška" in card)
+    from cellseg.models import CellsegModel
+
+    m = CellsegModel.load(tmp_path / "model.pt")
+    assert m.config["training"]["test"]["n_images"] == len(split["test"])
+    assert m.config["training"]["recipe"] == name
