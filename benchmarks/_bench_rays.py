@@ -143,7 +143,8 @@ def run(cases, repeat: int = 3) -> list[dict]:
             L_o = S.polygons_to_label(coords[keep], lab.shape, prob=sc[keep])
             L_p = peer[1].polygons_to_label(d[keep], pts[keep], prob=sc[keep], shape=lab.shape)
             px = int(np.count_nonzero(L_o != L_p))
-            eq = f"kept {'=' if n_diff == 0 else f'{n_diff} differ'}/{int(keep.sum())}, px {'=' if px == 0 else px}"
+            eq = (f"kept {'same' if n_diff == 0 else f'{n_diff} differ'} ({int(keep.sum())}), "
+                  f"px {'same' if px == 0 else f'{px} differ'}")
             same, npx = _same_partition(l_o, l_p)
             note = f"{sc.size} candidates; full pipelines {'same labels' if same else f'differ on {npx} px (tie order)'}"
         rows.append(dict(case=case.name, operation="decode", ours_s=t_o, peer_s=t_p,
