@@ -81,12 +81,20 @@ class TrainConfig:
     tune_metric: str = "map"  # "map" (mean AP over IoU 0.5:0.9), "ap50" or "seg"
     tune_time_limit: float | None = None  # seconds for the threshold search (None: no limit)
     verbose: bool = True
+    #: mixed precision for the training forward pass: "auto" (bfloat16 where the device
+    #: supports it: CUDA, or CPUs with AVX512-BF16/AMX, about 2x faster on CPU), "bf16", or "off".
+    #: Losses are always computed in float32; inference stays float32.
+    amp: str = "auto"
+    #: channels-last memory layout for 2D training (faster oneDNN convolutions on CPU)
+    channels_last: bool = True
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "val_every"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"TrainConfig.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not self.lr > 0:
@@ -134,6 +142,31 @@ def _as_data(data, rep_ndim: int, in_channels: int, normalization, what: str) ->
         return TrainingData.from_arrays(list(data), ndim=rep_ndim, in_channels=in_channels,
                                         normalization=normalization, source=what)
     raise TypeError(f"{what} must be TrainingData, a folder path or a list of (image, labels), got {type(data).__name__}")
+
+
+def _cpu_has_bf16() -> bool:
+    """True on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _autocast(cfg: "TrainConfig", dev: torch.device):
+    """The autocast context for a training forward pass (a null context when off)."""
+    import contextlib
+
+    if cfg.amp == "off":
+        return contextlib.nullcontext()
+    if dev.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+    if dev.type == "cpu" and (cfg.amp == "bf16" or _cpu_has_bf16()):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
@@ -298,6 +331,9 @@ def fit(
             model.config["name"] = name
         model.to(dev)
     net = model.network
+    channels_last = bool(cfg.channels_last and model.ndim == 2)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     patch = cfg.patch_shape(bb.ndim, model.div_by)
     loss_fn = representation_loss(rep)
     sampler = PatchSampler(train, rep, patch, cfg.augment, cfg.fg_prob)
@@ -375,7 +411,11 @@ def fit(
                 torch.manual_seed(seed)
                 x, tg = sampler.batch(rng, cfg.batch_size)
                 xt, tt = _to_tensors(x, tg, dev)
-                raw = net(xt)
+                if channels_last:
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+                with _autocast(cfg, dev):
+                    raw = net(xt)
+                raw = {k: v.float() for k, v in raw.items()}
                 total, parts = loss_fn(raw, tt)
                 if not torch.isfinite(total):
                     raise FloatingPointError(f"loss became {total.item()} at epoch {epoch + 1} step {step + 1}; "
