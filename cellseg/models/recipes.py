@@ -104,7 +104,7 @@ def _data_root(data_root) -> Path:
     root = data_root or os.environ.get("CELLSEG_DATA")
     if not root:
         raise ValueError("pass --data-root (or set CELLSEG_DATA) to the folder holding the training data")
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist")
     return root
