@@ -159,25 +159,11 @@ def roundtrip_sets(rep, decode, max_per_set=None, verbose=True) -> dict:
 
 
 def _ap_counts(y_true, y_pred, th):
-    """(TP, FP, FN) at IoU ``th`` after optimal one-to-one matching."""
-    from scipy.optimize import linear_sum_assignment
+    """(TP, FP, FN) at IoU ``th`` (``cellseg.metrics.matching``)."""
+    from cellseg.metrics import matching
 
-    t = y_true.ravel().astype(np.int64)
-    p = y_pred.ravel().astype(np.int64)
-    ti, t_inv = np.unique(t, return_inverse=True)
-    pi, p_inv = np.unique(p, return_inverse=True)
-    ov = np.zeros((ti.size, pi.size), np.int64)
-    np.add.at(ov, (t_inv, p_inv), 1)
-    at, ap_ = ov.sum(1), ov.sum(0)
-    kt, kp = ti != 0, pi != 0
-    ov, at, ap_ = ov[kt][:, kp], at[kt], ap_[kp]
-    nt, npred = ov.shape
-    if nt == 0 or npred == 0:
-        return 0, npred, nt
-    iou = ov / (at[:, None] + ap_[None, :] - ov)
-    r, c = linear_sum_assignment(-(iou * (iou >= th)))
-    tp = int(np.count_nonzero(iou[r, c] >= th))
-    return tp, npred - tp, nt - tp
+    m = matching(y_true, y_pred, thresh=th)
+    return m.tp, m.fp, m.fn
 
 
 if __name__ == "__main__":

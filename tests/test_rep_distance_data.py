@@ -12,23 +12,15 @@ import csv
 import numpy as np
 import pytest
 
+from cellseg.metrics import matching
 from cellseg.representations.distance import DistanceMap
-from tests.reference.ref_distance import _ious
 
 pytestmark = pytest.mark.data
 
 
 def _counts(gt, pred, thr=0.5):
-    from scipy.optimize import linear_sum_assignment
-
-    iou = _ious(gt, pred)
-    nt, npred = iou.shape
-    if nt == 0 or npred == 0:
-        return 0, npred, nt
-    ok = iou >= thr
-    r, c = linear_sum_assignment(-(ok * (1 + iou)))
-    tp = int(ok[r, c].sum())
-    return tp, npred - tp, nt - tp
+    m = matching(gt, pred, thresh=thr)
+    return m.tp, m.fp, m.fn
 
 
 def _pooled_ap(labels_list, rep):
