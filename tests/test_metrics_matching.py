@@ -258,13 +258,34 @@ def test_matching_dataset_pools_counts_and_by_image_averages():
 def test_average_precision():
     rng = np.random.default_rng(8)
     yt, yp = random_label_pair(rng, dtype=np.int32)
-    ap = average_precision(yt, yp)
     res = matching(yt, yp, DEFAULT_THRESHOLDS)
+    ap = average_precision(yt, yp)
+    assert ap.thresholds == DEFAULT_THRESHOLDS and ap.n_images == 1
     assert ap.ap == tuple(r.accuracy for r in res)
-    assert ap.mean_ap == pytest.approx(np.mean([r.accuracy for r in res]))
-    assert ap[0.75] == res[5].accuracy
-    lst = average_precision([yt, yt], [yp, yt], thresh=(0.5, 0.9))
-    assert lst.n_images == 2 and len(lst.ap) == 2
+    assert ap.mean_ap == pytest.approx(np.mean([r.accuracy for r in res]), abs=1e-12)
+    assert ap.at(0.75) == res[5].accuracy
+    with pytest.raises(KeyError, match="0.6 not evaluated"):
+        average_precision(yt, yp, thresholds=(0.5,)).at(0.6)
+    # unpacks as (AP per threshold, mean AP)
+    per_thr, mean_ap = average_precision(yt, yp)
+    assert per_thr == ap.ap and mean_ap == ap.mean_ap
+    # several images: TP/FP/FN pooled first (not the mean of per-image APs)
+    rng = np.random.default_rng(9)
+    pairs = [random_label_pair(rng, dtype=np.uint16) for _ in range(6)]
+    ys_t, ys_p = [p[0] for p in pairs], [p[1] for p in pairs]
+    per_thr, mean_ap = average_precision(ys_t, ys_p, thresholds=(0.5, 0.9))
+    pooled = matching_dataset(ys_t, ys_p, (0.5, 0.9))
+    assert per_thr == (pooled[0].accuracy, pooled[1].accuracy)
+    assert mean_ap == pytest.approx((pooled[0].accuracy + pooled[1].accuracy) / 2, abs=1e-12)
+    # thresh= is the same keyword as in matching(); both at once is an error
+    assert tuple(average_precision(ys_t, ys_p, thresh=(0.5, 0.9))) == (per_thr, mean_ap)
+    assert average_precision(ys_t, tuple(ys_p), thresh=0.5).n_images == 6
+    with pytest.raises(ValueError, match="either thresholds or thresh"):
+        average_precision(yt, yp, thresholds=(0.5,), thresh=0.5)
+    with pytest.raises(ValueError, match="both be arrays or both be sequences"):
+        average_precision([yt], yp)
+    with pytest.raises(ValueError, match="thresh"):
+        average_precision(yt, yp, thresholds=(0.5, 0))
 
 
 # --------------------------------------------------------------------------- validation

@@ -600,6 +600,11 @@ class AveragePrecision:
 
     ``mean_ap`` is the mean over ``thresholds`` (by default 0.5:0.05:0.95,
     the DSB 2018 score). For several images TP/FP/FN are pooled first.
+    Unpacks as ``(ap per threshold, mean AP)``::
+
+        ap, mean_ap = average_precision(ys_true, ys_pred)
+
+    :meth:`at` looks up the AP of one threshold.
     """
 
     thresholds: tuple[float, ...]
@@ -608,7 +613,11 @@ class AveragePrecision:
     criterion: str
     n_images: int
 
-    def __getitem__(self, thr: float) -> float:
+    def __iter__(self):
+        return iter((self.ap, self.mean_ap))
+
+    def at(self, thr: float) -> float:
+        """AP at threshold ``thr`` (one of :attr:`thresholds`, compared to 1e-9)."""
         for t, a in zip(self.thresholds, self.ap):
             if abs(t - thr) < 1e-9:
                 return a
@@ -619,23 +628,35 @@ class AveragePrecision:
                 "criterion": self.criterion, "n_images": self.n_images}
 
 
-def average_precision(y_true, y_pred, thresh=DEFAULT_THRESHOLDS, criterion: str = "iou", *,
-                      name: str | None = None) -> AveragePrecision:
-    """AP at each threshold (TP / (TP + FP + FN), DSB 2018 / StarDist / Cellpose
-    convention) and the mean over the thresholds (default 0.5:0.05:0.95).
+_UNSET = object()
 
-    ``y_true`` / ``y_pred``: one pair of label arrays, or two sequences (lists
-    or tuples) of label arrays whose TP/FP/FN are pooled.
+
+def average_precision(ys_true, ys_pred, thresholds=DEFAULT_THRESHOLDS, criterion: str = "iou", *,
+                      thresh=_UNSET, name: str | None = None) -> AveragePrecision:
+    """AP at each threshold (TP / (TP + FP + FN) after optimal one-to-one
+    matching at score >= τ: the DSB 2018 / StarDist / Cellpose convention, not
+    the area under a precision-recall curve) and the mean over the thresholds
+    (default 0.5:0.05:0.95).
+
+    ``ys_true`` / ``ys_pred``: one pair of label arrays, or two sequences (lists
+    or tuples) of label arrays whose TP/FP/FN are pooled over the images.
+    ``thresh`` is accepted as another name for ``thresholds`` (as in
+    :func:`matching`); giving both raises. The result unpacks as
+    ``(ap per threshold, mean AP)``; see :class:`AveragePrecision`.
     """
+    if thresh is not _UNSET:
+        if thresholds is not DEFAULT_THRESHOLDS:
+            raise ValueError("average_precision: give either thresholds or thresh, not both")
+        thresholds = thresh
     crit = _check_criterion(criterion)
-    thresholds, _ = _check_thresholds(thresh)
-    if isinstance(y_true, (list, tuple)) or isinstance(y_pred, (list, tuple)):
-        if not (isinstance(y_true, (list, tuple)) and isinstance(y_pred, (list, tuple))):
-            raise ValueError("y_true and y_pred must both be arrays or both be sequences of arrays")
-        res = matching_dataset(y_true, y_pred, thresholds, crit)
-        n_images = len(y_true)
+    thrs, _ = _check_thresholds(thresholds)
+    if isinstance(ys_true, (list, tuple)) or isinstance(ys_pred, (list, tuple)):
+        if not (isinstance(ys_true, (list, tuple)) and isinstance(ys_pred, (list, tuple))):
+            raise ValueError("ys_true and ys_pred must both be arrays or both be sequences of arrays")
+        res = matching_dataset(ys_true, ys_pred, thrs, crit)
+        n_images = len(ys_true)
     else:
-        res = _matchings(overlap_table(y_true, y_pred, name=name), thresholds, crit, False)
+        res = _matchings(overlap_table(ys_true, ys_pred, name=name), thrs, crit, False)
         n_images = 1
     ap = tuple(float(r.accuracy) for r in res)
-    return AveragePrecision(thresholds, ap, float(np.mean(ap)), crit, n_images)
+    return AveragePrecision(thrs, ap, math.fsum(ap) / len(ap), crit, n_images)
