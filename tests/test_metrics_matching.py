@@ -91,6 +91,33 @@ def test_overlap_many_pairs_grows_hash_table():
     assert overlap_table(yt, yp).n_pairs > 4 * (50 + 50 + 64)
 
 
+def test_overlap_more_pairs_than_the_initial_table_cap():
+    # ~760k distinct pairs: more than the 2**19 the first (capped) table holds;
+    # compared with a sort-based contingency table (np.unique on pair keys)
+    rng = np.random.default_rng(1)
+    yt = rng.integers(0, 1001, (1200, 1200)).astype(np.int32)
+    yp = rng.integers(0, 1001, (1200, 1200)).astype(np.int32)
+    tab = overlap_table(yt, yp)
+    both = (yt > 0) & (yp > 0)
+    keys, counts = np.unique(yt[both].astype(np.int64) * 1001 + yp[both], return_counts=True)
+    assert tab.n_pairs == keys.size > 1 << 19
+    got = tab.true_ids[tab.pair_true] * 1001 + tab.pred_ids[tab.pair_pred]
+    assert np.array_equal(got, keys) and np.array_equal(tab.inter, counts)
+
+
+def test_direct_and_compacted_id_paths_agree():
+    # ids up to max(2**22, n pixels) are counted directly, larger ones compacted first
+    yt = np.zeros((5, 6), np.int64)
+    yt[:2] = 2**22
+    yt[3:, :3] = 5
+    for big in (2**22, 2**22 + 1, 2**31 - 1, 2**33):
+        yp = np.where(yt > 0, big, 0)
+        yp[4, 5] = 17
+        _check_table(yt, yp)
+        tab = overlap_table(yp, yt)
+        assert tab.true_ids.tolist() == [17, big] and tab.true_area.tolist() == [1, 18]
+
+
 def test_overlap_empty_and_3d():
     z = np.zeros((4, 5), np.uint16)
     tab = overlap_table(z, z)

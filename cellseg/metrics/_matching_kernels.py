@@ -5,7 +5,8 @@ Kernel contract (checked by the public callers, not here):
 * label arrays are 1-D, C-contiguous ``int32`` with values ``>= 0``
   (0 = background) and of equal length;
 * ``max_a`` / ``max_b`` are their maxima (small enough that arrays of
-  ``max + 1`` int64 counters fit in memory; the caller compacts ids otherwise).
+  ``max + 1`` int64 counters fit in memory: the caller compacts ids larger
+  than both 2**22 and the number of pixels).
 
 Nothing here compiles at import: ``@jit`` compiles on first call and caches.
 """
@@ -131,8 +132,11 @@ def overlap_int32(a, b, max_a, max_b):
     """
     n = a.shape[0]
     stride = np.int64(max_b) + 1
-    # room for a few pairs per possible object (and never more than one per pixel)
-    want = min(n, 4 * (max_a + max_b + 64))
+    # room for a few pairs per possible object, never more than one per pixel,
+    # and at most 2**20 slots (16 MiB) to start with: sparse large ids would
+    # otherwise size the table by the id range; more pairs than that take a
+    # rescan with a 4x larger table (rare: > 512k overlapping pairs)
+    want = min(n, 4 * (max_a + max_b + 64), 1 << 19)
     bits = 10
     while (1 << bits) < 2 * want:
         bits += 1

@@ -70,8 +70,9 @@ CRITERIA = ("iou", "iot", "iop")
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 _INT64_MAX = int(np.iinfo(np.int64).max)
-# largest id for which the kernel uses direct id -> counter arrays; beyond it ids
-# are compacted first with np.unique (slower, but never allocates by id value)
+# ids up to max(this, number of pixels) index direct id -> counter arrays in the
+# kernel (12 bytes per id, so at most ~3x the int32 image); larger ids are
+# compacted first with np.unique (slower, but never allocates by id value)
 _DIRECT_ID_LIMIT = 1 << 22
 
 
@@ -147,7 +148,7 @@ def _flat_int32(arr: np.ndarray, where: str) -> tuple[np.ndarray, int, np.ndarra
     lo, hi = minmax_int32(flat)
     if lo < 0:
         raise LabelError(f"{where}: labels must be non-negative, found {int(lo)}")
-    if hi > max(_DIRECT_ID_LIMIT, 4 * flat.size):
+    if hi > max(_DIRECT_ID_LIMIT, flat.size):
         return _compact(flat, where)
     return flat, int(hi), None
 
