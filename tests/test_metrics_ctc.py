@@ -136,3 +136,37 @@ def test_fluo_hela_gold_truth(fluo_hela):
         assert 0.3 < s.seg < 1.0
     seq = seg_sequence(gts, gts)
     assert seq.seg == 1.0 and seq.n_ref == sum(len(np.unique(g)) - 1 for g in gts)
+
+
+@pytest.mark.data
+def test_dic_hela_silver_truth_perturbed(dic_hela):
+    """Real frames against eroded / merged / split copies: fast SEG and DET equal
+    the per-object loops, and merges cost exactly one split each."""
+    import tifffile
+    from scipy import ndimage as ndi
+
+    files = sorted((dic_hela / "01_ST" / "SEG").glob("man_seg*.tif"))[::28]
+    assert files
+    gts, preds = [], []
+    for k, f in enumerate(files):
+        gt = tifffile.imread(f)
+        ids = [int(i) for i in np.unique(gt) if i]
+        eroded = np.where(ndi.grey_erosion(gt, size=7) == ndi.grey_dilation(gt, size=7), gt, 0)
+        s, _ = _check(gt, eroded)
+        assert 0 < s.seg < 1
+        # merge pairs of distinct cells (their union covers all of each): k - 1 = 1 split per merge
+        merged = gt.copy()
+        for a, b in zip(ids[0:6:2], ids[1:6:2]):
+            merged[merged == b] = a
+        _, d = _check(gt, merged)
+        assert (d.ns, d.fn, d.fp) == (len(ids[1:6:2]), 0, 0)
+        # split one cell into two halves along x: neither half covers > 50 %, or one does
+        split = gt.copy()
+        ys, xs = np.nonzero(gt == ids[0])
+        split[ys[xs > np.median(xs)], xs[xs > np.median(xs)]] = 60000
+        _check(gt, split)
+        gts.append(gt)
+        preds.append(eroded)
+    seq = seg_sequence(gts, preds)
+    all_j = np.array([j for g, p in zip(gts, preds) for j in ref_seg(g, p)[1].values()])
+    assert seq.n_ref == all_j.size and seq.seg == pytest.approx(all_j.mean(), abs=1e-12)
