@@ -541,147 +541,196 @@ def eikonal_flows_3d(order, offsets, Z, Y, X, hz, tol, max_sweeps, out_flow, out
 # ----------------------------------------------------------------------------- Euler integration
 
 
-@pjit
-def follow_2d(step, py, px, niter, suppress, out_y, out_x):
-    """Euler integration of points along the bilinearly interpolated ``step`` field.
+_LANES = 4  # points advanced together (independent dependency chains overlap in the CPU)
+_CHUNK = 1024  # points per parallel task
 
-    ``step`` float32 **(Y, X, 2)** (interleaved components) is the per-iteration
-    displacement (already masked to the foreground and divided by the flow
-    scale); the interpolation at ``(y, x)`` uses the four pixels around it with
-    indices clamped to the image; positions are clamped to ``[0, L-1]`` after
-    every step (Cellpose ``steps2D_interp``). With ``suppress`` (Omnipose), the
-    step is the running average of the current and previous interpolated flows
-    divided by ``1 + t``.
+
+@pjit
+def follow_2d(stepf, Y, X, py, px, niter, suppress, out_y, out_x):
+    """Euler integration of points along the bilinearly interpolated step field.
+
+    ``stepf`` float32, flat ``(Y+1, X+1, 2)``: the per-iteration displacement
+    (already masked to the foreground and divided by the flow scale) with
+    interleaved components and one extra zero row and column (they only ever
+    get weight 0). Points must start inside ``[0, Y-1] x [0, X-1]``; positions
+    are clamped to that box after every step (Cellpose ``steps2D_interp``); the
+    interpolation at ``(y, x)`` uses the pixels ``floor(y) + {0, 1}`` x
+    ``floor(x) + {0, 1}``. With ``suppress`` (Omnipose), the step is the running
+    average of the current and previous interpolated flows divided by ``1 + t``.
 
     Without ``suppress`` the iteration is a fixed map, so a point that comes
     back exactly (bit for bit) to its position of one or two steps before
-    repeats that cycle forever: the loop stops there and the end point is read
-    off the cycle (same result as running all ``niter`` steps).
+    repeats that cycle forever: it stops there and its end point is read off
+    the cycle (same result as running all ``niter`` steps).
     """
-    Y = step.shape[0]
-    X = step.shape[1]
+    W2 = (X + 1) * 2
     ymax = Y - 1.0
     xmax = X - 1.0
-    for i in prange(py.size):
-        y = py[i]
-        x = px[i]
-        dy0 = 0.0
-        dx0 = 0.0
-        py1 = -1.0  # position one step ago
-        px1 = -1.0
-        nsteps = niter + (1 if suppress else 0)
-        for t in range(nsteps):
-            iy = min(max(int(math.floor(y)), 0), Y - 1)
-            ix = min(max(int(math.floor(x)), 0), X - 1)
-            iy1 = min(iy + 1, Y - 1)
-            ix1 = min(ix + 1, X - 1)
-            wy = y - iy
-            wx = x - ix
-            w00 = (1.0 - wy) * (1.0 - wx)
-            w01 = (1.0 - wy) * wx
-            w10 = wy * (1.0 - wx)
-            w11 = wy * wx
-            dy = (w00 * step[iy, ix, 0] + w01 * step[iy, ix1, 0]
-                  + w10 * step[iy1, ix, 0] + w11 * step[iy1, ix1, 0])
-            dx = (w00 * step[iy, ix, 1] + w01 * step[iy, ix1, 1]
-                  + w10 * step[iy1, ix, 1] + w11 * step[iy1, ix1, 1])
-            if suppress:
-                if t == 0:  # the initial flow seeds the running average
-                    dy0 = dy
-                    dx0 = dx
-                    continue
-                dy = 0.5 * (dy + dy0)
-                dx = 0.5 * (dx + dx0)
-                dy0 = dy
-                dx0 = dx
-                dy = dy / t
-                dx = dx / t
-            yn = min(ymax, max(0.0, y + dy))
-            xn = min(xmax, max(0.0, x + dx))
-            if not suppress:
-                if yn == y and xn == x:  # fixed point
+    n = py.size
+    nsteps = niter + (1 if suppress else 0)
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    for c in prange(nchunks):
+        ys = np.empty(_LANES)
+        xs = np.empty(_LANES)
+        p1y = np.empty(_LANES)
+        p1x = np.empty(_LANES)
+        d0y = np.empty(_LANES)
+        d0x = np.empty(_LANES)
+        act = np.empty(_LANES, np.bool_)
+        c1 = min(n, (c + 1) * _CHUNK)
+        for g0 in range(c * _CHUNK, c1, _LANES):
+            m = min(_LANES, c1 - g0)
+            for k in range(m):
+                ys[k] = py[g0 + k]
+                xs[k] = px[g0 + k]
+                p1y[k] = -1.0
+                p1x[k] = -1.0
+                d0y[k] = 0.0
+                d0x[k] = 0.0
+                act[k] = True
+            nact = m
+            for t in range(nsteps):
+                if nact == 0:
                     break
-                if yn == py1 and xn == px1:  # 2-cycle y -> yn (== y one step ago) -> y ...
-                    if (nsteps - 1 - t) % 2 == 1:
-                        yn = y
-                        xn = x
-                    y = yn
-                    x = xn
-                    break
-                py1 = y
-                px1 = x
-            y = yn
-            x = xn
-        out_y[i] = y
-        out_x[i] = x
+                for k in range(m):
+                    if not act[k]:
+                        continue
+                    y = ys[k]
+                    x = xs[k]
+                    iy = int(y)
+                    ix = int(x)
+                    wy = y - iy
+                    wx = x - ix
+                    b = iy * W2 + 2 * ix
+                    w00 = (1.0 - wy) * (1.0 - wx)
+                    w01 = (1.0 - wy) * wx
+                    w10 = wy * (1.0 - wx)
+                    w11 = wy * wx
+                    dy = w00 * stepf[b] + w01 * stepf[b + 2] + w10 * stepf[b + W2] + w11 * stepf[b + W2 + 2]
+                    dx = (w00 * stepf[b + 1] + w01 * stepf[b + 3] + w10 * stepf[b + W2 + 1]
+                          + w11 * stepf[b + W2 + 3])
+                    if suppress:
+                        if t == 0:  # the initial flow seeds the running average
+                            d0y[k] = dy
+                            d0x[k] = dx
+                            continue
+                        dy = 0.5 * (dy + d0y[k])
+                        dx = 0.5 * (dx + d0x[k])
+                        d0y[k] = dy
+                        d0x[k] = dx
+                        dy = dy / t
+                        dx = dx / t
+                    yn = min(ymax, max(0.0, y + dy))
+                    xn = min(xmax, max(0.0, x + dx))
+                    if not suppress:
+                        if yn == y and xn == x:  # fixed point
+                            act[k] = False
+                            nact -= 1
+                            continue
+                        if yn == p1y[k] and xn == p1x[k]:  # 2-cycle: y -> yn (= one step ago) -> y ...
+                            if (nsteps - 1 - t) % 2 == 0:
+                                ys[k] = yn
+                                xs[k] = xn
+                            act[k] = False
+                            nact -= 1
+                            continue
+                        p1y[k] = y
+                        p1x[k] = x
+                    ys[k] = yn
+                    xs[k] = xn
+            for k in range(m):
+                out_y[g0 + k] = ys[k]
+                out_x[g0 + k] = xs[k]
 
 
 @pjit
-def follow_3d(step, pz, py, px, niter, suppress, out_z, out_y, out_x):
-    """3D twin of :func:`follow_2d` (``step`` float32 (Z, Y, X, 3), trilinear
-    interpolation, same cycle shortcut)."""
-    Z = step.shape[0]
-    Y = step.shape[1]
-    X = step.shape[2]
+def follow_3d(stepf, Z, Y, X, pz, py, px, niter, suppress, out_z, out_y, out_x):
+    """3D twin of :func:`follow_2d`: ``stepf`` float32 flat ``(Z+1, Y+1, X+1, 3)``,
+    trilinear interpolation, same cycle shortcut."""
+    SX = 3
+    SY = (X + 1) * 3
+    SZ = (Y + 1) * SY
     zmax = Z - 1.0
     ymax = Y - 1.0
     xmax = X - 1.0
-    for i in prange(py.size):
-        z = pz[i]
-        y = py[i]
-        x = px[i]
-        d0 = np.zeros(3)
-        d = np.zeros(3)
-        pz1 = -1.0
-        py1 = -1.0
-        px1 = -1.0
-        nsteps = niter + (1 if suppress else 0)
-        for t in range(nsteps):
-            iz = min(max(int(math.floor(z)), 0), Z - 1)
-            iy = min(max(int(math.floor(y)), 0), Y - 1)
-            ix = min(max(int(math.floor(x)), 0), X - 1)
-            iz1 = min(iz + 1, Z - 1)
-            iy1 = min(iy + 1, Y - 1)
-            ix1 = min(ix + 1, X - 1)
-            wz = z - iz
-            wy = y - iy
-            wx = x - ix
-            for c in range(3):
-                a = ((1.0 - wy) * ((1.0 - wx) * step[iz, iy, ix, c] + wx * step[iz, iy, ix1, c])
-                     + wy * ((1.0 - wx) * step[iz, iy1, ix, c] + wx * step[iz, iy1, ix1, c]))
-                b = ((1.0 - wy) * ((1.0 - wx) * step[iz1, iy, ix, c] + wx * step[iz1, iy, ix1, c])
-                     + wy * ((1.0 - wx) * step[iz1, iy1, ix, c] + wx * step[iz1, iy1, ix1, c]))
-                d[c] = (1.0 - wz) * a + wz * b
-            if suppress:
-                if t == 0:
-                    for c in range(3):
-                        d0[c] = d[c]
-                    continue
-                for c in range(3):
-                    d[c] = 0.5 * (d[c] + d0[c])
-                    d0[c] = d[c]
-                    d[c] = d[c] / t
-            zn = min(zmax, max(0.0, z + d[0]))
-            yn = min(ymax, max(0.0, y + d[1]))
-            xn = min(xmax, max(0.0, x + d[2]))
-            if not suppress:
-                if zn == z and yn == y and xn == x:
+    n = py.size
+    nsteps = niter + (1 if suppress else 0)
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    for c in prange(nchunks):
+        pos = np.empty((_LANES, 3))
+        p1 = np.empty((_LANES, 3))
+        d0 = np.empty((_LANES, 3))
+        d = np.empty(3)
+        act = np.empty(_LANES, np.bool_)
+        c1 = min(n, (c + 1) * _CHUNK)
+        for g0 in range(c * _CHUNK, c1, _LANES):
+            m = min(_LANES, c1 - g0)
+            for k in range(m):
+                pos[k, 0] = pz[g0 + k]
+                pos[k, 1] = py[g0 + k]
+                pos[k, 2] = px[g0 + k]
+                for a in range(3):
+                    p1[k, a] = -1.0
+                    d0[k, a] = 0.0
+                act[k] = True
+            nact = m
+            for t in range(nsteps):
+                if nact == 0:
                     break
-                if zn == pz1 and yn == py1 and xn == px1:
-                    if (nsteps - 1 - t) % 2 == 0:
-                        z = zn
-                        y = yn
-                        x = xn
-                    break
-                pz1 = z
-                py1 = y
-                px1 = x
-            z = zn
-            y = yn
-            x = xn
-        out_z[i] = z
-        out_y[i] = y
-        out_x[i] = x
+                for k in range(m):
+                    if not act[k]:
+                        continue
+                    z = pos[k, 0]
+                    y = pos[k, 1]
+                    x = pos[k, 2]
+                    iz = int(z)
+                    iy = int(y)
+                    ix = int(x)
+                    wz = z - iz
+                    wy = y - iy
+                    wx = x - ix
+                    b = iz * SZ + iy * SY + ix * SX
+                    for a in range(3):
+                        lo = ((1.0 - wy) * ((1.0 - wx) * stepf[b + a] + wx * stepf[b + SX + a])
+                              + wy * ((1.0 - wx) * stepf[b + SY + a] + wx * stepf[b + SY + SX + a]))
+                        hi = ((1.0 - wy) * ((1.0 - wx) * stepf[b + SZ + a] + wx * stepf[b + SZ + SX + a])
+                              + wy * ((1.0 - wx) * stepf[b + SZ + SY + a] + wx * stepf[b + SZ + SY + SX + a]))
+                        d[a] = (1.0 - wz) * lo + wz * hi
+                    if suppress:
+                        if t == 0:
+                            for a in range(3):
+                                d0[k, a] = d[a]
+                            continue
+                        for a in range(3):
+                            d[a] = 0.5 * (d[a] + d0[k, a])
+                            d0[k, a] = d[a]
+                            d[a] = d[a] / t
+                    zn = min(zmax, max(0.0, z + d[0]))
+                    yn = min(ymax, max(0.0, y + d[1]))
+                    xn = min(xmax, max(0.0, x + d[2]))
+                    if not suppress:
+                        if zn == z and yn == y and xn == x:
+                            act[k] = False
+                            nact -= 1
+                            continue
+                        if zn == p1[k, 0] and yn == p1[k, 1] and xn == p1[k, 2]:
+                            if (nsteps - 1 - t) % 2 == 0:
+                                pos[k, 0] = zn
+                                pos[k, 1] = yn
+                                pos[k, 2] = xn
+                            act[k] = False
+                            nact -= 1
+                            continue
+                        p1[k, 0] = z
+                        p1[k, 1] = y
+                        p1[k, 2] = x
+                    pos[k, 0] = zn
+                    pos[k, 1] = yn
+                    pos[k, 2] = xn
+            for k in range(m):
+                out_z[g0 + k] = pos[k, 0]
+                out_y[g0 + k] = pos[k, 1]
+                out_x[g0 + k] = pos[k, 2]
 
 
 # ----------------------------------------------------------------------------- Cellpose clustering

@@ -81,7 +81,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-from cellseg.labels import as_labels, fill_holes, relabel_sequential, remove_small
+from cellseg.labels import as_labels, fill_holes, remove_small
 
 from . import _flows_kernels as K
 from .base import Decoded, HeadSpec, Representation, check_outputs
@@ -185,6 +185,13 @@ def _sequential(labels, ndim) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(inv.reshape(lab.shape), np.int32), n
 
 
+def _relabel(lab: np.ndarray) -> np.ndarray:
+    """Sequential ids 1..n in ascending id order (O(N), ``lab`` int32, ids <= lab.size)."""
+    out = np.empty_like(lab)
+    K.compact_ids(lab.ravel(), out.ravel())
+    return out
+
+
 def _check_ndim(ndim):
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
@@ -245,7 +252,8 @@ def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: boo
     """Euler-integrate ``points`` (``(ndim, P)``, pixel coordinates) along ``step``.
 
     ``step``: float32 ``(ndim, *shape)`` displacement per iteration (already
-    masked and scaled). Returns float64 ``(ndim, P)`` end points. See
+    masked and scaled); points must lie inside the image. Returns float64
+    ``(ndim, P)`` end points. See
     :func:`cellseg.representations._flows_kernels.follow_2d` for the semantics.
     """
     step = np.ascontiguousarray(step, np.float32)
@@ -259,12 +267,19 @@ def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: boo
     out = np.empty_like(pts)
     if pts.shape[1] == 0:
         return out
-    step = np.ascontiguousarray(np.moveaxis(step, 0, -1))  # interleaved components
+    shape = step.shape[1:]
+    if np.any(pts < 0) or np.any(pts > np.array(shape, np.float64)[:, None] - 1) or not np.isfinite(pts).all():
+        raise ValueError("points must lie inside the image: 0 <= p[a] <= shape[a] - 1")
+    # interleaved components plus one zero row / column per axis (always weighted 0)
+    padded = np.zeros(tuple(s + 1 for s in shape) + (nd,), np.float32)
+    padded[tuple(slice(0, s) for s in shape)] = np.moveaxis(step, 0, -1)
+    flat = padded.ravel()
     if nd == 2:
-        K.follow_2d(step, pts[0].copy(), pts[1].copy(), int(niter), bool(suppress), out[0], out[1])
+        K.follow_2d(flat, shape[0], shape[1], pts[0].copy(), pts[1].copy(), int(niter), bool(suppress),
+                    out[0], out[1])
     else:
-        K.follow_3d(step, pts[0].copy(), pts[1].copy(), pts[2].copy(), int(niter), bool(suppress),
-                    out[0], out[1], out[2])
+        K.follow_3d(flat, shape[0], shape[1], shape[2], pts[0].copy(), pts[1].copy(), pts[2].copy(), int(niter),
+                    bool(suppress), out[0], out[1], out[2])
     return out
 
 
@@ -459,7 +474,7 @@ class Flows(Representation):
         big[0] = False
         if big.any():
             lab[big[lab]] = 0
-        lab = relabel_sequential(lab)
+        lab = _relabel(lab)
         n = int(lab.max())
         errors = np.full(n, np.nan)
         if n and p.flow_threshold > 0:
@@ -468,10 +483,9 @@ class Flows(Representation):
             if bad.any():
                 lab[bad[lab]] = 0
         lab = remove_small(fill_holes(lab), int(p.min_size))
-        kept = np.unique(lab)
-        kept = kept[kept > 0]
+        kept = np.flatnonzero(np.bincount(lab.ravel(), minlength=n + 1)[1:]) + 1
         errors = errors[kept - 1]
-        lab = relabel_sequential(lab)
+        lab = _relabel(lab)
         n = int(kept.size)
         if n == 0:
             return empty
