@@ -451,3 +451,41 @@ def test_import_is_light():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("border,grid", [(0, (1, 1)), (2, (1, 1)), (1, (2, 3))])
+def test_candidates_match_reference(border, grid):
+    rng = np.random.default_rng(border)
+    prob = np.round(rng.random((13, 17)), 1).astype(np.float32)  # many ties and exact 0.5s
+    dist = rng.random((6, 13, 17)).astype(np.float32)
+    pts, sc, d = S.candidates(prob, dist, 0.5, border, grid)
+    rp, rs, rd = R.ref_candidates(prob, dist, 0.5, border, grid)
+    np.testing.assert_array_equal(pts, rp)
+    np.testing.assert_array_equal(sc, rs)
+    np.testing.assert_array_equal(d, rd)
+    assert (sc > 0.5).all() and len(sc) > 0
+    assert S.candidates(np.zeros((4, 4), np.float32), np.zeros((6, 4, 4), np.float32))[0].shape == (0, 2)
+
+
+def test_intersection_early_exit_bounds_are_sound():
+    # NMS passes (t_lo, t_hi) around the threshold area: a returned value above
+    # t_hi must mean the exact area is above it, below t_lo that it is below
+    rng = np.random.default_rng(12)
+    sc = K.make_scratch(32)
+    n_early = 0
+    for _ in range(150):
+        ca, pa, cb, pb = _random_pair(rng, 32)
+        a = [np.ascontiguousarray(c, np.float64) for c in (ca[1], ca[0], cb[1], cb[0])]
+        args = (a[0], a[1], float(pa[1]), float(pa[0]), a[2], a[3], float(pb[1]), float(pb[0]), sc)
+        exact = K.star_intersection_area(*args)
+        for T in (0.3 * exact, 0.9 * exact, exact, 1.1 * exact, 2.0 * exact + 1):
+            lo, hi = T * (1 - 1e-9) - 1e-12, T * (1 + 1e-9) + 1e-12
+            r = K.star_intersection_area(*args, lo, hi)
+            if r > hi:
+                assert exact > T
+            elif r < lo:
+                assert exact < T
+            else:
+                assert r == exact  # undecided: the full area
+            n_early += r != exact
+    assert n_early > 50  # the early exits were exercised

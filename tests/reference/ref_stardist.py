@@ -246,3 +246,18 @@ def ref_ap(y_true, y_pred, thresh=0.5):
                 tp += 1
     denom = len(ti) + len(pi) - tp
     return 1.0 if denom == 0 else tp / denom
+
+
+def ref_candidates(prob, dist, prob_thresh, border, grid=(1, 1)):
+    """Candidate pixels with NumPy: mask, stable sort by decreasing score."""
+    prob = np.asarray(prob)
+    mask = prob > prob_thresh
+    if border:
+        inner = np.zeros_like(mask)
+        inner[border:prob.shape[0] - border, border:prob.shape[1] - border] = True
+        mask &= inner
+    ii, jj = np.nonzero(mask)
+    scores = prob[ii, jj]
+    order = sorted(range(len(scores)), key=lambda t: (-float(scores[t]), t))
+    ii, jj = ii[order], jj[order]
+    return np.stack([ii * grid[0], jj * grid[1]], 1), prob[ii, jj], np.asarray(dist)[:, ii, jj].T
