@@ -48,7 +48,7 @@ def _frame_rows(lab: np.ndarray, img: np.ndarray | None, frame, scores: Mapping[
                   "bbox_z0": b0[0], "bbox_y0": b0[1], "bbox_x0": b0[2],
                   "bbox_z1": b1[0], "bbox_y1": b1[1], "bbox_x1": b1[2]})
         r["mean_intensity"] = float(mean[k])
-        r["score"] = float(scores.get(i, np.nan))
+        r["score"] = round(float(scores.get(i, np.nan)), 6)
         r["touches_border"] = i in border
         r["cut_by_block"] = i in cut
         rows.append(r)

@@ -77,8 +77,10 @@ def tiny_model_path(tmp_path_factory):
     from cellseg.train import TrainConfig, fit
 
     pairs = [synthetic_cells((128, 128), n_cells=14, seed=s) for s in range(6)]
-    cfg = TrainConfig(epochs=3, steps_per_epoch=15, batch_size=4, patch_size=64, lr=3e-3, tune_thresholds=False,
-                      verbose=False, seed=0)
+    # one torch thread: tiny tensors gain nothing from two, and OpenMP spinning costs a lot on a
+    # busy 2-core machine
+    cfg = TrainConfig(epochs=3, steps_per_epoch=30, batch_size=4, patch_size=64, lr=3e-3, tune_thresholds=False,
+                      verbose=False, seed=0, num_threads=1)
     model = fit("distance", pairs, config=cfg, backbone={"depth": 2, "width": 8, "seed": 0})
     path = tmp_path_factory.mktemp("tiny_model") / "tiny_distance.pt"
     model.save(path)

@@ -361,8 +361,11 @@ def fit(
             raise FileNotFoundError(f"cannot resume: {last} does not exist")
         payload = read_model_file(last)
         ckpt = CellsegModel.from_payload(payload, device="cpu", source=str(last))
-        if ckpt.config["representation"] != model.config["representation"] or \
-                ckpt.config["backbone"] != model.config["backbone"]:
+        def _canon(d):  # compare as stored: JSON turns tuples into lists
+            return json.loads(json.dumps(d, sort_keys=True))
+
+        if _canon(ckpt.config["representation"]) != _canon(model.config["representation"]) or \
+                _canon(ckpt.config["backbone"]) != _canon(model.config["backbone"]):
             raise ValueError(f"{last}: the checkpoint's representation/backbone differ from this run's; "
                              "use another out_dir or the same settings")
         ts = payload.get("training_state")
@@ -411,6 +414,9 @@ def fit(
                 torch.manual_seed(seed)
                 x, tg = sampler.batch(rng, cfg.batch_size)
                 xt, tt = _to_tensors(x, tg, dev)
+                if cfg.num_threads and torch.get_num_threads() != cfg.num_threads:
+                    # numba's parallel kernels (target encoding) reset the OpenMP thread count
+                    torch.set_num_threads(int(cfg.num_threads))
                 if channels_last:
                     xt = xt.contiguous(memory_format=torch.channels_last)
                 with _autocast(cfg, dev):
