@@ -335,11 +335,11 @@ def test_screenshot_shows_coloured_labels_over_grey_image(make_napari_viewer, qt
     ids = np.unique(labels)[1:]
     coloured = 0
     h, w = shot.shape[:2]
+    # data → canvas: the view is centred on the camera centre and scaled uniformly by the zoom
+    zoom = viewer.scene.camera.zoom
+    cy, cx = viewer.scene.camera.center[-2:]
     for i in ids:
         yx = np.argwhere(labels == i).mean(0)
-        # data → canvas: the view is centred on the image and scaled uniformly
-        zoom = viewer.camera.zoom
-        cy, cx = viewer.camera.center[-2:]
         py = int(round(h / 2 + (yx[0] - cy) * zoom))
         px = int(round(w / 2 + (yx[1] - cx) * zoom))
         if 0 <= py < h and 0 <= px < w:
