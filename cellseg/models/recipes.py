@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Recipe", "RECIPES", "list_recipes", "get_recipe", "prepare_data", "run_recipe", "write_model_card", "main"]
+__all__ = ["Recipe", "RECIPES", "list_recipes", "get_recipe", "prepare_data", "run_recipe", "finish_recipe", "write_model_card", "main"]
 
 DSB_FOLDER = "DSB2018-stage1-train-fixed"
 HELA_FOLDER = "DIC-C2DH-HeLa"
@@ -211,6 +211,58 @@ def run_recipe(name: str, out_dir, data_root=None, resume: bool = False, epochs:
     return metrics
 
 
+def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | None = 300.0,
+                  verbose: bool = True) -> dict[str, Any]:
+    """Finish a run that was stopped before its last epoch, from ``OUT/best.pt``.
+
+    Tunes the decode thresholds on the validation split, evaluates on the test split
+    and writes ``model.pt``, ``test_metrics.json`` and ``MODEL_CARD.md`` exactly as a
+    completed run does; the card and config record the epoch the run stopped at.
+    """
+    from cellseg.models.network import CellsegModel, read_model_file
+    from cellseg.train.loop import evaluate_model
+    from cellseg.train.tune import tune_thresholds
+
+    recipe = get_recipe(name)
+    out = Path(out_dir)
+    best, last = out / "best.pt", out / "last.pt"
+    if not best.exists():
+        raise FileNotFoundError(f"{best} not found: nothing to finish (train first)")
+    model = CellsegModel.load(best, device="cpu")
+    ts = read_model_file(last).get("training_state", {}) if last.exists() else {}
+    history = list(ts.get("history", []))
+    tr = model.config.setdefault("training", {})
+    tr["history"] = history
+    tr["train_seconds"] = round(float(ts.get("elapsed", 0.0)), 1)
+    planned = tr.get("train_config", {}).get("epochs")
+    tr["stopped_early"] = True
+    tr["stopped_after_epoch"] = len(history)
+    t0 = time.perf_counter()
+    train, val, test, split = prepare_data(recipe, data_root)
+    res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples], metric="map",
+                          verbose=verbose, time_limit=tune_time_limit)
+    tr["tuning"] = {"metric": "map", "score": res.score, "thresholds": res.params, "n_images": len(val),
+                    "time_limit_s": tune_time_limit, "truncated": bool(getattr(res, "truncated", False))}
+    t1 = time.perf_counter()
+    metrics = evaluate_model(model, test)
+    metrics["seconds"] = round(time.perf_counter() - t1, 1)
+    tr.update(recipe=name, split={k: v for k, v in split.items() if k != "train"}, test=metrics, smoke=False)
+    model.save(out / "model.pt")
+    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
+    card = write_model_card(model, recipe, split, metrics, out / "MODEL_CARD.md")
+    if planned and len(history) < planned:
+        text = card.read_text().replace(
+            "## Training\n\n",
+            f"## Training\n\n- **stopped after epoch {len(history)} of {planned}** (the session ran out of time); "
+            "the weights are the best validation checkpoint up to then\n", 1)
+        card.write_text(text)
+    if verbose:
+        print(f"{name}: finished from {best} in {time.perf_counter() - t0:.0f}s; test AP50 {metrics['ap50']:.3f} "
+              f"AP75 {metrics['ap75']:.3f} mAP {metrics['map_50_95']:.3f} SEG {metrics['seg']:.3f}",
+              file=sys.stderr, flush=True)
+    return metrics
+
+
 _TERMS = {
     "dsb2018-fluorescence": (
         "Data Science Bowl 2018 stage1_train (BBBC038), community-fixed version "
@@ -292,6 +344,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--smoke", action="store_true", help="a minutes-long pipeline check on 4 images per split")
+    parser.add_argument("--finish", action="store_true",
+                        help="finish a stopped run from OUT/best.pt: tune on validation, test, write the card")
+    parser.add_argument("--tune-time-limit", type=float, default=300.0, help="seconds for --finish's threshold search")
     args = parser.parse_args(argv)
     if not args.recipe:
         for n in list_recipes():
@@ -300,6 +355,9 @@ def main(argv=None) -> int:
     if not args.out:
         parser.error("--out is required")
     try:
+        if args.finish:
+            finish_recipe(args.recipe, args.out, data_root=args.data_root, tune_time_limit=args.tune_time_limit)
+            return 0
         run_recipe(args.recipe, args.out, data_root=args.data_root, resume=args.resume, epochs=args.epochs,
                    steps_per_epoch=args.steps_per_epoch, device=args.device, threads=args.threads, smoke=args.smoke)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
