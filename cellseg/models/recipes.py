@@ -253,7 +253,7 @@ def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | N
     if planned and len(history) < planned:
         text = card.read_text().replace(
             "## Training\n\n",
-            f"## Training\n\n- **stopped after epoch {len(history)} of {planned}** (the session ran out of time); "
+            f"## Training\n\n- **stopped after epoch {len(history)} of {planned}** (stopped before the schedule ended); "
             "the weights are the best validation checkpoint up to then\n", 1)
         card.write_text(text)
     if verbose:
