@@ -65,6 +65,11 @@ class SegmentationResult:
     axes: str
     frames: list[dict] = field(default_factory=list)
     params: Any = None
+    #: frame axes + spatial axes in the order frames were indexed (``frames[i]["index"]``)
+    canon_axes: str = ""
+    link: bool = False
+    link_iou: float = 0.3
+    stitch_iou: float = 0.3
 
     @property
     def n_objects(self) -> int:
@@ -265,8 +270,9 @@ class Segmenter:
         n_frame_dims = len(frame_axes)
         frame_shape = data.shape[:n_frame_dims]
         out_axes = "".join(a for a in order if a != "C")
-        labels = np.zeros(frame_shape + data.shape[n_frame_dims + (1 if chan_last else 0):], np.int32)
-        frames = []
+        spatial_shape = data.shape[n_frame_dims + (1 if chan_last else 0):]
+        labels = np.zeros(frame_shape + spatial_shape, np.int32)
+        frames: list[dict] = []
         n_frames = int(np.prod(frame_shape)) if frame_shape else 1
         next_id = 1
         for fi, idx in enumerate(np.ndindex(*frame_shape) if frame_shape else [()]):
@@ -274,10 +280,7 @@ class Segmenter:
             if chan_last:
                 x = np.ascontiguousarray(x)  # (C, *spatial)
             if not np.any(x != x.flat[0]):
-                decoded_labels = np.zeros(x.shape[-sp:], np.int32)
-                frames.append({"index": idx, "scores": np.zeros(0, np.float32), "extra": {}, "id_scores": {},
-                               "empty": True})
-                labels[idx] = decoded_labels
+                frames.append(self._empty_frame(idx))
                 yield Progress("decode", 1, 1, fi, n_frames, "constant frame: no objects")
                 continue
             gen = self.predict(x, norm_range)
@@ -288,33 +291,64 @@ class Segmenter:
                     outputs = stop.value
                     break
                 yield Progress("predict", done, total, fi, n_frames)
-            dec = self.rep.decode(outputs, params)
-            lab = dec.labels
-            n = int(lab.max())
-            if n:
-                lab = np.where(lab > 0, lab + (next_id - 1), 0).astype(np.int32)
-            id_scores = {next_id + i: float(s) for i, s in enumerate(dec.scores)}
-            next_id += n
-            labels[idx] = lab
-            fr = {"index": idx, "scores": dec.scores, "extra": dec.extra, "id_scores": id_scores}
-            if self.keep_outputs:
-                fr["outputs"] = outputs
-            frames.append(fr)
+            fr, next_id = self._decode_frame(idx, outputs, params, next_id, labels)
+            if not self.keep_outputs:
+                fr.pop("outputs")
+            frames.append(fr)  # outputs of earlier frames are not kept unless asked: memory stays bounded
             yield Progress("decode", 1, 1, fi, n_frames)
-        # stitch Z slices of a 2D model, then link T frames
-        if sp == 2 and "Z" in out_axes:
-            zax = out_axes.index("Z")
-            labels = self._link(labels, zax, stitch_iou, frames)
-            yield Progress("link", 1, 1, n_frames - 1, n_frames, "stitched Z slices")
-        if link and "T" in out_axes:
-            tax = out_axes.index("T")
-            labels = self._link(labels, tax, link_iou, frames)
-            yield Progress("link", 1, 1, n_frames - 1, n_frames, "linked frames")
-        # back to the input's axis order (without C)
-        in_order = [a for a in axes if a != "C"]
-        back = [out_axes.index(a) for a in in_order]
+        in_axes = "".join(a for a in axes if a != "C")
+        return self._finish(labels, frames, out_axes, in_axes, params, link, link_iou, stitch_iou)
+
+    @staticmethod
+    def _empty_frame(idx) -> dict:
+        return {"index": tuple(idx), "scores": np.zeros(0, np.float32), "extra": {}, "id_scores": {}, "empty": True}
+
+    def _decode_frame(self, idx, outputs, params, next_id: int, labels: np.ndarray) -> tuple[dict, int]:
+        """Decode one frame into ``labels[idx]`` with ids from ``next_id`` on."""
+        dec = self.rep.decode(outputs, params)
+        lab = dec.labels
+        n = int(lab.max()) if lab.size else 0
+        if n:
+            lab = np.where(lab > 0, lab + (next_id - 1), 0).astype(np.int32)
+        labels[tuple(idx)] = lab
+        id_scores = {next_id + i: float(s) for i, s in enumerate(np.asarray(dec.scores).ravel())}
+        fr = {"index": tuple(idx), "scores": dec.scores, "extra": dec.extra, "id_scores": id_scores,
+              "outputs": outputs}
+        return fr, next_id + n
+
+    def _finish(self, labels: np.ndarray, frames: list[dict], canon_axes: str, in_axes: str, params,
+                link: bool, link_iou: float, stitch_iou: float) -> SegmentationResult:
+        """Stitch Z slices of a 2D model, link T frames, and return labels in the input's axis order."""
+        if self.spatial_ndim == 2 and "Z" in canon_axes:
+            labels = self._link(labels, canon_axes.index("Z"), stitch_iou, frames)
+        if link and "T" in canon_axes:
+            labels = self._link(labels, canon_axes.index("T"), link_iou, frames)
+        back = [canon_axes.index(a) for a in in_axes]
         labels = np.ascontiguousarray(np.transpose(labels, back))
-        return SegmentationResult(labels=labels, axes="".join(in_order), frames=frames, params=params)
+        return SegmentationResult(labels=labels, axes=in_axes, frames=frames, params=params,
+                                  canon_axes=canon_axes, link=link, link_iou=link_iou, stitch_iou=stitch_iou)
+
+    def redecode(self, result: SegmentationResult, params: Any = None, **overrides) -> SegmentationResult:
+        """Decode the head outputs kept in ``result`` (``keep_outputs=True``) again with new
+        decode parameters — no network call — assembling frames exactly as
+        :meth:`iter_segment` does (id offsets, Z stitching, T linking)."""
+        if any("outputs" not in fr and not fr.get("empty") for fr in result.frames):
+            raise ValueError("this result kept no head outputs: segment with keep_outputs=True")
+        base = dataclasses.asdict(self.params)
+        if params is not None:
+            base.update(self._as_dict(params))
+        p = self.rep.params(base, **overrides)
+        canon_shape = tuple(result.labels.shape[result.axes.index(a)] for a in result.canon_axes)
+        labels = np.zeros(canon_shape, np.int32)
+        frames, next_id = [], 1
+        for fr in result.frames:
+            if fr.get("empty"):
+                frames.append(self._empty_frame(fr["index"]))
+                continue
+            new, next_id = self._decode_frame(fr["index"], fr["outputs"], p, next_id, labels)
+            frames.append(new)
+        return self._finish(labels, frames, result.canon_axes, result.axes, p, result.link, result.link_iou,
+                            result.stitch_iou)
 
     @staticmethod
     def _link(labels: np.ndarray, axis: int, iou: float, frames: list[dict]) -> np.ndarray:

@@ -108,3 +108,18 @@ def test_unknown_param_raises(seg):
 def test_constant_frame_gives_no_objects(seg):
     res = seg.segment(np.full((64, 64), 7, np.uint16))
     assert res.labels.max() == 0
+
+
+@pytest.mark.parametrize("axes", ["YX", "TYX", "ZYX"])
+def test_redecode_equals_segment_with_new_params(seg, axes):
+    imgs, _ = synthetic_stack(n_frames=3, shape=(80, 80), n_cells=6, seed=5)
+    img = imgs[0] if axes == "YX" else imgs
+    link = axes == "TYX"
+    s = Segmenter(seg.model, keep_outputs=True)
+    first = s.segment(img, axes=axes, link=link)
+    again = s.redecode(first, fg_thresh=0.8)
+    direct = Segmenter(seg.model, params={"fg_thresh": 0.8}).segment(img, axes=axes, link=link)
+    np.testing.assert_array_equal(again.labels, direct.labels)
+    assert again.axes == direct.axes and again.params == direct.params
+    with pytest.raises(ValueError, match="keep_outputs"):
+        seg.redecode(seg.segment(img, axes=axes))

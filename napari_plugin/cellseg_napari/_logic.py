@@ -352,57 +352,10 @@ def _canonical(result, spatial_ndim: int) -> tuple[str, str]:
 def redecode(run: SegmentRun, params: dict | None = None) -> Any:
     """Decode the cached head outputs of ``run`` again with ``params`` (no network call).
 
-    Returns a new :class:`cellseg.segmenter.SegmentationResult`; ids are offset
-    per frame, Z slices of a 2D model stitched and T frames linked as in
-    :meth:`Segmenter.iter_segment`.
+    Returns a new :class:`cellseg.segmenter.SegmentationResult` assembled exactly as
+    :meth:`Segmenter.iter_segment` does (see :meth:`Segmenter.redecode`).
     """
-    from cellseg.labels import link_by_iou
-    from cellseg.segmenter import SegmentationResult
-
-    seg, res = run.segmenter, run.result
-    if any("outputs" not in fr and not fr.get("empty") for fr in res.frames):
-        raise ValueError("this segmentation kept no head outputs (keep_outputs=False): run it again")
-    sp = seg.spatial_ndim
-    canon, _ = _canonical(res, sp)
-    shape = res.labels.shape
-    cshape = tuple(shape[res.axes.index(a)] for a in canon)
-    labels = np.zeros(cshape, np.int32)
-    frames = []
-    next_id = 1
-    new_params = None
-    for fr in res.frames:
-        idx = tuple(fr["index"])
-        if fr.get("empty"):
-            frames.append(dict(fr))
-            continue
-        dec = seg.decode(fr["outputs"], params=params)
-        new_params = new_params or seg.rep.params(
-            {**dataclasses.asdict(seg.params), **dict(params or {})})
-        lab = np.asarray(dec.labels, np.int32)
-        n = int(lab.max()) if lab.size else 0
-        if n:
-            lab = np.where(lab > 0, lab + (next_id - 1), 0).astype(np.int32)
-        id_scores = {next_id + i: float(s) for i, s in enumerate(np.asarray(dec.scores).ravel())}
-        next_id += n
-        labels[idx] = lab
-        frames.append({**fr, "scores": dec.scores, "extra": dec.extra, "id_scores": id_scores})
-
-    def _link(lab, axis, thr):
-        stack = np.moveaxis(lab, axis, 0)
-        linked, mapping = link_by_iou(stack, thr)
-        for f in frames:
-            if "id_scores" in f:
-                f["id_scores"] = {int(mapping.get(k, k)): v for k, v in f["id_scores"].items()}
-        return np.ascontiguousarray(np.moveaxis(linked, 0, axis))
-
-    if sp == 2 and "Z" in canon:
-        labels = _link(labels, canon.index("Z"), run.stitch_iou)
-    if run.link and "T" in canon:
-        labels = _link(labels, canon.index("T"), run.link_iou)
-    back = [canon.index(a) for a in res.axes]
-    labels = np.ascontiguousarray(np.transpose(labels, back))
-    return SegmentationResult(labels=labels, axes=res.axes, frames=frames,
-                              params=new_params if new_params is not None else res.params)
+    return run.segmenter.redecode(run.result, params)
 
 
 def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
