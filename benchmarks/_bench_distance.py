@@ -24,20 +24,7 @@ import time
 
 import numpy as np
 
-from benchmarks._cases import ap
-
-
-def _alternate(fa, fb, repeat):
-    ta, tb, ra, rb = [], [], None, None
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        ra = fa()
-        ta.append(time.perf_counter() - t0)
-        if fb is not None:
-            t0 = time.perf_counter()
-            rb = fb()
-            tb.append(time.perf_counter() - t0)
-    return float(np.median(ta)), (float(np.median(tb)) if tb else None), ra, rb
+from benchmarks._cases import ap, alternate as _alternate
 
 
 def warmup():

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from benchmarks._cases import ap
+from benchmarks._cases import ap, alternate as _alternate
 
 
 def _peer():
@@ -34,19 +34,6 @@ def _peer():
     except Exception as e:  # pragma: no cover - depends on the environment
         print(f"note: cellpose.dynamics not importable ({e}); peer columns empty")
         return None
-
-
-def _alternate(fa, fb, repeat):
-    ta, tb, ra, rb = [], [], None, None
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        ra = fa()
-        ta.append(time.perf_counter() - t0)
-        if fb is not None:
-            t0 = time.perf_counter()
-            rb = fb()
-            tb.append(time.perf_counter() - t0)
-    return float(np.median(ta)), (float(np.median(tb)) if tb else None), ra, rb
 
 
 def _touching(lab):

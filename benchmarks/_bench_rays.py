@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from benchmarks._cases import ap
+from benchmarks._cases import ap, alternate as _alternate
 
 N_RAYS = 32
 PROB_THRESH = 0.5
@@ -40,19 +40,6 @@ def _peer():
     except Exception as e:  # pragma: no cover - depends on the environment
         print(f"note: stardist not importable ({e}); peer columns empty")
         return None
-
-
-def _alternate(fa, fb, repeat):
-    ta, tb, ra, rb = [], [], None, None
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        ra = fa()
-        ta.append(time.perf_counter() - t0)
-        if fb is not None:
-            t0 = time.perf_counter()
-            rb = fb()
-            tb.append(time.perf_counter() - t0)
-    return float(np.median(ta)), (float(np.median(tb)) if tb else None), ra, rb
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> tuple[bool, int]:

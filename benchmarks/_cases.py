@@ -166,3 +166,20 @@ def median_time(fn, repeat: int) -> tuple[float, object]:
         res = fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), res
+
+
+def alternate(fa, fb, repeat: int):
+    """Run ``fa`` (ours) and ``fb`` (the peer, or None) alternately ``repeat`` times;
+    return (median seconds of fa, median of fb or None, last result of fa, last of fb)."""
+    import time
+
+    ta, tb, ra, rb = [], [], None, None
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        ra = fa()
+        ta.append(time.perf_counter() - t0)
+        if fb is not None:
+            t0 = time.perf_counter()
+            rb = fb()
+            tb.append(time.perf_counter() - t0)
+    return float(np.median(ta)), (float(np.median(tb)) if tb else None), ra, rb
