@@ -376,7 +376,7 @@ def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_vi
         assert train._progress.value == train._progress.max
         assert name in seg._model_choice.choices  # the segment widget lists it at once
         seg._model_choice.value = name
-        qtbot.waitUntil(lambda: seg.model is not None, timeout=WAIT_MS)
+        _wait_idle(qtbot, seg)  # the choice loads the new model in a worker
         assert seg.model.representation.name == "distance"
         seg._image.value = "img"
         seg.run()

@@ -333,7 +333,9 @@ class SegmentWidget(_ViewerWidget):
         if self._model is None and spec is None:
             self._status.value = "choose a model"
             return
-        model = self._model if (self._model is not None and (spec is None or spec == self._model_key)) else spec
+        # the model in use is the last one loaded or given to use_model(); only while the load of a
+        # newly chosen model is still running does the choice itself (loaded by the task) win
+        model = self._model if (self._model is not None and self._load_worker is None) else spec
         if model is None:
             self._status.value = "choose a model"
             return
