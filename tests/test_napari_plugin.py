@@ -212,6 +212,7 @@ def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
         widget._model_choice.value = name
         qtbot.waitUntil(lambda: widget.model is not None and widget.model.representation.name == "distance",
                         timeout=WAIT_MS)
+        _wait_idle(qtbot, widget)  # the load worker finishes after handing over the model
         params = widget.params()
         assert set(params) == {"fg_thresh", "smooth_sigma", "h", "marker_thresh", "min_distance", "min_size"}
         assert params["fg_thresh"] == pytest.approx(0.3)  # the model's tuned value

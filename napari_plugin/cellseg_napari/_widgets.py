@@ -251,11 +251,20 @@ class SegmentWidget(_ViewerWidget):
         token = self._load_token
         worker = _thread_worker(_logic.get_model, spec)
         # a later choice (or use_model) supersedes this load
-        worker.returned.connect(lambda model, spec=spec: token == self._load_token and self.use_model(model, spec))
+        worker.returned.connect(lambda model, spec=spec: self._on_loaded(token, model, spec))
         worker.errored.connect(self._on_load_error)
         self._load_worker = worker
         worker.finished.connect(lambda: setattr(self, "_load_worker", None))
         worker.start()
+
+    def _on_loaded(self, token: int, model, spec: str):
+        if token != self._load_token:
+            return
+        try:
+            self.use_model(model, spec)
+        except RuntimeError as exc:  # the widget was closed while the model was loading
+            if "has been deleted" not in str(exc):
+                raise
 
     def _on_load_error(self, exc):
         self._model_status.value = f"cannot load the model: {exc}"
