@@ -5,7 +5,7 @@ Names are resolved lazily (PEP 562) so ``import cellseg.datasets`` stays cheap.
 """
 from __future__ import annotations
 
-import importlib
+from cellseg._lazy import lazy_exports
 
 _EXPORTS = {
     "CTCDataset": "ctc",
@@ -28,14 +28,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'cellseg.datasets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

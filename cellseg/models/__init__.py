@@ -6,7 +6,7 @@ torch; the registry functions (``list_models``, ``model_info``...) never do.
 """
 from __future__ import annotations
 
-import importlib
+from cellseg._lazy import lazy_exports
 
 _EXPORTS = {
     "BackboneConfig": "unet",
@@ -30,14 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'cellseg.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
