@@ -24,3 +24,16 @@ def pjit(*args, **kwargs):
     """Parallel ``numba.njit`` (use ``prange`` in the kernel)."""
     kwargs.setdefault("parallel", True)
     return jit(*args, **kwargs)
+
+
+@jit
+def find_root(parent, i):
+    """Union-find root of ``i`` with path compression (shared by the decoders' kernels)."""
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cellseg._numba import jit
+from cellseg._numba import jit, find_root
 
 INF = np.inf
 
@@ -328,16 +328,7 @@ def watershed_flood(image, markers, mask, full):
 
 # ---------------------------------------------------------------- h-maxima
 
-@jit
-def _find(parent, i):
-    root = i
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:
-        nxt = parent[i]
-        parent[i] = root
-        i = nxt
-    return root
+_find = find_root  # union-find root with path compression (cellseg._numba)
 
 
 @jit

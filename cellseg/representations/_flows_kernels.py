@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from cellseg._numba import jit, pjit, prange
+from cellseg._numba import jit, pjit, prange, find_root
 
 INF = np.inf
 SQRT2 = math.sqrt(2.0)
@@ -931,16 +931,7 @@ def flow_errors(lab, mu, dp, scale, n):
 # ----------------------------------------------------------------------------- Omnipose grouping
 
 
-@jit
-def _find(parent, i):
-    root = i
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:
-        nxt = parent[i]
-        parent[i] = root
-        i = nxt
-    return root
+_find = find_root  # union-find root with path compression (cellseg._numba)
 
 
 @jit
