@@ -62,3 +62,12 @@ def test_recipe_smoke_run(name, data_dir, tmp_path):
     m = CellsegModel.load(tmp_path / "model.pt")
     assert m.config["training"]["test"]["n_images"] == len(split["test"])
     assert m.config["training"]["recipe"] == name
+
+
+def test_model_card_command_reproduces_schedule_overrides():
+    from cellseg.models.recipes import _overrides, get_recipe
+
+    r = get_recipe("nuclei-flows")
+    assert _overrides(r, dict(r.train)) == ""
+    tc = dict(r.train, epochs=25, tune_time_limit=240.0)
+    assert _overrides(r, tc) == " --epochs 25 --tune-time-limit 240"

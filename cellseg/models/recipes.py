@@ -159,7 +159,7 @@ def prepare_data(recipe: Recipe, data_root=None, max_images: int | None = None):
 
 def run_recipe(name: str, out_dir, data_root=None, resume: bool = False, epochs: int | None = None,
                steps_per_epoch: int | None = None, device: str = "auto", threads: int | None = None,
-               smoke: bool = False, verbose: bool = True) -> dict[str, Any]:
+               smoke: bool = False, verbose: bool = True, tune_time_limit: float | None = None) -> dict[str, Any]:
     """Train, tune on the validation split, evaluate on the test split and write the model card.
 
     ``smoke=True`` runs a minutes-long check of the whole pipeline (tiny schedule,
@@ -181,6 +181,8 @@ def run_recipe(name: str, out_dir, data_root=None, resume: bool = False, epochs:
         tcfg["steps_per_epoch"] = int(steps_per_epoch)
     if threads:
         tcfg["num_threads"] = int(threads)
+    if tune_time_limit is not None and not smoke:
+        tcfg["tune_time_limit"] = float(tune_time_limit)
     tcfg["verbose"] = verbose
     t0 = time.perf_counter()
     train, val, test, split = prepare_data(recipe, data_root, max_images=4 if smoke else None)
@@ -279,6 +281,17 @@ _TERMS = {
 }
 
 
+def _overrides(recipe: Recipe, tc: Mapping[str, Any]) -> str:
+    """The command-line flags that reproduce a run whose schedule differs from the recipe's."""
+    flags = ""
+    for key, flag in (("epochs", "--epochs"), ("steps_per_epoch", "--steps-per-epoch")):
+        if key in tc and tc[key] != recipe.train.get(key):
+            flags += f" {flag} {tc[key]}"
+    if "tune_time_limit" in tc and tc["tune_time_limit"] != recipe.train.get("tune_time_limit"):
+        flags += f" --tune-time-limit {tc['tune_time_limit']:g}"
+    return flags
+
+
 def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: Mapping[str, Any], path,
                      smoke: bool = False) -> Path:
     cfg = model.config
@@ -312,7 +325,8 @@ def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: M
         f"scaling {tc['augment']['scale']}, elastic, intensity gain/offset/gamma, noise, blur",
         f"- training time: {tr.get('train_seconds', 0) / 60:.0f} min"
         + (f"; best validation AP@0.5 {max(h.get('val_ap50', float('nan')) for h in hist):.3f}" if hist else ""),
-        f"- recipe: `python -m cellseg.models.recipes {recipe.name} --data-root DATA --out OUT`", "",
+        f"- recipe: `python -m cellseg.models.recipes {recipe.name} --data-root DATA --out OUT{_overrides(recipe, tc)}`",
+        "",
         f"## Test results ({metrics['n_images']} images)", "",
         "AP = TP / (TP + FP + FN) at IoU threshold τ after optimal one-to-one matching, TP/FP/FN pooled over "
         "the test images (DSB 2018 / StarDist convention); SEG = CTC SEG pooled over reference objects.", "",
@@ -346,7 +360,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a minutes-long pipeline check on 4 images per split")
     parser.add_argument("--finish", action="store_true",
                         help="finish a stopped run from OUT/best.pt: tune on validation, test, write the card")
-    parser.add_argument("--tune-time-limit", type=float, default=300.0, help="seconds for --finish's threshold search")
+    parser.add_argument("--tune-time-limit", type=float, default=None,
+                        help="seconds for the threshold search (default: the recipe's; 300 with --finish)")
     args = parser.parse_args(argv)
     if not args.recipe:
         for n in list_recipes():
@@ -356,10 +371,11 @@ def main(argv=None) -> int:
         parser.error("--out is required")
     try:
         if args.finish:
-            finish_recipe(args.recipe, args.out, data_root=args.data_root, tune_time_limit=args.tune_time_limit)
+            finish_recipe(args.recipe, args.out, data_root=args.data_root, tune_time_limit=300.0 if args.tune_time_limit is None else args.tune_time_limit)
             return 0
         run_recipe(args.recipe, args.out, data_root=args.data_root, resume=args.resume, epochs=args.epochs,
-                   steps_per_epoch=args.steps_per_epoch, device=args.device, threads=args.threads, smoke=args.smoke)
+                   steps_per_epoch=args.steps_per_epoch, device=args.device, threads=args.threads, smoke=args.smoke,
+                   tune_time_limit=args.tune_time_limit)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
