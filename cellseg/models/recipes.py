@@ -56,7 +56,8 @@ _NUCLEI_TRAIN = {"epochs": 40, "steps_per_epoch": 40, "batch_size": 8, "patch_si
 _HELA_BACKBONE = {"name": "unet", "depth": 4, "width": 16, "norm": "batch", "conv_after": 0, "seed": 0}
 _HELA_TRAIN = {"epochs": 40, "steps_per_epoch": 40, "batch_size": 4, "patch_size": 256, "lr": 1e-3,
                "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 6,
-               "checkpoint_minutes": 5.0, "tune_time_limit": 900.0}
+               "checkpoint_minutes": 5.0, "tune_time_limit": 900.0,
+               "tune_metric": "seg"}  # the CTC measure is what DIC users compare
 
 _REP_CONFIG = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
 _REP_TITLE = {"stardist": "StarDist star-convex polygons (32 rays)", "flows": "Cellpose-style flows",
