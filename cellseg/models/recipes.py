@@ -242,9 +242,10 @@ def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | N
     tr["stopped_after_epoch"] = len(history)
     t0 = time.perf_counter()
     train, val, test, split = prepare_data(recipe, data_root)
-    res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples], metric="map",
+    metric = recipe.train.get("tune_metric", "map")
+    res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples], metric=metric,
                           verbose=verbose, time_limit=tune_time_limit)
-    tr["tuning"] = {"metric": "map", "score": res.score, "thresholds": res.params, "n_images": len(val),
+    tr["tuning"] = {"metric": metric, "score": res.score, "thresholds": res.params, "n_images": len(val),
                     "time_limit_s": tune_time_limit, "truncated": bool(getattr(res, "truncated", False))}
     t1 = time.perf_counter()
     metrics = evaluate_model(model, test)
