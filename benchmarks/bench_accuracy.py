@@ -5,7 +5,8 @@ recipe (DSB 2018 fluorescence: 10% of the images by name with a fixed seed;
 DIC-C2DH-HeLa: sequence 02 silver truth) is segmented with the model's tuned
 thresholds through the public ``Segmenter`` and scored with ``cellseg.metrics``:
 AP at IoU 0.5/0.75/0.9 (AP = TP/(TP+FP+FN)), mean AP over 0.5:0.95, F1 at 0.5,
-CTC SEG, and seconds per megapixel on this machine (network + decode).
+CTC SEG, seconds per megapixel on this machine (network + decode) and the
+minutes its training loop took (recorded in the model config).
 
     python benchmarks/bench_accuracy.py [--models nuclei-stardist,...] [--data ../shared/data] [--json out.json]
 """
@@ -64,7 +65,8 @@ def evaluate_model(name: str, data_root: Path) -> dict:
     rep = evaluate(pairs)
     s = rep.summary
     row = {"model": name, "n_images": len(pairs), "ap50": s["ap50"], "ap75": s["ap75"], "ap90": s["ap90"],
-           "map": s["map"], "f1": s["f1_50"], "seg": s["seg"], "s_per_mpx": seconds / max(mpx, 1e-9)}
+           "map": s["map"], "f1": s["f1_50"], "seg": s["seg"], "s_per_mpx": seconds / max(mpx, 1e-9),
+           "train_min": float(seg.model.config.get("training", {}).get("train_seconds", float("nan"))) / 60}
     return row
 
 
@@ -82,12 +84,12 @@ def main(argv=None) -> int:
         raise SystemExit(f"data folder {data_root} not found (set CELLSEG_DATA or --data)")
     rows = []
     print(f"{'model':22s} {'images':>6s} {'AP50':>6s} {'AP75':>6s} {'AP90':>6s} {'mAP':>6s} {'F1':>6s} "
-          f"{'SEG':>6s} {'s/Mpx':>6s}")
+          f"{'SEG':>6s} {'s/Mpx':>6s} {'train min':>9s}")
     for n in names:
         r = evaluate_model(n, data_root)
         rows.append(r)
         print(f"{n:22s} {r['n_images']:6d} {r['ap50']:6.3f} {r['ap75']:6.3f} {r['ap90']:6.3f} {r['map']:6.3f} "
-              f"{r['f1']:6.3f} {r['seg']:6.3f} {r['s_per_mpx']:6.2f}", flush=True)
+              f"{r['f1']:6.3f} {r['seg']:6.3f} {r['s_per_mpx']:6.2f} {r['train_min']:9.0f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
