@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=None, help="comma-separated bundled model names (default: all)")
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
     p.add_argument("--json", default=None)
+    p.add_argument("--markdown", action="store_true", help="also print the table in Markdown (README)")
     args = p.parse_args(argv)
     from cellseg.models import list_models
 
@@ -90,6 +91,12 @@ def main(argv=None) -> int:
         rows.append(r)
         print(f"{n:22s} {r['n_images']:6d} {r['ap50']:6.3f} {r['ap75']:6.3f} {r['ap90']:6.3f} {r['map']:6.3f} "
               f"{r['f1']:6.3f} {r['seg']:6.3f} {r['s_per_mpx']:6.2f} {r['train_min']:9.0f}", flush=True)
+    if args.markdown:
+        print("\n| model | test split | AP@0.5 | AP@0.75 | AP@0.9 | mAP 0.5:0.95 | F1@0.5 | SEG | s/Mpx | training |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| `{r['model']}` | {r['n_images']} images | {r['ap50']:.3f} | {r['ap75']:.3f} | {r['ap90']:.3f} | "
+                  f"{r['map']:.3f} | {r['f1']:.3f} | {r['seg']:.3f} | {r['s_per_mpx']:.1f} | {r['train_min']:.0f} min |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
