@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 __all__ = ["Case", "make_cases", "data_dir", "ap", "median_time"]
 
 
+_CASE_NAMES = ("synth-1024", "synth-2048", "dsb-fluo-", "dic-st", "fluo-gt")
+
+
 @dataclass
 class Case:
     name: str
@@ -81,10 +84,23 @@ def _dsb_cases(root: Path, k: int) -> list[Case]:
     return out
 
 
-def make_cases(quick: bool = False, verbose: bool = True) -> list[Case]:
-    """Benchmark cases (see module docstring); ``quick`` keeps one synthetic and two real ones."""
-    cases = [_synthetic("synth-1024", (1024, 1024), 500, 0)]
-    if not quick:
+def make_cases(quick: bool = False, verbose: bool = True, names=None) -> list[Case]:
+    """Benchmark cases (see module docstring); ``quick`` keeps one synthetic and two real ones.
+
+    ``names``: if given, only the cases whose name starts with one of these
+    strings (``"dsb-fluo"`` selects all DSB cases); the others are not built.
+    """
+    if names is not None:
+        names = tuple(names)
+        unknown = [n for n in names if not any(k.startswith(n) for k in _CASE_NAMES)]
+        if unknown:
+            raise ValueError(f"unknown case names {unknown}; choose from {list(_CASE_NAMES)}")
+
+    def want(name: str) -> bool:
+        return names is None or any(name.startswith(n) for n in names)
+
+    cases = [_synthetic("synth-1024", (1024, 1024), 500, 0)] if want("synth-1024") else []
+    if not quick and want("synth-2048"):
         cases.append(_synthetic("synth-2048", (2048, 2048), 2000, 1))
     d = data_dir()
     if not d.is_dir():
@@ -92,12 +108,16 @@ def make_cases(quick: bool = False, verbose: bool = True) -> list[Case]:
             print(f"note: real data not found at {d} (set CELLSEG_DATA); real cases skipped", file=sys.stderr)
         return cases
     dsb = d / "DSB2018-stage1-train-fixed"
-    if (dsb / "index.csv").exists():
+    if not want("dsb-fluo-"):
+        pass
+    elif (dsb / "index.csv").exists():
         cases += _dsb_cases(dsb, 1 if quick else 3)
     elif verbose:
         print(f"note: {dsb} missing; DSB cases skipped", file=sys.stderr)
     dic = d / "DIC-C2DH-HeLa"
-    if (dic / "01_ST" / "SEG" / "man_seg000.tif").exists():
+    if not want("dic-st"):
+        pass
+    elif (dic / "01_ST" / "SEG" / "man_seg000.tif").exists():
         lab = _read_tif(dic / "01_ST" / "SEG" / "man_seg000.tif").astype(np.int32)
         raw = dic / "01" / "t000.tif"
         img = _read_tif(raw).astype(np.float32) if raw.exists() else None
@@ -105,12 +125,14 @@ def make_cases(quick: bool = False, verbose: bool = True) -> list[Case]:
     elif verbose:
         print(f"note: {dic} silver truth missing; DIC case skipped", file=sys.stderr)
     fluo = d / "Fluo-N2DL-HeLa"
-    if not quick and (fluo / "01_GT" / "SEG" / "man_seg013.tif").exists():
+    if quick or not want("fluo-gt"):
+        pass
+    elif (fluo / "01_GT" / "SEG" / "man_seg013.tif").exists():
         lab = _read_tif(fluo / "01_GT" / "SEG" / "man_seg013.tif").astype(np.int32)
         raw = fluo / "01" / "t013.tif"
         img = _read_tif(raw).astype(np.float32) if raw.exists() else None
         cases.append(Case("fluo-gt", lab, img, "Fluo-N2DL-HeLa 01 gold truth t013"))
-    elif verbose and not quick:
+    elif verbose:
         print(f"note: {fluo} gold truth missing; Fluo-N2DL case skipped", file=sys.stderr)
     return cases
 

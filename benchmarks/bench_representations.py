@@ -3,6 +3,7 @@
 Usage (from the repository root)::
 
     .venv/bin/python -m benchmarks.bench_representations [--quick] [--only rays,flows]
+                                                          [--cases fluo-gt,dic-st]
                                                           [--repeat N] [--json FILE]
 
 Cases come from :func:`benchmarks._cases.make_cases`. Every module
@@ -70,6 +71,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, smaller cases")
     ap.add_argument("--only", default="", help=f"comma separated subset of {','.join(KNOWN)}")
+    ap.add_argument("--cases", default="",
+                    help="comma separated case names (or prefixes: dsb-fluo) to run; default all")
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions (median is reported)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
@@ -90,7 +93,11 @@ def main(argv=None) -> int:
         print("nothing to run", file=sys.stderr)
         return 1
 
-    cases = make_cases(quick=args.quick)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()] or None
+    try:
+        cases = make_cases(quick=args.quick, names=names)
+    except ValueError as e:
+        ap.error(str(e))
     print(f"cases: " + ", ".join(f"{c.name} {c.labels.shape} n={c.n_objects}" for c in cases))
     print(f"threads: numba {os.environ.get('NUMBA_NUM_THREADS', 'default')}, cpus {os.cpu_count()}")
     rows: list[dict] = []

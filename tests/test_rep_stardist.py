@@ -65,6 +65,54 @@ def test_star_dist_known_values_constant_image_and_border():
     np.testing.assert_allclose(d[:, 3, 3], [2.5, 1.5, 2.5, 1.5], atol=1e-6)
 
 
+@pytest.mark.parametrize("n_rays", [4, 12, 24, 32])
+def test_ray_offset_table_equals_float32_rounding(n_rays):
+    """The integer offset table replaces rint(float32(i) + ys[k, t]) by
+    i + rint(ys[k, t]) except where it is flagged: check that claim for start
+    rows 0..H-1 of a tall image, and that flagged entries exist where the
+    fractional part sits at 1/2 (n_rays = 12: sin 30 deg = 0.5, ties to even
+    depend on the parity of i)."""
+    H, W = 70000, 3
+    ys, xs = K._ray_tables(n_rays, H, W)
+    Wp = W + 2
+    off = K._ray_offsets(ys, xs, Wp, H, W)
+    T = 400  # the first steps of every ray are enough to see every fractional part
+    i = np.arange(H, dtype=np.float32)[::97]
+    for k in range(n_rays):
+        for tab in (ys, xs):
+            got = np.rint(i[:, None] + tab[k, None, 1:T]).astype(np.int64)
+            want = i[:, None].astype(np.int64) + np.rint(tab[k, 1:T]).astype(np.int64)
+            ok = off[k, 1:T] != K._NEAR_HALF
+            assert (got[:, ok] == want[:, ok]).all()
+        flat_ok = off[k, 1:T] != K._NEAR_HALF
+        dec = (np.rint(ys[k, 1:T]).astype(np.int64) * Wp + np.rint(xs[k, 1:T]).astype(np.int64))
+        np.testing.assert_array_equal(off[k, 1:T][flat_ok], dec[flat_ok])
+    if n_rays == 12:
+        assert (off[1, 1:T] == K._NEAR_HALF).any()  # 0.5 steps in y: the float path runs
+
+
+@pytest.mark.parametrize("n_rays", [12, 24])
+def test_star_dist_near_half_positions_match_reference(n_rays):
+    """Rays whose positions have fractional part exactly 1/2 (ties to even):
+    start pixels of both parities, objects cut by all four borders."""
+    lab = np.zeros((19, 23), np.int32)
+    lab[:, :9] = 2
+    lab[4:15, 9:] = 5
+    lab[8:11, 12:20] = 3
+    lab[0, 20:] = 7
+    got = S.star_dist(lab, n_rays)
+    np.testing.assert_allclose(got, R.ref_star_dist(lab, n_rays), rtol=0, atol=1e-5)
+
+
+def test_star_dist_empty_and_single_pixel():
+    assert not S.star_dist(np.zeros((6, 9), np.int32), 8).any()
+    lab = np.zeros((6, 9), np.int32)
+    lab[0, 8] = 4  # corner pixel: every ray leaves at the first step
+    d = S.star_dist(lab, 8)
+    np.testing.assert_allclose(d, R.ref_star_dist(lab, 8), rtol=0, atol=1e-6)
+    assert np.count_nonzero(d) == 8
+
+
 @pytest.mark.parametrize("dtype", INT_DTYPES + [bool])
 def test_encode_every_integer_dtype(dtype):
     lab = random_labels((24, 27), 7, 5, max_id=100)

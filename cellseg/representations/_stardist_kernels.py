@@ -41,25 +41,15 @@ _INF = 1e30
 # ============================================================================ targets
 
 
-@pjit
-def star_dist_kernel(lab, n_rays, gy, gx, out):
-    """Ray distances (StarDist's ``star_dist``), float32 arithmetic as in its C++.
-
-    lab : int32 (H, W) labels; out : float32 (n_rays, Hg, Wg) written in place,
-    ``Hg = (H-1)//gy + 1``. Pixel ``(i, j)`` of the output is image pixel
-    ``(i*gy, j*gx)``. From a foreground pixel each ray steps by
-    ``(sin phi, cos phi)`` and stops at the first rounded position that is out of
-    the image or carries another id; the last step is shortened so the
-    end point lies half a pixel past the last inside pixel (StarDist's
-    sub-pixel correction). Background pixels get 0.
-    """
-    H, W = lab.shape
-    Hg = out.shape[1]
+@jit
+def _ray_tables(n_rays, H, W):
+    """Positions along each ray, float32 (n_rays, T): y_t = y_(t-1) + sin(phi)
+    accumulated in float32 as StarDist's C++ does; they do not depend on the
+    start pixel, so the march has no loop-carried float dependency. Slot 0
+    holds the end-point correction factor (position 0 is never tested). A ray
+    leaves the image after at most (H + W) / max(|sin|, |cos|) <= 1.5 (H + W)
+    steps."""
     st = np.float32(2.0 * math.pi / n_rays)
-    # the positions along a ray, y_t = y_(t-1) + sin(phi) accumulated in float32,
-    # do not depend on the start pixel: tabulate them once (the march then has
-    # no loop-carried float dependency). A ray leaves the image after at most
-    # (H + W) / max(|sin|, |cos|) <= 1.5 (H + W) steps.
     T = 3 * (H + W) // 2 + 4
     ys = np.empty((n_rays, T), np.float32)
     xs = np.empty((n_rays, T), np.float32)
@@ -68,7 +58,6 @@ def star_dist_kernel(lab, n_rays, gy, gx, out):
         dr = np.float32(math.sin(phi))
         dc = np.float32(math.cos(phi))
         corr = np.float32(0.5) / max(abs(dr), abs(dc)) - np.float32(1.0)
-        # slot 0 holds the correction factor (position 0 is never tested)
         ys[k, 0] = corr
         xs[k, 0] = corr
         y = np.float32(0.0)
@@ -78,37 +67,129 @@ def star_dist_kernel(lab, n_rays, gy, gx, out):
             x += dc
             ys[k, t] = y
             xs[k, t] = x
-    for i in prange(Hg):
-        _star_dist_row(lab, i, gy, gx, ys, xs, out)
+    return ys, xs
 
 
 @jit
-def _star_dist_row(lab, i, gy, gx, ys, xs, out):
-    """One output row of :func:`star_dist_kernel`, ray-major so that the
-    writes ``out[k, i, :]`` are sequential (pixel-major order would write
-    n_rays streams one plane apart: L1 set conflicts). ys/xs: float32
-    (n_rays, T) tabulated positions along each ray, slot 0 = correction."""
-    H, W = lab.shape
-    Wg = out.shape[2]
+def foreground_rows_kernel(lab, gy, gx, Hg, Wg):
+    """Foreground output pixels grouped by output row (CSR).
+
+    Returns ``(start, cols)``: int64 ``start`` (Hg + 1,) and int32 ``cols``, the
+    columns ``j`` of output row ``i`` with ``lab[i*gy, j*gx] != 0`` being
+    ``cols[start[i]:start[i+1]]`` in increasing order. One read of the grid
+    pixels; the rays kernel then never looks at background again.
+    """
+    start = np.zeros(Hg + 1, np.int64)
+    n = 0
+    for i in range(Hg):
+        row = i * gy
+        for j in range(Wg):
+            if lab[row, j * gx] != 0:
+                n += 1
+        start[i + 1] = n
+    cols = np.empty(n, np.int32)
+    n = 0
+    for i in range(Hg):
+        row = i * gy
+        for j in range(Wg):
+            if lab[row, j * gx] != 0:
+                cols[n] = j
+                n += 1
+    return start, cols
+
+
+#: marks a (ray, step) whose rounded position may depend on the start pixel
+_NEAR_HALF = np.int64(-(2 ** 62))
+
+
+@jit
+def _ray_offsets(ys, xs, Wp, H, W):
+    """Flat offsets in the padded image (row stride ``Wp``) of the rounded ray
+    positions: ``off[k, t] = rint(ys[k, t]) * Wp + rint(xs[k, t])``.
+
+    The kernel needs ``rint(float32(i + ys[k, t]))`` for an integer start row
+    ``i``; the float32 sum is off the exact one by at most half an ulp at the
+    largest magnitude ``M = max(H, W) + T``, so it equals ``i + rint(ys[k, t])``
+    whenever the fractional part of ``ys[k, t]`` is farther than that from 1/2
+    (margin: 4 half-ulps). Entries that are not are ``_NEAR_HALF`` and the
+    kernel rounds the float32 sum there itself (ties to even depend on ``i``).
+    """
+    n, T = ys.shape
+    M = max(H, W) + T + 2
+    e = 0
+    while (1 << e) < M:
+        e += 1
+    thr = 2.0 ** (e - 22)  # 4 x half an ulp of float32 at magnitude 2**e
+    off = np.empty((n, T), np.int64)
+    for k in range(n):
+        off[k, 0] = 0
+        for t in range(1, T):
+            y = np.float64(ys[k, t])
+            x = np.float64(xs[k, t])
+            if abs(y - math.floor(y) - 0.5) <= thr or abs(x - math.floor(x) - 0.5) <= thr:
+                off[k, t] = _NEAR_HALF
+            else:
+                off[k, t] = np.int64(np.rint(y)) * Wp + np.int64(np.rint(x))
+    return off
+
+
+@pjit
+def star_dist_kernel(labp, n_rays, gy, gx, start, cols, out):
+    """Ray distances (StarDist's ``star_dist``), float32 arithmetic as in its C++.
+
+    labp : int32 (H + 2, W + 2) labels padded by one pixel of 0 (so a ray that
+    leaves the image meets 0, a different id, no bounds checks); start, cols :
+    the foreground of the output grid from :func:`foreground_rows_kernel`;
+    out : float32 (n_rays, Hg, Wg), ``Hg = (H-1)//gy + 1``, **zero on entry**
+    (only foreground pixels are written). Pixel ``(i, j)`` of the output is
+    image pixel ``(i*gy, j*gx)``. From a foreground pixel each ray steps by
+    ``(sin phi, cos phi)`` and stops at the first rounded position that is out
+    of the image or carries another id; the last step is shortened so the end
+    point lies half a pixel past the last inside pixel (StarDist's sub-pixel
+    correction). A step moves the rounded position by at most one pixel per
+    axis, so the march ends on the padding at the latest.
+    """
+    H = labp.shape[0] - 2
+    W = labp.shape[1] - 2
+    Hg = out.shape[1]
+    ys, xs = _ray_tables(n_rays, H, W)
+    off = _ray_offsets(ys, xs, W + 2, H, W)
+    flat = labp.ravel()
+    for i in prange(Hg):
+        if start[i + 1] > start[i]:
+            _star_dist_row(flat, W + 2, i, gy, gx, ys, xs, off, cols[start[i]:start[i + 1]], out)
+
+
+@jit
+def _star_dist_row(flat, Wp, i, gy, gx, ys, xs, off, rcols, out):
+    """The foreground pixels ``rcols`` of output row ``i`` of
+    :func:`star_dist_kernel`, ray-major so that the writes ``out[k, i, :]`` go
+    forward in one plane at a time. flat: the padded labels raveled (row
+    stride ``Wp``); ys/xs: float32 (n_rays, T) tabulated positions along each
+    ray, slot 0 = correction; off: :func:`_ray_offsets` of them."""
     fi = np.float32(i * gy)
-    row = i * gy
+    prow = (i * gy + 1) * Wp + 1
     for k in range(ys.shape[0]):
         ck = ys[k, 0]
         dr = ys[k, 1]
         dc = xs[k, 1]
         yk = ys[k]
         xk = xs[k]
-        for j in range(Wg):
-            v = lab[row, j * gx]
-            if v == 0:
-                out[k, i, j] = 0.0
-                continue
-            fj = np.float32(j * gx)
+        ok = off[k]
+        for q in range(rcols.shape[0]):
+            j = rcols[q]
+            p = prow + j * gx
+            v = flat[p]
             t = 1
             while True:
-                ii = int(np.rint(fi + yk[t]))
-                jj = int(np.rint(fj + xk[t]))
-                if ii < 0 or ii >= H or jj < 0 or jj >= W or lab[ii, jj] != v:
+                o = ok[t]
+                if o != _NEAR_HALF:
+                    r = p + o
+                else:  # round the float32 sum as StarDist does
+                    ii = int(np.rint(fi + yk[t]))
+                    jj = int(np.rint(np.float32(j * gx) + xk[t]))
+                    r = (ii + 1) * Wp + jj + 1
+                if flat[r] != v:
                     y = yk[t] + ck * dr
                     x = xk[t] + ck * dc
                     out[k, i, j] = math.sqrt(y * y + x * x)
@@ -952,13 +1033,19 @@ def gather_dist_kernel(dist, flat):
 
 
 def run_star_dist(lab, n_rays, gy, gx, out):
-    """:func:`star_dist_kernel` with a dynamic parallel schedule (chunks of 4 rows).
+    """:func:`star_dist_kernel` on the foreground only, with a dynamic parallel
+    schedule (chunks of 4 rows). ``out`` must be zero on entry.
 
     With numba's default static schedule a core taken by another process, or
     rows without objects, leave the other threads waiting at the end.
     """
+    start, cols = foreground_rows_kernel(lab, gy, gx, out.shape[1], out.shape[2])
+    if cols.shape[0] == 0:
+        return
+    labp = np.zeros((lab.shape[0] + 2, lab.shape[1] + 2), np.int32)
+    labp[1:-1, 1:-1] = lab
     with numba.parallel_chunksize(4):
-        star_dist_kernel(lab, n_rays, gy, gx, out)
+        star_dist_kernel(labp, n_rays, gy, gx, start, cols, out)
 
 
 def run_edt_prob(lab, bb, ids, out):

@@ -106,7 +106,9 @@ def star_dist(labels: np.ndarray, n_rays: int = 32, grid=(1, 1)) -> np.ndarray:
     n_rays = _check_n_rays(n_rays)
     gy, gx = _normalize_grid(grid)
     H, W = lab.shape
-    out = np.empty((n_rays, (H - 1) // gy + 1 if H else 0, (W - 1) // gx + 1 if W else 0), np.float32)
+    # zeros: the kernel writes only foreground pixels (a large np.zeros is
+    # calloc'ed, so pages of pure background are not even touched here)
+    out = np.zeros((n_rays, (H - 1) // gy + 1 if H else 0, (W - 1) // gx + 1 if W else 0), np.float32)
     if out.size:
         _k().run_star_dist(lab, n_rays, gy, gx, out)
     return out
