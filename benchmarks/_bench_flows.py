@@ -102,7 +102,7 @@ def run(cases, repeat: int = 3) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":  # tiny local check: python -m benchmarks._bench_flows
+if __name__ == "__main__" and len(__import__("sys").argv) == 1:  # tiny local check: python -m benchmarks._bench_flows
     from benchmarks._cases import Case
 
     from cellseg.datasets.synthetic import synthetic_cells
@@ -110,3 +110,60 @@ if __name__ == "__main__":  # tiny local check: python -m benchmarks._bench_flow
     lab = synthetic_cells((256, 256), n_cells=50, seed=0)[1]
     for r in run([Case("synth-256", lab)], repeat=1):
         print(r)
+
+
+# ----------------------------------------------------------------------------- round trip on real data
+
+
+def roundtrip(mode: str = "omnipose", max_per_set: int | None = None, verbose: bool = True,
+              params: dict | None = None) -> dict:
+    """AP@0.5 / AP@0.75 of ``decode(encode(labels))`` against the labels on the real data.
+
+    Sets: DIC-C2DH-HeLa silver truth (01 and 02; large, lobed, touching cells)
+    and Fluo-N2DL-HeLa gold truth. Default decoder knobs (``params`` overrides
+    them). Returns {set: dict(n, ap50 mean/min, ap75 mean, worst frames)}.
+    """
+    from benchmarks._cases import data_dir
+    from cellseg.representations.flows import Flows
+    import tifffile
+
+    d = data_dir()
+    rep = Flows(mode)
+    p = rep.params(**(params or {}))
+    sets: dict[str, list] = {}
+    for seq in ("01", "02"):
+        q = d / "DIC-C2DH-HeLa" / f"{seq}_ST" / "SEG"
+        if q.is_dir():
+            sets.setdefault("dic-st", []).extend(sorted(q.glob("man_seg*.tif")))
+    q = d / "Fluo-N2DL-HeLa" / "01_GT" / "SEG"
+    if q.is_dir():
+        sets["fluo-n2dl-gt"] = sorted(q.glob("man_seg*.tif"))
+    res = {}
+    for name, files in sets.items():
+        files = files[:max_per_set] if max_per_set else files
+        a50, a75 = [], []
+        for f in files:
+            lab = tifffile.imread(str(f)).astype(np.int32)
+            dec = rep.decode(rep.oracle_outputs(lab), p)
+            x, y = ap(lab, dec.labels)
+            a50.append(x)
+            a75.append(y)
+        order = np.argsort(a50)[:5]
+        worst = [(f"{files[i].parent.parent.name}/{files[i].name}", round(a50[i], 4)) for i in order]
+        res[name] = dict(n=len(files), ap50_mean=float(np.mean(a50)), ap50_min=float(np.min(a50)),
+                         ap75_mean=float(np.mean(a75)), worst=worst)
+        if verbose:
+            print(f"{mode:9s} {name:13s} n={len(files):4d}  AP@0.5 mean {np.mean(a50):.4f} (min {np.min(a50):.4f})  "
+                  f"AP@0.75 mean {np.mean(a75):.4f}  worst {worst}", flush=True)
+    return res
+
+
+if __name__ == "__main__" and len(__import__("sys").argv) > 1:  # python -m benchmarks._bench_flows roundtrip ...
+    import argparse
+
+    ap_ = argparse.ArgumentParser(description="Flows oracle round trip on the real data")
+    ap_.add_argument("what", choices=["roundtrip"])
+    ap_.add_argument("--mode", default="omnipose", choices=["cellpose", "omnipose"])
+    ap_.add_argument("--max", type=int, default=None, help="at most this many images per set")
+    a = ap_.parse_args()
+    roundtrip(a.mode, a.max)

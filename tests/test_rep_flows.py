@@ -352,6 +352,14 @@ def test_omnipose_clusters_vs_reference(seed):
     for link, div in ((3.0, 0.5), (1.5, 10.0), (2.0, -0.2)):
         ours = F.omnipose_clusters(final, fg, flow, link, div)
         np.testing.assert_array_equal(ours, R.ref_omnipose_clusters(final, fg, flow, link, div))
+    # full connectivity, the depth rule and region merging (random depths, some exactly at min_depth)
+    depth = rng.choice([0.5, 0.84, 1.0, 1.5, 3.0], size=shape)
+    for conn, md, frac in ((len(shape), 0.0, 2.0), (1, 1.0, 2.0), (1, 1.0, 0.5), (len(shape), 1.5, 0.5),
+                           (1, 1.0, 1.0), (1, 3.0, 0.0)):
+        for link, div in ((3.0, 0.5), (2.0, 0.0)):
+            ours = F.omnipose_clusters(final, fg, flow, link, div, conn, depth, md, frac)
+            ref = R.ref_omnipose_clusters(final, fg, flow, link, div, conn, depth, md, frac)
+            np.testing.assert_array_equal(ours, ref)
 
 
 def test_omnipose_link_thresholds():
@@ -363,6 +371,28 @@ def test_omnipose_link_thresholds():
     assert len(set(F.omnipose_clusters(final, fg, flow, 3.0, 1.0))) == 1
     assert len(set(F.omnipose_clusters(final, fg, flow, np.nextafter(3.0, 0), 1.0))) == 2
     assert len(set(F.omnipose_clusters(final, fg, flow, 3.0, np.nextafter(1.0, 0)))) == 2
+
+
+def test_omnipose_depth_rule_and_merge_thresholds():
+    """Two touching 1-pixel-wide rows: every pair is compatible; the depth rule
+    cuts pairs with both depths below min_depth (>= links), region merging
+    joins the pieces back when g / n >= merge_frac (exactly at the fraction too)."""
+    fg = np.zeros((4, 6), bool)
+    fg[1:3, 1:5] = True
+    flow = np.zeros((2, 4, 6), np.float32)
+    final = np.array(np.nonzero(fg), float)
+    depth = np.full(fg.shape, 0.84)
+    args = (final, fg, flow, 3.0, 0.5, 1, depth)
+    assert len(set(F.omnipose_clusters(*args, 0.84, 2.0))) == 1  # max depth == min_depth links
+    assert len(set(F.omnipose_clusters(*args, np.nextafter(0.84, 1), 2.0))) == 8  # all cut
+    assert len(set(F.omnipose_clusters(*args, 1.0, 1.0))) == 1  # every pair compatible: g/n = 1
+    # one incompatible pair (flows pull (1,2)-(1,3) apart) among the cross pairs of the last merge
+    flow[1, 1, 3] = 1.0
+    flow[1, 1, 2] = -1.0
+    for frac in (0.5, 0.75, 1.0):
+        ours = F.omnipose_clusters(final, fg, flow, 3.0, 0.5, 1, depth, 1.0, frac)
+        ref = R.ref_omnipose_clusters(final, fg, flow, 3.0, 0.5, 1, depth, 1.0, frac)
+        np.testing.assert_array_equal(ours, ref)
 
 
 def test_flow_errors_vs_reference():

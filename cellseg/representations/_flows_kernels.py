@@ -935,16 +935,34 @@ _find = find_root  # union-find root with path compression (cellseg._numba)
 
 
 @jit
-def link_points(index, shape, final, link2, flow, tau, out):
-    """Connected components of foreground pixels linked when they are image
-    neighbours (full connectivity) whose end points lie within ``sqrt(link2)``
-    and whose flows do not pull them apart: ``(f_j - f_i) . e_ij <= tau`` with
-    ``e_ij`` the unit vector from pixel i to pixel j.
+def link_points(index, shape, final, link2, flow, tau, full, depth, min_depth, merge_frac, out):
+    """Omnipose grouping: connected components of linked foreground pixels,
+    then one round of region merging.
 
     ``index``: int64 flat image, point index of each foreground pixel (raster
-    order) or -1; ``final``: float64 ``(ndim, P)`` end points; ``flow``: float64
-    ``(ndim, P)`` unit flows at the pixels. Writes component ids ``1..k``
-    (numbered by first point in raster order) to ``out`` and returns ``k``.
+    order) or -1; ``final``: float64 ``(ndim, P)`` end points; ``flow``:
+    float64 ``(ndim, P)`` unit flows at the pixels; ``depth``: float64 ``(P,)``
+    distance-to-boundary of the pixels. Neighbours are the face neighbours
+    (``full`` False: 4- / 6-connectivity) or all (``full`` True).
+
+    A neighbour pair (i, j) is *compatible* when its end points lie within
+    ``sqrt(link2)`` and its flows do not pull it apart,
+    ``(f_j - f_i) . e_ij <= tau`` (``e_ij`` the unit vector from i to j).
+
+    1. Link compatible pairs with ``max(depth_i, depth_j) >= min_depth``
+       (two pixels both on the outer ring of their objects -- where two cells
+       touch -- are never linked directly); components by union-find.
+    2. Region merging: for every pair of adjacent components (a, b), ``n_ab``
+       neighbour pairs join them and ``g_ab`` of those are compatible (depth
+       ignored). The smaller component of each adjacent pair (fewer pixels;
+       equal: the larger root index) picks its best neighbour -- highest
+       ``g/n``, then highest ``g``, then lowest root index -- and merges into it
+       when ``g/n >= merge_frac`` (thin necks and one-pixel tips cut off in
+       step 1 go back to their cell; a contact between two cells has few
+       compatible pairs). ``merge_frac > 1`` disables the step.
+
+    Writes component ids ``1..k`` (numbered by first point in raster order) to
+    ``out`` and returns ``k``.
     """
     nd = len(shape)
     P = final.shape[1]
@@ -956,7 +974,23 @@ def link_points(index, shape, final, link2, flow, tau, out):
     for a in range(nd):
         nn *= 3
     half = nn // 2  # offsets after the centre in raster order are "forward"
+    # the forward neighbour offsets in use
+    use = np.zeros(nn, np.bool_)
+    for k in range(half + 1, nn):
+        kr = k
+        nz = 0
+        for a in range(nd):
+            if (kr % 3) != 1:
+                nz += 1
+            kr //= 3
+        use[k] = full or nz == 1
     coord = np.empty(nd, np.int64)
+    # pairs (i, j) of neighbours, and whether they are compatible; pass 1 links
+    cap = P * (half if full else nd)
+    pi = np.empty(cap, np.int64)
+    pj = np.empty(cap, np.int64)
+    pg = np.empty(cap, np.bool_)
+    npairs = 0
     for q in range(index.size):
         i = index[q]
         if i < 0:
@@ -966,6 +1000,8 @@ def link_points(index, shape, final, link2, flow, tau, out):
             coord[a] = r // strides[a]
             r -= coord[a] * strides[a]
         for k in range(half + 1, nn):
+            if not use[k]:
+                continue
             kr = k
             qq = 0
             valid = True
@@ -996,7 +1032,12 @@ def link_points(index, shape, final, link2, flow, tau, out):
                 rel += (flow[a, j] - flow[a, i]) * dd
                 nrm += dd * dd
             rel /= math.sqrt(nrm)
-            if d2 <= link2 and rel <= tau:
+            good = d2 <= link2 and rel <= tau
+            pi[npairs] = i
+            pj[npairs] = j
+            pg[npairs] = good
+            npairs += 1
+            if good and max(depth[i], depth[j]) >= min_depth:
                 ri = _find(parent, i)
                 rj = _find(parent, j)
                 if ri != rj:
@@ -1004,6 +1045,9 @@ def link_points(index, shape, final, link2, flow, tau, out):
                         parent[rj] = ri
                     else:
                         parent[ri] = rj
+    if merge_frac <= 1.0:
+        while _merge_regions(parent, pi[:npairs], pj[:npairs], pg[:npairs], merge_frac):
+            pass
     k = 0
     lab = np.zeros(P, np.int32)
     for i in range(P):
@@ -1013,3 +1057,68 @@ def link_points(index, shape, final, link2, flow, tau, out):
             lab[i] = k
         out[i] = lab[r]
     return k
+
+
+@jit
+def _merge_regions(parent, pi, pj, pg, merge_frac):
+    """One round of step 2 of :func:`link_points` on the union-find ``parent``
+    (in place); returns the number of merges."""
+    P = parent.size
+    root = np.empty(P, np.int64)
+    size = np.zeros(P, np.int64)
+    for i in range(P):
+        root[i] = _find(parent, i)
+        size[root[i]] += 1
+    # adjacent component pairs (a < b) as keys a * P + b, counted after sorting
+    n = pi.size
+    keys = np.empty(n, np.int64)
+    m = 0
+    for t in range(n):
+        a = root[pi[t]]
+        b = root[pj[t]]
+        if a == b:
+            continue
+        if a > b:
+            a, b = b, a
+        keys[m] = (a * P + b) * 2 + (1 if pg[t] else 0)
+        m += 1
+    keys = np.sort(keys[:m])
+    # best neighbour of each (smaller) component: fraction g/n, then g, then lowest root
+    best = np.full(P, -1, np.int64)
+    best_g = np.zeros(P, np.int64)
+    best_n = np.ones(P, np.int64)
+    t = 0
+    while t < m:
+        key = keys[t] // 2
+        cnt = 0
+        g = 0
+        while t < m and keys[t] // 2 == key:
+            cnt += 1
+            g += keys[t] % 2
+            t += 1
+        a = key // P
+        b = key - a * P
+        # the smaller of the two picks (equal sizes: the larger root index)
+        if size[a] < size[b] or (size[a] == size[b] and a > b):
+            s, o = a, b
+        else:
+            s, o = b, a
+        # compare g / cnt with best_g / best_n exactly (integers)
+        lhs = g * best_n[s]
+        rhs = best_g[s] * cnt
+        if best[s] < 0 or lhs > rhs or (lhs == rhs and (g > best_g[s] or (g == best_g[s] and o < best[s]))):
+            best[s] = o
+            best_g[s] = g
+            best_n[s] = cnt
+    merged = 0
+    for s in range(P):
+        if best[s] >= 0 and best_g[s] >= merge_frac * best_n[s]:
+            ra = _find(parent, s)
+            rb = _find(parent, best[s])
+            if ra != rb:
+                merged += 1
+                if ra < rb:
+                    parent[rb] = ra
+                else:
+                    parent[ra] = rb
+    return merged

@@ -58,10 +58,17 @@ Decoding (``decode``)
    3^ndim dilation through bins with more than 2 points; where grown seeds
    overlap the seed with more points wins (ties: later raster position).
    Omnipose (an affinity grouping, in the spirit of Omnipose's
-   ``affinity_seg``): neighbouring foreground pixels (8- / 26-connectivity)
-   are linked when their end points lie within ``link_dist`` and their unit
-   flows do not pull them apart (``max_divergence``); objects are the
-   connected components. No centre is needed, so long, curved or branched
+   ``affinity_seg``): neighbouring foreground pixels (face neighbours, 4- /
+   6-connectivity by default) are *compatible* when their end points lie
+   within ``link_dist`` and their unit flows do not pull them apart
+   (``max_divergence``). Compatible pairs are linked unless both pixels are
+   shallower than ``min_depth`` on the ``dist`` head (the outer ring of an
+   object: where two cells touch, one-pixel annotation jaggies otherwise give
+   a stray compatible pair that merges them); objects are the connected
+   components, then adjacent components merge (the smaller into its best
+   neighbour) while at least ``merge_frac`` of the neighbour pairs joining
+   them are compatible, which gives thin necks and tips cut by the depth rule
+   back to their cell. No centre is needed, so long, curved or branched
    cells whose end points spread along a skeleton stay whole.
    Objects with more than ``max_size_fraction`` of the image's pixels are
    dropped.
@@ -127,6 +134,12 @@ class FlowsParams:
         one object when their end points lie within ``link_dist`` pixels and their
         unit flows separate them at a rate <= ``max_divergence``
         (see :func:`omnipose_clusters`).
+    connectivity : (omnipose mode) 1: face neighbours are linked (default);
+        ``ndim``: all neighbours (diagonal-only contacts link too).
+    min_depth : (omnipose mode) two neighbours both with ``dist < min_depth``
+        are not linked directly (0 disables the rule).
+    merge_frac : (omnipose mode) adjacent components merge when at least this
+        fraction of the neighbour pairs between them is compatible (> 1 disables).
     """
 
     prob_thresh: float = 0.5
@@ -138,6 +151,9 @@ class FlowsParams:
     dist_thresh: float | None = None
     link_dist: float = 3.0
     max_divergence: float = 0.5
+    connectivity: int = 1
+    min_depth: float = 1.0
+    merge_frac: float = 0.5
 
     def __post_init__(self):
         if not np.isfinite(self.prob_thresh):
@@ -156,6 +172,12 @@ class FlowsParams:
             raise ValueError(f"link_dist must be >= 0, got {self.link_dist}")
         if not np.isfinite(self.max_divergence):
             raise ValueError("max_divergence must be finite")
+        if self.connectivity not in (1, 2, 3):
+            raise ValueError(f"connectivity must be 1 (face neighbours) or the ndim, got {self.connectivity!r}")
+        if not np.isfinite(self.min_depth):
+            raise ValueError("min_depth must be finite")
+        if not (np.isfinite(self.merge_frac) and self.merge_frac >= 0):
+            raise ValueError(f"merge_frac must be >= 0, got {self.merge_frac}")
         if self.dist_thresh is not None and not np.isfinite(self.dist_thresh):
             raise ValueError("dist_thresh must be finite or None")
 
@@ -328,7 +350,8 @@ def cellpose_clusters(final: np.ndarray, shape, seed_min_count: int = 10) -> np.
 
 
 def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_dist: float = 3.0,
-                      max_divergence: float = 0.5) -> np.ndarray:
+                      max_divergence: float = 0.5, connectivity: int = 1, dist=None,
+                      min_depth: float = 0.0, merge_frac: float = 2.0) -> np.ndarray:
     """Omnipose-style grouping by affinity of neighbouring pixels.
 
     Foreground pixels (``fg``; their end points ``final``, ``(ndim, P)``, in raster
@@ -337,8 +360,14 @@ def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_
     ``u = flow / |flow|`` (``flow``: ``(ndim, *shape)``) do not pull them apart:
     ``(u_j - u_i) . e_ij <= max_divergence`` (``e_ij``: unit vector from pixel i
     to pixel j; two touching cells have flows pointing away from their common
-    boundary, about 2 there). Returns the connected-component id of every point,
-    ``1..k``, numbered by first pixel in raster order.
+    boundary, about 2 there). ``connectivity`` 1: face neighbours only, else all
+    neighbours. ``dist`` (``fg.shape``, e.g. the ``dist`` head) with
+    ``min_depth``: two neighbours both shallower than ``min_depth`` are not linked;
+    ``merge_frac`` (<= 1): region merging of adjacent components (see
+    :func:`cellseg.representations._flows_kernels.link_points`). The defaults
+    here (no depth, no merging) are the plain linking. Returns the
+    connected-component id of every point, ``1..k``, numbered by first pixel in
+    raster order.
     """
     fg = np.asarray(fg, bool)
     final = np.ascontiguousarray(final, np.float64)
@@ -354,9 +383,11 @@ def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_
     index = np.full(fg.size, -1, np.int64)
     index[np.flatnonzero(fg)] = np.arange(P)
     out = np.zeros(P, np.int32)
+    depth = np.full(P, np.inf) if dist is None else np.asarray(dist, np.float64)[fg]
     if P:
         K.link_points(index, np.array(fg.shape, np.int64), final, float(link_dist) ** 2, u,
-                      float(max_divergence), out)
+                      float(max_divergence), connectivity != 1, depth, float(min_depth),
+                      float(merge_frac), out)
     return out
 
 
@@ -464,7 +495,8 @@ class Flows(Representation):
         else:
             step = omnipose_step_field(flow, fg, self.anisotropy)
             final = follow_flows(step, points, p.niter, suppress=True)
-            ids = omnipose_clusters(final, fg, flow, p.link_dist, p.max_divergence)
+            ids = omnipose_clusters(final, fg, flow, p.link_dist, p.max_divergence, p.connectivity,
+                                    out["dist"][0], p.min_depth, p.merge_frac)
         lab = np.zeros(shape, np.int32)
         lab[fg] = ids
         if lab.max() == 0:

@@ -264,36 +264,75 @@ def ref_cellpose_clusters(final, shape, seed_min_count=10, grow_min=2, radius=5,
     return M[cells].astype(np.int32)
 
 
-def ref_omnipose_clusters(final, fg, flow, link_dist=3.0, max_divergence=0.5):
+def ref_omnipose_clusters(final, fg, flow, link_dist=3.0, max_divergence=0.5, connectivity=1, dist=None,
+                          min_depth=0.0, merge_frac=2.0):
+    """Links by scipy connected components, then region merging written out
+    with Python dicts and fractions (see ``link_points`` for the rules)."""
+    from fractions import Fraction
+
     fg = np.asarray(fg, bool)
     nd = fg.ndim
     coords = np.argwhere(fg)  # raster order
     P = len(coords)
     index = -np.ones(fg.shape, np.int64)
     index[fg] = np.arange(P)
+    depth = np.full(P, np.inf) if dist is None else np.asarray(dist, np.float64)[fg]
     u = flow[:, fg].astype(np.float64)
     nrm = np.sqrt((u ** 2).sum(0))
     u = np.divide(u, nrm, out=np.zeros_like(u), where=nrm > 0)
-    rows, cols = [], []
+    pairs = []  # (i, j, compatible)
     offsets = [o for o in np.ndindex(*(3,) * nd) if any(x != 1 for x in o)]
     for o in offsets:
         off = np.array(o) - 1
+        if connectivity == 1 and np.count_nonzero(off) != 1:
+            continue
         nb = coords + off
         inside = np.all((nb >= 0) & (nb < np.array(fg.shape)), axis=1)
         i = np.nonzero(inside)[0]
         j = index[tuple(nb[inside].T)]
         ok = j >= 0
         i, j = i[ok], j[ok]
-        dist = np.sqrt(((final[:, i] - final[:, j]) ** 2).sum(0))
+        d = np.sqrt(((final[:, i] - final[:, j]) ** 2).sum(0))
         e = off / np.linalg.norm(off)
         rate = ((u[:, j] - u[:, i]) * e[:, None]).sum(0)
-        keep = (dist <= link_dist) & (rate <= max_divergence)
-        rows.append(i[keep])
-        cols.append(j[keep])
-    rows = np.concatenate(rows) if rows else np.zeros(0, int)
-    cols = np.concatenate(cols) if cols else np.zeros(0, int)
+        good = (d <= link_dist) & (rate <= max_divergence)
+        pairs += list(zip(i.tolist(), j.tolist(), good.tolist()))
+    keep = [(i, j) for i, j, g in pairs if g and max(depth[i], depth[j]) >= min_depth]
+    rows = np.array([p[0] for p in keep], int)
+    cols = np.array([p[1] for p in keep], int)
     g = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(P, P))
     _, comp = connected_components(g, directed=False)
+    # a component is named by its lowest point index
+    name = {}
+    for k in range(P):
+        name.setdefault(comp[k], k)
+    comp = np.array([name[c] for c in comp], int)
+    while merge_frac <= 1.0:
+        size = {c: int(np.count_nonzero(comp == c)) for c in set(comp.tolist())}
+        stats = {}
+        for i, j, good in pairs:
+            a, b = sorted((comp[i], comp[j]))
+            if a != b:
+                n_, g_ = stats.get((a, b), (0, 0))
+                stats[(a, b)] = (n_ + 1, g_ + int(good))
+        best = {}
+        for (a, b), (n_, g_) in stats.items():
+            s_, o_ = (a, b) if (size[a], -a) < (size[b], -b) else (b, a)
+            cand = (Fraction(g_, n_), g_, -o_)
+            if s_ not in best or cand > best[s_][0]:
+                best[s_] = (cand, o_, n_, g_)
+        edges = [(s_, o_) for s_, (_, o_, n_, g_) in best.items() if g_ >= merge_frac * n_]
+        if not edges:
+            break
+        m = coo_matrix((np.ones(len(edges)), ([e[0] for e in edges], [e[1] for e in edges])), shape=(P, P))
+        _, cc = connected_components(m, directed=False)
+        low = {}
+        for c in sorted(set(comp.tolist())):
+            low.setdefault(cc[c], c)
+        new = np.array([low[cc[c]] for c in comp], int)
+        if len(set(new.tolist())) == len(set(comp.tolist())):
+            break
+        comp = new
     # renumber by first point (raster order)
     out = np.zeros(P, np.int32)
     seen = {}
