@@ -63,6 +63,37 @@ def _insert(keys, vals, bits, key, count):
 
 
 @jit
+def _flush(cnt_a, cnt_b, keys, vals, bits, stride, la, lb, run):
+    """Count a run of ``run`` pixels labelled ``(la, lb)``; return 1 if it added a table key, else 0."""
+    cnt_a[la] += run
+    cnt_b[lb] += run
+    if la != 0 and lb != 0:
+        return _insert(keys, vals, bits, np.int64(la) * stride + lb, run)
+    return 0
+
+
+@jit
+def _compact(cnt, max_v):
+    """The ids ``1..max_v`` with a non-zero count: ``(ids, areas, lut)``, where
+    ``lut`` maps an id to its index among them (-1 when absent)."""
+    n = 0
+    for v in range(1, max_v + 1):
+        if cnt[v] > 0:
+            n += 1
+    ids = np.empty(n, np.int64)
+    area = np.empty(n, np.int64)
+    lut = np.full(max_v + 1, -1, np.int32)
+    j = 0
+    for v in range(1, max_v + 1):
+        if cnt[v] > 0:
+            ids[j] = v
+            area[j] = cnt[v]
+            lut[v] = j
+            j += 1
+    return ids, area, lut
+
+
+@jit
 def _scan(a, b, max_a, max_b, bits):
     """One pass: per-id pixel counts and a hash table of (a, b) pair counts.
 
@@ -92,21 +123,15 @@ def _scan(a, b, max_a, max_b, bits):
         if va == la and vb == lb:
             run += 1
             continue
-        cnt_a[la] += run
-        cnt_b[lb] += run
-        if la != 0 and lb != 0:
-            used += _insert(keys, vals, bits, np.int64(la) * stride + lb, run)
-            if used >= limit:
-                return False, cnt_a, cnt_b, keys, vals, used
+        used += _flush(cnt_a, cnt_b, keys, vals, bits, stride, la, lb, run)
+        if used >= limit:
+            return False, cnt_a, cnt_b, keys, vals, used
         la = va
         lb = vb
         run = 1
-    cnt_a[la] += run
-    cnt_b[lb] += run
-    if la != 0 and lb != 0:
-        used += _insert(keys, vals, bits, np.int64(la) * stride + lb, run)
-        if used >= limit:
-            return False, cnt_a, cnt_b, keys, vals, used
+    used += _flush(cnt_a, cnt_b, keys, vals, bits, stride, la, lb, run)
+    if used >= limit:
+        return False, cnt_a, cnt_b, keys, vals, used
     return True, cnt_a, cnt_b, keys, vals, used
 
 
@@ -147,34 +172,8 @@ def overlap_int32(a, b, max_a, max_b):
         bits += 2
 
     # compact ids: lut maps an id to its index among the present ids
-    n_a = 0
-    for v in range(1, max_a + 1):
-        if cnt_a[v] > 0:
-            n_a += 1
-    n_b = 0
-    for v in range(1, max_b + 1):
-        if cnt_b[v] > 0:
-            n_b += 1
-    ids_a = np.empty(n_a, np.int64)
-    area_a = np.empty(n_a, np.int64)
-    lut_a = np.full(max_a + 1, -1, np.int32)
-    j = 0
-    for v in range(1, max_a + 1):
-        if cnt_a[v] > 0:
-            ids_a[j] = v
-            area_a[j] = cnt_a[v]
-            lut_a[v] = j
-            j += 1
-    ids_b = np.empty(n_b, np.int64)
-    area_b = np.empty(n_b, np.int64)
-    lut_b = np.full(max_b + 1, -1, np.int32)
-    j = 0
-    for v in range(1, max_b + 1):
-        if cnt_b[v] > 0:
-            ids_b[j] = v
-            area_b[j] = cnt_b[v]
-            lut_b[v] = j
-            j += 1
+    ids_a, area_a, lut_a = _compact(cnt_a, max_a)
+    ids_b, area_b, lut_b = _compact(cnt_b, max_b)
 
     # gather and sort the pairs by key (= by a id, then b id)
     pk = np.empty(used, np.int64)
