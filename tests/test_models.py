@@ -252,3 +252,19 @@ def test_subsampled_outputs_rejected():
         CellsegModel(make_config(get("stardist", grid=(2, 2)), TINY))
     with pytest.raises(ModelFormatError, match="supports"):
         CellsegModel(make_config(get("stardist"), {**TINY, "ndim": 3}))
+
+
+def test_head_bias_init_gives_known_starting_outputs():
+    import torch
+
+    from cellseg.models.heads import Heads
+    from cellseg.representations import get
+    from cellseg.representations.base import HeadSpec
+
+    rep = get("offsets")
+    heads = Heads(2, 8, rep.heads())
+    out = heads(torch.randn(2, 8, 5, 5))
+    assert torch.all(out["offset"] == 0) and torch.all(out["sigma"] == 1.0)
+    assert out["seed"].abs().sum() > 0  # torch's default init where no bias_init is given
+    with pytest.raises(ValueError, match="bias_init"):
+        HeadSpec("x", 1, bias_init=float("nan"))

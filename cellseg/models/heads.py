@@ -44,6 +44,11 @@ class Heads(nn.Module):
         conv = nn.Conv2d if ndim == 2 else nn.Conv3d
         self.specs = specs
         self.convs = nn.ModuleDict({h.name: conv(in_channels, h.channels, 1) for h in specs})
+        with torch.no_grad():
+            for h in specs:
+                if h.bias_init is not None:
+                    self.convs[h.name].weight.zero_()
+                    self.convs[h.name].bias.fill_(float(h.bias_init))
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return {h.name: self.convs[h.name](features) for h in self.specs}

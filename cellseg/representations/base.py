@@ -37,17 +37,24 @@ class HeadSpec:
     ``activation`` is applied by the network at inference (``identity``,
     ``sigmoid``, ``softplus``, ``tanh`` or ``relu``); losses receive the raw
     (pre-activation) tensor and the activation name so they can use logits.
+    ``bias_init``: when set, the head's 1×1 convolution starts with zero weights
+    and this bias (a known starting output, as Neven et al. 2019 start the
+    offsets at 0 and the margins at ``exp(10 * 1)``); ``None`` keeps torch's
+    default initialization.
     """
 
     name: str
     channels: int
     activation: str = "identity"
+    bias_init: float | None = None
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose from {ACTIVATIONS}")
         if self.channels < 1:
             raise ValueError("a head needs at least one channel")
+        if self.bias_init is not None and not np.isfinite(self.bias_init):
+            raise ValueError(f"bias_init must be finite, got {self.bias_init}")
 
 
 @dataclass

@@ -167,8 +167,11 @@ class Offsets(Representation):
 
     def heads(self) -> tuple[HeadSpec, ...]:
         return (
-            HeadSpec("offset", self.ndim, "tanh"),
-            HeadSpec("sigma", self.ndim, "identity"),
+            HeadSpec("offset", self.ndim, "tanh", bias_init=0.0),
+            # margins start at exp(SIGMA_GAIN * 1): a radius of ~6 px at scale 1024; with torch's
+            # default init (sigma ~ 0) every pixel of a patch lies inside every margin and the
+            # Lovász hinge starts on a plateau (seen: no object found after 5 epochs)
+            HeadSpec("sigma", self.ndim, "identity", bias_init=1.0),
             HeadSpec("seed", 1, "sigmoid"),
         )
 
