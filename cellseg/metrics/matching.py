@@ -378,15 +378,8 @@ def _derived(tp: int, fp: int, fn: int, n_true: int, score_sum: float) -> dict[s
 
 
 @dataclass(frozen=True)
-class Matching:
-    """Matching statistics of one image pair at one threshold.
-
-    ``accuracy`` is AP at ``thresh``: TP / (TP + FP + FN) after optimal
-    one-to-one matching (DSB 2018 / StarDist / Cellpose convention).
-    ``matched_pairs`` / ``matched_scores`` (only with ``report_matches=True``)
-    list the true positives as ``(true id, pred id)`` sorted by true id, and
-    their scores. Unlike StarDist, sub-threshold assignments are not listed.
-    """
+class _MatchingStats:
+    """The fields and ``ap`` shared by :class:`Matching` and :class:`DatasetMatching`."""
 
     criterion: str
     thresh: float
@@ -402,8 +395,6 @@ class Matching:
     mean_true_score: float
     mean_matched_score: float
     panoptic_quality: float
-    matched_pairs: tuple[tuple[int, int], ...] | None = field(default=None, repr=False)
-    matched_scores: tuple[float, ...] | None = field(default=None, repr=False)
 
     @property
     def ap(self) -> float:
@@ -411,7 +402,25 @@ class Matching:
         return self.accuracy
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Matching(_MatchingStats):
+    """Matching statistics of one image pair at one threshold.
+
+    ``accuracy`` is AP at ``thresh``: TP / (TP + FP + FN) after optimal
+    one-to-one matching (DSB 2018 / StarDist / Cellpose convention).
+    ``matched_pairs`` / ``matched_scores`` (only with ``report_matches=True``)
+    list the true positives as ``(true id, pred id)`` sorted by true id, and
+    their scores. Unlike StarDist, sub-threshold assignments are not listed.
+    """
+
+    matched_pairs: tuple[tuple[int, int], ...] | None = field(default=None, repr=False)
+    matched_scores: tuple[float, ...] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
         if self.matched_pairs is None:
             d.pop("matched_pairs")
             d.pop("matched_scores")
@@ -422,7 +431,7 @@ class Matching:
 
 
 @dataclass(frozen=True)
-class DatasetMatching:
+class DatasetMatching(_MatchingStats):
     """Matching statistics pooled over several image pairs at one threshold.
 
     With ``by_image=False`` TP/FP/FN and the TP score sum are pooled over all
@@ -432,29 +441,8 @@ class DatasetMatching:
     definitions as ``stardist.matching.matching_dataset``.
     """
 
-    criterion: str
-    thresh: float
-    fp: int
-    tp: int
-    fn: int
-    precision: float
-    recall: float
-    accuracy: float
-    f1: float
-    n_true: int
-    n_pred: int
-    mean_true_score: float
-    mean_matched_score: float
-    panoptic_quality: float
     by_image: bool
     n_images: int
-
-    @property
-    def ap(self) -> float:
-        return self.accuracy
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 class _Counts:
