@@ -167,8 +167,28 @@ def seg_sequence(gts: Iterable, preds: Iterable, *, names: Sequence[str] | None 
 # --------------------------------------------------------------------------- DET
 
 
+@dataclass(frozen=True, eq=False)
+class _DETCounts:
+    """The fields and ``to_dict`` shared by :class:`DETResult` and :class:`DETSequenceResult`."""
+
+    det: float
+    aogm_d: float
+    aogm_d0: float
+    n_ref: int
+    n_pred: int
+    tp: int
+    fn: int
+    fp: int
+    ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["det"] = _num(self.det)
+        return d
+
+
 @dataclass(frozen=True)
-class DETResult:
+class DETResult(_DETCounts):
     """DET of one frame (detection-only AOGM-D with the CTC weights).
 
     n_ref / n_pred : reference and computed objects
@@ -180,21 +200,7 @@ class DETResult:
     det = 1 - min(aogm_d, aogm_d0) / aogm_d0 (NaN when n_ref == 0)
     """
 
-    det: float
-    aogm_d: float
-    aogm_d0: float
-    n_ref: int
-    n_pred: int
-    tp: int
-    fn: int
-    fp: int
-    ns: int
     name: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["det"] = _num(self.det)
-        return d
 
 
 def _det_value(aogm: float, aogm0: float) -> float:
@@ -224,18 +230,9 @@ def det_score(gt, pred, *, name: str | None = None) -> DETResult:
 
 
 @dataclass(frozen=True, eq=False)
-class DETSequenceResult:
+class DETSequenceResult(_DETCounts):
     """DET of a sequence: AOGM-D and AOGM-D0 summed over frames, then normalised."""
 
-    det: float
-    aogm_d: float
-    aogm_d0: float
-    n_ref: int
-    n_pred: int
-    tp: int
-    fn: int
-    fp: int
-    ns: int
     frames: tuple[DETResult, ...] = field(repr=False)
 
     @property
@@ -243,8 +240,7 @@ class DETSequenceResult:
         return len(self.frames)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "frames"}
-        d["det"] = _num(self.det)
+        d = super().to_dict()  # "frames" is the last field: it stays the last key
         d["frames"] = [f.to_dict() for f in self.frames]
         return d
 
