@@ -402,7 +402,7 @@ def fit(
     _log(cfg, f"training {rep.name} on {len(train)} images ({train.source}); "
               f"{'validating on %d' % len(validator.samples) if validator else 'no validation'}; "
               f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, patch {patch}, "
-              f"device {dev}, {torch.get_num_threads()} threads")
+              f"device {dev}, {cfg.num_threads or torch.get_num_threads()} threads")
     try:
         while state["epoch"] < cfg.epochs:
             epoch = state["epoch"]
