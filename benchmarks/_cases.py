@@ -190,12 +190,20 @@ def median_time(fn, repeat: int) -> tuple[float, object]:
     return float(np.median(times)), res
 
 
-def alternate(fa, fb, repeat: int):
+def alternate(fa, fb, repeat: int, warm: bool = True):
     """Run ``fa`` (ours) and ``fb`` (the peer, or None) alternately ``repeat`` times;
-    return (median seconds of fa, median of fb or None, last result of fa, last of fb)."""
+    return (median seconds of fa, median of fb or None, last result of fa, last of fb).
+
+    ``warm``: one untimed call of each first (the first call on a new image
+    size pays one-off costs -- fresh memory, lazily built tables -- that
+    otherwise land in the median of a few repeats)."""
     import time
 
     ta, tb, ra, rb = [], [], None, None
+    if warm:
+        fa()
+        if fb is not None:
+            fb()
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
         ra = fa()
