@@ -51,6 +51,13 @@ def test_names_subset_and_colour_images(tmp_path):
     assert FolderDataset(root).subset(["a", "b"]).names == ["a", "b"]
 
 
+def test_subset_of_a_relative_root(tmp_path, monkeypatch):
+    _make(tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    sub = FolderDataset("d").subset(["b", "c"])  # used to look for d/d/images
+    assert sub.names == ["b", "c"] and sub["c"].image[0, 0] == 20
+
+
 def test_unpaired_and_empty_folders_listed(tmp_path):
     root = _make(tmp_path / "d")
     tifffile.imwrite(root / "images" / "lonely.tif", np.zeros((4, 4), np.uint8))

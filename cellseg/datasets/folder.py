@@ -147,7 +147,8 @@ class FolderDataset(Sequence):
     # ----------------------------------------------------------------- subsets
     def subset(self, names) -> "FolderDataset":
         """A dataset over the same folders restricted to ``names``."""
-        return FolderDataset(self.root, self.images_dir, self.masks_dir, names=names)
+        # absolute sub-folders: with a relative root, root / "root/images" would nest the root twice
+        return FolderDataset(self.root, self.images_dir.absolute(), self.masks_dir.absolute(), names=names)
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:
         """Deterministic random split into ``(train_names, val_names)``.
