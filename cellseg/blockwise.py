@@ -11,9 +11,17 @@ block size, not the image size.
 Normalization uses one intensity range for the whole image (percentiles of a
 strided subsample, or exact percentiles when the image fits in memory), so that
 blocks see the same normalized values as a whole-image run.
+
+Memory-mapped files (a ``tifffile.memmap``/``np.memmap`` input, the ``.tif``
+output) are accessed through :class:`MappedRows`, which maps only the rows a
+read or write touches and unmaps them at once: a long-lived memory map keeps
+every page it ever touched in the process's resident set, which would make the
+peak memory grow with the image (1 GiB of labels for 16k x 16k) instead of with
+the block.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,7 +32,7 @@ import numpy as np
 
 from .tiling import Block, block_grid, owned_objects
 
-__all__ = ["percentile_range", "segment_blockwise", "BlockProgress", "open_output"]
+__all__ = ["percentile_range", "segment_blockwise", "BlockProgress", "open_output", "MappedRows"]
 
 
 @dataclass
@@ -34,16 +42,110 @@ class BlockProgress:
     n_objects: int
 
 
-def percentile_range(image, pmin: float, pmax: float, max_samples: int = 2**24) -> tuple[float, float]:
+class MappedRows:
+    """A C-ordered array stored in a file at ``offset``, read and written band by band.
+
+    Indexing maps only the rows (first axis) that the key touches, copies them out
+    (or writes and flushes them) and unmaps them, so the file's pages never pile up
+    in the resident set the way they do in a long-lived ``np.memmap``. Keys are
+    ``...``, ints and slices (positive steps) per axis.
+    """
+
+    def __init__(self, filename, dtype, shape: Sequence[int], offset: int = 0, mode: str = "r"):
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        self.filename = str(filename)
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(n) for n in shape)
+        self.offset = int(offset)
+        self.mode = mode
+
+    @classmethod
+    def from_memmap(cls, array, mode: str = "r") -> "MappedRows | None":
+        """A :class:`MappedRows` over the file of ``array`` when it is a whole, C-ordered
+        ``np.memmap`` (not a view of one); else None."""
+        if (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.filename
+                and array.flags.c_contiguous and array.ndim >= 1):
+            return cls(array.filename, array.dtype, array.shape, array.offset, mode)
+        return None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def _map(self, key):
+        if key is Ellipsis:
+            key = ()
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        first, rest = key[0], key[1:]
+        n = self.shape[0]
+        if isinstance(first, slice):
+            start, stop, step = first.indices(n)
+            if step <= 0:
+                lo, hi, local = 0, n, first
+            else:
+                lo, hi = start, max(start, stop)
+                local = slice(0, hi - lo, step)
+        else:
+            i = int(first)
+            i = i + n if i < 0 else i
+            if not 0 <= i < n:
+                raise IndexError(f"index {first} out of range for axis 0 of size {n}")
+            lo, hi, local = i, i + 1, 0
+        row = self.dtype.itemsize * int(np.prod(self.shape[1:]))
+        if hi <= lo:  # empty selection: an empty array of the right shape
+            return np.zeros((0,) + self.shape[1:], self.dtype), (slice(None),) + rest
+        mm = np.memmap(self.filename, dtype=self.dtype, mode=self.mode, offset=self.offset + lo * row,
+                       shape=(hi - lo,) + self.shape[1:])
+        return mm, (local,) + rest
+
+    def __getitem__(self, key) -> np.ndarray:
+        mm, k = self._map(key)
+        out = np.array(mm[k])
+        del mm
+        return out
+
+    def __setitem__(self, key, value) -> None:
+        if self.mode != "r+":
+            raise ValueError(f"{self.filename} is open read-only")
+        mm, k = self._map(key)
+        mm[k] = value
+        if isinstance(mm, np.memmap):
+            mm.flush()
+        del mm
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[...]
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+def percentile_range(image, pmin: float, pmax: float, max_samples: int = 2**24,
+                     band_bytes: int = 2**26) -> tuple[float, float]:
     """(p_lo, p_hi) over ``image``; exact when it has ≤ ``max_samples`` pixels,
-    else over a regular strided subsample (read block-row by block-row)."""
-    shape = image.shape
+    else over a regular strided subsample (read band by band along the first axis,
+    so no more than ``band_bytes`` of the image are read at once)."""
+    shape = tuple(image.shape)
     n = int(np.prod(shape))
     if n <= max_samples:
         x = np.asarray(image[...], np.float32)
     else:
         step = int(np.ceil((n / max_samples) ** (1.0 / len(shape))))
-        x = np.asarray(image[tuple(slice(None, None, step) for _ in shape)], np.float32)
+        row_bytes = np.dtype(image.dtype).itemsize * int(np.prod(shape[1:]))
+        band = max(step, (band_bytes // max(row_bytes, 1)) // step * step)
+        rest = tuple(slice(None, None, step) for _ in shape[1:])
+        x = np.concatenate([np.asarray(image[(slice(y, min(y + band, shape[0]), step),) + rest], np.float32)
+                            for y in range(0, shape[0], band)])
     lo, hi = np.percentile(x, [pmin, pmax])
     if hi <= lo:
         hi = float(x.max())
@@ -53,7 +155,8 @@ def percentile_range(image, pmin: float, pmax: float, max_samples: int = 2**24) 
 
 
 def open_output(path: str | Path, shape: Sequence[int], chunks: Sequence[int]):
-    """Create the on-disk label output: ``.zarr`` → zarr array, ``.tif`` → memory-mapped TIFF.
+    """Create the on-disk label output: ``.zarr`` → zarr array, ``.tif`` → a TIFF written in
+    place through :class:`MappedRows`.
 
     Written under a temporary name; :func:`segment_blockwise` renames it when complete.
     """
@@ -66,7 +169,11 @@ def open_output(path: str | Path, shape: Sequence[int], chunks: Sequence[int]):
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        return tifffile.memmap(str(path), shape=tuple(shape), dtype=np.int32, photometric="minisblack")
+        mm = tifffile.memmap(str(path), shape=tuple(shape), dtype=np.int32, photometric="minisblack")
+        offset = int(mm.offset)
+        mm.flush()
+        del mm  # written band by band through MappedRows: resident memory stays bounded by the block
+        return MappedRows(path, np.int32, shape, offset, mode="r+")
     raise ValueError(f"{path}: block-wise output must end in .zarr, .tif or .tiff")
 
 
@@ -84,6 +191,7 @@ def iter_blocks(
     Generator: yields :class:`BlockProgress` after each block and returns the
     list of ids that were cut by a block edge (objects larger than the margin).
     """
+    image = MappedRows.from_memmap(image) or image
     shape = tuple(image.shape)
     if norm_range is None:
         norm_range = percentile_range(image, *segmenter.normalize)

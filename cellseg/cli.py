@@ -79,6 +79,21 @@ def _add_segment(sub):
     p.set_defaults(func=_cmd_segment)
 
 
+_CLI_HINTS = (
+    ("Pass axes=", "--axes", "on the command line: --axes ZYX for a Z stack, --axes TYX for time"),
+    ("choose one with channel=", "--channel", "on the command line: --channel INDEX or --channel NAME"),
+)
+
+
+def _cli_message(msg: str) -> str:
+    """Library messages name keyword arguments (``axes=``, ``channel=``); on the command line
+    say which option to use instead."""
+    for needle, option, hint in _CLI_HINTS:
+        if needle in msg and option not in msg:
+            msg = f"{msg} -- {hint}"
+    return msg
+
+
 def _decode_overrides(args) -> dict:
     params = {}
     for item in args.param:
@@ -155,7 +170,7 @@ def _cmd_segment(args) -> int:
         nonlocal failed
         if r.status == "failed":
             failed += 1
-            msg = f"FAILED {r.message}"
+            msg = f"FAILED {_cli_message(r.message)}"
         elif r.status == "skipped":
             msg = f"skipped {r.input}: {r.message}"
         else:

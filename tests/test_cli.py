@@ -112,3 +112,41 @@ def test_models_and_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert "cellseg" in capsys.readouterr().out
+
+
+def test_more_bad_inputs_progress_lines_and_hints(images, tmp_path, tiny_model_path, capsys):
+    """Unreadable and unusable inputs: one FAILED line naming each file (with the option to use
+    where one would help), a 'done' line per good file, no output for a bad file, exit 1."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    img = tifffile.imread(images / "img0.tif")
+    tifffile.imwrite(bad / "big.tif", np.tile(img, (3, 3)))
+    raw = (bad / "big.tif").read_bytes()
+    (bad / "truncated.tif").write_bytes(raw[: len(raw) // 2])  # a valid header, half the pixels
+    (bad / "big.tif").unlink()
+    (bad / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    (bad / "notes.txt").write_text("not an image")
+    tifffile.imwrite(bad / "stack3d.tif", np.stack([img] * 5), photometric="minisblack", metadata=None)  # axes?
+    tifffile.imwrite(bad / "two_chan.tif", np.stack([img, img[::-1]]), imagej=True, metadata={"axes": "CYX"})
+    nan = img.astype(np.float32)
+    nan[3, 3] = np.nan
+    tifffile.imwrite(bad / "nan.tif", nan)
+    tifffile.imwrite(bad / "one_d.tif", np.arange(50, dtype=np.uint16))
+    out = tmp_path / "out"
+    inputs = [str(images / "img0.tif"), str(bad), str(bad / "notes.txt"), str(images / "img1.tif")]
+    rc = main(["segment", *inputs, "-o", str(out), "--model", str(tiny_model_path)])  # with progress bars
+    assert rc == 1
+    text = capsys.readouterr()
+    lines = (text.out + text.err).splitlines()
+    failed = {name: [ln for ln in lines if ln.startswith("FAILED") and name in ln]
+              for name in ("truncated.tif", "garbage.png", "notes.txt", "stack3d.tif", "two_chan.tif", "nan.tif",
+                           "one_d.tif")}
+    assert all(len(v) == 1 for v in failed.values()), failed
+    assert "--axes" in failed["stack3d.tif"][0] and "--channel" in failed["two_chan.tif"][0]
+    assert "NaN" in failed["nan.tif"][0] and "unsupported file type" in failed["notes.txt"][0]
+    assert sum(ln.startswith("done ") for ln in lines) == 2
+    assert any("2 segmented, 0 skipped, 7 failed" in ln for ln in lines)
+    assert "Traceback" not in text.out + text.err
+    assert "files" in text.err  # the per-file progress bar
+    assert _outputs(out) == ["img0_labels.tif", "img0_objects.csv", "img0_overlay.png",
+                             "img1_labels.tif", "img1_objects.csv", "img1_overlay.png"]

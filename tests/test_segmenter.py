@@ -123,3 +123,47 @@ def test_redecode_equals_segment_with_new_params(seg, axes):
     assert again.axes == direct.axes and again.params == direct.params
     with pytest.raises(ValueError, match="keep_outputs"):
         seg.redecode(seg.segment(img, axes=axes))
+
+
+# -- real images, bundled model -------------------------------------------------------------------
+
+def _bundled_stardist():
+    from cellseg.models import list_models
+
+    if "nuclei-stardist" not in list_models():
+        pytest.skip("the bundled model nuclei-stardist is not installed (cellseg/models/weights)")
+    return load_model("nuclei-stardist")
+
+
+def _real_image(kind: str, root):
+    import tifffile
+
+    from cellseg.io import read_image
+
+    if kind == "fluo_hela":  # Fluo-N2DL-HeLa 01 t075: ~50 nuclei in the crop, several touching
+        return tifffile.imread(root / "01" / "t075.tif")[128:384, 400:688]
+    if kind == "dic_hela":  # DIC-C2DH-HeLa 01 t000: not the model's domain, but many objects; odd size
+        return tifffile.imread(root / "01" / "t000.tif")[40:299, 90:382]
+    # DSB 2018 fluorescence image, 260 x 347 (not multiples of the network's div_by), 131 nuclei
+    return read_image(root / "images" / "9bb6e39d5f4415bc7554842ee5d1280403a602f2ba56122b87f453a62d37c06e.png").data
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.parametrize("kind", ["fluo_hela", "dic_hela", "dsb2018"])
+def test_tiled_equals_untiled_on_real_images(kind, request):
+    """Tiled labels are identical to the whole-image labels on real images with the bundled
+    StarDist model, for a square tile (split along both axes) and two non-square ones, with
+    the default margin (from the receptive field)."""
+    from cellseg.tiling import tile_grid
+
+    img = _real_image(kind, request.getfixturevalue(kind))  # skips when the data is missing
+    model = _bundled_stardist()
+    assert img.ndim == 2 and min(img.shape) >= 256
+    full = Segmenter(model).segment(img).labels
+    assert full.max() >= 20, f"{kind}: only {full.max()} objects in the whole-image run"
+    for tile in (240, (184, 400), (400, 240)):
+        seg = Segmenter(model, tile=tile)
+        assert len(tile_grid(img.shape, tile, seg.default_margin(), model.div_by)) >= 3
+        tiled = seg.segment(img).labels
+        np.testing.assert_array_equal(tiled, full, err_msg=f"{kind}, tile {tile}")
