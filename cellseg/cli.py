@@ -281,7 +281,7 @@ def _cmd_download(args) -> int:
         return 0
     try:
         path = dl.download(args.name, cache=args.cache, force=args.force)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, dl.DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)

@@ -150,3 +150,15 @@ def test_more_bad_inputs_progress_lines_and_hints(images, tmp_path, tiny_model_p
     assert "files" in text.err  # the per-file progress bar
     assert _outputs(out) == ["img0_labels.tif", "img0_objects.csv", "img0_overlay.png",
                              "img1_labels.tif", "img1_objects.csv", "img1_overlay.png"]
+
+
+def test_download_failure_is_a_message_not_a_traceback(monkeypatch, capsys):
+    from cellseg.datasets import download as dl
+
+    def offline(*a, **k):
+        raise dl.DownloadError("could not reach https://example.org/x.zip (no network)")
+
+    monkeypatch.setattr(dl, "download", offline)
+    assert main(["download", "Fluo-N2DL-HeLa"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "no network" in err and "Traceback" not in err
