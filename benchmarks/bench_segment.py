@@ -139,14 +139,17 @@ def _child_blockwise(args) -> None:
     if len(blocks) == total:  # the real thing: segment_blockwise (temporary output renamed at the end)
         from cellseg.blockwise import segment_blockwise
 
+        last = {"n": 0}
+
         def progress(ev):
+            last["n"] = ev.n_objects  # ids are 1..n_objects: no pass over the output (its pages would count)
             dt = time.perf_counter() - t
             print(f"  [{shape[0]}^2 block {args.child_block}] {ev.done}/{ev.total} blocks, {ev.n_objects} objects, "
                   f"{dt:.0f} s, ~{dt / ev.done * (ev.total - ev.done):.0f} s left", file=sys.stderr, flush=True)
 
         out, cut = segment_blockwise(seg, img, args.child_output, block=args.child_block, margin=args.margin,
                                      progress=progress)
-        n = int(np.max(tifffile.memmap(str(out), mode="r")))  # one pass over the output (pages counted)
+        n = last["n"]
     else:
         img = MappedRows.from_memmap(img) or img  # as iter_blocks does: no file pages pile up
         rng = percentile_range(img, *seg.normalize)
