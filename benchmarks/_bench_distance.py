@@ -99,27 +99,11 @@ def roundtrip(max_per_set: int | None = None, verbose: bool = True) -> dict:
 
 def roundtrip_sets(rep, decode, max_per_set=None, verbose=True) -> dict:
     """AP of ``decode(rep, labels)`` against ``labels`` over the real data sets."""
-    import csv
-
     import tifffile
 
-    from benchmarks._cases import data_dir
+    from benchmarks._cases import data_dir, roundtrip_label_sets
 
-    d = data_dir()
-    sets: dict[str, list] = {}
-    dsb = d / "DSB2018-stage1-train-fixed"
-    if (dsb / "index.csv").exists():
-        with open(dsb / "index.csv", newline="") as f:
-            rows = sorted(csv.DictReader(f), key=lambda r: r["id"])
-        sets["dsb-all"] = [dsb / "masks" / f"{r['id']}.tif" for r in rows]
-        sets["dsb-fluo"] = [dsb / "masks" / f"{r['id']}.tif" for r in rows if r["kind_heuristic"] == "fluorescence"]
-    for seq in ("01", "02"):
-        p = d / "DIC-C2DH-HeLa" / f"{seq}_ST" / "SEG"
-        if p.is_dir():
-            sets.setdefault("dic-st", []).extend(sorted(p.glob("man_seg*.tif")))
-    p = d / "Fluo-N2DL-HeLa" / "01_GT" / "SEG"
-    if p.is_dir():
-        sets["fluo-n2dl-gt"] = sorted(p.glob("man_seg*.tif"))
+    sets = roundtrip_label_sets(data_dir(), dsb="all")
     cache: dict = {}
     res = {}
     for name, files in sets.items():

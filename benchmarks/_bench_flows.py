@@ -123,31 +123,16 @@ def roundtrip(mode: str = "omnipose", max_per_set: int | None = None, verbose: b
     and Fluo-N2DL-HeLa gold truth. Default decoder knobs (``params`` overrides
     them). Returns {set: dict(n, ap50 mean/min, ap75 mean, worst frames)}.
     """
-    from benchmarks._cases import data_dir
+    from benchmarks._cases import data_dir, roundtrip_label_sets, roundtrip_scores
     from cellseg.representations.flows import Flows
-    import tifffile
 
-    d = data_dir()
     rep = Flows(mode)
     p = rep.params(**(params or {}))
-    sets: dict[str, list] = {}
-    for seq in ("01", "02"):
-        q = d / "DIC-C2DH-HeLa" / f"{seq}_ST" / "SEG"
-        if q.is_dir():
-            sets.setdefault("dic-st", []).extend(sorted(q.glob("man_seg*.tif")))
-    q = d / "Fluo-N2DL-HeLa" / "01_GT" / "SEG"
-    if q.is_dir():
-        sets["fluo-n2dl-gt"] = sorted(q.glob("man_seg*.tif"))
+    sets = roundtrip_label_sets(data_dir(), dsb=None)
     res = {}
     for name, files in sets.items():
-        files = files[:max_per_set] if max_per_set else files
-        a50, a75 = [], []
-        for f in files:
-            lab = tifffile.imread(str(f)).astype(np.int32)
-            dec = rep.decode(rep.oracle_outputs(lab), p)
-            x, y = ap(lab, dec.labels)
-            a50.append(x)
-            a75.append(y)
+        files, a50, a75 = roundtrip_scores(files, lambda lab: rep.decode(rep.oracle_outputs(lab), p).labels,
+                                           max_per_set)
         order = np.argsort(a50)[:5]
         worst = [(f"{files[i].parent.parent.name}/{files[i].name}", round(a50[i], 4)) for i in order]
         res[name] = dict(n=len(files), ap50_mean=float(np.mean(a50)), ap50_min=float(np.min(a50)),

@@ -152,39 +152,16 @@ def roundtrip(max_per_set: int | None = None, n_rays: int = N_RAYS, border: int 
     Decode knobs: prob 0.5, nms 0.4 and ``border`` (StarDist's b, default 2:
     small objects cut by the image border can be lost; 0 keeps them).
     """
-    import csv
-
-    import tifffile
-
-    from benchmarks._cases import data_dir
+    from benchmarks._cases import data_dir, roundtrip_label_sets, roundtrip_scores
     from cellseg.representations.stardist import StarDist
 
-    d = data_dir()
     rep = StarDist(n_rays)
     params = rep.params(prob_thresh=PROB_THRESH, nms_thresh=NMS_THRESH, border=border)
-    sets: dict[str, list] = {}
-    dsb = d / "DSB2018-stage1-train-fixed"
-    if (dsb / "index.csv").exists():
-        with open(dsb / "index.csv", newline="") as f:
-            ids = sorted(r["id"] for r in csv.DictReader(f) if r["kind_heuristic"] == "fluorescence")
-        sets["dsb-fluo"] = [dsb / "masks" / f"{i}.tif" for i in ids]
-    for seq in ("01", "02"):
-        p = d / "DIC-C2DH-HeLa" / f"{seq}_ST" / "SEG"
-        if p.is_dir():
-            sets.setdefault("dic-st", []).extend(sorted(p.glob("man_seg*.tif")))
-    p = d / "Fluo-N2DL-HeLa" / "01_GT" / "SEG"
-    if p.is_dir():
-        sets["fluo-n2dl-gt"] = sorted(p.glob("man_seg*.tif"))
+    sets = roundtrip_label_sets(data_dir(), dsb="fluorescence")
     res = {}
     for name, files in sets.items():
-        files = files[:max_per_set] if max_per_set else files
-        a50, a75 = [], []
-        for f in files:
-            lab = tifffile.imread(str(f)).astype(np.int32)
-            dec = rep.decode(rep.oracle_outputs(lab), params, shape=lab.shape)
-            x, y = ap(lab, dec.labels)
-            a50.append(x)
-            a75.append(y)
+        files, a50, a75 = roundtrip_scores(
+            files, lambda lab: rep.decode(rep.oracle_outputs(lab), params, shape=lab.shape).labels, max_per_set)
         res[name] = dict(n=len(files), ap50_mean=float(np.mean(a50)), ap50_min=float(np.min(a50)),
                          ap75_mean=float(np.mean(a75)))
         if verbose:

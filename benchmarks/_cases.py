@@ -213,3 +213,44 @@ def alternate(fa, fb, repeat: int, warm: bool = True):
             rb = fb()
             tb.append(time.perf_counter() - t0)
     return float(np.median(ta)), (float(np.median(tb)) if tb else None), ra, rb
+
+
+def roundtrip_label_sets(d: Path, dsb: str | None = "fluorescence") -> dict[str, list[Path]]:
+    """Ground-truth label files of the round-trip benchmarks, by set name.
+
+    ``dsb``: ``"fluorescence"`` adds ``dsb-fluo``, ``"all"`` adds ``dsb-all`` and
+    ``dsb-fluo``, ``None`` leaves DSB 2018 out. Then ``dic-st`` (DIC-C2DH-HeLa
+    silver truth of 01 and 02) and ``fluo-n2dl-gt`` (Fluo-N2DL-HeLa gold truth);
+    sets whose folders are absent are left out.
+    """
+    sets: dict[str, list[Path]] = {}
+    root = d / "DSB2018-stage1-train-fixed"
+    if dsb and (root / "index.csv").exists():
+        with open(root / "index.csv", newline="") as f:
+            rows = sorted(csv.DictReader(f), key=lambda r: r["id"])
+        if dsb == "all":
+            sets["dsb-all"] = [root / "masks" / f"{r['id']}.tif" for r in rows]
+        sets["dsb-fluo"] = [root / "masks" / f"{r['id']}.tif" for r in rows if r["kind_heuristic"] == "fluorescence"]
+    for seq in ("01", "02"):
+        p = d / "DIC-C2DH-HeLa" / f"{seq}_ST" / "SEG"
+        if p.is_dir():
+            sets.setdefault("dic-st", []).extend(sorted(p.glob("man_seg*.tif")))
+    p = d / "Fluo-N2DL-HeLa" / "01_GT" / "SEG"
+    if p.is_dir():
+        sets["fluo-n2dl-gt"] = sorted(p.glob("man_seg*.tif"))
+    return sets
+
+
+def roundtrip_scores(files: list[Path], decode, max_per_set: int | None = None) -> tuple[list, list, list]:
+    """``(files, ap50s, ap75s)`` of ``decode(labels)`` against each label file
+    (the first ``max_per_set`` files when given)."""
+    import tifffile
+
+    files = files[:max_per_set] if max_per_set else files
+    a50, a75 = [], []
+    for f in files:
+        lab = tifffile.imread(str(f)).astype(np.int32)
+        x, y = ap(lab, decode(lab))
+        a50.append(x)
+        a75.append(y)
+    return files, a50, a75
