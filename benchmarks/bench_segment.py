@@ -121,7 +121,7 @@ def _child_blockwise(args) -> None:
     import tifffile
     import torch
 
-    from cellseg.blockwise import MappedRows, iter_blocks, open_output, percentile_range
+    from cellseg.blockwise import MappedRows, iter_blocks, open_output, run_blocks, percentile_range
     from cellseg.segmenter import Segmenter
     from cellseg.tiling import block_grid
 
@@ -156,16 +156,16 @@ def _child_blockwise(args) -> None:
         img = MappedRows.from_memmap(img) or img  # as iter_blocks does: no file pages pile up
         rng = percentile_range(img, *seg.normalize)
         target = open_output(args.child_output, shape, (args.child_block,) * len(shape))
-        gen = iter_blocks(seg, img, target, norm_range=rng, blocks=blocks)
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                cut = stop.value
-                break
+        last_ev = {}
+
+        def partial_progress(ev):
+            last_ev["ev"] = ev
             dt = time.perf_counter() - t
             print(f"  [{shape[0]}^2 block {args.child_block}] {ev.done}/{len(blocks)} of {total} blocks (partial run), "
                   f"{ev.n_objects} objects, {dt:.0f} s", file=sys.stderr, flush=True)
+
+        cut = run_blocks(iter_blocks(seg, img, target, norm_range=rng, blocks=blocks), partial_progress)
+        ev = last_ev["ev"]
         n = ev.n_objects
     dt = time.perf_counter() - t
     sampler.stop()

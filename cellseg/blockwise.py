@@ -220,6 +220,18 @@ def iter_blocks(
     return cut_ids
 
 
+def run_blocks(gen, progress: Callable | None = None):
+    """Drive an :func:`iter_blocks` generator to its end, passing each event to
+    ``progress``; returns the generator's value (the ids cut by a block edge)."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress:
+            progress(ev)
+
+
 def segment_blockwise(
     segmenter,
     image,
@@ -239,15 +251,7 @@ def segment_blockwise(
     tmp = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
     chunks = (block,) * image.ndim if np.isscalar(block) else tuple(block)
     out = open_output(tmp, image.shape, chunks)
-    gen = iter_blocks(segmenter, image, out, block=block, margin=margin)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            cut = stop.value
-            break
-        if progress:
-            progress(ev)
+    cut = run_blocks(iter_blocks(segmenter, image, out, block=block, margin=margin), progress)
     if hasattr(out, "flush"):
         out.flush()
     del out
