@@ -360,6 +360,13 @@ def test_omnipose_clusters_vs_reference(seed):
             ours = F.omnipose_clusters(final, fg, flow, link, div, conn, depth, md, frac)
             ref = R.ref_omnipose_clusters(final, fg, flow, link, div, conn, depth, md, frac)
             np.testing.assert_array_equal(ours, ref)
+    # fragment absorption (1/3 * 3.0 == 1.0 exactly: peaks of 1.0 next to 3.0 sit at the ratio)
+    for conn, md, frac, ratio in ((1, 1.0, 2.0, 0.3), (1, 1.0, 0.5, 1 / 3), (len(shape), 0.0, 2.0, 0.5),
+                                  (1, 1.5, 1.0, 1.0), (1, 3.0, 2.0, 0.2)):
+        for link, div in ((3.0, 0.5), (2.0, 0.0)):
+            ours = F.omnipose_clusters(final, fg, flow, link, div, conn, depth, md, frac, ratio)
+            ref = R.ref_omnipose_clusters(final, fg, flow, link, div, conn, depth, md, frac, ratio)
+            np.testing.assert_array_equal(ours, ref)
 
 
 def test_omnipose_link_thresholds():
@@ -393,6 +400,35 @@ def test_omnipose_depth_rule_and_merge_thresholds():
         ours = F.omnipose_clusters(final, fg, flow, 3.0, 0.5, 1, depth, 1.0, frac)
         ref = R.ref_omnipose_clusters(final, fg, flow, 3.0, 0.5, 1, depth, 1.0, frac)
         np.testing.assert_array_equal(ours, ref)
+
+
+def test_omnipose_absorb_ratio_threshold_and_choice():
+    """Three unlinked groups A | F | B (end points far apart): F, the fragment,
+    joins a neighbour only when its peak depth is strictly below absorb_ratio
+    times that neighbour's; it picks the neighbour sharing the most pairs
+    (ties: the lower root, i.e. A)."""
+    def case(rows, depth_f, ratio):
+        fg = np.ones((2, 6), bool)
+        final = np.zeros((2, 12))
+        depth = np.full(fg.shape, 8.0)
+        group = np.array([[{"A": 0, "F": 1, "B": 2}[c] for c in r] for r in rows])
+        final[1] = group.ravel() * 50.0
+        depth[group == 1] = depth_f
+        flow = np.zeros((2,) + fg.shape, np.float32)
+        args = (final, fg, flow, 3.0, 0.5, 1, depth, 0.0, 2.0, ratio)
+        ours = F.omnipose_clusters(*args)
+        np.testing.assert_array_equal(ours, R.ref_omnipose_clusters(*args))
+        return ours.reshape(fg.shape)
+
+    rows = ("AAFFBB", "AAFBBB")  # F touches A by 2 pairs, B by 3
+    assert len(set(case(rows, 2.0, 0.25).ravel())) == 3  # 2.0 == 0.25 * 8: not below, kept
+    lab = case(rows, np.nextafter(2.0, 0), 0.25)
+    assert len(set(lab.ravel())) == 2 and lab[0, 2] == lab[0, 5] != lab[0, 0]  # into B
+    assert len(set(case(rows, 2.0, 0.0).ravel())) == 3  # disabled
+    lab = case(("AAFFBB", "AAFFBB"), 1.0, 0.25)  # 2 pairs each side: the lower root (A) wins
+    assert len(set(lab.ravel())) == 2 and lab[0, 2] == lab[0, 0] != lab[0, 5]
+    with pytest.raises(ValueError, match="absorb_ratio"):
+        F.FlowsParams(absorb_ratio=1.5)
 
 
 def test_flow_errors_vs_reference():

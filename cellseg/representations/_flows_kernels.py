@@ -935,9 +935,9 @@ _find = find_root  # union-find root with path compression (cellseg._numba)
 
 
 @jit
-def link_points(index, shape, final, link2, flow, tau, full, depth, min_depth, merge_frac, out):
+def link_points(index, shape, final, link2, flow, tau, full, depth, min_depth, merge_frac, absorb_ratio, out):
     """Omnipose grouping: connected components of linked foreground pixels,
-    then one round of region merging.
+    region merging, then absorption of fragments.
 
     ``index``: int64 flat image, point index of each foreground pixel (raster
     order) or -1; ``final``: float64 ``(ndim, P)`` end points; ``flow``:
@@ -959,7 +959,17 @@ def link_points(index, shape, final, link2, flow, tau, full, depth, min_depth, m
        ``g/n``, then highest ``g``, then lowest root index -- and merges into it
        when ``g/n >= merge_frac`` (thin necks and one-pixel tips cut off in
        step 1 go back to their cell; a contact between two cells has few
-       compatible pairs). ``merge_frac > 1`` disables the step.
+       compatible pairs). Repeated until no merge; ``merge_frac > 1``
+       disables the step.
+    3. Absorption of fragments: the *peak* of a component is its highest
+       ``depth`` (its inscribed radius on the distance head). A component ``s``
+       whose peak is below ``absorb_ratio`` times the peak of an adjacent
+       component ``o`` is a fragment of it (a lobe or sliver cut off behind a
+       neck, not a cell); it picks, among such ``o``, the one joined to it by
+       the most neighbour pairs (then the lowest root index) and merges into
+       it. All picks of a round are applied together; rounds repeat until none
+       absorbs (a sliver touching only a neck piece reaches the cell once the
+       neck piece has joined it). ``absorb_ratio <= 0`` disables the step.
 
     Writes component ids ``1..k`` (numbered by first point in raster order) to
     ``out`` and returns ``k``.
@@ -1048,6 +1058,9 @@ def link_points(index, shape, final, link2, flow, tau, full, depth, min_depth, m
     if merge_frac <= 1.0:
         while _merge_regions(parent, pi[:npairs], pj[:npairs], pg[:npairs], merge_frac):
             pass
+    if absorb_ratio > 0.0:
+        while _absorb_fragments(parent, pi[:npairs], pj[:npairs], depth, absorb_ratio):
+            pass
     k = 0
     lab = np.zeros(P, np.int32)
     for i in range(P):
@@ -1122,3 +1135,59 @@ def _merge_regions(parent, pi, pj, pg, merge_frac):
                 else:
                     parent[ra] = rb
     return merged
+
+
+@jit
+def _absorb_fragments(parent, pi, pj, depth, ratio):
+    """One round of step 3 of :func:`link_points` on the union-find ``parent``
+    (in place); returns the number of fragments absorbed."""
+    P = parent.size
+    root = np.empty(P, np.int64)
+    peak = np.full(P, -np.inf)
+    for i in range(P):
+        r = _find(parent, i)
+        root[i] = r
+        if depth[i] > peak[r]:
+            peak[r] = depth[i]
+    n = pi.size
+    keys = np.empty(n, np.int64)
+    m = 0
+    for t in range(n):
+        a = root[pi[t]]
+        b = root[pj[t]]
+        if a == b:
+            continue
+        if a > b:
+            a, b = b, a
+        keys[m] = a * P + b
+        m += 1
+    keys = np.sort(keys[:m])
+    best = np.full(P, -1, np.int64)
+    best_n = np.zeros(P, np.int64)
+    t = 0
+    while t < m:
+        key = keys[t]
+        cnt = 0
+        while t < m and keys[t] == key:
+            cnt += 1
+            t += 1
+        a = key // P
+        b = key - a * P
+        for side in range(2):
+            s, o = (a, b) if side == 0 else (b, a)
+            if peak[s] < ratio * peak[o]:
+                if best[s] < 0 or cnt > best_n[s] or (cnt == best_n[s] and o < best[s]):
+                    best[s] = o
+                    best_n[s] = cnt
+    absorbed = 0
+    for s in range(P):
+        if best[s] >= 0:
+            ra = _find(parent, s)
+            rb = _find(parent, best[s])
+            if ra != rb:
+                absorbed += 1
+                if ra < rb:
+                    parent[rb] = ra
+                else:
+                    parent[ra] = rb
+    return absorbed

@@ -68,7 +68,11 @@ Decoding (``decode``)
    components, then adjacent components merge (the smaller into its best
    neighbour) while at least ``merge_frac`` of the neighbour pairs joining
    them are compatible, which gives thin necks and tips cut by the depth rule
-   back to their cell. No centre is needed, so long, curved or branched
+   back to their cell; last, a component whose peak on the ``dist`` head (its
+   inscribed radius) is below ``absorb_ratio`` times the peak of an adjacent
+   component is a fragment of it -- a lobe or sliver cut off behind a thin
+   neck -- and joins the neighbour it shares the longest contact with. No
+   centre is needed, so long, curved or branched
    cells whose end points spread along a skeleton stay whole.
    Objects with more than ``max_size_fraction`` of the image's pixels are
    dropped.
@@ -140,6 +144,10 @@ class FlowsParams:
         are not linked directly (0 disables the rule).
     merge_frac : (omnipose mode) adjacent components merge when at least this
         fraction of the neighbour pairs between them is compatible (> 1 disables).
+    absorb_ratio : (omnipose mode) a component whose peak ``dist`` is below this
+        fraction of an adjacent component's peak is merged into it (0 disables;
+        0.15: an inscribed radius under 15% of the neighbour's, i.e. under ~2%
+        of its area for round shapes).
     """
 
     prob_thresh: float = 0.5
@@ -154,6 +162,7 @@ class FlowsParams:
     connectivity: int = 1
     min_depth: float = 1.0
     merge_frac: float = 0.5
+    absorb_ratio: float = 0.15
 
     def __post_init__(self):
         if not np.isfinite(self.prob_thresh):
@@ -178,6 +187,8 @@ class FlowsParams:
             raise ValueError("min_depth must be finite")
         if not (np.isfinite(self.merge_frac) and self.merge_frac >= 0):
             raise ValueError(f"merge_frac must be >= 0, got {self.merge_frac}")
+        if not (np.isfinite(self.absorb_ratio) and 0 <= self.absorb_ratio <= 1):
+            raise ValueError(f"absorb_ratio must be in [0, 1], got {self.absorb_ratio}")
         if self.dist_thresh is not None and not np.isfinite(self.dist_thresh):
             raise ValueError("dist_thresh must be finite or None")
 
@@ -351,7 +362,8 @@ def cellpose_clusters(final: np.ndarray, shape, seed_min_count: int = 10) -> np.
 
 def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_dist: float = 3.0,
                       max_divergence: float = 0.5, connectivity: int = 1, dist=None,
-                      min_depth: float = 0.0, merge_frac: float = 2.0) -> np.ndarray:
+                      min_depth: float = 0.0, merge_frac: float = 2.0,
+                      absorb_ratio: float = 0.0) -> np.ndarray:
     """Omnipose-style grouping by affinity of neighbouring pixels.
 
     Foreground pixels (``fg``; their end points ``final``, ``(ndim, P)``, in raster
@@ -364,8 +376,10 @@ def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_
     neighbours. ``dist`` (``fg.shape``, e.g. the ``dist`` head) with
     ``min_depth``: two neighbours both shallower than ``min_depth`` are not linked;
     ``merge_frac`` (<= 1): region merging of adjacent components (see
-    :func:`cellseg.representations._flows_kernels.link_points`). The defaults
-    here (no depth, no merging) are the plain linking. Returns the
+    :func:`cellseg.representations._flows_kernels.link_points`); ``absorb_ratio``
+    (> 0): fragments whose peak ``dist`` is below that fraction of an adjacent
+    component's peak join it (needs ``dist``). The defaults here (no depth, no
+    merging, no absorption) are the plain linking. Returns the
     connected-component id of every point, ``1..k``, numbered by first pixel in
     raster order.
     """
@@ -387,7 +401,7 @@ def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_
     if P:
         K.link_points(index, np.array(fg.shape, np.int64), final, float(link_dist) ** 2, u,
                       float(max_divergence), connectivity != 1, depth, float(min_depth),
-                      float(merge_frac), out)
+                      float(merge_frac), float(absorb_ratio), out)
     return out
 
 
@@ -496,7 +510,7 @@ class Flows(Representation):
             step = omnipose_step_field(flow, fg, self.anisotropy)
             final = follow_flows(step, points, p.niter, suppress=True)
             ids = omnipose_clusters(final, fg, flow, p.link_dist, p.max_divergence, p.connectivity,
-                                    out["dist"][0], p.min_depth, p.merge_frac)
+                                    out["dist"][0], p.min_depth, p.merge_frac, p.absorb_ratio)
         lab = np.zeros(shape, np.int32)
         lab[fg] = ids
         if lab.max() == 0:

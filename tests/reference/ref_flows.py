@@ -265,9 +265,10 @@ def ref_cellpose_clusters(final, shape, seed_min_count=10, grow_min=2, radius=5,
 
 
 def ref_omnipose_clusters(final, fg, flow, link_dist=3.0, max_divergence=0.5, connectivity=1, dist=None,
-                          min_depth=0.0, merge_frac=2.0):
-    """Links by scipy connected components, then region merging written out
-    with Python dicts and fractions (see ``link_points`` for the rules)."""
+                          min_depth=0.0, merge_frac=2.0, absorb_ratio=0.0):
+    """Links by scipy connected components, then region merging and fragment
+    absorption written out with Python dicts and fractions (see ``link_points``
+    for the rules)."""
     from fractions import Fraction
 
     fg = np.asarray(fg, bool)
@@ -333,6 +334,29 @@ def ref_omnipose_clusters(final, fg, flow, link_dist=3.0, max_divergence=0.5, co
         if len(set(new.tolist())) == len(set(comp.tolist())):
             break
         comp = new
+    while absorb_ratio > 0:
+        peak = {}
+        for k in range(P):
+            peak[comp[k]] = max(peak.get(comp[k], -np.inf), depth[k])
+        contact = {}  # (fragment, neighbour) -> neighbour pairs, both directions
+        for i, j, _ in pairs:
+            a, b = comp[i], comp[j]
+            if a != b:
+                contact[(a, b)] = contact.get((a, b), 0) + 1
+                contact[(b, a)] = contact.get((b, a), 0) + 1
+        pick = {}
+        for (s_, o_), n_ in contact.items():
+            if peak[s_] < absorb_ratio * peak[o_]:
+                if s_ not in pick or (n_, -o_) > (contact[(s_, pick[s_])], -pick[s_]):
+                    pick[s_] = o_
+        if not pick:
+            break
+        m = coo_matrix((np.ones(len(pick)), (list(pick), list(pick.values()))), shape=(P, P))
+        _, cc = connected_components(m, directed=False)
+        low = {}
+        for c in sorted(set(comp.tolist())):
+            low.setdefault(cc[c], c)
+        comp = np.array([low[cc[c]] for c in comp], int)
     # renumber by first point (raster order)
     out = np.zeros(P, np.int32)
     seen = {}
