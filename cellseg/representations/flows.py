@@ -92,7 +92,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-from cellseg.labels import as_labels, fill_holes, remove_small
+from cellseg.labels import _fill_holes_inplace, as_labels
 
 from . import _flows_kernels as K
 from .base import Decoded, HeadSpec, Representation, check_outputs
@@ -241,13 +241,18 @@ def cellpose_flows(labels, niter: int | None = None, ndim: int | None = None) ->
     object, see the module docstring).
     """
     lab, n = _sequential(labels, ndim if ndim is not None else (2, 3))
+    nit = 0 if niter is None else int(niter)
+    if niter is not None and nit < 1:
+        raise ValueError(f"niter must be >= 1, got {niter}")
+    return _cellpose_flows_seq(lab, n, nit)
+
+
+def _cellpose_flows_seq(lab: np.ndarray, n: int, nit: int = 0) -> np.ndarray:
+    """:func:`cellpose_flows` of int32 labels already numbered 1..n (no checks)."""
     nd = lab.ndim
     out = np.zeros((nd,) + lab.shape, np.float32)
     if n == 0:
         return out
-    nit = 0 if niter is None else int(niter)
-    if niter is not None and nit < 1:
-        raise ValueError(f"niter must be >= 1, got {niter}")
     order, offsets = K.group_pixels(lab.ravel(), n)
     if nd == 2:
         K.heat_flows_2d(order, offsets, lab.shape[0], lab.shape[1], nit, out)
@@ -261,9 +266,14 @@ def omnipose_flows(labels, anisotropy: float = 1.0, ndim: int | None = None) -> 
     (float32 ``shape``, 0 on the background). ``anisotropy``: Z spacing over the
     in-plane spacing (3D only)."""
     lab, n = _sequential(labels, ndim if ndim is not None else (2, 3))
-    nd = lab.ndim
     if not (np.isfinite(anisotropy) and anisotropy > 0):
         raise ValueError(f"anisotropy must be > 0, got {anisotropy}")
+    return _omnipose_flows_seq(lab, n, anisotropy)
+
+
+def _omnipose_flows_seq(lab: np.ndarray, n: int, anisotropy: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`omnipose_flows` of int32 labels already numbered 1..n (no checks)."""
+    nd = lab.ndim
     flow = np.zeros((nd,) + lab.shape, np.float32)
     dist = np.zeros(lab.shape, np.float32)
     if n == 0:
@@ -306,6 +316,30 @@ def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: boo
     # interleaved components plus one zero row / column per axis (always weighted 0)
     padded = np.zeros(tuple(s + 1 for s in shape) + (nd,), np.float32)
     padded[tuple(slice(0, s) for s in shape)] = np.moveaxis(step, 0, -1)
+    return _follow_padded(padded, pts, niter, suppress)
+
+
+def _padded_step(flow: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """``flow / FLOW_SCALE`` on ``fg`` (0 elsewhere) in :func:`_follow_padded`'s
+    layout, written in one pass per component (the same float32 values as
+    ``flow * fg / FLOW_SCALE``)."""
+    shape = fg.shape
+    nd = len(shape)
+    padded = np.zeros(tuple(s + 1 for s in shape) + (nd,), np.float32)
+    core = tuple(slice(0, s) for s in shape)
+    for a in range(nd):
+        np.divide(flow[a], np.float32(FLOW_SCALE), out=padded[core + (a,)], where=fg)
+    return padded
+
+
+def _follow_padded(padded: np.ndarray, pts: np.ndarray, niter: int, suppress: bool) -> np.ndarray:
+    """:func:`follow_flows` on a step field already in the kernels' layout (float32
+    ``(*shape + 1, ndim)``, zero last row / column) and checked float64 points."""
+    nd = padded.ndim - 1
+    shape = tuple(s - 1 for s in padded.shape[:nd])
+    out = np.empty_like(pts)
+    if pts.shape[1] == 0:
+        return out
     flat = padded.ravel()
     if nd == 2:
         K.follow_2d(flat, shape[0], shape[1], pts[0].copy(), pts[1].copy(), int(niter), bool(suppress),
@@ -425,9 +459,15 @@ def mask_flow_errors(labels, flow: np.ndarray, mode: str = "cellpose", anisotrop
     flow = np.ascontiguousarray(flow, np.float32)
     if flow.shape != (lab.ndim,) + lab.shape:
         raise ValueError(f"flow must have shape {(lab.ndim,) + lab.shape}, got {flow.shape}")
+    return _flow_errors_seq(lab, n, flow, mode, anisotropy)
+
+
+def _flow_errors_seq(lab: np.ndarray, n: int, flow: np.ndarray, mode: str, anisotropy: float) -> np.ndarray:
+    """:func:`mask_flow_errors` of int32 labels already numbered 1..n and a
+    float32 C-contiguous flow of matching shape (no checks)."""
     if n == 0:
         return np.zeros(0)
-    mu = cellpose_flows(lab) if mode == "cellpose" else omnipose_flows(lab, anisotropy)[0]
+    mu = _cellpose_flows_seq(lab, n) if mode == "cellpose" else _omnipose_flows_seq(lab, n, anisotropy)[0]
     C = lab.ndim
     return K.flow_errors(lab.ravel(), mu.reshape(C, -1), flow.reshape(C, -1), FLOW_SCALE, n)
 
@@ -503,8 +543,7 @@ class Flows(Representation):
             return empty
         points = np.array(np.nonzero(fg), np.float64)
         if self.mode == "cellpose":
-            step = flow * fg / np.float32(FLOW_SCALE)
-            final = follow_flows(step, points, p.niter, suppress=False)
+            final = _follow_padded(_padded_step(flow, fg), points, p.niter, False)
             ids = cellpose_clusters(final, shape, p.seed_min_count)
         else:
             step = omnipose_step_field(flow, fg, self.anisotropy)
@@ -524,18 +563,23 @@ class Flows(Representation):
         n = int(lab.max())
         errors = np.full(n, np.nan)
         if n and p.flow_threshold > 0:
-            errors = mask_flow_errors(lab, flow, self.mode, self.anisotropy)
+            errors = _flow_errors_seq(lab, n, np.ascontiguousarray(flow, np.float32), self.mode, self.anisotropy)
             bad = np.concatenate([[False], errors > p.flow_threshold])
             if bad.any():
                 lab[bad[lab]] = 0
-        lab = remove_small(fill_holes(lab), int(p.min_size))
-        kept = np.flatnonzero(np.bincount(lab.ravel(), minlength=n + 1)[1:]) + 1
+        _fill_holes_inplace(lab)
+        # objects under min_size go, ids become 1..n again (one lookup)
+        counts = np.bincount(lab.ravel(), minlength=n + 1)
+        keep = (counts > 0) & (counts >= int(p.min_size))
+        keep[0] = False
+        kept = np.flatnonzero(keep)
         errors = errors[kept - 1]
-        lab = _relabel(lab)
         n = int(kept.size)
         if n == 0:
             return empty
+        lut = np.zeros(counts.size, np.int32)
+        lut[kept] = np.arange(1, n + 1, dtype=np.int32)
+        lab = lut[lab]
         sums = np.bincount(lab.ravel(), weights=prob.ravel(), minlength=n + 1)
-        cnt = np.bincount(lab.ravel(), minlength=n + 1)
-        scores = (sums[1:] / cnt[1:]).astype(np.float32)
+        scores = (sums[1:] / counts[kept]).astype(np.float32)
         return Decoded(lab, scores, {"flow_errors": errors.astype(np.float64)})
