@@ -57,6 +57,28 @@ def compact_ids(lab, out):
 
 
 @jit
+def label_sums(lab, values, n):
+    """Pixel count and sum of ``values`` (float32, flat) of every id ``0..n`` of
+    ``lab`` (int32, flat); returns ``(counts int64, sums float64)``, ``n + 1`` each."""
+    counts = np.zeros(n + 1, np.int64)
+    sums = np.zeros(n + 1, np.float64)
+    for i in range(lab.size):
+        v = lab[i]
+        counts[v] += 1
+        sums[v] += values[i]
+    return counts, sums
+
+
+@jit
+def remap_ids(lab, lut):
+    """``lab[i] = lut[lab[i]]`` in place for the non-zero pixels (int32, flat)."""
+    for i in range(lab.size):
+        v = lab[i]
+        if v:
+            lab[i] = lut[v]
+
+
+@jit
 def group_pixels(lab, n):
     """CSR of the foreground pixels of ``lab`` (int32 flat, ids 0..n) by object.
 

@@ -541,7 +541,8 @@ class Flows(Representation):
                         {"flow_errors": np.zeros(0, np.float64)})
         if not fg.any():
             return empty
-        points = np.array(np.nonzero(fg), np.float64)
+        fg_idx = np.flatnonzero(fg)
+        points = np.array(np.unravel_index(fg_idx, shape), np.float64)
         if self.mode == "cellpose":
             final = _follow_padded(_padded_step(flow, fg), points, p.niter, False)
             ids = cellpose_clusters(final, shape, p.seed_min_count)
@@ -550,36 +551,37 @@ class Flows(Representation):
             final = follow_flows(step, points, p.niter, suppress=True)
             ids = omnipose_clusters(final, fg, flow, p.link_dist, p.max_divergence, p.connectivity,
                                     out["dist"][0], p.min_depth, p.merge_frac, p.absorb_ratio)
-        lab = np.zeros(shape, np.int32)
-        lab[fg] = ids
-        if lab.max() == 0:
-            return empty
-        counts = np.bincount(lab.ravel())
-        big = counts > p.max_size_fraction * lab.size
-        big[0] = False
-        if big.any():
-            lab[big[lab]] = 0
-        lab = _relabel(lab)
-        n = int(lab.max())
-        errors = np.full(n, np.nan)
-        if n and p.flow_threshold > 0:
-            errors = _flow_errors_seq(lab, n, np.ascontiguousarray(flow, np.float32), self.mode, self.anisotropy)
-            bad = np.concatenate([[False], errors > p.flow_threshold])
-            if bad.any():
-                lab[bad[lab]] = 0
-        _fill_holes_inplace(lab)
-        # objects under min_size go, ids become 1..n again (one lookup)
-        counts = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = (counts > 0) & (counts >= int(p.min_size))
+        # objects over max_size_fraction go; the others are numbered 1..n in id order
+        counts = np.bincount(ids)
+        keep = (counts > 0) & (counts <= p.max_size_fraction * prob.size)
         keep[0] = False
-        kept = np.flatnonzero(keep)
-        errors = errors[kept - 1]
-        n = int(kept.size)
+        n = int(keep.sum())
         if n == 0:
             return empty
         lut = np.zeros(counts.size, np.int32)
-        lut[kept] = np.arange(1, n + 1, dtype=np.int32)
-        lab = lut[lab]
-        sums = np.bincount(lab.ravel(), weights=prob.ravel(), minlength=n + 1)
-        scores = (sums[1:] / counts[kept]).astype(np.float32)
+        lut[keep] = np.arange(1, n + 1, dtype=np.int32)
+        ids = lut[ids]
+        lab = np.zeros(shape, np.int32)
+        lab.flat[fg_idx] = ids
+        errors = np.full(n, np.nan)
+        if p.flow_threshold > 0:
+            errors = _flow_errors_seq(lab, n, np.ascontiguousarray(flow, np.float32), self.mode, self.anisotropy)
+            bad = np.concatenate([[False], errors > p.flow_threshold])
+            if bad.any():
+                lab.flat[fg_idx] = np.where(bad[ids], 0, ids)
+        _fill_holes_inplace(lab)
+        # objects under min_size go, ids become 1..k again; scores = mean prob per object
+        flat = lab.reshape(-1)
+        counts, sums = K.label_sums(flat, np.ascontiguousarray(prob, np.float32).reshape(-1), n)
+        keep = (counts > 0) & (counts >= int(p.min_size))
+        keep[0] = False
+        kept = np.flatnonzero(keep)
+        if kept.size == 0:
+            return empty
+        if kept.size < n:
+            lut = np.zeros(n + 1, np.int32)
+            lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+            K.remap_ids(flat, lut)
+        errors = errors[kept - 1]
+        scores = (sums[kept] / counts[kept]).astype(np.float32)
         return Decoded(lab, scores, {"flow_errors": errors.astype(np.float64)})
