@@ -409,5 +409,7 @@ def test_segment_bundled_sample_with_the_default_model(make_napari_viewer_proxy,
     ref = Segmenter.from_pretrained(default_model_name()).segment(image)
     np.testing.assert_array_equal(labels, ref.labels)
     # a sanity floor, not a benchmark: the default model (nuclei-flows, trained on DSB 2018) gets
-    # AP@0.5 0.79 here; it misses the dimmest synthetic nuclei, which sit at the noise level
-    assert matching(gt, labels, thresh=0.5).accuracy >= 0.75
+    # AP@0.5 0.73 here (134 of 180 nuclei, 4 false positives; the 40-epoch model it replaced got
+    # 0.79 here but 0.846 vs 0.859 on the DSB test split); it misses the dimmest synthetic
+    # nuclei, which sit at the noise level
+    assert matching(gt, labels, thresh=0.5).accuracy >= 0.70
