@@ -1081,7 +1081,7 @@ def link_points(index, shape, final, link2, flow, tau, full, depth, min_depth, m
         while _merge_regions(parent, pi[:npairs], pj[:npairs], pg[:npairs], merge_frac):
             pass
     if absorb_ratio > 0.0:
-        while _absorb_fragments(parent, pi[:npairs], pj[:npairs], depth, absorb_ratio):
+        while _absorb_fragments(parent, pi[:npairs], pj[:npairs], pg[:npairs], depth, absorb_ratio):
             pass
     k = 0
     lab = np.zeros(P, np.int32)
@@ -1104,20 +1104,9 @@ def _merge_regions(parent, pi, pj, pg, merge_frac):
     for i in range(P):
         root[i] = _find(parent, i)
         size[root[i]] += 1
-    # adjacent component pairs (a < b) as keys a * P + b, counted after sorting
-    n = pi.size
-    keys = np.empty(n, np.int64)
-    m = 0
-    for t in range(n):
-        a = root[pi[t]]
-        b = root[pj[t]]
-        if a == b:
-            continue
-        if a > b:
-            a, b = b, a
-        keys[m] = (a * P + b) * 2 + (1 if pg[t] else 0)
-        m += 1
-    keys = np.sort(keys[:m])
+    # adjacent component pairs (a < b), counted after sorting
+    keys = _pair_keys(root, pi, pj, pg)
+    m = keys.size
     # best neighbour of each (smaller) component: fraction g/n, then g, then lowest root
     best = np.full(P, -1, np.int64)
     best_g = np.zeros(P, np.int64)
@@ -1145,22 +1134,14 @@ def _merge_regions(parent, pi, pj, pg, merge_frac):
             best[s] = o
             best_g[s] = g
             best_n[s] = cnt
-    merged = 0
     for s in range(P):
-        if best[s] >= 0 and best_g[s] >= merge_frac * best_n[s]:
-            ra = _find(parent, s)
-            rb = _find(parent, best[s])
-            if ra != rb:
-                merged += 1
-                if ra < rb:
-                    parent[rb] = ra
-                else:
-                    parent[ra] = rb
-    return merged
+        if best[s] >= 0 and not best_g[s] >= merge_frac * best_n[s]:
+            best[s] = -1
+    return _join_picks(parent, best)
 
 
 @jit
-def _absorb_fragments(parent, pi, pj, depth, ratio):
+def _absorb_fragments(parent, pi, pj, pg, depth, ratio):
     """One round of step 3 of :func:`link_points` on the union-find ``parent``
     (in place); returns the number of fragments absorbed."""
     P = parent.size
@@ -1171,26 +1152,15 @@ def _absorb_fragments(parent, pi, pj, depth, ratio):
         root[i] = r
         if depth[i] > peak[r]:
             peak[r] = depth[i]
-    n = pi.size
-    keys = np.empty(n, np.int64)
-    m = 0
-    for t in range(n):
-        a = root[pi[t]]
-        b = root[pj[t]]
-        if a == b:
-            continue
-        if a > b:
-            a, b = b, a
-        keys[m] = a * P + b
-        m += 1
-    keys = np.sort(keys[:m])
+    keys = _pair_keys(root, pi, pj, pg)
+    m = keys.size
     best = np.full(P, -1, np.int64)
     best_n = np.zeros(P, np.int64)
     t = 0
     while t < m:
-        key = keys[t]
+        key = keys[t] // 2
         cnt = 0
-        while t < m and keys[t] == key:
+        while t < m and keys[t] // 2 == key:
             cnt += 1
             t += 1
         a = key // P
@@ -1201,15 +1171,43 @@ def _absorb_fragments(parent, pi, pj, depth, ratio):
                 if best[s] < 0 or cnt > best_n[s] or (cnt == best_n[s] and o < best[s]):
                     best[s] = o
                     best_n[s] = cnt
-    absorbed = 0
-    for s in range(P):
+    return _join_picks(parent, best)
+
+
+@jit
+def _pair_keys(root, pi, pj, pg):
+    """Sorted keys ``(a * P + b) * 2 + compatible`` (a < b roots) of the
+    neighbour pairs (pi, pj) that join two different components."""
+    P = root.size
+    n = pi.size
+    keys = np.empty(n, np.int64)
+    m = 0
+    for t in range(n):
+        a = root[pi[t]]
+        b = root[pj[t]]
+        if a == b:
+            continue
+        if a > b:
+            a, b = b, a
+        keys[m] = (a * P + b) * 2 + (1 if pg[t] else 0)
+        m += 1
+    return np.sort(keys[:m])
+
+
+@jit
+def _join_picks(parent, best):
+    """Union every component ``s`` with ``best[s]`` (>= 0; -1: none) in the
+    union-find ``parent`` (the lower root becomes the root); returns the number
+    of unions made."""
+    joined = 0
+    for s in range(parent.size):
         if best[s] >= 0:
             ra = _find(parent, s)
             rb = _find(parent, best[s])
             if ra != rb:
-                absorbed += 1
+                joined += 1
                 if ra < rb:
                     parent[rb] = ra
                 else:
                     parent[ra] = rb
-    return absorbed
+    return joined
