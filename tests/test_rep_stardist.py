@@ -309,6 +309,19 @@ def test_nms_matches_bruteforce(overlap, thresh):
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("overlap", ["min", "iou"])
+def test_nms_matches_bruteforce_across_parallel_blocks(overlap):
+    """More candidates than the first block (256): later blocks are checked in
+    parallel against the polygons kept before them, then walked in order."""
+    rng = np.random.default_rng(7 + (overlap == "iou"))
+    dist, prob, pts = _cluster_candidates(rng, 40, 14, 12, shape=(110, 110))
+    assert len(prob) > 2 * 256
+    got = S.non_maximum_suppression(dist, prob, pts, 0.3, overlap)
+    ref = R.ref_nms(dist, prob, pts, 0.3, overlap)
+    assert len(ref) > 20
+    np.testing.assert_array_equal(got, ref)
+
+
 def _diamonds(shift):
     pts = np.array([[20, 20], [20, 20 + shift]])
     dist = np.full((2, 4), 4.0, np.float32)

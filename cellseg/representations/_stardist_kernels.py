@@ -759,6 +759,32 @@ def _vertices(coords, i, vx, vy):
         vy[k] = np.float64(coords[i, 0, k])
 
 
+_BLOCK0 = 256  # first block of candidates checked in parallel; doubles up to _BLOCK_MAX
+_BLOCK_MAX = 8192
+_CHUNKS = 64  # parallel tasks per block (each with its own buffers)
+
+
+@pjit
+def _suppressed_block(b0, b1, coords, geo, kept, grid, thresh, use_iou, stamp, out):
+    """``out[j]`` = candidate j (b0 <= j < b1) is suppressed by a polygon already
+    kept (kept/grid are only read); returns the exact overlaps computed. Races
+    on ``stamp`` can only repeat a check, never skip one."""
+    R = coords.shape[2]
+    n = b1 - b0
+    nch = min(_CHUNKS, n)
+    counts = np.zeros(nch, np.int64)
+    for c in prange(nch):
+        jx = np.empty(R, np.float64)
+        jy = np.empty(R, np.float64)
+        scratch = make_scratch(R)
+        for j in range(b0 + (c * n) // nch, b0 + ((c + 1) * n) // nch):
+            _vertices(coords, j, jx, jy)
+            sup, ne = _is_suppressed(j, jx, jy, geo, kept, grid, thresh, use_iou, stamp, scratch)
+            out[j] = sup
+            counts[c] += ne
+    return counts.sum()
+
+
 @jit
 def nms_kernel(coords, points, thresh, use_iou):
     """Greedy NMS of star polygons sorted by decreasing score.
@@ -775,10 +801,12 @@ def nms_kernel(coords, points, thresh, use_iou):
     polygons whose boxes meet its box; the area of the boxes' intersection
     bounds the polygon intersection and skips the exact computation when it
     cannot exceed the threshold. Memory: O(N) besides the input (float64
-    vertices are kept for the kept polygons only). Serial on purpose: a
-    speculative block-parallel variant was measured slower on a loaded 2-core
-    machine (one parallel region per block). Returns a bool (N,) keep mask
-    and the number of exact overlaps computed.
+    vertices are kept for the kept polygons only). Candidates go in blocks
+    (256, doubling to 8192): a block is first checked in parallel against the
+    polygons kept before it (most candidates are suppressed there), then
+    walked in order, re-checking only the survivors against everything kept
+    so far -- the same decisions as the plain serial loop. Returns a bool (N,)
+    keep mask and the number of exact overlaps computed.
     """
     N = coords.shape[0]
     R = coords.shape[2]
@@ -826,7 +854,23 @@ def nms_kernel(coords, points, thresh, use_iou):
     stamp = np.full(N, -1, np.int64)
     scratch = make_scratch(R)
     n_exact = 0
+    pre = np.zeros(N, np.bool_)
+    b0 = 0
+    bsize = _BLOCK0
     for j in range(N):
+        if j == b0:
+            # next block: its candidates are checked in parallel against the
+            # polygons kept so far (read-only meanwhile); the serial pass below
+            # then only re-checks the few that survive
+            b1 = min(N, b0 + bsize)
+            if n_kept > 0:
+                grid = (head, nxt, item, gx0, gy0, cell, gw, gh)
+                n_exact += _suppressed_block(b0, b1, coords, geo, (kvx, kvy, slot), grid, thresh, use_iou,
+                                             stamp, pre)
+            b0 = b1
+            bsize = min(2 * bsize, _BLOCK_MAX)
+        if pre[j]:
+            continue
         _vertices(coords, j, jx, jy)
         grid = (head, nxt, item, gx0, gy0, cell, gw, gh)
         sup, ne = _is_suppressed(j, jx, jy, geo, (kvx, kvy, slot), grid, thresh, use_iou, stamp, scratch)
