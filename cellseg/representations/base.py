@@ -100,8 +100,10 @@ def make_params(cls: type, params: Any = None, **overrides) -> Any:
     return cls(**base)
 
 
-def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = None) -> dict[str, np.ndarray]:
-    """Validate decoder inputs once: every head present, (C, *spatial) float32, same spatial shape.
+def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = None,
+                  nonnegative: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Validate decoder inputs once: every head present, (C, *spatial) float32, same spatial shape,
+    finite values, and no negative value in the heads named in ``nonnegative``.
 
     Returns C-contiguous float32 copies/views keyed by head name.
     """
@@ -124,10 +126,16 @@ def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = N
             shape = a.shape[1:]
         elif a.shape[1:] != shape:
             raise ValueError(f"head {h.name!r} has spatial shape {a.shape[1:]}, others {shape}")
-        # min/max propagate NaN and reach ±inf: no full-size temporary as np.isfinite(a) would make
-        if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
-            raise ValueError(f"head {h.name!r} contains NaN or infinite values")
-        out[h.name] = np.ascontiguousarray(a, dtype=np.float32)
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if a.size:
+            # min/max propagate NaN and reach ±inf: no full-size temporary as np.isfinite(a)
+            # would make; the min also settles the sign rule
+            lo, hi = a.min(), a.max()
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise ValueError(f"head {h.name!r} contains NaN or infinite values")
+            if h.name in nonnegative and lo < 0:
+                raise ValueError(f"head {h.name!r} has negative values (outputs must be activated)")
+        out[h.name] = a
     return out
 
 

@@ -383,10 +383,8 @@ class StarDist(Representation):
     def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None,
                shape: Sequence[int] | None = None) -> Decoded:
         p = self.params(params)
-        out = check_outputs(outputs, self.heads(), ndim=2)
+        out = check_outputs(outputs, self.heads(), ndim=2, nonnegative=("dist",))
         prob, dist = out["prob"][0], out["dist"]
-        if dist.size and dist.min() < 0:
-            raise ValueError("head 'dist' has negative distances (outputs must be activated)")
         gy, gx = self.grid
         if shape is None:
             shape = (prob.shape[0] * gy, prob.shape[1] * gx)

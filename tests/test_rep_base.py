@@ -1,0 +1,48 @@
+"""Decoder input validation shared by every representation (base.check_outputs)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellseg.representations import base
+from cellseg.representations.flows import Flows
+from cellseg.representations.stardist import StarDist
+
+
+def _stardist_outputs():
+    lab = np.zeros((32, 32), np.int32)
+    lab[4:14, 4:14] = 1
+    lab[18:28, 16:30] = 2
+    return StarDist(8).oracle_outputs(lab)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("head", ["prob", "dist"])
+def test_non_finite_outputs_are_refused(head, bad):
+    out = _stardist_outputs()
+    out[head] = out[head].copy()
+    out[head].flat[37] = bad
+    with pytest.raises(ValueError, match=f"head '{head}' contains NaN or infinite values"):
+        StarDist(8).decode(out)
+
+
+def test_negative_distances_are_refused_only_where_it_matters():
+    out = _stardist_outputs()
+    assert StarDist(8).decode(out).n_objects == 2
+    out["dist"] = out["dist"].copy()
+    out["dist"][3, 20, 20] = -1e-3
+    with pytest.raises(ValueError, match="head 'dist' has negative values"):
+        StarDist(8).decode(out)
+    # flows may be negative: no such rule there
+    lab = np.zeros((32, 32), np.int32)
+    lab[4:14, 4:14] = 1
+    assert Flows().decode(Flows().oracle_outputs(lab)).n_objects == 1
+
+
+def test_check_outputs_returns_float32_contiguous():
+    heads = StarDist(8).heads()
+    out = {k: np.asfortranarray(v.astype(np.float64)) for k, v in _stardist_outputs().items()}
+    got = base.check_outputs(out, heads, ndim=2, nonnegative=("dist",))
+    for k, v in got.items():
+        assert v.dtype == np.float32 and v.flags.c_contiguous
+        np.testing.assert_array_equal(v, out[k])
