@@ -765,6 +765,37 @@ _CHUNKS = 64  # parallel tasks per block (each with its own buffers)
 
 
 @pjit
+def _polygon_geometry(coords, points):
+    """Centre (x, y), area, bounding box (x0, y0, x1, y1, centre included) and
+    largest box side of every polygon (float64 arrays, in parallel)."""
+    N = coords.shape[0]
+    R = coords.shape[2]
+    cx = np.empty(N, np.float64)
+    cy = np.empty(N, np.float64)
+    area = np.empty(N, np.float64)
+    bx0 = np.empty(N, np.float64)
+    by0 = np.empty(N, np.float64)
+    bx1 = np.empty(N, np.float64)
+    by1 = np.empty(N, np.float64)
+    ext = np.empty(N, np.float64)
+    nch = min(_CHUNKS, N)
+    for c in prange(nch):
+        jx = np.empty(R, np.float64)
+        jy = np.empty(R, np.float64)
+        for i in range((c * N) // nch, ((c + 1) * N) // nch):
+            _vertices(coords, i, jx, jy)
+            cy[i] = points[i, 0]
+            cx[i] = points[i, 1]
+            bx0[i] = min(cx[i], jx.min())
+            bx1[i] = max(cx[i], jx.max())
+            by0[i] = min(cy[i], jy.min())
+            by1[i] = max(cy[i], jy.max())
+            area[i] = polygon_area_kernel(jx, jy)
+            ext[i] = max(bx1[i] - bx0[i], by1[i] - by0[i])
+    return cx, cy, area, bx0, by0, bx1, by1, ext
+
+
+@pjit
 def _suppressed_block(b0, b1, coords, geo, kept, grid, thresh, use_iou, stamp, out):
     """``out[j]`` = candidate j (b0 <= j < b1) is suppressed by a polygon already
     kept (kept/grid are only read); returns the exact overlaps computed. Races
@@ -813,26 +844,9 @@ def nms_kernel(coords, points, thresh, use_iou):
     keep = np.zeros(N, np.bool_)
     if N == 0:
         return keep, 0
-    cx = np.empty(N, np.float64)
-    cy = np.empty(N, np.float64)
-    area = np.empty(N, np.float64)
-    bx0 = np.empty(N, np.float64)
-    by0 = np.empty(N, np.float64)
-    bx1 = np.empty(N, np.float64)
-    by1 = np.empty(N, np.float64)
-    ext = np.empty(N, np.float64)
+    cx, cy, area, bx0, by0, bx1, by1, ext = _polygon_geometry(coords, points)
     jx = np.empty(R, np.float64)
     jy = np.empty(R, np.float64)
-    for i in range(N):
-        _vertices(coords, i, jx, jy)
-        cy[i] = points[i, 0]
-        cx[i] = points[i, 1]
-        bx0[i] = min(cx[i], jx.min())
-        bx1[i] = max(cx[i], jx.max())
-        by0[i] = min(cy[i], jy.min())
-        by1[i] = max(cy[i], jy.max())
-        area[i] = polygon_area_kernel(jx, jy)
-        ext[i] = max(bx1[i] - bx0[i], by1[i] - by0[i])
     geo = (cx, cy, area, bx0, by0, bx1, by1)
     cell = max(4.0, np.median(ext))
     # bucket grid over the centres' extent (boxes are clamped to it: boxes that
@@ -1058,14 +1072,14 @@ def candidates_kernel(prob, thresh, b):
     return out
 
 
-@jit
+@pjit
 def gather_dist_kernel(dist, flat):
     """dist float32 (R, Hg, Wg) at flat indices -> float32 (n, R)."""
     R = dist.shape[0]
     Wg = dist.shape[2]
     n = flat.shape[0]
     out = np.empty((n, R), np.float32)
-    for t in range(n):
+    for t in prange(n):
         i = flat[t] // Wg
         j = flat[t] - i * Wg
         for k in range(R):
