@@ -104,26 +104,25 @@ def roundtrip_sets(rep, decode, max_per_set=None, verbose=True) -> dict:
     from benchmarks._cases import data_dir, roundtrip_label_sets, without_multi_piece
 
     sets = roundtrip_label_sets(data_dir(), dsb="all")
-    cache: dict = {}
-    preds: dict = {}
-    res = {}
     # Fluo-N2DL gold truth stores some cells as several disconnected pieces under
     # one id; its second line scores only the ids a decoder can reproduce
+    connected_name = "fluo-n2dl-gt (connected ids)"
     if "fluo-n2dl-gt" in sets:
-        sets["fluo-n2dl-gt (connected ids)"] = sets["fluo-n2dl-gt"]
+        sets[connected_name] = sets["fluo-n2dl-gt"]
+    cache: dict = {}  # (file, connected ids only) -> counts; each file is decoded once
+    res = {}
     for name, files in sets.items():
         files = files[:max_per_set] if max_per_set else files
         a50, a75, pooled = [], [], np.zeros((2, 3))
-        connected = name.endswith("(connected ids)")
+        connected = name == connected_name
         for f in files:
             if (f, connected) not in cache:
                 lab = tifffile.imread(str(f)).astype(np.int32)
-                if f not in preds:
-                    preds[f] = decode(rep, lab)
-                pred = preds[f]
-                if connected:
+                pred = decode(rep, lab)
+                cache[(f, False)] = (_ap_counts(lab, pred, 0.5), _ap_counts(lab, pred, 0.75))
+                if f in sets.get(connected_name, ()):
                     lab, pred, _ = without_multi_piece(lab, pred)
-                cache[(f, connected)] = (_ap_counts(lab, pred, 0.5), _ap_counts(lab, pred, 0.75))
+                    cache[(f, True)] = (_ap_counts(lab, pred, 0.5), _ap_counts(lab, pred, 0.75))
             c50, c75 = cache[(f, connected)]
             pooled += np.array([c50, c75])
             a50.append(c50[0] / max(1, sum(c50)) if sum(c50) else 1.0)

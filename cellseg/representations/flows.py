@@ -90,7 +90,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from cellseg.labels import _fill_holes_inplace, as_labels
 
@@ -216,13 +215,6 @@ def _sequential(labels, ndim) -> tuple[np.ndarray, int]:
     else:
         n = ids.size - 1
     return np.ascontiguousarray(inv.reshape(lab.shape), np.int32), n
-
-
-def _relabel(lab: np.ndarray) -> np.ndarray:
-    """Sequential ids 1..n in ascending id order (O(N), ``lab`` int32, ids <= lab.size)."""
-    out = np.empty_like(lab)
-    K.compact_ids(lab.ravel(), out.ravel())
-    return out
 
 
 def _check_ndim(ndim):
