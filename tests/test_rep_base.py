@@ -21,8 +21,22 @@ def _stardist_outputs():
 def test_non_finite_outputs_are_refused(head, bad):
     out = _stardist_outputs()
     out[head] = out[head].copy()
-    out[head].flat[37] = bad
+    # prob anywhere (here a background pixel); dist where it is read (a candidate pixel)
+    out[head][(0, 1, 5) if head == "prob" else (3, 8, 8)] = bad
     with pytest.raises(ValueError, match=f"head '{head}' contains NaN or infinite values"):
+        StarDist(8).decode(out)
+
+
+def test_distances_are_checked_at_the_candidates_only():
+    out = _stardist_outputs()
+    ref = StarDist(8).decode(out)
+    out["dist"] = out["dist"].copy()
+    out["dist"][:, 1, 5] = np.nan  # background: never a candidate, never read
+    out["dist"][:, 20, 2] = -1.0
+    got = StarDist(8).decode(out)
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    out["dist"][0, 22, 22] = np.nan  # inside object 2 (prob > 0.5): a candidate
+    with pytest.raises(ValueError, match="head 'dist' contains NaN or infinite values at candidate pixels"):
         StarDist(8).decode(out)
 
 
@@ -31,7 +45,7 @@ def test_negative_distances_are_refused_only_where_it_matters():
     assert StarDist(8).decode(out).n_objects == 2
     out["dist"] = out["dist"].copy()
     out["dist"][3, 20, 20] = -1e-3
-    with pytest.raises(ValueError, match="head 'dist' has negative values"):
+    with pytest.raises(ValueError, match="head 'dist' has negative values at candidate pixels"):
         StarDist(8).decode(out)
     # flows may be negative: no such rule there
     lab = np.zeros((32, 32), np.int32)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-__all__ = ["HeadSpec", "Decoded", "Representation", "make_params", "check_outputs"]
+__all__ = ["HeadSpec", "Decoded", "Representation", "make_params", "check_outputs", "check_values"]
 
 ACTIVATIONS = ("identity", "sigmoid", "softplus", "tanh", "relu")
 
@@ -101,10 +101,14 @@ def make_params(cls: type, params: Any = None, **overrides) -> Any:
 
 
 def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = None,
-                  nonnegative: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+                  nonnegative: tuple[str, ...] = (), deferred: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Validate decoder inputs once: every head present, (C, *spatial) float32, same spatial shape,
     finite values, and no negative value in the heads named in ``nonnegative``.
 
+    The values of the heads named in ``deferred`` are not scanned here: the
+    decoder reads them at a few places only and checks what it reads with
+    :func:`check_values` (StarDist's 32 distance planes are read at the
+    candidate pixels only, and scanning all of them cost as much as the NMS).
     Returns C-contiguous float32 copies/views keyed by head name.
     """
     if not isinstance(outputs, Mapping):
@@ -127,16 +131,22 @@ def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = N
         elif a.shape[1:] != shape:
             raise ValueError(f"head {h.name!r} has spatial shape {a.shape[1:]}, others {shape}")
         a = np.ascontiguousarray(a, dtype=np.float32)
-        if a.size:
-            # min/max propagate NaN and reach ±inf: no full-size temporary as np.isfinite(a)
-            # would make; the min also settles the sign rule
-            lo, hi = a.min(), a.max()
-            if not (np.isfinite(lo) and np.isfinite(hi)):
-                raise ValueError(f"head {h.name!r} contains NaN or infinite values")
-            if h.name in nonnegative and lo < 0:
-                raise ValueError(f"head {h.name!r} has negative values (outputs must be activated)")
+        if h.name not in deferred:
+            check_values(a, h.name, nonnegative=h.name in nonnegative)
         out[h.name] = a
     return out
+
+
+def check_values(a: np.ndarray, name: str, nonnegative: bool = False, where: str = "") -> None:
+    """Raise ValueError when ``a`` holds NaN or infinite values (or negative ones when ``nonnegative``)."""
+    if a.size:
+        # min/max propagate NaN and reach ±inf: no full-size temporary as np.isfinite(a)
+        # would make; the min also settles the sign rule
+        lo, hi = a.min(), a.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"head {name!r} contains NaN or infinite values{where}")
+        if nonnegative and lo < 0:
+            raise ValueError(f"head {name!r} has negative values{where} (outputs must be activated)")
 
 
 class Representation(abc.ABC):
@@ -171,6 +181,12 @@ class Representation(abc.ABC):
     def params(self, params: Any = None, **overrides) -> Any:
         """Decode params with defaults, from a mapping/instance, unknown names raise."""
         return make_params(self.Params, params, **overrides)
+
+    def decode_param_names(self) -> tuple[str, ...]:
+        """Names of the ``Params`` fields that change what :meth:`decode` returns for this
+        configuration (all of them unless a subclass says otherwise); user interfaces show
+        these and leave the others at their values."""
+        return tuple(f.name for f in dataclasses.fields(self.Params))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

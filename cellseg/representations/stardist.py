@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..labels import as_labels
-from .base import Decoded, HeadSpec, Representation, check_outputs
+from .base import Decoded, HeadSpec, Representation, check_outputs, check_values
 
 __all__ = [
     "StarDist",
@@ -355,7 +355,9 @@ class StarDist(Representation):
         (default ``(Hg*gy, Wg*gx)``). Objects entirely covered by better ones are
         dropped and ids are 1..n by decreasing score. ``extra``: ``polygons``
         float32 (n, 2, n_rays), ``points`` int64 (n, 2), ``prob`` (n,),
-        ``n_candidates``.
+        ``n_candidates``. ``prob`` must be finite everywhere; ``dist`` must be
+        finite and non-negative where it is read, at the candidate pixels
+        (ValueError otherwise; values elsewhere do not affect the result).
     """
 
     name = "stardist"
@@ -383,7 +385,8 @@ class StarDist(Representation):
     def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None,
                shape: Sequence[int] | None = None) -> Decoded:
         p = self.params(params)
-        out = check_outputs(outputs, self.heads(), ndim=2, nonnegative=("dist",))
+        # the distance planes are checked where they are read: at the candidates
+        out = check_outputs(outputs, self.heads(), ndim=2, deferred=("dist",))
         prob, dist = out["prob"][0], out["dist"]
         gy, gx = self.grid
         if shape is None:
@@ -392,6 +395,7 @@ class StarDist(Representation):
         if len(shape) != 2:
             raise ValueError(f"shape must be (H, W), got {shape}")
         points, scores, d = candidates(prob, dist, p.prob_thresh, p.border, self.grid)
+        check_values(d, "dist", nonnegative=True, where=" at candidate pixels")
         coords = dist_to_coord(d, points)
         keep, _ = _nms_coords(coords, points, p.nms_thresh, p.overlap)
         coords, points, scores = coords[keep], points[keep], scores[keep]
