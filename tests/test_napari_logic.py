@@ -62,6 +62,20 @@ def test_param_specs_use_tuned_thresholds_and_coerce_back():
         _logic.param_specs(get("stardist"), {"not_a_param": 1})
 
 
+def test_param_specs_show_only_the_knobs_of_the_model_configuration():
+    from cellseg.representations import get
+
+    for mode, hidden in (("cellpose", {"dist_thresh", "link_dist", "max_divergence", "connectivity", "min_depth",
+                                        "merge_frac", "absorb_ratio"}),
+                         ("omnipose", {"seed_min_count"})):
+        rep = get("flows", mode=mode)
+        specs = _logic.param_specs(rep, {"absorb_ratio": 0.2})
+        assert {s.name for s in specs if not s.shown} == hidden
+        assert set(rep.decode_param_names()) == {s.name for s in specs if s.shown}
+        assert {s.name: s.value for s in specs}["absorb_ratio"] == 0.2  # hidden or not, the value is kept
+    assert all(s.shown for s in _logic.param_specs(get("stardist")))
+
+
 def test_axes_and_channel_choices():
     assert _logic.axes_choices((64, 64)) == ["YX"]
     assert _logic.axes_choices((5, 64, 64))[0] == "ZYX"

@@ -401,6 +401,14 @@ def test_segment_bundled_sample_with_the_default_model(make_napari_viewer_proxy,
     widget = _open(viewer, "Segment", qtbot)  # loads the default bundled model
     assert widget._model_choice.value == default_model_name()
     assert widget.model is not None, widget._model_status.value
+    # a cellpose-mode flows model: the omnipose knobs get no control but keep their values
+    if getattr(widget.model.representation, "mode", None) == "cellpose":
+        shown = {w.name for w in widget._params}
+        assert "seed_min_count" in shown and "absorb_ratio" not in shown
+        assert widget.params()["absorb_ratio"] == widget.model.representation.params(
+            widget.model.thresholds).absorb_ratio
+        with pytest.raises(KeyError, match="not used by this model's configuration"):
+            widget.set_params(absorb_ratio=0.3)
     widget.run()
     _wait_idle(qtbot, widget)
     labels = np.asarray(viewer.layers["synthetic_nuclei labels"].data)

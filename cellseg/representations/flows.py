@@ -122,6 +122,11 @@ _GROW_RADIUS = 5
 _SEED_POOL = 2  # 5^ndim local-maximum window
 
 
+_CELLPOSE_ONLY = ("seed_min_count",)
+_OMNIPOSE_ONLY = ("dist_thresh", "link_dist", "max_divergence", "connectivity", "min_depth", "merge_frac",
+                  "absorb_ratio")
+
+
 @dataclass(frozen=True)
 class FlowsParams:
     """Decoder knobs.
@@ -520,6 +525,12 @@ class Flows(Representation):
         return self.encode(labels)
 
     # -- decoding
+    def decode_param_names(self) -> tuple[str, ...]:
+        """The knobs of this mode: ``seed_min_count`` is cellpose's clustering, the
+        linking/merging knobs and ``dist_thresh`` are omnipose's."""
+        unused = _OMNIPOSE_ONLY if self.mode == "cellpose" else _CELLPOSE_ONLY
+        return tuple(n for n in super().decode_param_names() if n not in unused)
+
     def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None) -> Decoded:
         p = self.params(params)
         out = check_outputs(outputs, self.heads(), ndim=self.ndim)

@@ -176,6 +176,9 @@ class ParamSpec:
     kind: str
     value: Any
     doc: str = ""
+    #: False for knobs the model's configuration does not use (e.g. the omnipose knobs of a
+    #: cellpose-mode flows model): the widget keeps their value but shows no control
+    shown: bool = True
 
 
 def _kind_of(value) -> str:
@@ -193,7 +196,9 @@ def param_specs(representation, thresholds: dict | None = None) -> list[ParamSpe
     ``thresholds`` (falling back to the dataclass defaults)."""
     params = representation.params(dict(thresholds or {}))
     docs = _field_docs(type(params).__doc__ or "")
-    return [ParamSpec(f.name, _kind_of(getattr(params, f.name)), getattr(params, f.name), docs.get(f.name, ""))
+    used = set(representation.decode_param_names())
+    return [ParamSpec(f.name, _kind_of(getattr(params, f.name)), getattr(params, f.name), docs.get(f.name, ""),
+                      f.name in used)
             for f in dataclasses.fields(params)]
 
 

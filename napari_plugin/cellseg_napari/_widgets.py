@@ -134,6 +134,7 @@ class SegmentWidget(_ViewerWidget):
         self._redecode_worker = None
         self._redecode_pending = False
         self._param_kinds: dict[str, str] = {}
+        self._hidden_params: dict[str, Any] = {}
         self._has_polygons = False
         self._load_token = 0
         self.n_predict_runs = 0     # finished segmentations (network runs)
@@ -297,7 +298,11 @@ class SegmentWidget(_ViewerWidget):
     def _rebuild_params(self, specs):
         self._params.clear()
         self._param_kinds = {}
+        # knobs this model's configuration does not use: no control, value kept as tuned
+        self._hidden_params = {s.name: s.value for s in specs if not s.shown}
         for s in specs:
+            if not s.shown:
+                continue
             if s.kind == "bool":
                 w = CheckBox(name=s.name, label=s.name, value=bool(s.value))
             elif s.kind == "int":
@@ -315,13 +320,16 @@ class SegmentWidget(_ViewerWidget):
 
     def params(self) -> dict[str, Any]:
         """The decode parameters as set in the controls."""
-        return {w.name: _logic.coerce_param(self._param_kinds[w.name], w.value) for w in self._params}
+        shown = {w.name: _logic.coerce_param(self._param_kinds[w.name], w.value) for w in self._params}
+        return {**self._hidden_params, **shown}
 
     def set_params(self, **values):
         """Set threshold controls by name (unknown names raise); triggers re-decoding."""
         for k, v in values.items():
             if k not in self._param_kinds:
-                raise KeyError(f"unknown decode parameter {k!r}; the model has {sorted(self._param_kinds)}")
+                hint = (" (not used by this model's configuration)"
+                        if k in self._hidden_params else "")
+                raise KeyError(f"unknown decode parameter {k!r}{hint}; the model has {sorted(self._param_kinds)}")
             w = self._params[k]
             w.value = _logic.param_text(v) if self._param_kinds[k] == "text" else v
 
