@@ -282,7 +282,7 @@ def test_follow_vs_reference(nd, suppress):
     pts = np.clip(pts, 0, np.array(shape)[:, None] - 1)
     ours = F.follow_flows(step, pts, 15, suppress=suppress)
     ref = R.ref_follow(step, pts, 15, suppress=suppress)
-    np.testing.assert_allclose(ours, ref, atol=1e-7)
+    np.testing.assert_allclose(ours, ref, atol=2e-5)  # float32 positions; float64 interpolation in the twin
 
 
 def test_follow_exact_cases():

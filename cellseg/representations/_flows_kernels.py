@@ -567,6 +567,11 @@ _LANES = 4  # points advanced together (independent dependency chains overlap in
 _CHUNK = 1024  # points per parallel task
 
 
+_F1 = np.float32(1.0)
+_F0 = np.float32(0.0)
+_FH = np.float32(0.5)
+
+
 @pjit
 def follow_2d(stepf, Y, X, py, px, niter, suppress, out_y, out_x):
     """Euler integration of points along the bilinearly interpolated step field.
@@ -580,35 +585,38 @@ def follow_2d(stepf, Y, X, py, px, niter, suppress, out_y, out_x):
     ``floor(x) + {0, 1}``. With ``suppress`` (Omnipose), the step is the running
     average of the current and previous interpolated flows divided by ``1 + t``.
 
+    Positions, weights and steps are float32, as in Cellpose and Omnipose (torch
+    float32 tensors); every operation is a float32 one (no float64 promotion).
     Without ``suppress`` the iteration is a fixed map, so a point that comes
     back exactly (bit for bit) to its position of one or two steps before
     repeats that cycle forever: it stops there and its end point is read off
-    the cycle (same result as running all ``niter`` steps).
+    the cycle (same result as running all ``niter`` steps). In float32 most
+    points settle into such a cycle at their sink within ~60 steps.
     """
     W2 = (X + 1) * 2
-    ymax = Y - 1.0
-    xmax = X - 1.0
+    ymax = np.float32(Y - 1.0)
+    xmax = np.float32(X - 1.0)
     n = py.size
     nsteps = niter + (1 if suppress else 0)
     nchunks = (n + _CHUNK - 1) // _CHUNK
     for c in prange(nchunks):
-        ys = np.empty(_LANES)
-        xs = np.empty(_LANES)
-        p1y = np.empty(_LANES)
-        p1x = np.empty(_LANES)
-        d0y = np.empty(_LANES)
-        d0x = np.empty(_LANES)
+        ys = np.empty(_LANES, np.float32)
+        xs = np.empty(_LANES, np.float32)
+        p1y = np.empty(_LANES, np.float32)
+        p1x = np.empty(_LANES, np.float32)
+        d0y = np.empty(_LANES, np.float32)
+        d0x = np.empty(_LANES, np.float32)
         act = np.empty(_LANES, np.bool_)
         c1 = min(n, (c + 1) * _CHUNK)
         for g0 in range(c * _CHUNK, c1, _LANES):
             m = min(_LANES, c1 - g0)
             for k in range(m):
-                ys[k] = py[g0 + k]
-                xs[k] = px[g0 + k]
-                p1y[k] = -1.0
-                p1x[k] = -1.0
-                d0y[k] = 0.0
-                d0x[k] = 0.0
+                ys[k] = np.float32(py[g0 + k])
+                xs[k] = np.float32(px[g0 + k])
+                p1y[k] = np.float32(-1.0)
+                p1x[k] = np.float32(-1.0)
+                d0y[k] = _F0
+                d0x[k] = _F0
                 act[k] = True
             nact = m
             for t in range(nsteps):
@@ -621,12 +629,12 @@ def follow_2d(stepf, Y, X, py, px, niter, suppress, out_y, out_x):
                     x = xs[k]
                     iy = int(y)
                     ix = int(x)
-                    wy = y - iy
-                    wx = x - ix
+                    wy = y - np.float32(iy)
+                    wx = x - np.float32(ix)
                     b = iy * W2 + 2 * ix
-                    w00 = (1.0 - wy) * (1.0 - wx)
-                    w01 = (1.0 - wy) * wx
-                    w10 = wy * (1.0 - wx)
+                    w00 = (_F1 - wy) * (_F1 - wx)
+                    w01 = (_F1 - wy) * wx
+                    w10 = wy * (_F1 - wx)
                     w11 = wy * wx
                     dy = w00 * stepf[b] + w01 * stepf[b + 2] + w10 * stepf[b + W2] + w11 * stepf[b + W2 + 2]
                     dx = (w00 * stepf[b + 1] + w01 * stepf[b + 3] + w10 * stepf[b + W2 + 1]
@@ -636,14 +644,14 @@ def follow_2d(stepf, Y, X, py, px, niter, suppress, out_y, out_x):
                             d0y[k] = dy
                             d0x[k] = dx
                             continue
-                        dy = 0.5 * (dy + d0y[k])
-                        dx = 0.5 * (dx + d0x[k])
+                        dy = _FH * (dy + d0y[k])
+                        dx = _FH * (dx + d0x[k])
                         d0y[k] = dy
                         d0x[k] = dx
-                        dy = dy / t
-                        dx = dx / t
-                    yn = min(ymax, max(0.0, y + dy))
-                    xn = min(xmax, max(0.0, x + dx))
+                        dy = dy / np.float32(t)
+                        dx = dx / np.float32(t)
+                    yn = min(ymax, max(_F0, y + dy))
+                    xn = min(xmax, max(_F0, x + dx))
                     if not suppress:
                         if yn == y and xn == x:  # fixed point
                             act[k] = False
@@ -668,32 +676,32 @@ def follow_2d(stepf, Y, X, py, px, niter, suppress, out_y, out_x):
 @pjit
 def follow_3d(stepf, Z, Y, X, pz, py, px, niter, suppress, out_z, out_y, out_x):
     """3D twin of :func:`follow_2d`: ``stepf`` float32 flat ``(Z+1, Y+1, X+1, 3)``,
-    trilinear interpolation, same cycle shortcut."""
+    trilinear interpolation, float32 arithmetic, same cycle shortcut."""
     SX = 3
     SY = (X + 1) * 3
     SZ = (Y + 1) * SY
-    zmax = Z - 1.0
-    ymax = Y - 1.0
-    xmax = X - 1.0
+    zmax = np.float32(Z - 1.0)
+    ymax = np.float32(Y - 1.0)
+    xmax = np.float32(X - 1.0)
     n = py.size
     nsteps = niter + (1 if suppress else 0)
     nchunks = (n + _CHUNK - 1) // _CHUNK
     for c in prange(nchunks):
-        pos = np.empty((_LANES, 3))
-        p1 = np.empty((_LANES, 3))
-        d0 = np.empty((_LANES, 3))
-        d = np.empty(3)
+        pos = np.empty((_LANES, 3), np.float32)
+        p1 = np.empty((_LANES, 3), np.float32)
+        d0 = np.empty((_LANES, 3), np.float32)
+        d = np.empty(3, np.float32)
         act = np.empty(_LANES, np.bool_)
         c1 = min(n, (c + 1) * _CHUNK)
         for g0 in range(c * _CHUNK, c1, _LANES):
             m = min(_LANES, c1 - g0)
             for k in range(m):
-                pos[k, 0] = pz[g0 + k]
-                pos[k, 1] = py[g0 + k]
-                pos[k, 2] = px[g0 + k]
+                pos[k, 0] = np.float32(pz[g0 + k])
+                pos[k, 1] = np.float32(py[g0 + k])
+                pos[k, 2] = np.float32(px[g0 + k])
                 for a in range(3):
-                    p1[k, a] = -1.0
-                    d0[k, a] = 0.0
+                    p1[k, a] = np.float32(-1.0)
+                    d0[k, a] = _F0
                 act[k] = True
             nact = m
             for t in range(nsteps):
@@ -708,28 +716,28 @@ def follow_3d(stepf, Z, Y, X, pz, py, px, niter, suppress, out_z, out_y, out_x):
                     iz = int(z)
                     iy = int(y)
                     ix = int(x)
-                    wz = z - iz
-                    wy = y - iy
-                    wx = x - ix
+                    wz = z - np.float32(iz)
+                    wy = y - np.float32(iy)
+                    wx = x - np.float32(ix)
                     b = iz * SZ + iy * SY + ix * SX
                     for a in range(3):
-                        lo = ((1.0 - wy) * ((1.0 - wx) * stepf[b + a] + wx * stepf[b + SX + a])
-                              + wy * ((1.0 - wx) * stepf[b + SY + a] + wx * stepf[b + SY + SX + a]))
-                        hi = ((1.0 - wy) * ((1.0 - wx) * stepf[b + SZ + a] + wx * stepf[b + SZ + SX + a])
-                              + wy * ((1.0 - wx) * stepf[b + SZ + SY + a] + wx * stepf[b + SZ + SY + SX + a]))
-                        d[a] = (1.0 - wz) * lo + wz * hi
+                        lo = ((_F1 - wy) * ((_F1 - wx) * stepf[b + a] + wx * stepf[b + SX + a])
+                              + wy * ((_F1 - wx) * stepf[b + SY + a] + wx * stepf[b + SY + SX + a]))
+                        hi = ((_F1 - wy) * ((_F1 - wx) * stepf[b + SZ + a] + wx * stepf[b + SZ + SX + a])
+                              + wy * ((_F1 - wx) * stepf[b + SZ + SY + a] + wx * stepf[b + SZ + SY + SX + a]))
+                        d[a] = (_F1 - wz) * lo + wz * hi
                     if suppress:
                         if t == 0:
                             for a in range(3):
                                 d0[k, a] = d[a]
                             continue
                         for a in range(3):
-                            d[a] = 0.5 * (d[a] + d0[k, a])
+                            d[a] = _FH * (d[a] + d0[k, a])
                             d0[k, a] = d[a]
-                            d[a] = d[a] / t
-                    zn = min(zmax, max(0.0, z + d[0]))
-                    yn = min(ymax, max(0.0, y + d[1]))
-                    xn = min(xmax, max(0.0, x + d[2]))
+                            d[a] = d[a] / np.float32(t)
+                    zn = min(zmax, max(_F0, z + d[0]))
+                    yn = min(ymax, max(_F0, y + d[1]))
+                    xn = min(xmax, max(_F0, x + d[2]))
                     if not suppress:
                         if zn == z and yn == y and xn == x:
                             act[k] = False

@@ -209,7 +209,9 @@ def ref_follow(step, points, niter, suppress=False):
     step = np.asarray(step, np.float64)
     nd = step.shape[0]
     shape = step.shape[1:]
-    p = np.array(points, np.float64)
+    # positions are float32, as in Cellpose/Omnipose (the interpolation here is float64:
+    # results agree to float32 rounding, not bit for bit)
+    p = np.array(points, np.float32).astype(np.float64)
 
     def interp(p):
         return np.array([ndi.map_coordinates(step[c], p, order=1, mode="nearest", output=np.float64)
@@ -223,7 +225,7 @@ def ref_follow(step, points, niter, suppress=False):
             d0 = d
             d = d / (1.0 + t)
         for a in range(nd):
-            p[a] = np.clip(p[a] + d[a], 0.0, shape[a] - 1.0)
+            p[a] = np.clip(p[a] + d[a], 0.0, shape[a] - 1.0).astype(np.float32)
     return p
 
 
