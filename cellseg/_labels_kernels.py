@@ -78,3 +78,106 @@ def fill_holes_inplace(lab, shape, lo, hi):
                 lab[glob[li]] = obj
                 filled += 1
     return filled
+
+
+@jit
+def fill_holes_2d(lab, lo, hi):
+    """:func:`fill_holes_inplace` for a 2D int32 label image ``lab`` (H, W):
+    same result, written for speed. Each object's box gets a one-pixel frame,
+    marked *outside* in advance, and the object's pixels are marked blocked;
+    the flood starts from the box's border pixels that are not the object and
+    steps to the four neighbours, which for a box pixel always exist (box or
+    frame): no bounds checks, no divisions.
+    """
+    filled = 0
+    for k in range(lo.shape[0]):
+        y0 = lo[k, 0]
+        y1 = hi[k, 0]
+        if y1 <= y0:
+            continue
+        x0 = lo[k, 1]
+        x1 = hi[k, 1]
+        obj = k + 1
+        h = y1 - y0
+        w = x1 - x0
+        Wp = w + 2
+        # 0: not reached yet (not the object), 1: outside (frame or reached), 2: the object
+        state = np.ones((h + 2) * Wp, np.uint8)
+        stack = np.empty(h * w, np.int64)
+        top = 0
+        for r in range(h):
+            row = lab[y0 + r]
+            base = (r + 1) * Wp + 1
+            edge_row = r == 0 or r == h - 1
+            for c in range(w):
+                if row[x0 + c] == obj:
+                    state[base + c] = 2
+                elif edge_row or c == 0 or c == w - 1:
+                    stack[top] = base + c
+                    top += 1
+                else:
+                    state[base + c] = 0
+        while top > 0:
+            top -= 1
+            li = stack[top]
+            for lj in (li - 1, li + 1, li - Wp, li + Wp):
+                if state[lj] == 0:
+                    state[lj] = 1
+                    stack[top] = lj
+                    top += 1
+        for r in range(h):
+            row = lab[y0 + r]
+            base = (r + 1) * Wp + 1
+            for c in range(w):
+                if state[base + c] == 0 and row[x0 + c] == 0:
+                    row[x0 + c] = obj
+                    filled += 1
+    return filled
+
+
+@jit
+def label_boxes(flat, shape, n):
+    """Bounding boxes of ids 1..n of a flat label image of ``shape``: ``lo``, ``hi``
+    int64 (n, ndim), ``lo <= coord < hi`` (empty box ``lo = hi = 0`` for an absent
+    id), as ``scipy.ndimage.find_objects``."""
+    nd = shape.size
+    lo = np.zeros((n, nd), np.int64)
+    hi = np.zeros((n, nd), np.int64)
+    seen = np.zeros(n, np.bool_)
+    inner = 1
+    for a in range(1, nd):
+        inner *= shape[a]
+    W = shape[nd - 1]
+    coord = np.zeros(nd, np.int64)
+    for outer in range(flat.size // W):
+        # coordinates of the row start
+        r = outer * W
+        for a in range(nd - 1):
+            st = 1
+            for b in range(a + 1, nd):
+                st *= shape[b]
+            coord[a] = r // st
+            r -= coord[a] * st
+        for x in range(W):
+            v = flat[outer * W + x]
+            if v <= 0 or v > n:
+                continue
+            k = v - 1
+            if not seen[k]:
+                seen[k] = True
+                for a in range(nd - 1):
+                    lo[k, a] = coord[a]
+                    hi[k, a] = coord[a] + 1
+                lo[k, nd - 1] = x
+                hi[k, nd - 1] = x + 1
+            else:
+                for a in range(nd - 1):
+                    if coord[a] < lo[k, a]:
+                        lo[k, a] = coord[a]
+                    if coord[a] + 1 > hi[k, a]:
+                        hi[k, a] = coord[a] + 1
+                if x < lo[k, nd - 1]:
+                    lo[k, nd - 1] = x
+                if x + 1 > hi[k, nd - 1]:
+                    hi[k, nd - 1] = x + 1
+    return lo, hi

@@ -75,17 +75,17 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
 
 def _fill_holes_inplace(lab: np.ndarray) -> None:
     """:func:`fill_holes` on a C-contiguous int32 label image, in place (no checks)."""
-    from ._labels_kernels import fill_holes_inplace
+    from ._labels_kernels import fill_holes_2d, fill_holes_inplace, label_boxes
 
-    boxes = ndi.find_objects(lab)
     nd = lab.ndim
-    lo = np.zeros((len(boxes), nd), np.int64)
-    hi = np.zeros((len(boxes), nd), np.int64)
-    for k, sl in enumerate(boxes):
-        if sl is not None:
-            lo[k] = [s.start for s in sl]
-            hi[k] = [s.stop for s in sl]
-    fill_holes_inplace(lab.reshape(-1), np.array(lab.shape, np.int64), lo, hi)
+    n = int(lab.max()) if lab.size else 0
+    if n <= 0:
+        return
+    lo, hi = label_boxes(lab.reshape(-1), np.array(lab.shape, np.int64), n)
+    if nd == 2:
+        fill_holes_2d(lab, lo, hi)
+    else:
+        fill_holes_inplace(lab.reshape(-1), np.array(lab.shape, np.int64), lo, hi)
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:

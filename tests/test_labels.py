@@ -97,3 +97,21 @@ def test_fill_holes_vs_reference(seed):
     # holes on the image border are not holes; an object filling the whole image
     np.testing.assert_array_equal(fill_holes(np.ones((3, 4), np.int32)), np.ones((3, 4)))
     assert fill_holes(np.zeros((0, 5), np.int32)).shape == (0, 5)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (37, 53), (5, 1, 9), (6, 11, 13), (1, 7)])
+def test_label_boxes_vs_find_objects(shape):
+    from scipy import ndimage as ndi
+
+    from cellseg._labels_kernels import label_boxes
+
+    rng = np.random.default_rng(len(shape) * 100 + shape[-1])
+    lab = rng.integers(0, 9, size=shape).astype(np.int32)
+    lab[lab == 4] = 0  # an absent id in the middle
+    n = int(lab.max())
+    lo, hi = label_boxes(lab.reshape(-1), np.array(shape, np.int64), n)
+    for k, sl in enumerate(ndi.find_objects(lab, max_label=n)):
+        if sl is None:
+            assert (lo[k] == 0).all() and (hi[k] == 0).all()
+        else:
+            assert list(lo[k]) == [s.start for s in sl] and list(hi[k]) == [s.stop for s in sl]
