@@ -46,7 +46,10 @@ Decoding (``decode``)
 2. Euler integration of every foreground pixel for ``niter`` steps along the
    bilinearly (trilinearly) interpolated flow, masked to the foreground and
    divided by 5; positions are clamped to the image (Cellpose
-   ``steps2D_interp``). Omnipose mode integrates the unit flow scaled by its
+   ``steps2D_interp``); positions and arithmetic are float32, as Cellpose's
+   torch tensors, and a point that comes back bit for bit to where it was one
+   or two steps before stops there (the rest of its path is that cycle).
+   Omnipose mode integrates the unit flow scaled by its
    divergence mapped to [0, 1] (1st..99th percentile over the foreground,
    Omnipose's ``div_rescale``), with *suppressed* steps: the step is the
    running average of the current and previous flow divided by ``1 + t``, so
@@ -293,7 +296,7 @@ def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: boo
 
     ``step``: float32 ``(ndim, *shape)`` displacement per iteration (already
     masked and scaled); points must lie inside the image. Returns float64
-    ``(ndim, P)`` end points. See
+    ``(ndim, P)`` end points (float32 values: the integration is float32). See
     :func:`cellseg.representations._flows_kernels.follow_2d` for the semantics.
     """
     step = np.ascontiguousarray(step, np.float32)
