@@ -393,6 +393,10 @@ def test_polygons_to_label_equals_skimage_rule():
         got = S.polygons_to_label(coords, shape, prob)
         ref = R.ref_polygons_to_label(coords, shape, prob)
         np.testing.assert_array_equal(got, ref)
+        # the pixel counts kept while painting (overlaps repainted, polygons partly outside)
+        lab, counts = S._polygons_to_label(coords, shape, prob)
+        np.testing.assert_array_equal(counts, np.bincount(ref.ravel(), minlength=n + 1))
+        assert (counts[1:] == 0).any()  # some polygons are covered entirely (or empty): ids absent
         np.testing.assert_array_equal(S.polygons_to_label(coords, shape), R.ref_polygons_to_label(coords, shape))
 
 

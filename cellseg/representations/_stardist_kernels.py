@@ -983,12 +983,13 @@ def _row_crossings(xp, yp, y, minc, maxc, tog_r, tog_l):
 
 
 @jit
-def paint_polygon(lab, yp, xp, value, tog_r, tog_l):
+def paint_polygon(lab, yp, xp, value, tog_r, tog_l, counts):
     """Paint the pixels skimage.draw.polygon(yp, xp, lab.shape) returns.
 
     yp, xp float64 (R,) vertex rows / columns; tog_r, tog_l int8 scratch of
     length >= width + 2. A pixel is painted when skimage's point_in_polygon
-    says inside, on an edge, or on a vertex (within 1e-12).
+    says inside, on an edge, or on a vertex (within 1e-12). ``counts`` int64
+    (indexed by label value) is kept equal to the pixel count of every value.
     """
     H, W = lab.shape
     R = yp.shape[0]
@@ -1018,22 +1019,29 @@ def paint_polygon(lab, yp, xp, value, tog_r, tog_l):
             pr ^= tog_r[t]
             pl ^= tog_l[t]
             if pr or pl:
+                counts[lab[r, minc + t]] -= 1
                 lab[r, minc + t] = value
+                counts[value] += 1
     # vertices (point_in_polygon's VERTEX case, tolerance 1e-12)
     for k in range(R):
         rr = int(math.floor(yp[k] + 0.5))
         cc = int(math.floor(xp[k] + 0.5))
         if minr <= rr <= maxr and minc <= cc <= maxc:
             if -1e-12 < xp[k] - cc < 1e-12 and -1e-12 < yp[k] - rr < 1e-12:
+                counts[lab[rr, cc]] -= 1
                 lab[rr, cc] = value
+                counts[value] += 1
 
 
 @jit
-def polygons_to_label_kernel(coords, order, values, lab):
+def polygons_to_label_kernel(coords, order, values, lab, counts):
     """Paint polygons coords float32 (n, 2, R) in the given order.
 
     order int64 (m,) indices into coords (painting order: later wins);
-    values int32 (n,) label of each polygon; lab int32 (H, W) painted in place.
+    values int32 (n,) label of each polygon, >= 1; lab int32 (H, W) painted
+    in place; counts int64 (max value + 1,) the pixel count of every value
+    in lab on entry (index 0: background), updated as pixels are painted, so
+    that nothing has to count the label image afterwards.
     """
     n = coords.shape[0]
     R = coords.shape[2]
@@ -1047,7 +1055,7 @@ def polygons_to_label_kernel(coords, order, values, lab):
         for k in range(R):
             yp[k] = np.float64(coords[i, 0, k])
             xp[k] = np.float64(coords[i, 1, k])
-        paint_polygon(lab, yp, xp, values[i], tog_r, tog_l)
+        paint_polygon(lab, yp, xp, values[i], tog_r, tog_l, counts)
 
 
 # ============================================================================ candidates

@@ -257,6 +257,11 @@ def polygons_to_label(coords: np.ndarray, shape: Sequence[int], prob: np.ndarray
     coordinates of :func:`dist_to_coord`. An id can end up absent when a better
     polygon covers it completely.
     """
+    return _polygons_to_label(coords, shape, prob)[0]
+
+
+def _polygons_to_label(coords, shape, prob=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`polygons_to_label` and the pixel count of every id (index 0: background)."""
     coords = np.asarray(coords)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) < 0:
@@ -276,10 +281,12 @@ def polygons_to_label(coords: np.ndarray, shape: Sequence[int], prob: np.ndarray
             raise ValueError(f"prob must be ({n},), got {prob.shape}")
         order = np.argsort(prob, kind="stable").astype(np.int64)
     lab = np.zeros(shape, np.int32)
+    counts = np.zeros(n + 1, np.int64)
+    counts[0] = lab.size
     if n and lab.size:
         values = np.arange(1, n + 1, dtype=np.int32)
-        _k().polygons_to_label_kernel(np.ascontiguousarray(coords, np.float32), order, values, lab)
-    return lab
+        _k().polygons_to_label_kernel(np.ascontiguousarray(coords, np.float32), order, values, lab, counts)
+    return lab, counts
 
 
 def candidates(prob: np.ndarray, dist: np.ndarray, prob_thresh: float = 0.5, border: int = 2, grid=(1, 1)):
@@ -400,9 +407,8 @@ class StarDist(Representation):
         keep, _ = _nms_coords(coords, points, p.nms_thresh, p.overlap)
         coords, points, scores = coords[keep], points[keep], scores[keep]
         # ids 1..n by decreasing score; paint by increasing score (best wins)
-        lab = polygons_to_label(coords, shape, prob=scores)
-        counts = np.bincount(lab.ravel(), minlength=coords.shape[0] + 1)[1:]
-        present = counts > 0
+        lab, counts = _polygons_to_label(coords, shape, prob=scores)
+        present = counts[1:] > 0
         if not present.all():
             lut = np.zeros(coords.shape[0] + 1, np.int32)
             lut[1:][present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
