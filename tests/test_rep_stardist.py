@@ -537,20 +537,22 @@ def test_intersection_early_exit_bounds_are_sound():
     # t_hi must mean the exact area is above it, below t_lo that it is below
     rng = np.random.default_rng(12)
     sc = K.make_scratch(32)
-    n_early = 0
+    n_early = [0, 0]
     for _ in range(150):
         ca, pa, cb, pb = _random_pair(rng, 32)
         a = [np.ascontiguousarray(c, np.float64) for c in (ca[1], ca[0], cb[1], cb[0])]
         args = (a[0], a[1], float(pa[1]), float(pa[0]), a[2], a[3], float(pb[1]), float(pb[0]), sc)
-        exact = K.star_intersection_area(*args)
-        for T in (0.3 * exact, 0.9 * exact, exact, 1.1 * exact, 2.0 * exact + 1):
-            lo, hi = T * (1 - 1e-9) - 1e-12, T * (1 + 1e-9) + 1e-12
-            r = K.star_intersection_area(*args, lo, hi)
-            if r > hi:
-                assert exact > T
-            elif r < lo:
-                assert exact < T
-            else:
-                assert r == exact  # undecided: the full area
-            n_early += r != exact
-    assert n_early > 50  # the early exits were exercised
+        # the dispatcher (polar sweep where it applies) and the fan clipping on its own
+        for fn in (K.star_intersection_area, K.fan_intersection_area):
+            exact = fn(*args)
+            for T in (0.3 * exact, 0.9 * exact, exact, 1.1 * exact, 2.0 * exact + 1):
+                lo, hi = T * (1 - 1e-9) - 1e-12, T * (1 + 1e-9) + 1e-12
+                r = fn(*args, lo, hi)
+                if r > hi:
+                    assert exact > T
+                elif r < lo:
+                    assert exact < T
+                else:
+                    assert r == exact  # undecided: the full area
+                n_early[fn is K.fan_intersection_area] += r != exact
+    assert min(n_early) > 50  # the early exits of both were exercised

@@ -576,7 +576,7 @@ def _polar_area(ax, ay, bx, by, sec, suf, t_lo, t_hi):
 
 
 @jit
-def fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratch):
+def fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratch, t_lo=-np.inf, t_hi=np.inf):
     """Exact intersection area of two star polygons, whatever their position.
 
     Polygon b is the union of its fan triangles (convex, disjoint interiors),
@@ -586,11 +586,17 @@ def fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratc
     output is exact even for a non-convex subject; it may only contain
     zero-area bridges). Triangles whose box misses a's box are skipped.
     Coordinates are taken relative to centre a.
+
+    Early exits as in :func:`_polar_area`: the sum so far is a lower bound,
+    and adding the areas of the triangles still to clip an upper bound; the
+    former is returned once it exceeds ``t_hi``, the latter once it falls
+    below ``t_lo`` (the defaults give the exact area).
     """
     tri_b = scratch[0]
     bb_b = scratch[1]
     b0 = scratch[2]
     b1 = scratch[3]
+    tarea = scratch[7]
     n = vx_a.shape[0]
     nb = _fan(vx_b, vy_b, cx_b, cy_b, cx_a, cy_a, tri_b, bb_b)
     x0 = vx_a[0] - cx_a
@@ -602,10 +608,24 @@ def fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratc
         x1 = max(x1, vx_a[k] - cx_a)
         y0 = min(y0, vy_a[k] - cy_a)
         y1 = max(y1, vy_a[k] - cy_a)
-    total = 0.0
+    # area of the triangles that can meet a (0 for the others): what may still be added
+    rest = 0.0
     for l in range(nb):
         if bb_b[l, 0] >= x1 or bb_b[l, 2] <= x0 or bb_b[l, 1] >= y1 or bb_b[l, 3] <= y0:
+            tarea[l] = -1.0
             continue
+        u = tri_b[l]
+        tarea[l] = 0.5 * ((u[1, 0] - u[0, 0]) * (u[2, 1] - u[0, 1]) - (u[1, 1] - u[0, 1]) * (u[2, 0] - u[0, 0]))
+        rest += tarea[l]
+    total = 0.0
+    for l in range(nb):
+        if tarea[l] < 0.0:
+            continue
+        if total > t_hi:
+            return total
+        if total + rest < t_lo:
+            return total + rest
+        rest -= tarea[l]
         for k in range(n):
             b0[k, 0] = vx_a[k] - cx_a
             b0[k, 1] = vy_a[k] - cy_a
@@ -650,8 +670,9 @@ def star_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scrat
     Fast path: when both polygons are strictly star-shaped around centre a
     (or around centre b) the area comes from an O(n + m) polar sweep
     (:func:`_polar_area`); otherwise from fan-triangle clipping. With
-    ``t_lo``/``t_hi`` the polar sweep may return early a lower bound > t_hi
-    or an upper bound < t_lo (see :func:`_polar_area`); the defaults give the
+    ``t_lo``/``t_hi`` the polar sweep and the fan clipping may return early a
+    lower bound > t_hi or an upper bound < t_lo (see :func:`_polar_area`,
+    :func:`fan_intersection_area`); the defaults give the
     exact area.
     """
     r = polar_intersection_area(vx_a, vy_a, vx_b, vy_b, cx_a, cy_a, scratch, t_lo, t_hi)
@@ -660,7 +681,7 @@ def star_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scrat
     r = polar_intersection_area(vx_b, vy_b, vx_a, vy_a, cx_b, cy_b, scratch, t_lo, t_hi)
     if r >= 0.0:
         return r
-    return fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratch)
+    return fan_intersection_area(vx_a, vy_a, cx_a, cy_a, vx_b, vy_b, cx_b, cy_b, scratch, t_lo, t_hi)
 
 
 @jit
