@@ -536,3 +536,15 @@ def test_round_trip_with_noisy_flows_and_probs():
         out["prob"] = np.clip(out["prob"] * 0.8 + 0.1 + rng.normal(0, 0.05, out["prob"].shape), 0, 1)
         d = rep.decode(out)
         assert R.ref_ap(lab, d.labels, 0.5) >= 0.95
+
+
+def test_label_sums_vs_bincount():
+    rng = np.random.default_rng(7)
+    lab = rng.integers(0, 6, 5000).astype(np.int32)
+    lab[lab == 3] = 0  # an absent id
+    vals = rng.random(5000).astype(np.float32)
+    counts, sums = F.K.label_sums(lab, vals, 7)
+    np.testing.assert_array_equal(counts, np.bincount(lab, minlength=8))
+    np.testing.assert_allclose(sums[1:], np.bincount(lab, weights=vals.astype(np.float64), minlength=8)[1:],
+                               rtol=1e-12)
+    assert sums[0] == 0.0  # the background is only counted

@@ -58,14 +58,20 @@ def compact_ids(lab, out):
 
 @jit
 def label_sums(lab, values, n):
-    """Pixel count and sum of ``values`` (float32, flat) of every id ``0..n`` of
-    ``lab`` (int32, flat); returns ``(counts int64, sums float64)``, ``n + 1`` each."""
+    """Pixel count and sum of ``values`` (float32, flat) of every id ``1..n`` of
+    ``lab`` (int32, flat); returns ``(counts int64, sums float64)``, ``n + 1`` each,
+    index 0 (the background) holding the background's pixel count and a sum of 0
+    (background pixels are only counted: no dependency chain through one sum)."""
     counts = np.zeros(n + 1, np.int64)
     sums = np.zeros(n + 1, np.float64)
+    fg = 0
     for i in range(lab.size):
         v = lab[i]
-        counts[v] += 1
-        sums[v] += values[i]
+        if v:
+            counts[v] += 1
+            sums[v] += values[i]
+            fg += 1
+    counts[0] = lab.size - fg
     return counts, sums
 
 
