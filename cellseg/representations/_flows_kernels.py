@@ -93,7 +93,9 @@ def group_pixels(lab, n):
     """
     counts = np.zeros(n + 1, np.int64)
     for i in range(lab.size):
-        counts[lab[i]] += 1
+        v = lab[i]
+        if v:  # the background is not counted (no store-to-load chain through counts[0])
+            counts[v] += 1
     offsets = np.zeros(n + 1, np.int64)
     for k in range(1, n + 1):
         offsets[k] = offsets[k - 1] + counts[k]
