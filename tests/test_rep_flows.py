@@ -548,3 +548,13 @@ def test_label_sums_vs_bincount():
     np.testing.assert_allclose(sums[1:], np.bincount(lab, weights=vals.astype(np.float64), minlength=8)[1:],
                                rtol=1e-12)
     assert sums[0] == 0.0  # the background is only counted
+
+
+def test_padded_step_2d_equals_numpy():
+    rng = np.random.default_rng(3)
+    flow = (rng.normal(size=(2, 23, 31)) * 5).astype(np.float32)
+    fg = rng.random((23, 31)) < 0.6
+    got = F._padded_step(flow, fg)
+    ref = np.zeros((24, 32, 2), np.float32)
+    ref[:23, :31] = np.moveaxis(flow * fg / np.float32(F.FLOW_SCALE), 0, -1)
+    np.testing.assert_array_equal(got, ref)

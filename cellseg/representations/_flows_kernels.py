@@ -595,6 +595,20 @@ _LANES = 4  # points advanced together (independent dependency chains overlap in
 _CHUNK = 1024  # points per parallel task
 
 
+@pjit
+def padded_step_2d(flow, fg, scale, out):
+    """``out[y, x, a] = flow[a, y, x] / scale`` (float32) where ``fg``, untouched
+    (zero) elsewhere: :func:`follow_2d`'s interleaved step field in one parallel
+    pass. ``out`` float32 (Y+1, X+1, 2), zero on entry."""
+    Y = fg.shape[0]
+    X = fg.shape[1]
+    for y in prange(Y):
+        for x in range(X):
+            if fg[y, x]:
+                out[y, x, 0] = flow[0, y, x] / scale
+                out[y, x, 1] = flow[1, y, x] / scale
+
+
 _F1 = np.float32(1.0)
 _F0 = np.float32(0.0)
 _FH = np.float32(0.5)

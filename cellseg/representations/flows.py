@@ -326,6 +326,9 @@ def _padded_step(flow: np.ndarray, fg: np.ndarray) -> np.ndarray:
     shape = fg.shape
     nd = len(shape)
     padded = np.zeros(tuple(s + 1 for s in shape) + (nd,), np.float32)
+    if nd == 2:
+        K.padded_step_2d(flow, fg, np.float32(FLOW_SCALE), padded)
+        return padded
     core = tuple(slice(0, s) for s in shape)
     for a in range(nd):
         np.divide(flow[a], np.float32(FLOW_SCALE), out=padded[core + (a,)], where=fg)
