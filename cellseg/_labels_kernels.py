@@ -144,20 +144,16 @@ def label_boxes(flat, shape, n):
     lo = np.zeros((n, nd), np.int64)
     hi = np.zeros((n, nd), np.int64)
     seen = np.zeros(n, np.bool_)
-    inner = 1
-    for a in range(1, nd):
-        inner *= shape[a]
     W = shape[nd - 1]
+    stride = np.ones(nd, np.int64)  # C-order strides of the leading axes, in pixels
+    for a in range(nd - 2, -1, -1):
+        stride[a] = stride[a + 1] * shape[a + 1]
     coord = np.zeros(nd, np.int64)
     for outer in range(flat.size // W):
-        # coordinates of the row start
-        r = outer * W
+        r = outer * W  # the row's first pixel: its leading coordinates
         for a in range(nd - 1):
-            st = 1
-            for b in range(a + 1, nd):
-                st *= shape[b]
-            coord[a] = r // st
-            r -= coord[a] * st
+            coord[a] = r // stride[a]
+            r -= coord[a] * stride[a]
         for x in range(W):
             v = flat[outer * W + x]
             if v <= 0 or v > n:

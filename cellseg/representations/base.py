@@ -101,9 +101,9 @@ def make_params(cls: type, params: Any = None, **overrides) -> Any:
 
 
 def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = None,
-                  nonnegative: tuple[str, ...] = (), deferred: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+                  deferred: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Validate decoder inputs once: every head present, (C, *spatial) float32, same spatial shape,
-    finite values, and no negative value in the heads named in ``nonnegative``.
+    finite values.
 
     The values of the heads named in ``deferred`` are not scanned here: the
     decoder reads them at a few places only and checks what it reads with
@@ -132,7 +132,7 @@ def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = N
             raise ValueError(f"head {h.name!r} has spatial shape {a.shape[1:]}, others {shape}")
         a = np.ascontiguousarray(a, dtype=np.float32)
         if h.name not in deferred:
-            check_values(a, h.name, nonnegative=h.name in nonnegative)
+            check_values(a, h.name)
         out[h.name] = a
     return out
 
