@@ -180,6 +180,26 @@ def test_cellpose_flows_vs_reference_2d(seed):
     compare_unit(F.cellpose_flows(lab, niter=37), R.ref_cellpose_flows(lab, niter=37), lab > 0)
 
 
+def test_cellpose_flows_2d_bit_identical_to_reference():
+    """The twin sums the nine neighbours in the kernel's order and divides by 9:
+    the float32 flows are the same bits (the kernel sweeps each box as one flat
+    run; frame columns, one-pixel and one-row objects, objects on every border
+    and an object covering the image must come out as the twin's)."""
+    lab = np.zeros((9, 11), np.int32)
+    lab[0, 0] = 1
+    lab[8, 10] = 2
+    lab[4, 2:9] = 3
+    lab[1:8, 10] = 4
+    lab[2, 5] = 5
+    cases = [lab, np.ones((5, 7), np.int32), np.ones((1, 6), np.int32), np.ones((6, 1), np.int32),
+             voronoi_labels(0), voronoi_labels(1), synth(seed=1)]
+    for lab in cases:
+        np.testing.assert_array_equal(F.cellpose_flows(lab), R.ref_cellpose_flows(lab).astype(np.float32))
+    lab = voronoi_labels(2)
+    np.testing.assert_array_equal(F.cellpose_flows(lab, niter=37),
+                                  R.ref_cellpose_flows(lab, niter=37).astype(np.float32))
+
+
 @pytest.mark.parametrize("dtype", INT_DTYPES)
 def test_targets_every_int_dtype_and_nonsequential_ids(dtype):
     lab = voronoi_labels(5, shape=(24, 30), n=5)

@@ -126,18 +126,31 @@ def _round_half_even(v):
 @jit
 def _heat_sweep_2d(T, Tn, M, H, W):
     """One diffusion step over an object's box: ``Tn = M * (9-point sum of T) / 9``
-    inside the one-pixel frame (row slices and loop bounds that cannot be negative:
-    no wraparound checks, so SIMD; ~1.5x faster than visiting the object's pixels
-    by index)."""
-    for yy in range(1, H - 1):
-        a = T[(yy - 1) * W:(yy - 1) * W + W]
-        b = T[yy * W:yy * W + W]
-        d = T[(yy + 1) * W:(yy + 1) * W + W]
-        o = Tn[yy * W:yy * W + W]
-        mm = M[yy * W:yy * W + W]
-        for x in range(1, W - 1):
-            o[x] = mm[x] * ((b[x] + a[x] + d[x] + b[x - 1] + b[x + 1]
-                             + a[x - 1] + a[x + 1] + d[x - 1] + d[x + 1]) / 9.0)
+    inside the one-pixel frame rows.
+
+    The box's interior rows are swept as one flat run (row stride ``W``): the
+    frame columns inside that run are computed too, but ``M`` is 0 there, so
+    they stay 0, and the nine neighbours of every object pixel are the same
+    as in a row-by-row sweep (same sum in the same order: the same values).
+    One long loop instead of one per row: the SIMD body runs without a
+    scalar remainder on every (narrow) row, ~1.5x faster on cell-sized boxes.
+    The views start at non-negative offsets (no wraparound checks, so SIMD).
+    """
+    L = (H - 2) * W - 2
+    a0 = T[0:]
+    a1 = T[1:]
+    a2 = T[2:]
+    b0 = T[W:]
+    b1 = T[W + 1:]
+    b2 = T[W + 2:]
+    d0 = T[2 * W:]
+    d1 = T[2 * W + 1:]
+    d2 = T[2 * W + 2:]
+    o = Tn[W + 1:]
+    mm = M[W + 1:]
+    for j in range(L):
+        o[j] = mm[j] * ((b1[j] + a1[j] + d1[j] + b0[j] + b2[j]
+                         + a0[j] + a2[j] + d0[j] + d2[j]) / 9.0)
 
 
 @jit
@@ -179,9 +192,9 @@ def _heat_one_2d(pix, Y, X, niter_fixed, out):
     niter = niter_fixed if niter_fixed > 0 else 2 * (h + w + 2)
     T = np.zeros(H * W)
     Tn = np.zeros(H * W)
-    # 1.0 on the object, 0.0 elsewhere in its box: the diffusion sweeps the whole box row by
-    # row (contiguous, SIMD) and multiplies by the mask, the same values as updating the
-    # object's pixels only (T stays 0 off the object; the one-pixel frame is never written)
+    # 1.0 on the object, 0.0 elsewhere in its box: the diffusion sweeps the whole box
+    # (contiguous, SIMD) and multiplies by the mask, the same values as updating the
+    # object's pixels only (T stays 0 off the object and on the one-pixel frame)
     M = np.zeros(H * W)
     for i in range(m):
         M[loc[i]] = 1.0
