@@ -35,12 +35,13 @@ class SegmenterSpec:
     params: tuple = ()  # ((name, value), ...)
     tile: Any = None
     normalize: Any = None
+    augment: bool | None = None  # None: the model's choice
 
     def build(self):
         from .segmenter import Segmenter
 
         return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
-                                         normalize=self.normalize)
+                                         normalize=self.normalize, augment=self.augment)
 
 
 @dataclass

@@ -65,6 +65,9 @@ def _add_segment(sub):
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other decode parameter of the model's representation (repeatable)")
     p.add_argument("--tile", default=None, help="tile size, e.g. 512 or 256,512 (default: whole image)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average the network over the 8 flips/transposes of the image "
+                        "(8x the network time; default: the model's choice)")
     p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX, YXC)")
     p.add_argument("--channel", default=None, help="channel index or name for multi-channel images")
     p.add_argument("--link", action="store_true", help="T stacks: keep ids of cells across frames (IoU linking)")
@@ -139,7 +142,8 @@ def _cmd_segment(args) -> int:
     except TypeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=_tile(args.tile))
+    spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=_tile(args.tile),
+                         augment=args.augment)
     out_dir = Path(args.out)
     kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
                   overlay=not args.no_overlay, link=args.link)

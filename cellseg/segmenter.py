@@ -18,6 +18,7 @@ Stacks:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,8 @@ class Segmenter:
     normalize : ``(pmin, pmax)`` percentiles; default the model's.
     blend : ``'crop'`` (default; equals the untiled run) or ``'linear'``.
     keep_outputs : keep head outputs in the result (for re-decoding).
+    augment : test-time augmentation (mean over the 8 flips/transposes of each tile,
+        8x the network time); default the model's choice (``model.augment``).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class Segmenter:
         normalize: tuple[float, float] | None = None,
         blend: str = "crop",
         keep_outputs: bool = False,
+        augment: bool | None = None,
     ):
         self.model = model
         self.rep = model.representation
@@ -139,6 +143,7 @@ class Segmenter:
         )
         self.blend = blend
         self.keep_outputs = keep_outputs
+        self.augment = bool(getattr(model, "augment", False)) if augment is None else bool(augment)
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -184,9 +189,12 @@ class Segmenter:
             lo, hi = (np.float32(v) for v in norm_range)
             x = (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
         margin = self.margin if self.margin is not None else self.default_margin()
+        predict = self.model.predict
+        if self.augment != bool(getattr(self.model, "augment", False)):
+            predict = functools.partial(predict, augment=self.augment)
         return (
             yield from predict_tiled(
-                self.model.predict,
+                predict,
                 x,
                 spatial_ndim=self.spatial_ndim,
                 tile=self.tile,

@@ -126,6 +126,27 @@ def test_segmentation_task_matches_segmenter_and_ground_truth(cells):
     assert "outputs" in run.result.frames[0]  # kept for re-decoding
 
 
+def test_segmentation_task_passes_augmentation(cells):
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from cellseg.models import CellsegModel, make_config
+    from cellseg.representations import get
+
+    image, _ = cells
+    model = CellsegModel(make_config(get("distance"), {"depth": 1, "width": 4}), device="cpu")
+    assert _logic.build_segmenter(model).augment is False  # the model's choice
+    model.config["augment"] = True
+    assert _logic.build_segmenter(model).augment is True
+    assert _logic.build_segmenter(model, augment=False).augment is False
+    runs = {a: _drive(_logic.segmentation_task(model, image, "YX", augment=a))[0] for a in (False, True)}
+    from cellseg.preprocess import normalize_percentile
+
+    x = normalize_percentile(image, 1.0, 99.8)
+    fg = {a: run.result.frames[0]["outputs"]["fg"] for a, run in runs.items()}
+    assert np.abs(fg[True] - fg[False]).max() > 1e-4  # a random network is not equivariant
+    for a in runs:  # augment=False wins over the model's default
+        np.testing.assert_allclose(fg[a], model.predict(x, augment=a)["fg"], atol=1e-6)
+
+
 def test_redecode_changes_labels_without_network_call(cells):
     image, gt = cells
     model = OracleModel("stardist", gt)

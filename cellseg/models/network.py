@@ -13,6 +13,7 @@ A model is a JSON-able dict plus weights::
       "axes": "YX",
       "normalization": {"pmin": 1.0, "pmax": 99.8},
       "thresholds": {"prob_thresh": 0.5, "nms_thresh": 0.4},
+      "augment": false,   (optional: test-time augmentation by default, see CellsegModel.predict)
       "training": {...free-form record: data, split, schedule, metrics...}
     }
 
@@ -69,7 +70,7 @@ FORMAT_VERSION = 1
 _FILE_FORMAT = "cellseg-model"
 _TOP_KEYS = {
     "format_version", "backbone", "representation", "in_channels", "ndim", "axes",
-    "normalization", "thresholds", "training", "name", "description",
+    "normalization", "thresholds", "training", "name", "description", "augment",
 }
 
 
@@ -167,6 +168,8 @@ def validate_config(cfg: Mapping[str, Any], source: str = "model config") -> Non
         raise ModelFormatError(f"{source}: normalization needs 0 <= pmin < pmax <= 100, got {dict(norm)}")
     if not isinstance(cfg.get("thresholds", {}), Mapping):
         raise ModelFormatError(f"{source}: thresholds must be an object")
+    if not isinstance(cfg.get("augment", False), bool):
+        raise ModelFormatError(f"{source}: augment must be true or false, got {cfg['augment']!r}")
 
 
 class Network(nn.Module):
@@ -318,20 +321,28 @@ class CellsegModel:
             raise ValueError("the image contains NaN or infinite values")
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Activated head outputs ``{head: float32 (C, *spatial)}`` for one normalized image.
+    @property
+    def augment(self) -> bool:
+        """Default of :meth:`predict`'s ``augment`` (``config["augment"]``, set by threshold tuning
+        when test-time augmentation scored better on the validation data)."""
+        return bool(self.config.get("augment", False))
 
-        ``image`` is ``(Y, X)``/``(C, Y, X)`` for 2D models, ``(Z, Y, X)``/``(C, Z, Y, X)`` for 3D.
-        It is padded at the end of each axis (reflection) to a multiple of :attr:`div_by`
-        and the outputs are cropped back.
-        """
-        x = self._as_input(image)
-        spatial = x.shape[1:]
-        d = self.div_by
-        pad = [(0, 0)] + [(0, (-s) % d) for s in spatial]
-        if any(p[1] for p in pad):
-            x = np.pad(x, pad, mode="reflect" if min(spatial) > 1 else "edge")
-        crop = tuple(slice(0, s) for s in spatial)
+    def augmentations(self) -> list[tuple[tuple[int, ...], tuple[bool, ...]]]:
+        """The transforms averaged by test-time augmentation, as ``(perm, flips)`` (see
+        :meth:`~cellseg.representations.base.Representation.channel_map`): the 8 symmetries
+        of the square in the Y/X plane (identity first; rows and columns reversed and
+        swapped); 3D models keep Z as it is."""
+        nd = self.ndim
+        out = []
+        for swap in (False, True):
+            for fy in (False, True):
+                for fx in (False, True):
+                    perm = tuple(range(nd - 2)) + ((nd - 1, nd - 2) if swap else (nd - 2, nd - 1))
+                    out.append((perm, (False,) * (nd - 2) + (fy, fx)))
+        return out
+
+    def _forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Activated outputs (numpy float32, ``(C, *spatial)``) of one padded input ``(C, *spatial)``."""
         net = self.network
         was_training = net.training
         net.eval()
@@ -340,14 +351,60 @@ class CellsegModel:
         cl = self.ndim == 2 and torch.device(self.device).type == "cpu"
         try:
             with torch.inference_mode():
-                t = torch.from_numpy(x[None]).to(self.device)
+                t = torch.from_numpy(np.ascontiguousarray(x)[None]).to(self.device)
                 if cl:
                     net.to(memory_format=torch.channels_last)
                     t = t.contiguous(memory_format=torch.channels_last)
                 act = net.activate(net(t))
         finally:
             net.train(was_training)
-        return {k: np.ascontiguousarray(v[0].float().cpu().numpy()[(slice(None),) + crop]) for k, v in act.items()}
+        return {k: v[0].float().cpu().numpy() for k, v in act.items()}
+
+    def predict(self, image: np.ndarray, augment: bool | None = None) -> dict[str, np.ndarray]:
+        """Activated head outputs ``{head: float32 (C, *spatial)}`` for one normalized image.
+
+        ``image`` is ``(Y, X)``/``(C, Y, X)`` for 2D models, ``(Z, Y, X)``/``(C, Z, Y, X)`` for 3D.
+        It is padded at the end of each axis (reflection) to a multiple of :attr:`div_by`
+        and the outputs are cropped back.
+
+        ``augment`` (default :attr:`augment`): test-time augmentation, the mean of the
+        outputs for the 8 transforms of :meth:`augmentations`, each mapped back to the
+        image's frame (vector components and StarDist rays follow the axes); 8 network
+        runs instead of one.
+        """
+        x = self._as_input(image)
+        spatial = x.shape[1:]
+        d = self.div_by
+        pad = [(0, 0)] + [(0, (-s) % d) for s in spatial]
+        if any(p[1] for p in pad):
+            x = np.pad(x, pad, mode="reflect" if min(spatial) > 1 else "edge")
+        crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
+        if not (self.augment if augment is None else augment):
+            return {k: np.ascontiguousarray(v[crop]) for k, v in self._forward(x).items()}
+        return {k: np.ascontiguousarray(v[crop]) for k, v in self._predict_augmented(x, self.augmentations()).items()}
+
+    def _predict_augmented(self, x: np.ndarray, transforms) -> dict[str, np.ndarray]:
+        rep = self.representation
+        acc: dict[str, np.ndarray] = {}
+        for perm, flips in transforms:
+            axes = (0,) + tuple(1 + p for p in perm)
+            flipped = tuple(1 + a for a, f in enumerate(flips) if f)
+            xt = np.transpose(x, axes)
+            if flipped:
+                xt = np.flip(xt, flipped)
+            inv = (0,) + tuple(1 + int(i) for i in np.argsort(perm))
+            for head, o in self._forward(xt).items():
+                if flipped:
+                    o = np.flip(o, flipped)
+                o = np.transpose(o, inv)
+                src, sign = rep.channel_map(head, perm, flips)
+                o = o[src] * sign.reshape((-1,) + (1,) * (o.ndim - 1))
+                if head in acc:
+                    acc[head] += o
+                else:
+                    acc[head] = o.astype(np.float32, copy=True)
+        n = np.float32(len(transforms))
+        return {k: v / n for k, v in acc.items()}
 
     def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None, **overrides) -> Decoded:
         """Decode head outputs with the tuned thresholds as defaults, updated by ``params``/``overrides``."""
@@ -356,9 +413,9 @@ class CellsegModel:
             base.update(params if isinstance(params, Mapping) else dataclasses.asdict(params))
         return self.representation.decode(outputs, self.representation.params(base, **overrides))
 
-    def segment(self, image: np.ndarray, **overrides) -> Decoded:
-        """``decode(predict(image))`` for an already normalized image (no tiling)."""
-        return self.decode(self.predict(image), **overrides)
+    def segment(self, image: np.ndarray, augment: bool | None = None, **overrides) -> Decoded:
+        """``decode(predict(image, augment))`` for an already normalized image (no tiling)."""
+        return self.decode(self.predict(image, augment=augment), **overrides)
 
     # -- persistence ----------------------------------------------------------------
     def state(self, half: bool = False) -> dict[str, Any]:

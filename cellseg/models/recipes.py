@@ -52,12 +52,13 @@ HELA_VAL_FROM = 72  # seq 01 frames >= this validate
 _NUCLEI_BACKBONE = {"name": "unet", "depth": 3, "width": 32, "norm": "batch", "conv_after": 0, "seed": 0}
 _NUCLEI_TRAIN = {"epochs": 40, "steps_per_epoch": 40, "batch_size": 8, "patch_size": 128, "lr": 1e-3,
                  "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 16,
-                 "checkpoint_minutes": 5.0, "tune_time_limit": 900.0}
+                 "checkpoint_minutes": 5.0, "tune_time_limit": 900.0,
+                 "tune_augment": "auto"}
 _HELA_BACKBONE = {"name": "unet", "depth": 4, "width": 16, "norm": "batch", "conv_after": 0, "seed": 0}
 _HELA_TRAIN = {"epochs": 40, "steps_per_epoch": 40, "batch_size": 4, "patch_size": 256, "lr": 1e-3,
                "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 6,
                "checkpoint_minutes": 5.0, "tune_time_limit": 900.0,
-               "tune_metric": "seg"}  # the CTC measure is what DIC users compare
+               "tune_metric": "seg", "tune_augment": "auto"}  # the CTC measure is what DIC users compare
 
 _REP_CONFIG = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
 _REP_TITLE = {"stardist": "StarDist star-convex polygons (32 rays)", "flows": "Cellpose-style flows",
@@ -243,10 +244,14 @@ def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | N
     t0 = time.perf_counter()
     train, val, test, split = prepare_data(recipe, data_root)
     metric = recipe.train.get("tune_metric", "map")
+    from cellseg.train.loop import _TUNE_AUGMENT
+
     res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples], metric=metric,
-                          verbose=verbose, time_limit=tune_time_limit)
+                          verbose=verbose, time_limit=tune_time_limit,
+                          augment=_TUNE_AUGMENT[recipe.train.get("tune_augment", "off")])
     tr["tuning"] = {"metric": metric, "score": res.score, "thresholds": res.params, "n_images": len(val),
-                    "time_limit_s": tune_time_limit, "truncated": bool(getattr(res, "truncated", False))}
+                    "time_limit_s": tune_time_limit, "truncated": bool(getattr(res, "truncated", False)),
+                    "augment": res.augment, "augment_scores": res.augment_scores}
     t1 = time.perf_counter()
     metrics = evaluate_model(model, test)
     metrics["seconds"] = round(time.perf_counter() - t1, 1)
@@ -294,6 +299,18 @@ def _overrides(recipe: Recipe, tc: Mapping[str, Any]) -> str:
     return flags
 
 
+def _augment_line(cfg: Mapping[str, Any], tuning: Mapping[str, Any]) -> str:
+    on = bool(cfg.get("augment", False))
+    line = (f"- test-time augmentation: **{'on' if on else 'off'}** by default"
+            + (" (mean of the network over the 8 flips/transposes of the image, 8x the network time; "
+               "`augment=False` / `--no-augment` turns it off)" if on else " (`augment=True` / `--augment` turns it on)"))
+    sc = tuning.get("augment_scores") or {}
+    if "plain" in sc and "augmented" in sc:
+        line += (f"; chosen on the validation split: {tuning.get('metric', 'map')} {sc['plain']:.4f} without, "
+                 f"{sc['augmented']:.4f} with")
+    return line
+
+
 def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: Mapping[str, Any], path,
                      smoke: bool = False) -> Path:
     cfg = model.config
@@ -312,6 +329,7 @@ def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: M
         f"{cfg['normalization']['pmin']}-{cfg['normalization']['pmax']} per image",
         f"- decode thresholds (tuned on the validation split, {tr.get('tuning', {}).get('metric', 'n/a')}): "
         f"`{json.dumps(cfg['thresholds'])}`",
+        _augment_line(cfg, tr.get("tuning", {})),
         f"- receptive field {model.receptive_field} px, inputs padded to multiples of {model.div_by}", "",
         "## Training data and terms", "", _TERMS[recipe.dataset], "",
         "## Split", "",

@@ -182,6 +182,37 @@ class Representation(abc.ABC):
         """Decode params with defaults, from a mapping/instance, unknown names raise."""
         return make_params(self.Params, params, **overrides)
 
+    #: heads whose channel ``i`` is a component along spatial axis ``i`` (channel order = array
+    #: axis order); True: a displacement (the component changes sign when its axis is flipped),
+    #: False: a per-axis size (it only follows the axis when axes are swapped). Other heads are
+    #: scalar fields. Used by :meth:`channel_map` (test-time augmentation).
+    vector_heads: ClassVar[Mapping[str, bool]] = {}
+
+    def channel_map(self, head: str, perm: tuple[int, ...], flips: tuple[bool, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Channels of ``head`` in the original frame from outputs of a transformed input.
+
+        The network saw ``T(x)``: the spatial axes of ``x`` permuted (transformed axis
+        ``a`` is original axis ``perm[a]``), then transformed axis ``a`` reversed where
+        ``flips[a]``. Once the outputs are mapped back spatially, original channel ``c``
+        is ``sign[c] * outputs[src[c]]``; returns ``(src, sign)`` (int64, float32).
+        Scalar heads keep their channels; :attr:`vector_heads` follow the axes.
+        """
+        spec = {h.name: h for h in self.heads()}
+        if head not in spec:
+            raise KeyError(f"{type(self).__name__} has no head {head!r}")
+        n = spec[head].channels
+        src = np.arange(n, dtype=np.int64)
+        sign = np.ones(n, np.float32)
+        if head in self.vector_heads:
+            nd = len(perm)
+            if n != nd:
+                raise ValueError(f"vector head {head!r} has {n} channels for {nd} spatial axes")
+            inv = np.argsort(np.asarray(perm))
+            src = inv.astype(np.int64)
+            if self.vector_heads[head]:
+                sign = np.array([-1.0 if flips[inv[i]] else 1.0 for i in range(nd)], np.float32)
+        return src, sign
+
     def decode_param_names(self) -> tuple[str, ...]:
         """Names of the ``Params`` fields that change what :meth:`decode` returns for this
         configuration (all of them unless a subclass says otherwise); user interfaces show

@@ -489,6 +489,7 @@ class Flows(Representation):
     name = "flows"
     Params = FlowsParams
     ndims = (2, 3)
+    vector_heads = {"flow": True}
 
     def __init__(self, mode: str = "cellpose", ndim: int = 2, anisotropy: float = 1.0):
         if mode not in _MODES:

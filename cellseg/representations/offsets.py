@@ -146,6 +146,7 @@ class Offsets(Representation):
     name = "offsets"
     Params = OffsetsParams
     ndims = (2, 3)
+    vector_heads = {"offset": True, "sigma": False}
 
     def __init__(self, ndim: int = 2, anisotropy: float = 1.0, scale: float = 1024.0):
         if ndim not in self.ndims:

@@ -381,6 +381,26 @@ class StarDist(Representation):
     def heads(self) -> tuple[HeadSpec, ...]:
         return (HeadSpec("prob", 1, "sigmoid"), HeadSpec("dist", self.n_rays, "softplus"))
 
+    def channel_map(self, head: str, perm: tuple[int, ...], flips: tuple[bool, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Ray ``k`` of the original frame is the transformed frame's ray along the transformed
+        direction of ``(sin phi_k, cos phi_k)``; it must be one of the rays (flipping the rows
+        needs nothing, the columns an even ``n_rays``, swapping the axes a multiple of 4)."""
+        if head != "dist":
+            return super().channel_map(head, perm, flips)
+        if self.grid != (1, 1):
+            raise ValueError(f"test-time augmentation needs grid (1, 1) (a transformed image puts the "
+                             f"subsampled grid elsewhere); this model has grid {self.grid}")
+        R = self.n_rays
+        phi = ray_angles(R)
+        u = np.stack([np.sin(phi), np.cos(phi)])  # (row, col) of every ray
+        v = np.stack([u[perm[a]] * (-1.0 if flips[a] else 1.0) for a in range(2)])
+        k = np.arctan2(v[0], v[1]) % (2 * np.pi) / (2 * np.pi / R)
+        src = np.rint(k).astype(np.int64) % R
+        if not np.allclose(k, np.rint(k), atol=1e-6):
+            raise ValueError(f"this transform maps rays between the {R} ray directions; flips of the columns "
+                             f"need an even n_rays, swapping the axes a multiple of 4")
+        return src, np.ones(R, np.float32)
+
     def encode(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         lab = as_labels(labels, ndim=2)
         return {"prob": edt_prob(lab, self.grid)[None], "dist": star_dist(lab, self.n_rays, self.grid)}

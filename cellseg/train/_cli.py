@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tune-thresholds", action=argparse.BooleanOptionalAction, default=True,
                    help="tune decode thresholds on the validation data at the end (default on)")
     g.add_argument("--tune-metric", choices=("map", "ap50", "seg"), default="map")
+    g.add_argument("--tune-augment", choices=("off", "on", "auto"), default="off",
+                   help="test-time augmentation (8 flips/transposes per image): off, on, or auto (tune both ways "
+                        "on the validation data, keep the better; the choice becomes the model's default)")
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
                           warmup_steps=args.warmup_steps, seed=args.seed, val_max_images=args.val_max_images,
                           checkpoint_minutes=args.checkpoint_minutes, num_threads=args.threads,
                           tune_thresholds=args.tune_thresholds, tune_metric=args.tune_metric,
+                          tune_augment=args.tune_augment,
                           augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
                           verbose=not args.quiet)
         train = _load(args.data, args.sequences, args.truth, args.modality, ndim, in_ch, norm)

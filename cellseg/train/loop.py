@@ -54,6 +54,9 @@ class StopTraining(Exception):
     """Raise from a callback (or return ``False``) to stop after the current step; a checkpoint is written."""
 
 
+_TUNE_AUGMENT = {"off": False, "on": True, "auto": "auto"}
+
+
 @dataclass
 class TrainConfig:
     """Schedule and sampling of a training run (recorded in the model config)."""
@@ -80,6 +83,9 @@ class TrainConfig:
     tune_thresholds: bool = True  # tune decode thresholds on the validation set at the end
     tune_metric: str = "map"  # "map" (mean AP over IoU 0.5:0.9), "ap50" or "seg"
     tune_time_limit: float | None = None  # seconds for the threshold search (None: no limit)
+    #: test-time augmentation at the end: "off", "on", or "auto" (tuned both ways, the better
+    #: validation score decides; the choice becomes the model's default)
+    tune_augment: str = "off"
     verbose: bool = True
     #: mixed precision for the training forward pass: "auto" (bfloat16 where the device
     #: supports it: CUDA, or CPUs with AVX512-BF16/AMX, about 2x faster on CPU), "bf16", or "off".
@@ -99,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.tune_augment not in _TUNE_AUGMENT:
+            raise ValueError(f"TrainConfig.tune_augment must be 'off', 'on' or 'auto', got {self.tune_augment!r}")
         if isinstance(self.augment, Mapping):
             self.augment = AugmentConfig.from_dict(self.augment)
         ps = (self.patch_size,) if isinstance(self.patch_size, (int, np.integer)) else tuple(self.patch_size)
@@ -490,10 +498,12 @@ def fit(
         from .tune import tune_thresholds
 
         res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples],
-                              metric=cfg.tune_metric, verbose=cfg.verbose, time_limit=cfg.tune_time_limit)
+                              metric=cfg.tune_metric, verbose=cfg.verbose, time_limit=cfg.tune_time_limit,
+                              augment=_TUNE_AUGMENT[cfg.tune_augment])
         model.config["training"]["tuning"] = {"metric": cfg.tune_metric, "score": res.score,
                                               "thresholds": res.params, "n_images": len(val),
-                                              "evaluations": len(res.table), "truncated": res.truncated}
+                                              "evaluations": len(res.table), "truncated": res.truncated,
+                                              "augment": res.augment, "augment_scores": res.augment_scores}
     if out is not None and not stopped:
         model.save(out / "model.pt")
         (out / "history.json").write_text(json.dumps(state["history"], indent=1))

@@ -299,15 +299,15 @@ def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata
 
 
 def build_segmenter(model, params: dict | None = None, tile: int | None = None,
-                    normalize: tuple[float, float] | None = None):
+                    normalize: tuple[float, float] | None = None, augment: bool | None = None):
     """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).
 
-    ``tile`` of 0 or None runs the whole image at once.
+    ``tile`` of 0 or None runs the whole image at once; ``augment`` None: the model's choice.
     """
     from cellseg.segmenter import Segmenter
 
     return Segmenter(model, params=params or None, tile=int(tile) if tile else None,
-                     normalize=normalize, keep_outputs=True)
+                     normalize=normalize, keep_outputs=True, augment=augment)
 
 
 @dataclass
@@ -325,7 +325,7 @@ class SegmentRun:
 def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel: int | None = None,
                       channel_names: Sequence[str] | None = None, params: dict | None = None,
                       tile: int | None = None, normalize: tuple[float, float] | None = None,
-                      link: bool = False) -> Iterator:
+                      link: bool = False, augment: bool | None = None) -> Iterator:
     """Generator for a thread worker: loads the model, yields
     :class:`cellseg.segmenter.Progress` events, returns a :class:`SegmentRun`."""
     from cellseg.segmenter import Progress
@@ -335,7 +335,7 @@ def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel
         model = get_model(str(model_spec_or_model))
     else:
         model = model_spec_or_model
-    seg = build_segmenter(model, params=params, tile=tile, normalize=normalize)
+    seg = build_segmenter(model, params=params, tile=tile, normalize=normalize, augment=augment)
     result = yield from seg.iter_segment(np.asarray(image), axes=axes, channel=channel,
                                          channel_names=channel_names, link=link)
     return SegmentRun(seg, result, link=link)

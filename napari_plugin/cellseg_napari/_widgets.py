@@ -154,6 +154,8 @@ class SegmentWidget(_ViewerWidget):
                              tooltip="tile size in pixels (0: the whole image at once)")
         self._pmin = FloatSpinBox(label="norm. pmin %", value=1.0, min=0.0, max=100.0, step=0.1)
         self._pmax = FloatSpinBox(label="norm. pmax %", value=99.8, min=0.0, max=100.0, step=0.1)
+        self._augment = CheckBox(text="test-time augmentation (8x slower)", value=False,
+                                 tooltip="average the network over the 8 flips/transposes of the image")
         self._link = CheckBox(text="link objects over time (T)", value=False, visible=False)
         self._show_outputs = CheckBox(text="add head outputs", value=False)
         self._show_polygons = CheckBox(text="add polygons (StarDist)", value=False, visible=False)
@@ -164,7 +166,7 @@ class SegmentWidget(_ViewerWidget):
         super().__init__(
             napari_viewer,
             widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
-                     self._model_status, self._params_header, self._params, self._tile, self._pmin, self._pmax, self._link,
+                     self._model_status, self._params_header, self._params, self._tile, self._pmin, self._pmax, self._augment, self._link,
                      self._show_outputs, self._show_polygons, self._run_button, self._cancel_button,
                      self._progress, self._status],
             labels=True,
@@ -288,6 +290,7 @@ class SegmentWidget(_ViewerWidget):
         norm = model.config.get("normalization", {}) if hasattr(model, "config") else {}
         self._pmin.value = float(norm.get("pmin", 1.0))
         self._pmax.value = float(norm.get("pmax", 99.8))
+        self._augment.value = bool(getattr(model, "augment", False))
         ndim = int(model.config.get("ndim", 2))
         n_in = int(model.config.get("in_channels", 1))
         self._has_polygons = rep.name == "stardist" and ndim == 2
@@ -368,6 +371,7 @@ class SegmentWidget(_ViewerWidget):
         worker = _thread_worker(
             _logic.segmentation_task, model, data, axes, channel=channel,
             params=params, tile=tile, normalize=(float(self._pmin.value), float(self._pmax.value)), link=link,
+            augment=bool(self._augment.value),
         )
         self._run_info = {"image": layer.name, "axes": axes, "scale": _scale_without_c(layer, axes),
                           "translate": None, "t0": time.perf_counter(), "spec": spec}
