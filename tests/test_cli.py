@@ -73,6 +73,29 @@ def test_threshold_override_and_unknown_param(images, tmp_path, tiny_model_path,
     assert main(["segment", str(images / "img1.tif"), "-o", str(out), "--model", "no-such-model", "-q"]) == 2
 
 
+def test_augment_flag_reaches_the_segmenter(images, tmp_path, tiny_model_path, monkeypatch):
+    from cellseg import batch
+
+    seen = []
+    real = batch.SegmenterSpec.build
+
+    def build(self):
+        seg = real(self)
+        seen.append(seg.augment)
+        return seg
+
+    monkeypatch.setattr(batch.SegmenterSpec, "build", build)
+    for flag, want in ((["--augment"], True), (["--no-augment"], False), ([], False)):
+        out = tmp_path / f"o{len(seen)}"
+        assert main(["segment", str(images / "img1.tif"), "-o", str(out), "--model", str(tiny_model_path),
+                     "-q", "--no-overlay", "--no-csv", *flag]) == 0
+        assert seen[-1] is want, flag
+    # both runs wrote a full label image
+    a = read_labels(tmp_path / "o0" / "img1_labels.tif")
+    b = read_labels(tmp_path / "o1" / "img1_labels.tif")
+    assert a.data.shape == b.data.shape
+
+
 def test_time_stack_keeps_axes_and_writes_ctc_layout(tmp_path, tiny_model_path):
     frames = np.stack([(synthetic_cells((64, 64), n_cells=5, seed=s)[0] * 1000).astype(np.uint16) for s in range(3)])
     tifffile.imwrite(tmp_path / "movie.tif", frames, imagej=True, metadata={"axes": "TYX"})
