@@ -317,6 +317,76 @@ def test_follow_exact_cases():
         F.follow_flows(step, pts[:1], 3)
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_follow_early_stops_vs_reference(nd):
+    """The early stops (``tol``) against the twin that keeps every point's whole
+    float32 path and scans it afterwards: the same end points, bit for bit."""
+    rng = np.random.default_rng(10 + nd)
+    shape = (17, 19) if nd == 2 else (7, 9, 11)
+    step = smooth_field(rng, shape)
+    pts = np.array(np.nonzero(rng.random(shape) < 0.5), np.float64)
+    pts[:, :5] += rng.random((nd, 5))
+    pts = np.clip(pts, 0, np.array(shape)[:, None] - 1)
+    fired = 0
+    for niter in (1, 2, 15, 60):
+        full = F.follow_flows(step, pts, niter)
+        np.testing.assert_array_equal(full, R.ref_follow_stops(step, pts, niter, 0.0))  # exact stops only
+        for tol in (0.01, 0.05, 0.5):
+            ours = F.follow_flows(step, pts, niter, tol=tol)
+            np.testing.assert_array_equal(ours, R.ref_follow_stops(step, pts, niter, tol))
+            fired += int(np.any(ours != full, 0).sum())
+    assert fired > 0  # the approximate stop did fire
+
+
+def test_follow_early_stops_on_cellpose_flows_keep_pixels():
+    """On Cellpose flows every point settles on a sink and stops early; its end
+    point moves by about ``tol`` at most and never leaves its pixel."""
+    lab = voronoi_labels(0)
+    fg = lab > 0
+    step = F.Flows().encode(lab)["flow"] * fg / np.float32(F.FLOW_SCALE)
+    pts = np.array(np.nonzero(fg), np.float64)
+    full = F.follow_flows(step, pts, 200)
+    ours = F.follow_flows(step, pts, 200, tol=F.FOLLOW_TOL)
+    np.testing.assert_array_equal(ours, R.ref_follow_stops(step, pts, 200, F.FOLLOW_TOL))
+    assert np.any(ours != full)
+    np.testing.assert_array_equal(np.floor(ours), np.floor(full))
+    assert np.abs(ours - full).max() <= F.FOLLOW_TOL
+
+
+def test_follow_early_stop_thresholds():
+    """A constant step of 1/64 px along x (every value exact in float32): the
+    two-step displacement is 1/32, so with ``r`` steps left the bound is ``r/64``."""
+    step = np.zeros((2, 4, 40), np.float32)
+    step[1] = 1.0 / 64
+    niter = 20
+    x0 = 2.0
+    pts = np.array([[1.5], [x0]])
+    full = F.follow_flows(step, pts, niter)
+    assert full[1, 0] == x0 + niter / 64
+    # tol = 3/64: the first stop is at t = 16 (r = 3, odd: end point p_16)
+    tol = np.float32(3 / 64)
+    assert F.follow_flows(step, pts, niter, tol=float(tol))[1, 0] == x0 + 16 / 64
+    # just below: not at t = 16; t = 17 (r = 2, bound 2/64, even: p_18)
+    below = float(np.nextafter(tol, np.float32(0)))
+    assert F.follow_flows(step, pts, niter, tol=below)[1, 0] == x0 + 18 / 64
+    # the pixel test: at t = 16, o + bound = p_16 + 3/64 lands exactly on 3.0, so no
+    # early stop at all (every later candidate also reaches pixel 3): the full run
+    x1 = 3.0 - 19 / 64
+    p1 = np.array([[1.5], [x1]])
+    assert F.follow_flows(step, p1, niter, tol=float(tol))[1, 0] == F.follow_flows(step, p1, niter)[1, 0] \
+        == x1 + niter / 64
+    # 1/64 further left it stays inside pixel 2 and stops at p_16
+    x2 = x1 - 1 / 64
+    assert F.follow_flows(step, np.array([[1.5], [x2]]), niter, tol=float(tol))[1, 0] == x2 + 16 / 64
+    for p in (pts, p1):
+        for t in (0.0, below, float(tol)):
+            np.testing.assert_array_equal(F.follow_flows(step, p, niter, tol=t), R.ref_follow_stops(step, p, niter, t))
+    with pytest.raises(ValueError, match="tol"):
+        F.follow_flows(step, pts, niter, tol=-0.1)
+    with pytest.raises(ValueError, match="tol"):
+        F.follow_flows(step, pts, niter, suppress=True, tol=0.05)
+
+
 def clustered_points(rng, shape, n_clusters, per, spread):
     centres = rng.uniform(3, np.array(shape) - 3, (n_clusters, len(shape)))
     pts = np.concatenate([c + rng.normal(0, spread, (per, len(shape))) for c in centres]).T

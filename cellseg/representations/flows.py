@@ -48,7 +48,15 @@ Decoding (``decode``)
    divided by 5; positions are clamped to the image (Cellpose
    ``steps2D_interp``); positions and arithmetic are float32, as Cellpose's
    torch tensors, and a point that comes back bit for bit to where it was one
-   or two steps before stops there (the rest of its path is that cycle).
+   or two steps before stops there (the rest of its path is that cycle). A
+   point also stops once its two-step displacement times half the steps left
+   is at most :data:`FOLLOW_TOL` (0.05 px) and cannot take it out of its pixel
+   (it is settling on, or oscillating ever more tightly around, a sink; see
+   :func:`follow_flows`). The estimate holds while the displacement does not
+   grow: on the oracle flows of the benchmark images end points move by at
+   most 0.04 px and no end point changes pixel (the partitions are the same
+   as running every step); on the bundled models' outputs for their test
+   images 2-8 in 10^5 end points change pixel (AP unchanged).
    Omnipose mode integrates the unit flow scaled by its
    divergence mapped to [0, 1] (1st..99th percentile over the foreground,
    Omnipose's ``div_rescale``), with *suppressed* steps: the step is the
@@ -104,6 +112,7 @@ __all__ = [
     "FlowsParams",
     "FLOW_SCALE",
     "DIST_BACKGROUND",
+    "FOLLOW_TOL",
     "cellpose_flows",
     "omnipose_flows",
     "follow_flows",
@@ -117,6 +126,9 @@ __all__ = [
 FLOW_SCALE = 5.0
 #: Omnipose's distance target on the background
 DIST_BACKGROUND = -5.0
+#: Cellpose-mode decoding: a point stops following the flow once the drift it has
+#: left is estimated below this (pixels) and cannot change its pixel (follow_flows' tol)
+FOLLOW_TOL = 0.05
 _MODES = ("cellpose", "omnipose")
 _EIKONAL_TOL = 1e-7  # max change of a full set of sweeps; float32 output is then exact
 _EIKONAL_MAX_SWEEPS = 500
@@ -291,13 +303,18 @@ def _omnipose_flows_seq(lab: np.ndarray, n: int, anisotropy: float = 1.0) -> tup
 # ----------------------------------------------------------------------------- decoding pieces
 
 
-def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: bool = False) -> np.ndarray:
+def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: bool = False,
+                 tol: float = 0.0) -> np.ndarray:
     """Euler-integrate ``points`` (``(ndim, P)``, pixel coordinates) along ``step``.
 
     ``step``: float32 ``(ndim, *shape)`` displacement per iteration (already
     masked and scaled); points must lie inside the image. Returns float64
-    ``(ndim, P)`` end points (float32 values: the integration is float32). See
-    :func:`cellseg.representations._flows_kernels.follow_2d` for the semantics.
+    ``(ndim, P)`` end points (float32 values: the integration is float32).
+    ``tol`` (>= 0, without ``suppress``): a point stops early once its two-step
+    displacement times half the steps left is at most ``tol`` pixels and that
+    drift cannot take it out of its pixel; 0 (the default): only exact 1- and
+    2-cycles stop it, which gives the same end points as running every step.
+    See :func:`cellseg.representations._flows_kernels.follow_2d` for the semantics.
     """
     step = np.ascontiguousarray(step, np.float32)
     nd = step.ndim - 1
@@ -307,6 +324,10 @@ def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: boo
         raise ValueError(f"points must have shape ({nd}, P), got {pts.shape}")
     if int(niter) != niter or niter < 0:
         raise ValueError(f"niter must be a non-negative integer, got {niter!r}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be >= 0, got {tol!r}")
+    if suppress and tol > 0:
+        raise ValueError("tol applies to unsuppressed (Cellpose) steps only; suppressed steps run every step")
     out = np.empty_like(pts)
     if pts.shape[1] == 0:
         return out
@@ -316,7 +337,7 @@ def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: boo
     # interleaved components plus one zero row / column per axis (always weighted 0)
     padded = np.zeros(tuple(s + 1 for s in shape) + (nd,), np.float32)
     padded[tuple(slice(0, s) for s in shape)] = np.moveaxis(step, 0, -1)
-    return _follow_padded(padded, pts, niter, suppress)
+    return _follow_padded(padded, pts, niter, suppress, tol)
 
 
 def _padded_step(flow: np.ndarray, fg: np.ndarray) -> np.ndarray:
@@ -335,7 +356,8 @@ def _padded_step(flow: np.ndarray, fg: np.ndarray) -> np.ndarray:
     return padded
 
 
-def _follow_padded(padded: np.ndarray, pts: np.ndarray, niter: int, suppress: bool) -> np.ndarray:
+def _follow_padded(padded: np.ndarray, pts: np.ndarray, niter: int, suppress: bool,
+                   tol: float = 0.0) -> np.ndarray:
     """:func:`follow_flows` on a step field already in the kernels' layout (float32
     ``(*shape + 1, ndim)``, zero last row / column) and checked float64 points."""
     nd = padded.ndim - 1
@@ -344,12 +366,17 @@ def _follow_padded(padded: np.ndarray, pts: np.ndarray, niter: int, suppress: bo
     if pts.shape[1] == 0:
         return out
     flat = padded.ravel()
-    if nd == 2:
-        K.follow_2d(flat, shape[0], shape[1], pts[0].copy(), pts[1].copy(), int(niter), bool(suppress),
-                    out[0], out[1])
+    p = [pts[a].copy() for a in range(nd)]
+    niter = int(niter)
+    if nd == 2 and suppress:
+        K.follow_2d_suppressed(flat, shape[0], shape[1], p[0], p[1], niter, out[0], out[1])
+    elif nd == 2:
+        K.follow_2d(flat, shape[0], shape[1], p[0], p[1], niter, np.float32(tol), out[0], out[1])
+    elif suppress:
+        K.follow_3d_suppressed(flat, shape[0], shape[1], shape[2], p[0], p[1], p[2], niter, out[0], out[1], out[2])
     else:
-        K.follow_3d(flat, shape[0], shape[1], shape[2], pts[0].copy(), pts[1].copy(), pts[2].copy(), int(niter),
-                    bool(suppress), out[0], out[1], out[2])
+        K.follow_3d(flat, shape[0], shape[1], shape[2], p[0], p[1], p[2], niter, np.float32(tol),
+                    out[0], out[1], out[2])
     return out
 
 
@@ -554,7 +581,7 @@ class Flows(Representation):
         fg_idx = np.flatnonzero(fg)
         points = np.array(np.unravel_index(fg_idx, shape), np.float64)
         if self.mode == "cellpose":
-            final = _follow_padded(_padded_step(flow, fg), points, p.niter, False)
+            final = _follow_padded(_padded_step(flow, fg), points, p.niter, False, FOLLOW_TOL)
             ids = cellpose_clusters(final, shape, p.seed_min_count)
         else:
             step = omnipose_step_field(flow, fg, self.anisotropy)

@@ -8,6 +8,8 @@ Different algorithms where possible:
   image at once, vectorised (the kernel uses per-object Gauss-Seidel fast
   sweeping); both converge to the same fixed point;
 * Euler integration: ``scipy.ndimage.map_coordinates(order=1)`` once per step;
+  the early stops: the float32 path of every point kept whole, then scanned for
+  the first step that stops it;
 * Cellpose grouping: ``np.add.at`` histogram, ``maximum_filter`` seeds,
   ``binary_dilation`` growth per seed;
 * Omnipose grouping: explicit edge list + ``scipy.sparse.csgraph``;
@@ -227,6 +229,76 @@ def ref_follow(step, points, niter, suppress=False):
         for a in range(nd):
             p[a] = np.clip(p[a] + d[a], 0.0, shape[a] - 1.0).astype(np.float32)
     return p
+
+
+def _interp_f32(step, p):
+    """The kernels' float32 (bi/tri)linear interpolation of ``step`` (float32 ``(nd,
+    *shape)``, zero beyond the last row / column) at float32 positions ``p``
+    (``(nd, P)``), operation for operation (written out per corner)."""
+    nd = step.shape[0]
+    one = np.float32(1.0)
+    pad = np.pad(step, [(0, 0)] + [(0, 1)] * nd)
+    i = [p[a].astype(np.int64) for a in range(nd)]
+    w = [p[a] - i[a].astype(np.float32) for a in range(nd)]
+    out = []
+    for c in range(nd):
+        def s(*o):
+            return pad[(c,) + tuple(i[a] + o[a] for a in range(nd))]
+        if nd == 2:
+            wy, wx = w
+            out.append((one - wy) * (one - wx) * s(0, 0) + (one - wy) * wx * s(0, 1)
+                       + wy * (one - wx) * s(1, 0) + wy * wx * s(1, 1))
+        else:
+            wz, wy, wx = w
+            lo = (one - wy) * ((one - wx) * s(0, 0, 0) + wx * s(0, 0, 1)) + wy * ((one - wx) * s(0, 1, 0)
+                                                                              + wx * s(0, 1, 1))
+            hi = (one - wy) * ((one - wx) * s(1, 0, 0) + wx * s(1, 0, 1)) + wy * ((one - wx) * s(1, 1, 0)
+                                                                              + wx * s(1, 1, 1))
+            out.append((one - wz) * lo + wz * hi)
+    return np.array(out, np.float32)
+
+
+def ref_follow_stops(step, points, niter, tol):
+    """Cellpose-mode integration with the early stops of ``follow_2d`` / ``follow_3d``:
+    every point runs all ``niter`` float32 steps (its whole path is kept), then
+    its path is scanned for the first step that stops it:
+
+    * ``p[t+1] == p[t]``: end point ``p[t]``;
+    * else with ``r = niter - t - 1`` steps left, ``o = p[t+1]`` if ``r`` is even
+      else ``p[t]``, ``e = max |p[t+1] - p[t-1]|`` (``p[-1] = -1``) and
+      ``bound = float32(r / 2) * e``: end point ``o`` if ``e == 0``, or if
+      ``tol > 0``, ``bound <= tol`` and ``floor(o - bound) == floor(o + bound)``
+      on every axis;
+    * no stop: ``p[niter]``.
+    """
+    step = np.asarray(step, np.float32)
+    nd = step.shape[0]
+    hi = np.array(step.shape[1:], np.float32)[:, None] - np.float32(1.0)
+    p = np.array(points, np.float32)
+    path = [p]
+    for _ in range(niter):
+        p = np.minimum(hi, np.maximum(np.float32(0.0), p + _interp_f32(step, p)))
+        path.append(p)
+    path = np.array(path)  # (niter + 1, nd, P)
+    tol = np.float32(tol)
+    out = np.empty(p.shape, np.float64)
+    for i in range(p.shape[1]):
+        q = path[:, :, i]
+        end = q[niter]
+        for t in range(niter):
+            if np.array_equal(q[t + 1], q[t]):
+                end = q[t]
+                break
+            r = niter - t - 1
+            o = q[t + 1] if r % 2 == 0 else q[t]
+            prev = q[t - 1] if t >= 1 else np.full(nd, -1.0, np.float32)
+            e = np.abs(q[t + 1] - prev).max()
+            bound = np.float32(0.5 * r) * e
+            if e == 0 or (tol > 0 and bound <= tol and np.array_equal(np.floor(o - bound), np.floor(o + bound))):
+                end = o
+                break
+        out[:, i] = end
+    return out
 
 
 # ----------------------------------------------------------------------------- grouping
