@@ -173,14 +173,17 @@ def test_tuning_decides_augmentation():
     labs = [lab for _, lab in data]
     space = {"fg_thresh": (0.3, 0.6, 2), "marker_thresh": (0.2, 0.4, 2)}
     m = CellsegModel(make_config(get("distance"), TINY), device="cpu")
-    res = tune_thresholds(m, ims, labs, augment="auto", space=space, n_refine_rounds=0)
-    assert set(res.augment_scores) == {"plain", "augmented"}
-    assert res.score == max(res.augment_scores.values())
-    assert res.augment == (res.augment_scores["augmented"] > res.augment_scores["plain"])
-    assert m.config["augment"] is res.augment and m.augment is res.augment
+    for margin in (0.0, 0.005, 1.0):
+        res = tune_thresholds(m, ims, labs, augment="auto", space=space, n_refine_rounds=0, augment_margin=margin)
+        sc = res.augment_scores
+        assert set(sc) == {"plain", "augmented"}
+        assert res.augment == (sc["augmented"] > sc["plain"] and sc["augmented"] >= sc["plain"] + margin)
+        assert res.score == sc["augmented" if res.augment else "plain"]
+        assert m.config["augment"] is res.augment and m.augment is res.augment
+    assert res.augment is False  # margin 1: never worth it
     # an exactly equivariant network scores the same both ways: the tie keeps the 8x faster plain run
     _equivariant_forward(m)
-    res = tune_thresholds(m, ims, labs, augment="auto", space=space, n_refine_rounds=0)
+    res = tune_thresholds(m, ims, labs, augment="auto", space=space, n_refine_rounds=0, augment_margin=0.0)
     assert res.augment_scores["plain"] == res.augment_scores["augmented"]
     assert res.augment is False and m.config["augment"] is False
     # fixed choices tune once; the model keeps what it was told

@@ -11,9 +11,10 @@ cached head outputs are then re-decoded for every candidate parameter set
    repeated ``n_refine_rounds`` times.
 
 :func:`tune_thresholds` can also decide test-time augmentation
-(``augment="auto"``): the outputs with and without it are both searched and the
-better score wins (ties: no augmentation, 8x faster); the choice is stored as
-``model.config["augment"]``.
+(``augment="auto"``): the outputs with and without it are both searched, and
+augmentation is kept only when it beats the plain score by at least
+``augment_margin`` (default 0.005: worth 8x the network time); the choice is
+stored as ``model.config["augment"]``.
 
 Every evaluation decodes all images and pools TP/FP/FN over them. Metrics:
 ``"map"`` mean AP over IoU 0.5, 0.55, ..., 0.9 (AP = TP/(TP+FP+FN) after optimal
@@ -195,14 +196,16 @@ def tune_thresholds(
     store: bool = True,
     verbose: bool = False,
     augment: bool | str | None = None,
+    augment_margin: float = 0.005,
     **kwargs,
 ) -> TuneResult:
     """Run ``model`` once per *normalized* validation image, tune its decode thresholds on the
     cached outputs and (``store=True``) write them into ``model.config["thresholds"]``.
 
     ``augment``: None (the model's current choice), False, True, or ``"auto"``: tune on the
-    plain and on the test-time augmented outputs (8 network runs per image) and keep the
-    better; ``store=True`` then also writes ``model.config["augment"]``.
+    plain and on the test-time augmented outputs (8 network runs per image); augmentation
+    is chosen when its score beats the plain one, by at least ``augment_margin``;
+    ``store=True`` then also writes ``model.config["augment"]``.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images for {len(labels)} label images")
@@ -229,13 +232,15 @@ def tune_thresholds(
             print(f"tuned thresholds{' (augmented)' if aug else ''} {res.params}: {metric} {res.score:.4f} "
                   f"({len(res.table)} evaluations, {res.seconds:.0f}s{', time limit reached' if res.truncated else ''})",
                   file=sys.stderr, flush=True)
-        if best is None or res.score > best.score:
+        # augmentation must win outright and by the margin (a tie keeps the 8x faster plain run)
+        if best is None or (res.score > best.score and res.score >= best.score + augment_margin):
             best = res
     if augment == "auto":
         best.augment_scores = scores
         if verbose:
             print(f"test-time augmentation {'kept' if best.augment else 'not kept'}: {metric} plain "
-                  f"{scores['plain']:.4f}, augmented {scores['augmented']:.4f}", file=sys.stderr, flush=True)
+                  f"{scores['plain']:.4f}, augmented {scores['augmented']:.4f} (kept from +{augment_margin:g})",
+                  file=sys.stderr, flush=True)
     if store:
         model.thresholds = best.params
         if augment == "auto" or bool(getattr(model, "augment", False)) != best.augment:
