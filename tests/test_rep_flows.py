@@ -355,7 +355,8 @@ def test_follow_early_stops_on_cellpose_flows_keep_pixels():
 
 def test_follow_early_stop_thresholds():
     """A constant step of 1/64 px along x (every value exact in float32): the
-    two-step displacement is 1/32, so with ``r`` steps left the bound is ``r/64``."""
+    two-step displacement is 1/32, so with ``r`` steps left the bound is
+    ``ceil(r/2) / 32``."""
     step = np.zeros((2, 4, 40), np.float32)
     step[1] = 1.0 / 64
     niter = 20
@@ -363,23 +364,26 @@ def test_follow_early_stop_thresholds():
     pts = np.array([[1.5], [x0]])
     full = F.follow_flows(step, pts, niter)
     assert full[1, 0] == x0 + niter / 64
-    # tol = 3/64: the first stop is at t = 16 (r = 3, odd: end point p_16)
-    tol = np.float32(3 / 64)
-    assert F.follow_flows(step, pts, niter, tol=float(tol))[1, 0] == x0 + 16 / 64
-    # just below: not at t = 16; t = 17 (r = 2, bound 2/64, even: p_18)
-    below = float(np.nextafter(tol, np.float32(0)))
+    # tol = 1/16: the first stop is at t = 15 (r = 4, bound 2/32, even: end point p_16)
+    tol = 1 / 16
+    assert F.follow_flows(step, pts, niter, tol=tol)[1, 0] == x0 + 16 / 64
+    # just below: not at t = 15 nor t = 16 (r = 3, bound 2/32); t = 17 (r = 2, 1/32): p_18
+    below = float(np.nextafter(np.float32(tol), np.float32(0)))
     assert F.follow_flows(step, pts, niter, tol=below)[1, 0] == x0 + 18 / 64
-    # the pixel test: at t = 16, o + bound = p_16 + 3/64 lands exactly on 3.0, so no
+    # below 1/32 only the last step (r = 0, bound 0) stops: the full run
+    assert F.follow_flows(step, pts, niter, tol=float(np.nextafter(np.float32(1 / 32), np.float32(0))))[1, 0] \
+        == full[1, 0]
+    # the pixel test: at t = 15, o + bound = p_16 + 1/16 lands exactly on 3.0, so no
     # early stop at all (every later candidate also reaches pixel 3): the full run
-    x1 = 3.0 - 19 / 64
+    x1 = 3.0 - 20 / 64
     p1 = np.array([[1.5], [x1]])
-    assert F.follow_flows(step, p1, niter, tol=float(tol))[1, 0] == F.follow_flows(step, p1, niter)[1, 0] \
+    assert F.follow_flows(step, p1, niter, tol=tol)[1, 0] == F.follow_flows(step, p1, niter)[1, 0] \
         == x1 + niter / 64
     # 1/64 further left it stays inside pixel 2 and stops at p_16
     x2 = x1 - 1 / 64
-    assert F.follow_flows(step, np.array([[1.5], [x2]]), niter, tol=float(tol))[1, 0] == x2 + 16 / 64
+    assert F.follow_flows(step, np.array([[1.5], [x2]]), niter, tol=tol)[1, 0] == x2 + 16 / 64
     for p in (pts, p1):
-        for t in (0.0, below, float(tol)):
+        for t in (0.0, below, tol):
             np.testing.assert_array_equal(F.follow_flows(step, p, niter, tol=t), R.ref_follow_stops(step, p, niter, t))
     with pytest.raises(ValueError, match="tol"):
         F.follow_flows(step, pts, niter, tol=-0.1)

@@ -660,13 +660,15 @@ def follow_2d(stepf, Y, X, py, px, niter, tol, out_y, out_x):
       iteration is a fixed map). In float32 most points reach one at their
       sink within ~60 steps.
     * ``tol > 0``: with ``e = max_a |p_{t+1,a} - p_{t-1,a}|`` (the two-step
-      displacement; ``p_{-1} = -1``) and ``bound = float32(r / 2) * e`` (the
+      displacement; ``p_{-1} = -1``) and ``bound = float32(ceil(r / 2)) * e``
+      (``ceil(r / 2)`` two-step moves lead from ``o`` to ``p_niter``: the
       drift left if the two-step displacement does not grow), the point stops
       at ``o`` when ``bound <= tol`` and ``floor(o_a - bound) == floor(o_a +
       bound)`` on every axis: it is settling on (or oscillating, slowly
       damped, around) a sink, its end point moves by about ``bound`` at most
       and its pixel -- what the Cellpose grouping reads -- stays the same.
-      ``tol = 0``: the exact stops only.
+      ``tol = 0``: the exact stops only (``bound <= 0`` only when ``e == 0``
+      or on the last step, which ends the run anyway).
 
     Points are advanced ``_LANES`` at a time (independent dependency chains
     overlap in the CPU), ``_CHUNK`` points per parallel task.
@@ -698,7 +700,7 @@ def follow_2d(stepf, Y, X, py, px, niter, tol, out_y, out_x):
                     break
                 left = niter - 1 - t
                 odd = (left % 2) == 1
-                half_left = np.float32(0.5 * left)
+                moves = np.float32((left + 1) // 2)
                 for k in range(m):
                     if not act[k]:
                         continue
@@ -723,7 +725,7 @@ def follow_2d(stepf, Y, X, py, px, niter, tol, out_y, out_x):
                         nact -= 1
                         continue
                     e = max(abs(yn - p1y[k]), abs(xn - p1x[k]))
-                    bound = half_left * e
+                    bound = moves * e
                     if bound <= tol:  # rare: one test on the common path
                         oy = y if odd else yn
                         ox = x if odd else xn
@@ -847,7 +849,7 @@ def follow_3d(stepf, Z, Y, X, pz, py, px, niter, tol, out_z, out_y, out_x):
                     break
                 left = niter - 1 - t
                 odd = (left % 2) == 1
-                half_left = np.float32(0.5 * left)
+                moves = np.float32((left + 1) // 2)
                 for k in range(m):
                     if not act[k]:
                         continue
@@ -867,7 +869,7 @@ def follow_3d(stepf, Z, Y, X, pz, py, px, niter, tol, out_z, out_y, out_x):
                         nact -= 1
                         continue
                     e = max(abs(zn - p1[k, 0]), abs(yn - p1[k, 1]), abs(xn - p1[k, 2]))
-                    bound = half_left * e
+                    bound = moves * e
                     if bound <= tol:
                         oz = z if odd else zn
                         oy = y if odd else yn

@@ -266,7 +266,7 @@ def ref_follow_stops(step, points, niter, tol):
     * ``p[t+1] == p[t]``: end point ``p[t]``;
     * else with ``r = niter - t - 1`` steps left, ``o = p[t+1]`` if ``r`` is even
       else ``p[t]``, ``e = max |p[t+1] - p[t-1]|`` (``p[-1] = -1``) and
-      ``bound = float32(r / 2) * e``: end point ``o`` if ``e == 0``, or if
+      ``bound = float32(ceil(r / 2)) * e``: end point ``o`` if ``e == 0``, or if
       ``tol > 0``, ``bound <= tol`` and ``floor(o - bound) == floor(o + bound)``
       on every axis;
     * no stop: ``p[niter]``.
@@ -293,7 +293,7 @@ def ref_follow_stops(step, points, niter, tol):
             o = q[t + 1] if r % 2 == 0 else q[t]
             prev = q[t - 1] if t >= 1 else np.full(nd, -1.0, np.float32)
             e = np.abs(q[t + 1] - prev).max()
-            bound = np.float32(0.5 * r) * e
+            bound = np.float32(np.ceil(r / 2)) * e
             if e == 0 or (tol > 0 and bound <= tol and np.array_equal(np.floor(o - bound), np.floor(o + bound))):
                 end = o
                 break
