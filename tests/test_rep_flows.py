@@ -535,6 +535,36 @@ def test_flow_errors_vs_reference():
                                    rtol=1e-6)
 
 
+def test_fused_flow_errors_equal_flows_then_errors():
+    """``heat_flow_errors_2d`` (per object, no flow image) gives the very float64
+    values of ``heat_flows_2d`` then ``flow_errors``; ``group_points`` gives the CSR
+    of ``group_pixels`` straight from the points (ids 0 skipped, empty ids)."""
+    rng = np.random.default_rng(4)
+    for lab in (voronoi_labels(6), synth(seed=2), np.ones((1, 5), np.int32)):
+        lab, n = F._sequential(lab, 2)
+        flow = (rng.normal(size=(2,) + lab.shape) * 5).astype(np.float32)
+        mu = F.cellpose_flows(lab)
+        ref = F.K.flow_errors(lab.ravel(), mu.reshape(2, -1), flow.reshape(2, -1), F.FLOW_SCALE, n)
+        order, offsets = F.K.group_pixels(lab.ravel(), n)
+        got = np.full(n, -1.0)
+        F.K.heat_flow_errors_2d(order, offsets, lab.shape[0], lab.shape[1], flow, F.FLOW_SCALE, got)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(F.mask_flow_errors(lab, flow), ref)
+        idx = np.flatnonzero(lab)
+        o2, off2 = F.K.group_points(lab.ravel()[idx], idx, n)
+        np.testing.assert_array_equal(o2, order)
+        np.testing.assert_array_equal(off2, offsets)
+    # points without an object (id 0) and an id without points (NaN error)
+    ids = np.array([0, 2, 2, 0, 2], np.int32)
+    idx = np.array([1, 3, 4, 6, 9], np.int64)
+    order, offsets = F.K.group_points(ids, idx, 3)
+    np.testing.assert_array_equal(order, [3, 4, 9])
+    np.testing.assert_array_equal(offsets, [0, 0, 3, 3])
+    err = np.zeros(3)
+    F.K.heat_flow_errors_2d(order, offsets, 2, 5, np.zeros((2, 2, 5), np.float32), F.FLOW_SCALE, err)
+    assert np.isnan(err[0]) and np.isnan(err[2]) and err[1] > 0
+
+
 # ----------------------------------------------------------------------------- decoder thresholds
 
 

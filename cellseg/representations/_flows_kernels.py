@@ -154,7 +154,10 @@ def _heat_sweep_2d(T, Tn, M, H, W):
 
 
 @jit
-def _heat_one_2d(pix, Y, X, niter_fixed, out):
+def _heat_2d(pix, Y, X, niter_fixed):
+    """Heat of one object (``pix``: its flat pixel indices in raster order) after
+    the diffusion; returns ``(T, loc, W)``: the heat on the object's box padded
+    by one pixel (flat, row stride ``W``) and each pixel's index in it."""
     m = pix.size
     y0, y1, x0, x1 = Y, -1, X, -1
     sy = 0.0
@@ -203,7 +206,13 @@ def _heat_one_2d(pix, Y, X, niter_fixed, out):
         T[qc] += 1.0
         _heat_sweep_2d(T, Tn, M, H, W)
         T, Tn = Tn, T
-    for i in range(m):
+    return T, loc, W
+
+
+@jit
+def _heat_one_2d(pix, Y, X, niter_fixed, out):
+    T, loc, W = _heat_2d(pix, Y, X, niter_fixed)
+    for i in range(pix.size):
         q = loc[i]
         dy = T[q + W] - T[q - W]
         dx = T[q + 1] - T[q - 1]
@@ -227,6 +236,64 @@ def heat_flows_2d(order, offsets, Y, X, niter_fixed, out):
         e = offsets[k + 1]
         if e > s:
             _heat_one_2d(order[s:e], Y, X, niter_fixed, out)
+
+
+@pjit
+def heat_flow_errors_2d(order, offsets, Y, X, dp, scale, out):
+    """Cellpose flow error of every object without writing its flows to an image:
+    per object, the flows of :func:`heat_flows_2d` (rounded to float32, as
+    stored there) and the mean over its pixels, in raster order, of
+    ``sum_c (mu_c - dp_c / scale)^2`` -- the same operations as
+    :func:`heat_flows_2d` then :func:`flow_errors`, so the same float64 values.
+
+    ``dp`` float32 (2, Y, X) the predicted (scaled) flows; ``out`` float64 (n,),
+    NaN for an object without pixels.
+    """
+    n = offsets.size - 1
+    for k in prange(n):
+        s = offsets[k]
+        e = offsets[k + 1]
+        if e == s:
+            out[k] = np.nan
+            continue
+        pix = order[s:e]
+        T, loc, W = _heat_2d(pix, Y, X, 0)
+        acc = 0.0
+        for i in range(pix.size):
+            q = loc[i]
+            dy = T[q + W] - T[q - W]
+            dx = T[q + 1] - T[q - 1]
+            nrm = math.sqrt(dy * dy + dx * dx) + 1e-60
+            y = pix[i] // X
+            x = pix[i] - y * X
+            d0 = float(np.float32(dy / nrm)) - float(dp[0, y, x]) / scale
+            d1 = float(np.float32(dx / nrm)) - float(dp[1, y, x]) / scale
+            acc += 0.0 + d0 * d0 + d1 * d1
+        out[k] = acc / pix.size
+
+
+@jit
+def group_points(ids, flat_idx, n):
+    """CSR of points by id (the layout of :func:`group_pixels`) without an image:
+    ``ids`` int32 (P,) in ``0..n`` (0: no object), ``flat_idx`` int64 (P,) their
+    flat pixel indices, ascending. Object ``k`` owns ``order[offsets[k-1]:offsets[k]]``,
+    in raster order (a stable counting sort)."""
+    counts = np.zeros(n + 1, np.int64)
+    for i in range(ids.size):
+        v = ids[i]
+        if v:
+            counts[v] += 1
+    offsets = np.zeros(n + 1, np.int64)
+    for k in range(1, n + 1):
+        offsets[k] = offsets[k - 1] + counts[k]
+    fill = offsets[:n].copy()
+    order = np.empty(offsets[n], np.int64)
+    for i in range(ids.size):
+        v = ids[i]
+        if v > 0:
+            order[fill[v - 1]] = flat_idx[i]
+            fill[v - 1] += 1
+    return order, offsets
 
 
 @jit

@@ -497,6 +497,11 @@ def _flow_errors_seq(lab: np.ndarray, n: int, flow: np.ndarray, mode: str, aniso
     float32 C-contiguous flow of matching shape (no checks)."""
     if n == 0:
         return np.zeros(0)
+    if mode == "cellpose" and lab.ndim == 2:  # per object, no flow image
+        order, offsets = K.group_pixels(lab.ravel(), n)
+        out = np.empty(n)
+        K.heat_flow_errors_2d(order, offsets, lab.shape[0], lab.shape[1], flow, FLOW_SCALE, out)
+        return out
     mu = _cellpose_flows_seq(lab, n) if mode == "cellpose" else _omnipose_flows_seq(lab, n, anisotropy)[0]
     C = lab.ndim
     return K.flow_errors(lab.ravel(), mu.reshape(C, -1), flow.reshape(C, -1), FLOW_SCALE, n)
@@ -602,7 +607,13 @@ class Flows(Representation):
         lab.flat[fg_idx] = ids
         errors = np.full(n, np.nan)
         if p.flow_threshold > 0:
-            errors = _flow_errors_seq(lab, n, np.ascontiguousarray(flow, np.float32), self.mode, self.anisotropy)
+            fl = np.ascontiguousarray(flow, np.float32)
+            if self.mode == "cellpose" and self.ndim == 2:
+                # the objects' pixels straight from the points (no pass over the label image)
+                order, offsets = K.group_points(ids, fg_idx, n)
+                K.heat_flow_errors_2d(order, offsets, shape[0], shape[1], fl, FLOW_SCALE, errors)
+            else:
+                errors = _flow_errors_seq(lab, n, fl, self.mode, self.anisotropy)
             bad = np.concatenate([[False], errors > p.flow_threshold])
             if bad.any():
                 lab.flat[fg_idx] = np.where(bad[ids], 0, ids)
