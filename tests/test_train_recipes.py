@@ -44,12 +44,26 @@ def test_dsb_split_is_fixed_and_disjoint(dsb2018):
     assert split["test"] == sorted(test)[:4] and split["val"] == sorted(val)[:4] and split["train"] == sorted(train)[:4]
 
 
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Smoke runs of recipes, each trained once for the module: name -> (folder, metrics)."""
+    done = {}
+
+    def get(name, data_dir):
+        if name not in done:
+            out = tmp_path_factory.mktemp(name)
+            done[name] = out, recipes.run_recipe(name, out, data_root=data_dir, smoke=True, threads=1, verbose=False)
+        return done[name]
+
+    return get
+
+
 @pytest.mark.data
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["nuclei-distance", "hela-dic-distance"])
-def test_recipe_smoke_run(name, data_dir, tmp_path):
+def test_recipe_smoke_run(name, data_dir, smoke_runs):
     torch = pytest.importorskip("torch")  # noqa: F841
-    metrics = recipes.run_recipe(name, tmp_path, data_root=data_dir, smoke=True, threads=1, verbose=False)
+    tmp_path, metrics = smoke_runs(name, data_dir)
     for key in ("ap50", "ap75", "ap90", "map_50_95", "f1_50", "seg"):
         assert 0.0 <= metrics[key] <= 1.0 or metrics[key] != metrics[key]
     split = json.loads((tmp_path / "split.json").read_text())
@@ -62,6 +76,31 @@ def test_recipe_smoke_run(name, data_dir, tmp_path):
     m = CellsegModel.load(tmp_path / "model.pt")
     assert m.config["training"]["test"]["n_images"] == len(split["test"])
     assert m.config["training"]["recipe"] == name
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_recipe_average_smoke_run(data_dir, tmp_path, smoke_runs):
+    """Checkpoint averaging through the recipe: BN statistics from the training split,
+    tuned (with the augmentation decision), tested and carded."""
+    torch = pytest.importorskip("torch")  # noqa: F841
+    name = "nuclei-distance"
+    run, _ = smoke_runs(name, data_dir)
+    out = tmp_path / "avg"
+    rc = recipes.main([name, "--data-root", str(data_dir), "--out", str(out), "--smoke",
+                       "--average", str(run / "best.pt"), str(run / "last.pt")])
+    assert rc == 0
+    from cellseg.models import CellsegModel
+
+    m = CellsegModel.load(out / "model.pt")
+    tr = m.config["training"]
+    assert tr["averaged_from"] == [str(run / "best.pt"), str(run / "last.pt")]
+    assert tr["averaged_epochs"] == [1, 1] and tr["batchnorm_batches"] == 2
+    assert set(tr["tuning"]["augment_scores"]) == {"plain", "augmented"}
+    assert isinstance(m.config.get("augment"), bool)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "the mean of 2 checkpoints" in card and "test-time augmentation" in card and "SMOKE RUN" in card
+    assert recipes.main([name, "--out", str(out), "--average", str(tmp_path / "nope.pt")]) == 2
 
 
 def test_model_card_command_reproduces_schedule_overrides():

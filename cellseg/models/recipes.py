@@ -41,7 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Recipe", "RECIPES", "list_recipes", "get_recipe", "prepare_data", "run_recipe", "finish_recipe", "write_model_card", "main"]
+import numpy as np
+
+__all__ = ["Recipe", "RECIPES", "list_recipes", "get_recipe", "prepare_data", "run_recipe", "finish_recipe",
+           "average_recipe", "write_model_card", "main"]
 
 DSB_FOLDER = "DSB2018-stage1-train-fixed"
 HELA_FOLDER = "DIC-C2DH-HeLa"
@@ -224,8 +227,6 @@ def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | N
     completed run does; the card and config record the epoch the run stopped at.
     """
     from cellseg.models.network import CellsegModel, read_model_file
-    from cellseg.train.loop import evaluate_model
-    from cellseg.train.tune import tune_thresholds
 
     recipe = get_recipe(name)
     out = Path(out_dir)
@@ -242,24 +243,10 @@ def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | N
     tr["stopped_early"] = bool(planned and len(history) < planned)
     tr["stopped_after_epoch"] = len(history)
     t0 = time.perf_counter()
-    train, val, test, split = prepare_data(recipe, data_root)
-    metric = recipe.train.get("tune_metric", "map")
-    from cellseg.train.loop import _TUNE_AUGMENT
-
-    res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples], metric=metric,
-                          verbose=verbose, time_limit=tune_time_limit,
-                          augment=_TUNE_AUGMENT[recipe.train.get("tune_augment", "off")])
-    tr["tuning"] = {"metric": metric, "score": res.score, "thresholds": res.params, "n_images": len(val),
-                    "time_limit_s": tune_time_limit, "truncated": bool(getattr(res, "truncated", False)),
-                    "augment": res.augment, "augment_scores": res.augment_scores}
-    t1 = time.perf_counter()
-    metrics = evaluate_model(model, test)
-    metrics["seconds"] = round(time.perf_counter() - t1, 1)
-    tr.update(recipe=name, split={k: v for k, v in split.items() if k != "train"}, test=metrics, smoke=False)
-    model.save(out / "model.pt")
-    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
-    card = write_model_card(model, recipe, split, metrics, out / "MODEL_CARD.md")
+    data = prepare_data(recipe, data_root)
+    metrics = _tune_test_card(model, recipe, out, data, tune_time_limit, verbose)
     if planned and len(history) < planned:
+        card = out / "MODEL_CARD.md"
         text = card.read_text().replace(
             "## Training\n\n",
             f"## Training\n\n- **stopped after epoch {len(history)} of {planned}** (stopped before the schedule ended); "
@@ -269,6 +256,108 @@ def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | N
         print(f"{name}: finished from {best} in {time.perf_counter() - t0:.0f}s; test AP50 {metrics['ap50']:.3f} "
               f"AP75 {metrics['ap75']:.3f} mAP {metrics['map_50_95']:.3f} SEG {metrics['seg']:.3f}",
               file=sys.stderr, flush=True)
+    return metrics
+
+
+def _checkpoint_epoch(path) -> int | None:
+    """The epoch a checkpoint was written at: ``last.pt`` carries its history, ``best.pt``
+    the best epoch in its training record."""
+    from cellseg.models.network import read_model_file
+
+    payload = read_model_file(path)
+    hist = payload.get("training_state", {}).get("history")
+    if hist:
+        return len(hist)
+    cfg = json.loads(payload["config"]) if isinstance(payload.get("config"), str) else payload.get("config", {})
+    be = cfg.get("training", {}).get("best_epoch")
+    return int(be) if be is not None else None
+
+
+def _patch_batches(recipe: Recipe, train, checkpoint, n_batches: int, batch_size: int | None = None):
+    """``n_batches`` batches of augmented training patches drawn as the recipe's training
+    does (its patch size, batch size and augmentation; seed 0)."""
+    from cellseg import representations
+    from cellseg.models.network import CellsegModel
+    from cellseg.train import TrainConfig
+    from cellseg.train.dataset import PatchSampler
+
+    m = CellsegModel.load(checkpoint, device="cpu")
+    tc = TrainConfig(**{k: v for k, v in recipe.train.items()})
+    rep = representations.get(recipe.representation, **dict(recipe.rep_config))
+    sampler = PatchSampler(train, rep, tc.patch_shape(m.ndim, m.div_by), tc.augment, tc.fg_prob)
+    rng = np.random.default_rng(0)
+    for _ in range(int(n_batches)):
+        yield sampler.batch(rng, batch_size or tc.batch_size)[0]
+
+
+def average_recipe(name: str, out_dir, checkpoints, data_root=None, tune_time_limit: float | None = 300.0,
+                   verbose: bool = True, smoke: bool = False, n_batches: int = 100) -> dict[str, Any]:
+    """A bundled model from the mean of checkpoints of the recipe's run (SWA, see
+    :mod:`cellseg.train.average`): batch-norm statistics recomputed on ``n_batches``
+    batches of augmented training patches (drawn as the recipe's training draws them), then tuned on the validation split, tested and carded like a finished run
+    (``OUT/best.pt`` holds the averaged weights before tuning). ``smoke=True``: 4 images
+    per split, a pipeline check whose figures mean nothing."""
+    from cellseg.models.network import read_model_file
+    from cellseg.train.average import average_models
+
+    recipe = get_recipe(name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [Path(c) for c in checkpoints]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: checkpoint not found")
+    t0 = time.perf_counter()
+    data = prepare_data(recipe, data_root, max_images=4 if smoke else None)
+    if smoke:
+        tune_time_limit, n_batches = 5.0, 2
+    train = data[0]
+    model = average_models([str(p) for p in paths], inputs=_patch_batches(recipe, train, paths[0], n_batches,
+                                                                          2 if smoke else None))
+    if model.config.get("training", {}).get("recipe") not in (None, name):
+        raise ValueError(f"{paths[0]}: a checkpoint of recipe {model.config['training']['recipe']!r}, not {name!r}")
+    # the training record of the longest run among the checkpoints (its schedule and time)
+    longest = max(paths, key=lambda p: len(read_model_file(p).get("training_state", {}).get("history", [])))
+    ts = read_model_file(longest).get("training_state", {})
+    tr = model.config.setdefault("training", {})
+    tr["history"] = list(ts.get("history", []))
+    tr["train_seconds"] = round(float(ts.get("elapsed", 0.0)), 1)
+    tr["averaged_epochs"] = [_checkpoint_epoch(p) for p in paths]
+    tr["stopped_early"] = False
+    model.save(out / "best.pt")
+    if verbose:
+        print(f"{name}: averaged {len(paths)} checkpoints (epochs {tr['averaged_epochs']}), batch-norm statistics "
+              f"from {tr.get('batchnorm_batches', 0)} batches of training patches, {time.perf_counter() - t0:.0f}s",
+              file=sys.stderr, flush=True)
+    metrics = _tune_test_card(model, recipe, out, data, tune_time_limit, verbose, smoke=smoke)
+    if verbose:
+        print(f"{name}: test AP50 {metrics['ap50']:.3f} AP75 {metrics['ap75']:.3f} mAP {metrics['map_50_95']:.3f} "
+              f"SEG {metrics['seg']:.3f}", file=sys.stderr, flush=True)
+    return metrics
+
+
+def _tune_test_card(model, recipe: Recipe, out: Path, data, tune_time_limit, verbose, smoke: bool = False) -> dict[str, Any]:
+    """Tune on the validation split, evaluate on the test split, write model.pt,
+    test_metrics.json and MODEL_CARD.md."""
+    from cellseg.train.loop import _TUNE_AUGMENT, evaluate_model
+    from cellseg.train.tune import tune_thresholds
+
+    train, val, test, split = data
+    tr = model.config.setdefault("training", {})
+    metric = recipe.train.get("tune_metric", "map")
+    res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples], metric=metric,
+                          verbose=verbose, time_limit=tune_time_limit,
+                          augment=_TUNE_AUGMENT[recipe.train.get("tune_augment", "off")])
+    tr["tuning"] = {"metric": metric, "score": res.score, "thresholds": res.params, "n_images": len(val),
+                    "time_limit_s": tune_time_limit, "truncated": bool(getattr(res, "truncated", False)),
+                    "augment": res.augment, "augment_scores": res.augment_scores}
+    t1 = time.perf_counter()
+    metrics = evaluate_model(model, test)
+    metrics["seconds"] = round(time.perf_counter() - t1, 1)
+    tr.update(recipe=recipe.name, split={k: v for k, v in split.items() if k != "train"}, test=metrics, smoke=smoke)
+    model.save(out / "model.pt")
+    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_model_card(model, recipe, split, metrics, out / "MODEL_CARD.md", smoke=smoke)
     return metrics
 
 
@@ -343,6 +432,10 @@ def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: M
         f"{tc['patch_size']}, AdamW lr {tc['lr']} ({tc['schedule']}, warm-up {tc['warmup_steps']} steps), "
         f"weight decay {tc['weight_decay']}, augmentation: flips, 90° rotations, rotations ±{tc['augment']['rotate']}°, "
         f"scaling {tc['augment']['scale']}, elastic, intensity gain/offset/gamma, noise, blur",
+        *([f"- weights: the mean of {len(tr['averaged_from'])} checkpoints of the run (epochs "
+            f"{', '.join(str(e) for e in tr.get('averaged_epochs', []))}; SWA, Izmailov et al. 2018), batch-norm "
+            f"statistics recomputed on {tr.get('batchnorm_batches', 0)} batches of augmented training patches "
+            f"(`cellseg.train.average_models`)"] if tr.get("averaged_from") else []),
         f"- training time: {tr.get('train_seconds', 0) / 60:.0f} min"
         + (f"; best validation AP@0.5 {max(h.get('val_ap50', float('nan')) for h in hist):.3f}" if hist else ""),
         f"- recipe: `python -m cellseg.models.recipes {recipe.name} --data-root DATA --out OUT{_overrides(recipe, tc)}`",
@@ -380,6 +473,9 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a minutes-long pipeline check on 4 images per split")
     parser.add_argument("--finish", action="store_true",
                         help="finish a stopped run from OUT/best.pt: tune on validation, test, write the card")
+    parser.add_argument("--average", nargs="+", metavar="CKPT", default=None,
+                        help="average the weights of these checkpoints of the recipe's run (SWA), recompute "
+                             "batch-norm statistics on the training split, then tune, test and write the card")
     parser.add_argument("--tune-time-limit", type=float, default=None,
                         help="seconds for the threshold search (default: the recipe's; 300 with --finish)")
     args = parser.parse_args(argv)
@@ -390,6 +486,10 @@ def main(argv=None) -> int:
     if not args.out:
         parser.error("--out is required")
     try:
+        if args.average:
+            average_recipe(args.recipe, args.out, args.average, data_root=args.data_root, smoke=args.smoke,
+                           tune_time_limit=300.0 if args.tune_time_limit is None else args.tune_time_limit)
+            return 0
         if args.finish:
             finish_recipe(args.recipe, args.out, data_root=args.data_root, tune_time_limit=300.0 if args.tune_time_limit is None else args.tune_time_limit)
             return 0

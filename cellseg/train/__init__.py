@@ -20,6 +20,8 @@ _EXPORTS = {
     "tune_params": "tune",
     "TUNABLE": "tune",
     "representation_loss": "losses",
+    "average_models": "average",
+    "recompute_batchnorm": "average",
 }
 
 __all__ = sorted(_EXPORTS)
