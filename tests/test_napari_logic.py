@@ -400,3 +400,11 @@ def test_training_job_stop_saves_nothing(tmp_path):
     path, events = _drive(gen)
     assert path is None and not (tmp_path / "m.pt").exists()
     assert sum(e["event"] == "step" for e in events) < 10
+
+
+def test_float_decimals():
+    assert _logic.float_decimals(0.4) == 2
+    assert _logic.float_decimals(0.375) == 3
+    assert _logic.float_decimals(0.4375) == 4
+    assert _logic.float_decimals(1 / 3) == 6  # capped: tuned values have at most 6 decimals
+    assert _logic.float_decimals(15.0) == 2

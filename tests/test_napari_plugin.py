@@ -409,6 +409,13 @@ def test_segment_bundled_sample_with_the_default_model(make_napari_viewer_proxy,
             widget.model.thresholds).absorb_ratio
         with pytest.raises(KeyError, match="not used by this model's configuration"):
             widget.set_params(absorb_ratio=0.3)
+    # the controls hold the tuned thresholds exactly (a spin box rounds to 2 decimals by default)
+    tuned = widget.model.representation.params(widget.model.thresholds)
+    for name, value in widget.params().items():
+        assert value == getattr(tuned, name), name
+    widget.set_params(prob_thresh=0.123456)
+    assert widget.params()["prob_thresh"] == 0.123456
+    widget.set_params(prob_thresh=tuned.prob_thresh)
     widget.run()
     _wait_idle(qtbot, widget)
     labels = np.asarray(viewer.layers["synthetic_nuclei labels"].data)

@@ -298,6 +298,15 @@ def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata
 # --------------------------------------------------------------------------- segmentation
 
 
+def float_decimals(value: float, most: int = 6) -> int:
+    """Decimals (2 to ``most``) a spin box needs to show ``value`` rounded to ``most`` decimals."""
+    target = round(float(value), most)
+    for d in range(2, most + 1):
+        if round(target, d) == target:
+            return d
+    return most
+
+
 def build_segmenter(model, params: dict | None = None, tile: int | None = None,
                     normalize: tuple[float, float] | None = None, augment: bool | None = None):
     """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).

@@ -89,6 +89,17 @@ def _set_or_add(viewer, data, kwargs: dict, kind: str):
     return add(data, **kw)
 
 
+
+def _show_decimals(w, value: float) -> None:
+    """Let a float spin box hold ``value`` as given (tuned thresholds have up to 6
+    decimals; Qt's spin box rounds to 2 by default, which would change the decoding)."""
+    native = getattr(w, "native", None)
+    if native is None or not hasattr(native, "setDecimals"):
+        return
+    need = _logic.float_decimals(value)
+    if need > native.decimals():
+        native.setDecimals(need)
+
 class _ViewerWidget(Container):
     """A Container holding the viewer; subclasses call :meth:`_set_viewer` before
     creating controls whose choices read the viewer's layers."""
@@ -311,8 +322,9 @@ class SegmentWidget(_ViewerWidget):
             elif s.kind == "int":
                 w = SpinBox(name=s.name, label=s.name, value=int(s.value), min=-(10 ** 9), max=10 ** 9)
             elif s.kind == "float":
-                w = FloatSpinBox(name=s.name, label=s.name, value=float(s.value), min=-1e9, max=1e9,
-                                 step=0.01)
+                w = FloatSpinBox(name=s.name, label=s.name, min=-1e9, max=1e9, step=0.01)
+                _show_decimals(w, float(s.value))
+                w.value = float(s.value)
             else:
                 w = LineEdit(name=s.name, label=s.name, value=_logic.param_text(s.value))
             if s.doc:
@@ -334,6 +346,8 @@ class SegmentWidget(_ViewerWidget):
                         if k in self._hidden_params else "")
                 raise KeyError(f"unknown decode parameter {k!r}{hint}; the model has {sorted(self._param_kinds)}")
             w = self._params[k]
+            if self._param_kinds[k] == "float":
+                _show_decimals(w, float(v))
             w.value = _logic.param_text(v) if self._param_kinds[k] == "text" else v
 
     # ---------------------------------------------------------------- running
