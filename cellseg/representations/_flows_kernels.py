@@ -701,6 +701,24 @@ def _pixel_sure(o, bound):
     return math.floor(o - bound) == math.floor(o + bound)
 
 
+@jit
+def _interp_2d(stepf, W2, y, x):
+    """Bilinear float32 interpolation of the interleaved (dy, dx) step field (rows of
+    ``W2 = 2 * (X + 1)`` floats, a zero last row / column) at (y, x) inside the image."""
+    iy = int(y)
+    ix = int(x)
+    wy = y - np.float32(iy)
+    wx = x - np.float32(ix)
+    b = iy * W2 + 2 * ix
+    w00 = (_F1 - wy) * (_F1 - wx)
+    w01 = (_F1 - wy) * wx
+    w10 = wy * (_F1 - wx)
+    w11 = wy * wx
+    dy = w00 * stepf[b] + w01 * stepf[b + 2] + w10 * stepf[b + W2] + w11 * stepf[b + W2 + 2]
+    dx = w00 * stepf[b + 1] + w01 * stepf[b + 3] + w10 * stepf[b + W2 + 1] + w11 * stepf[b + W2 + 3]
+    return dy, dx
+
+
 @pjit
 def follow_2d(stepf, Y, X, py, px, niter, tol, out_y, out_x):
     """Euler integration of points along the bilinearly interpolated step field
@@ -773,18 +791,7 @@ def follow_2d(stepf, Y, X, py, px, niter, tol, out_y, out_x):
                         continue
                     y = ys[k]
                     x = xs[k]
-                    iy = int(y)
-                    ix = int(x)
-                    wy = y - np.float32(iy)
-                    wx = x - np.float32(ix)
-                    b = iy * W2 + 2 * ix
-                    w00 = (_F1 - wy) * (_F1 - wx)
-                    w01 = (_F1 - wy) * wx
-                    w10 = wy * (_F1 - wx)
-                    w11 = wy * wx
-                    dy = w00 * stepf[b] + w01 * stepf[b + 2] + w10 * stepf[b + W2] + w11 * stepf[b + W2 + 2]
-                    dx = (w00 * stepf[b + 1] + w01 * stepf[b + 3] + w10 * stepf[b + W2 + 1]
-                          + w11 * stepf[b + W2 + 3])
+                    dy, dx = _interp_2d(stepf, W2, y, x)
                     yn = min(ymax, max(_F0, y + dy))
                     xn = min(xmax, max(_F0, x + dx))
                     if yn == y and xn == x:  # fixed point
@@ -841,18 +848,7 @@ def follow_2d_suppressed(stepf, Y, X, py, px, niter, out_y, out_x):
                 for k in range(m):
                     y = ys[k]
                     x = xs[k]
-                    iy = int(y)
-                    ix = int(x)
-                    wy = y - np.float32(iy)
-                    wx = x - np.float32(ix)
-                    b = iy * W2 + 2 * ix
-                    w00 = (_F1 - wy) * (_F1 - wx)
-                    w01 = (_F1 - wy) * wx
-                    w10 = wy * (_F1 - wx)
-                    w11 = wy * wx
-                    dy = w00 * stepf[b] + w01 * stepf[b + 2] + w10 * stepf[b + W2] + w11 * stepf[b + W2 + 2]
-                    dx = (w00 * stepf[b + 1] + w01 * stepf[b + 3] + w10 * stepf[b + W2 + 1]
-                          + w11 * stepf[b + W2 + 3])
+                    dy, dx = _interp_2d(stepf, W2, y, x)
                     if t == 0:  # the initial flow seeds the running average
                         d0y[k] = dy
                         d0x[k] = dx
