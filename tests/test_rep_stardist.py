@@ -532,6 +532,21 @@ def test_candidates_match_reference(border, grid):
     assert S.candidates(np.zeros((4, 4), np.float32), np.zeros((6, 4, 4), np.float32))[0].shape == (0, 2)
 
 
+def test_candidates_sort_key_orders_negative_scores_and_signed_zeros():
+    """The kernel sorts by a key built from the float32 bits: negative scores, -0.0 and
+    +0.0 (equal scores: raster order) must come out as a stable argsort puts them."""
+    rng = np.random.default_rng(11)
+    prob = np.round(rng.normal(size=(21, 19)), 1).astype(np.float32)
+    prob[2, 3], prob[4, 5], prob[6, 7], prob[1, 1] = -0.0, 0.0, -0.0, np.float32(-1e-38)  # tiny subnormal
+    dist = rng.random((4, 21, 19)).astype(np.float32)
+    for thresh in (-0.55, -1e-30, 0.0, 0.3):
+        pts, sc, d = S.candidates(prob, dist, thresh, 0)
+        rp, rs, rd = R.ref_candidates(prob, dist, thresh, 0, (1, 1))
+        np.testing.assert_array_equal(pts, rp)
+        np.testing.assert_array_equal(sc, rs)
+        np.testing.assert_array_equal(d, rd)
+
+
 def test_intersection_early_exit_bounds_are_sound():
     # NMS passes (t_lo, t_hi) around the threshold area: a returned value above
     # t_hi must mean the exact area is above it, below t_lo that it is below

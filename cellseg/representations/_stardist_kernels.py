@@ -1082,23 +1082,47 @@ def polygons_to_label_kernel(coords, order, values, lab, counts):
 # ============================================================================ candidates
 
 
-@jit
-def candidates_kernel(prob, thresh, b):
-    """Flat indices of prob float32 (Hg, Wg) > thresh, at least b pixels from the border."""
+@pjit
+def candidates_kernel(prob, bits, thresh, b):
+    """Candidates of prob float32 (Hg, Wg) (``bits``: the same memory viewed as uint32):
+    pixels > thresh at least b pixels from the border. Returns their flat indices in raster order and, per candidate, a uint64
+    sort key: the order-preserving bits of its score, inverted (higher score first),
+    above its raster position (ties: raster order). Rows are counted and filled in
+    parallel."""
     Hg, Wg = prob.shape
-    cnt = 0
-    for i in range(b, Hg - b):
-        for j in range(b, Wg - b):
+    r0 = b
+    nr = max(0, Hg - 2 * b)
+    c0 = b
+    c1 = max(b, Wg - b)
+    counts = np.zeros(nr + 1, np.int64)
+    for r in prange(nr):
+        i = r0 + r
+        cnt = 0
+        for j in range(c0, c1):
             if prob[i, j] > thresh:
                 cnt += 1
-    out = np.empty(cnt, np.int64)
-    cnt = 0
-    for i in range(b, Hg - b):
-        for j in range(b, Wg - b):
-            if prob[i, j] > thresh:
-                out[cnt] = i * Wg + j
-                cnt += 1
-    return out
+        counts[r + 1] = cnt
+    for r in range(nr):
+        counts[r + 1] += counts[r]
+    n = counts[nr]
+    flat = np.empty(n, np.int64)
+    keys = np.empty(n, np.uint64)
+    sign = np.uint32(0x80000000)
+    for r in prange(nr):
+        i = r0 + r
+        t = counts[r]
+        for j in range(c0, c1):
+            v = prob[i, j]
+            if v > thresh:
+                flat[t] = i * Wg + j
+                # float32 bits mapped to an unsigned order (-0.0 folded onto +0.0)
+                u = bits[i, j]
+                if u == sign:
+                    u = np.uint32(0)
+                u = u ^ np.uint32(0xFFFFFFFF) if u & sign else u | sign
+                keys[t] = (np.uint64(~u) << np.uint64(32)) | np.uint64(t)
+                t += 1
+    return flat, keys
 
 
 @pjit

@@ -304,11 +304,17 @@ def candidates(prob: np.ndarray, dist: np.ndarray, prob_thresh: float = 0.5, bor
     if int(border) < 0:
         raise ValueError("border must be >= 0")
     k = _k()
-    flat = k.candidates_kernel(prob, float(prob_thresh), int(border))  # raster order
+    # compared at float32 precision, the outputs' (as numpy compares a float32 array with a
+    # Python float): a probability stored as float32(prob_thresh) is not above it
+    flat, keys = k.candidates_kernel(prob, prob.view(np.uint32), np.float32(prob_thresh), int(border))
     d = k.gather_dist_kernel(dist, flat)  # gathered in raster order: cache friendly
+    if flat.size < 2 ** 32:  # the raster position fits the key's low 32 bits
+        keys.sort()  # unique keys: score descending, then raster position
+        order = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    else:
+        order = np.argsort(-prob.ravel()[flat], kind="stable")
+    flat, d = flat[order], d[order]
     scores = prob.ravel()[flat]
-    order = np.argsort(-scores, kind="stable")
-    flat, scores, d = flat[order], scores[order], d[order]
     Wg = prob.shape[1]
     points = np.empty((flat.size, 2), np.int64)
     points[:, 0] = (flat // Wg) * gy
@@ -323,7 +329,8 @@ def candidates(prob: np.ndarray, dist: np.ndarray, prob_thresh: float = 0.5, bor
 class StarDistParams:
     """Decoding knobs.
 
-    prob_thresh : candidates have object probability ``> prob_thresh``.
+    prob_thresh : candidates have object probability ``> prob_thresh`` (compared at
+        float32 precision, the precision of the outputs).
     nms_thresh : a candidate is suppressed when its overlap with a kept polygon
         is ``> nms_thresh``.
     border : candidates closer than this many grid pixels to the image border
