@@ -189,9 +189,7 @@ class Segmenter:
             lo, hi = (np.float32(v) for v in norm_range)
             x = (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
         margin = self.margin if self.margin is not None else self.default_margin()
-        predict = self.model.predict
-        if self.augment != bool(getattr(self.model, "augment", False)):
-            predict = functools.partial(predict, augment=self.augment)
+        predict = functools.partial(self.model.predict, augment=self.augment)
         return (
             yield from predict_tiled(
                 predict,

@@ -132,7 +132,7 @@ class _SlowModel:
         self.receptive_field, self.div_by, self.in_channels = 1, 1, 1
         self.n_predict = 0
 
-    def predict(self, x):
+    def predict(self, x, augment=None):
         import time
 
         time.sleep(0.2)

@@ -259,12 +259,9 @@ def finish_recipe(name: str, out_dir, data_root=None, tune_time_limit: float | N
     return metrics
 
 
-def _checkpoint_epoch(path) -> int | None:
-    """The epoch a checkpoint was written at: ``last.pt`` carries its history, ``best.pt``
-    the best epoch in its training record."""
-    from cellseg.models.network import read_model_file
-
-    payload = read_model_file(path)
+def _checkpoint_epoch(payload: Mapping[str, Any]) -> int | None:
+    """The epoch a checkpoint (a read model file) was written at: ``last.pt`` carries its
+    history, ``best.pt`` the best epoch in its training record."""
     hist = payload.get("training_state", {}).get("history")
     if hist:
         return len(hist)
@@ -273,18 +270,16 @@ def _checkpoint_epoch(path) -> int | None:
     return int(be) if be is not None else None
 
 
-def _patch_batches(recipe: Recipe, train, checkpoint, n_batches: int, batch_size: int | None = None):
+def _patch_batches(recipe: Recipe, train, ndim: int, div_by: int, n_batches: int, batch_size: int | None = None):
     """``n_batches`` batches of augmented training patches drawn as the recipe's training
     does (its patch size, batch size and augmentation; seed 0)."""
     from cellseg import representations
-    from cellseg.models.network import CellsegModel
     from cellseg.train import TrainConfig
     from cellseg.train.dataset import PatchSampler
 
-    m = CellsegModel.load(checkpoint, device="cpu")
     tc = TrainConfig(**{k: v for k, v in recipe.train.items()})
     rep = representations.get(recipe.representation, **dict(recipe.rep_config))
-    sampler = PatchSampler(train, rep, tc.patch_shape(m.ndim, m.div_by), tc.augment, tc.fg_prob)
+    sampler = PatchSampler(train, rep, tc.patch_shape(ndim, div_by), tc.augment, tc.fg_prob)
     rng = np.random.default_rng(0)
     for _ in range(int(n_batches)):
         yield sampler.batch(rng, batch_size or tc.batch_size)[0]
@@ -294,35 +289,38 @@ def average_recipe(name: str, out_dir, checkpoints, data_root=None, tune_time_li
                    verbose: bool = True, smoke: bool = False, n_batches: int = 100) -> dict[str, Any]:
     """A bundled model from the mean of checkpoints of the recipe's run (SWA, see
     :mod:`cellseg.train.average`): batch-norm statistics recomputed on ``n_batches``
-    batches of augmented training patches (drawn as the recipe's training draws them), then tuned on the validation split, tested and carded like a finished run
+    batches of augmented training patches (drawn as the recipe's training draws them),
+    then tuned on the validation split, tested and carded like a finished run
     (``OUT/best.pt`` holds the averaged weights before tuning). ``smoke=True``: 4 images
     per split, a pipeline check whose figures mean nothing."""
-    from cellseg.models.network import read_model_file
+    from cellseg.models.network import CellsegModel, read_model_file
     from cellseg.train.average import average_models
 
     recipe = get_recipe(name)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [Path(c) for c in checkpoints]
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: checkpoint not found")
+    payloads = [read_model_file(p) for p in paths]
+    models = [CellsegModel.from_payload(pl, device="cpu", source=str(p)) for p, pl in zip(paths, payloads)]
+    for p, m in zip(paths, models):
+        if m.config.get("training", {}).get("recipe") not in (None, name):
+            raise ValueError(f"{p}: a checkpoint of recipe {m.config['training']['recipe']!r}, not {name!r}")
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = prepare_data(recipe, data_root, max_images=4 if smoke else None)
     if smoke:
         tune_time_limit, n_batches = 5.0, 2
-    train = data[0]
-    model = average_models([str(p) for p in paths], inputs=_patch_batches(recipe, train, paths[0], n_batches,
-                                                                          2 if smoke else None))
-    if model.config.get("training", {}).get("recipe") not in (None, name):
-        raise ValueError(f"{paths[0]}: a checkpoint of recipe {model.config['training']['recipe']!r}, not {name!r}")
+    batches = _patch_batches(recipe, data[0], models[0].ndim, models[0].div_by, n_batches, 2 if smoke else None)
+    model = average_models(models, inputs=batches)
     # the training record of the longest run among the checkpoints (its schedule and time)
-    longest = max(paths, key=lambda p: len(read_model_file(p).get("training_state", {}).get("history", [])))
-    ts = read_model_file(longest).get("training_state", {})
+    ts = max((pl.get("training_state", {}) for pl in payloads), key=lambda t: len(t.get("history", [])))
     tr = model.config.setdefault("training", {})
+    tr["averaged_from"] = [str(p) for p in paths]
     tr["history"] = list(ts.get("history", []))
     tr["train_seconds"] = round(float(ts.get("elapsed", 0.0)), 1)
-    tr["averaged_epochs"] = [_checkpoint_epoch(p) for p in paths]
+    tr["averaged_epochs"] = [_checkpoint_epoch(pl) for pl in payloads]
     tr["stopped_early"] = False
     model.save(out / "best.pt")
     if verbose:
@@ -339,7 +337,7 @@ def average_recipe(name: str, out_dir, checkpoints, data_root=None, tune_time_li
 def _tune_test_card(model, recipe: Recipe, out: Path, data, tune_time_limit, verbose, smoke: bool = False) -> dict[str, Any]:
     """Tune on the validation split, evaluate on the test split, write model.pt,
     test_metrics.json and MODEL_CARD.md."""
-    from cellseg.train.loop import _TUNE_AUGMENT, evaluate_model
+    from cellseg.train.loop import evaluate_model
     from cellseg.train.tune import tune_thresholds
 
     train, val, test, split = data
@@ -347,7 +345,7 @@ def _tune_test_card(model, recipe: Recipe, out: Path, data, tune_time_limit, ver
     metric = recipe.train.get("tune_metric", "map")
     res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples], metric=metric,
                           verbose=verbose, time_limit=tune_time_limit,
-                          augment=_TUNE_AUGMENT[recipe.train.get("tune_augment", "off")])
+                          augment=recipe.train.get("tune_augment", "off"))
     tr["tuning"] = {"metric": metric, "score": res.score, "thresholds": res.params, "n_images": len(val),
                     "time_limit_s": tune_time_limit, "truncated": bool(getattr(res, "truncated", False)),
                     "augment": res.augment, "augment_scores": res.augment_scores}

@@ -492,13 +492,16 @@ def mask_flow_errors(labels, flow: np.ndarray, mode: str = "cellpose", anisotrop
     return _flow_errors_seq(lab, n, flow, mode, anisotropy)
 
 
-def _flow_errors_seq(lab: np.ndarray, n: int, flow: np.ndarray, mode: str, anisotropy: float) -> np.ndarray:
+def _flow_errors_seq(lab: np.ndarray, n: int, flow: np.ndarray, mode: str, anisotropy: float,
+                     points: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """:func:`mask_flow_errors` of int32 labels already numbered 1..n and a
-    float32 C-contiguous flow of matching shape (no checks)."""
+    float32 C-contiguous flow of matching shape (no checks). ``points``: ``(ids,
+    flat indices)`` of every labelled pixel when the caller has them (the decoder),
+    so the objects' pixels are grouped without a pass over the label image."""
     if n == 0:
         return np.zeros(0)
     if mode == "cellpose" and lab.ndim == 2:  # per object, no flow image
-        order, offsets = K.group_pixels(lab.ravel(), n)
+        order, offsets = K.group_points(*points, n) if points is not None else K.group_pixels(lab.ravel(), n)
         out = np.empty(n)
         K.heat_flow_errors_2d(order, offsets, lab.shape[0], lab.shape[1], flow, FLOW_SCALE, out)
         return out
@@ -607,13 +610,8 @@ class Flows(Representation):
         lab.flat[fg_idx] = ids
         errors = np.full(n, np.nan)
         if p.flow_threshold > 0:
-            fl = np.ascontiguousarray(flow, np.float32)
-            if self.mode == "cellpose" and self.ndim == 2:
-                # the objects' pixels straight from the points (no pass over the label image)
-                order, offsets = K.group_points(ids, fg_idx, n)
-                K.heat_flow_errors_2d(order, offsets, shape[0], shape[1], fl, FLOW_SCALE, errors)
-            else:
-                errors = _flow_errors_seq(lab, n, fl, self.mode, self.anisotropy)
+            errors = _flow_errors_seq(lab, n, np.ascontiguousarray(flow, np.float32), self.mode, self.anisotropy,
+                                      points=(ids, fg_idx))
             bad = np.concatenate([[False], errors > p.flow_threshold])
             if bad.any():
                 lab.flat[fg_idx] = np.where(bad[ids], 0, ids)

@@ -54,9 +54,6 @@ class StopTraining(Exception):
     """Raise from a callback (or return ``False``) to stop after the current step; a checkpoint is written."""
 
 
-_TUNE_AUGMENT = {"off": False, "on": True, "auto": "auto"}
-
-
 @dataclass
 class TrainConfig:
     """Schedule and sampling of a training run (recorded in the model config)."""
@@ -105,7 +102,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if self.tune_augment not in _TUNE_AUGMENT:
+        if self.tune_augment not in ("off", "on", "auto"):
             raise ValueError(f"TrainConfig.tune_augment must be 'off', 'on' or 'auto', got {self.tune_augment!r}")
         if isinstance(self.augment, Mapping):
             self.augment = AugmentConfig.from_dict(self.augment)
@@ -499,7 +496,7 @@ def fit(
 
         res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples],
                               metric=cfg.tune_metric, verbose=cfg.verbose, time_limit=cfg.tune_time_limit,
-                              augment=_TUNE_AUGMENT[cfg.tune_augment])
+                              augment=cfg.tune_augment)
         model.config["training"]["tuning"] = {"metric": cfg.tune_metric, "score": res.score,
                                               "thresholds": res.params, "n_images": len(val),
                                               "evaluations": len(res.table), "truncated": res.truncated,

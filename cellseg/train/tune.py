@@ -33,6 +33,9 @@ import numpy as np
 
 __all__ = ["TUNABLE", "TuneResult", "tune_params", "tune_thresholds", "score_labels", "MAP_THRESHOLDS"]
 
+#: the words TrainConfig.tune_augment and the command line use for ``augment``
+_AUGMENT_WORDS = {"off": False, "on": True, "auto": "auto"}
+
 MAP_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.5, 0.901, 0.05), 2))
 
 #: representation name -> {parameter: (low, high, coarse grid points)}; the first parameter is refined first
@@ -202,7 +205,7 @@ def tune_thresholds(
     """Run ``model`` once per *normalized* validation image, tune its decode thresholds on the
     cached outputs and (``store=True``) write them into ``model.config["thresholds"]``.
 
-    ``augment``: None (the model's current choice), False, True, or ``"auto"``: tune on the
+    ``augment``: None (the model's current choice), False/``"off"``, True/``"on"``, or ``"auto"``: tune on the
     plain and on the test-time augmented outputs (8 network runs per image); augmentation
     is chosen when its score beats the plain one, by at least ``augment_margin``;
     ``store=True`` then also writes ``model.config["augment"]``.
@@ -211,10 +214,11 @@ def tune_thresholds(
         raise ValueError(f"{len(images)} images for {len(labels)} label images")
     if augment is None:
         augment = bool(getattr(model, "augment", False))
+    if isinstance(augment, str) and augment in _AUGMENT_WORDS:
+        augment = _AUGMENT_WORDS[augment]
     if augment not in (False, True, "auto"):
-        raise ValueError(f"augment must be True, False or 'auto', got {augment!r}")
+        raise ValueError(f"augment must be True/'on', False/'off' or 'auto', got {augment!r}")
     choices = (False, True) if augment == "auto" else (bool(augment),)
-    limit = kwargs.pop("time_limit", None)
     best = None
     scores = {}
     for aug in choices:
@@ -225,7 +229,7 @@ def tune_thresholds(
                 print(f"  tune{' (augmented)' if aug else ''}: predicted {i + 1}/{len(images)}",
                       file=sys.stderr, flush=True)
         res = tune_params(model.representation, outputs, list(labels), metric=metric, space=space,
-                          base=model.thresholds, verbose=False, time_limit=limit, **kwargs)
+                          base=model.thresholds, verbose=False, **kwargs)
         res.augment = aug
         scores["augmented" if aug else "plain"] = res.score
         if verbose:
@@ -243,6 +247,5 @@ def tune_thresholds(
                   file=sys.stderr, flush=True)
     if store:
         model.thresholds = best.params
-        if augment == "auto" or bool(getattr(model, "augment", False)) != best.augment:
-            model.config["augment"] = bool(best.augment)
+        model.config["augment"] = bool(best.augment)
     return best

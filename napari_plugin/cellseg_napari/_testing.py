@@ -38,7 +38,9 @@ class OracleModel:
         self.in_channels = 1
         self.n_predict = 0
 
-    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, image: np.ndarray, augment: bool | None = None) -> dict[str, np.ndarray]:
+        # ``augment`` is accepted for the Segmenter's sake: outputs encoded from the labels
+        # are what every transform would give back, so there is nothing to average
         t = self._targets[self.n_predict % len(self._targets)]
         if tuple(np.shape(image)[-t[next(iter(t))].ndim + 1:]) != t[next(iter(t))].shape[1:]:
             raise ValueError(f"OracleModel: image shape {np.shape(image)} does not match its labels")
