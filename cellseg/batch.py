@@ -36,12 +36,15 @@ class SegmenterSpec:
     tile: Any = None
     normalize: Any = None
     augment: bool | None = None  # None: the model's choice
+    diameter: Any = None  # px, "auto", "off"; None: the model's choice
+    pixel_size: float | None = None  # µm/px for every input (None: from each file)
 
     def build(self):
         from .segmenter import Segmenter
 
         return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
-                                         normalize=self.normalize, augment=self.augment)
+                                         normalize=self.normalize, augment=self.augment,
+                                         diameter=self.diameter, pixel_size=self.pixel_size)
 
 
 @dataclass
@@ -144,8 +147,9 @@ def segment_file(
             raise ValueError("the image contains NaN or infinite values")
         if np.all(data == data.flat[0]):
             raise ValueError("the image is constant (every pixel has the same value): nothing to segment")
+        ps = img.pixel_size or {}
         gen = segmenter.iter_segment(data, axes=img.axes, channel=channel, channel_names=img.channel_names,
-                                     link=link)
+                                     link=link, pixel_size=ps.get("X") or ps.get("Y"))
         while True:
             try:
                 ev = next(gen)
@@ -174,7 +178,10 @@ def segment_file(
             inten = inten.mean(axis=c)
     io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size)
     if csv:
-        rows = object_table(res.labels, res.axes, inten, res.scores())
+        pix = dict(img.pixel_size or {})
+        if getattr(segmenter, "pixel_size", None):
+            pix.update(Y=segmenter.pixel_size, X=segmenter.pixel_size)
+        rows = object_table(res.labels, res.axes, inten, res.scores(), pixel_size=pix)
         write_csv(outs["csv"], rows)
     if overlay:
         i2, l2 = _overlay_frame(inten, res.labels, res.axes)

@@ -68,6 +68,16 @@ def _add_segment(sub):
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average the network over the 8 flips/transposes of the image "
                         "(8x the network time; default: the model's choice)")
+    p.add_argument("--diameter", default=None, metavar="D|auto|off",
+                   help="object diameter in the images (px): they are resampled to the model's object size and "
+                        "the labels mapped back; 'auto' estimates it per file (stack); 'off' segments at the "
+                        "image's own scale (default: the model's choice, see 'cellseg models')")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="pixel size in µm, for files that do not record it (used with models that know "
+                        "their object size in µm, and for the µm columns of the CSV)")
+    p.add_argument("--norm", nargs=2, type=float, default=None, metavar=("PMIN", "PMAX"),
+                   help="intensity normalization percentiles (default: the model's, usually 1 99.8); a "
+                        "lower PMAX (e.g. 99) brightens dim objects next to very bright ones")
     p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX, YXC)")
     p.add_argument("--channel", default=None, help="channel index or name for multi-channel images")
     p.add_argument("--link", action="store_true", help="T stacks: keep ids of cells across frames (IoU linking)")
@@ -142,8 +152,19 @@ def _cmd_segment(args) -> int:
     except TypeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.norm is not None and not 0 <= args.norm[0] < args.norm[1] <= 100:
+        print(f"error: --norm needs 0 <= PMIN < PMAX <= 100, got {args.norm[0]:g} {args.norm[1]:g}", file=sys.stderr)
+        return 2
+    try:  # check --diameter / --pixel-size against the model before any work
+        from .segmenter import Segmenter, SegmenterError
+
+        Segmenter(model, diameter=args.diameter, pixel_size=args.pixel_size)
+    except SegmenterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=_tile(args.tile),
-                         augment=args.augment)
+                         augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
+                         normalize=tuple(args.norm) if args.norm else None)
     out_dir = Path(args.out)
     kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
                   overlay=not args.no_overlay, link=args.link)

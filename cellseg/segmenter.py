@@ -13,7 +13,18 @@ Stacks:
 * ``Z`` axes: a 3D model segments the volume at once; a 2D model segments slice
   by slice and the slices are stitched by IoU (``stitch_iou``).
 * ``C`` axes: ``channel`` picks one channel by index or name (OME channel
-  names) when the model takes one channel.
+  names) when the model takes one channel. Colour samples whose channels are
+  equal (grey stored as RGB) are read as grey; a model that takes 3 channels
+  (RGB) gets grey images repeated and RGBA images without alpha.
+
+Scale: a model records the object size of its training data
+(``config["object_size"]["diameter"]``, px). With ``diameter=D`` (the objects'
+diameter in the image, px), ``"auto"`` (estimated by a first pass, see
+:meth:`Segmenter.estimate_diameter`) or a ``pixel_size`` the model can use, each
+frame is resampled by ``model_diameter / D``, segmented, and the labels are
+mapped back onto the input grid (:func:`cellseg.scale.resize_labels`), so the
+labels always have the input's shape. Decode thresholds in pixels (``min_size``)
+apply at the model's scale.
 """
 from __future__ import annotations
 
@@ -71,6 +82,10 @@ class SegmentationResult:
     link: bool = False
     link_iou: float = 0.3
     stitch_iou: float = 0.3
+    #: the factor each frame was resampled by before the network (1.0: none) and the
+    #: object diameter (px, input grid) it assumed (``None`` when no size was used)
+    scale: float = 1.0
+    diameter: float | None = None
 
     @property
     def n_objects(self) -> int:
@@ -100,6 +115,39 @@ def _resolve_axes(image: np.ndarray, axes: str | None) -> str:
     return axes
 
 
+def _equal_channels(image: np.ndarray, c: int) -> bool:
+    """True when the colour channels (the first three) along axis ``c`` are identical."""
+    first = np.take(image, 0, axis=c)
+    return all(np.array_equal(first, np.take(image, i, axis=c)) for i in (1, 2))
+
+
+def _drain(gen):
+    """Run a generator to the end and return its value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _texture_window(x: np.ndarray, sp: int, max_side: int) -> tuple[slice, ...]:
+    """The ``max_side``-sized window (spatial slices) of ``x (C?, *sp)`` with the largest
+    intensity spread, from a coarse grid of candidates; the whole frame when it fits."""
+    shape = x.shape[x.ndim - sp:]
+    if all(n <= max_side for n in shape):
+        return tuple(slice(0, n) for n in shape)
+    grey = x if x.ndim == sp else x.mean(axis=0)
+    best, best_win = -1.0, None
+    starts = [sorted({0, max(0, (n - max_side) // 2), max(0, n - max_side)}) for n in shape]
+    for st in np.ndindex(*[len(s) for s in starts]):
+        win = tuple(slice(starts[a][i], starts[a][i] + min(max_side, shape[a])) for a, i in enumerate(st))
+        sub = grey[win][tuple(slice(None, None, 4) for _ in range(sp))]
+        v = float(np.std(sub))
+        if v > best:
+            best, best_win = v, win
+    return best_win
+
+
 class Segmenter:
     """Segment images with a :class:`cellseg.models.CellsegModel`.
 
@@ -116,6 +164,11 @@ class Segmenter:
     keep_outputs : keep head outputs in the result (for re-decoding).
     augment : test-time augmentation (mean over the 8 flips/transposes of each tile,
         8x the network time); default the model's choice (``model.augment``).
+    diameter : the objects' diameter in the image (px), ``"auto"`` (estimate it), or
+        ``"off"`` (segment at the image's own scale); default the model's choice
+        (``config["object_size"]["default"]``; ``"off"`` for models without a size).
+    pixel_size : the image's pixel size (µm/px); used when the model records its object
+        size in µm (or its pixel size), and then it wins over ``diameter="auto"``.
     """
 
     def __init__(
@@ -128,6 +181,8 @@ class Segmenter:
         blend: str = "crop",
         keep_outputs: bool = False,
         augment: bool | None = None,
+        diameter: float | str | None = None,
+        pixel_size: float | None = None,
     ):
         self.model = model
         self.rep = model.representation
@@ -144,6 +199,104 @@ class Segmenter:
         self.blend = blend
         self.keep_outputs = keep_outputs
         self.augment = bool(getattr(model, "augment", False)) if augment is None else bool(augment)
+        self.diameter = self._check_diameter(diameter)
+        if pixel_size is not None and not (float(pixel_size) > 0 and math.isfinite(float(pixel_size))):
+            raise SegmenterError(f"pixel_size must be a positive number of µm per pixel, got {pixel_size!r}")
+        self.pixel_size = None if pixel_size is None else float(pixel_size)
+
+    # -- scale ----------------------------------------------------------------------
+    @property
+    def object_size(self) -> dict:
+        """The model's object size record (``{}`` when it has none)."""
+        cfg = getattr(self.model, "config", None) or {}
+        return dict(cfg.get("object_size") or {})
+
+    def _check_diameter(self, diameter):
+        if diameter is None:
+            return None
+        if isinstance(diameter, str):
+            d = diameter.strip().lower()
+            if d in ("auto", "off"):
+                return d
+            try:
+                diameter = float(d)
+            except ValueError:
+                raise SegmenterError(f"diameter must be a number of pixels, 'auto' or 'off', got {diameter!r}") from None
+        d = float(diameter)
+        if not (d > 0 and math.isfinite(d)):
+            raise SegmenterError(f"diameter must be a positive number of pixels, got {diameter!r}")
+        if not self.object_size.get("diameter"):
+            raise SegmenterError(
+                "this model records no object size, so a diameter cannot be matched to it; resample the image "
+                "yourself or use a model that records one (cellseg models lists them)")
+        return d
+
+    def scale_mode(self, pixel_size: float | None = None) -> tuple[str, float | None]:
+        """``("off"|"fixed"|"auto", diameter in px or None)`` for an image with ``pixel_size``."""
+        size = self.object_size
+        if not size.get("diameter"):
+            return "off", None
+        ps = self.pixel_size if self.pixel_size is not None else pixel_size
+        d = self.diameter if self.diameter is not None else size.get("default", "off")
+        if d == "off":
+            return "off", None
+        if ps and size.get("pixel_size"):
+            # the model's object diameter in µm, seen at this image's pixel size
+            return "fixed", float(size["diameter"]) * float(size["pixel_size"]) / float(ps)
+        if ps and size.get("diameter_um"):
+            return "fixed", float(size["diameter_um"]) / float(ps)
+        if d == "auto":
+            return "auto", None
+        return "fixed", float(d)
+
+    def estimate_diameter(self, image: np.ndarray, max_side: int = 512) -> tuple[float | None, dict | None]:
+        """The objects' median diameter (px) in one frame ``(C?, *spatial)``, from a first pass.
+
+        The network and decoder run at the image's own scale on its most textured
+        ``max_side``-sized window (the whole frame when it is smaller); the median
+        equivalent diameter of the decoded objects not touching the window's border
+        is the estimate. When the estimate is far from the model's size (outside
+        0.67-1.5x) the window is resampled to it and measured again, since the
+        network sees objects best near its training size. Returns ``(diameter or
+        None when nothing was found, head outputs of the whole frame when the
+        window was the whole frame and no resampling is needed, else None)``.
+        """
+        from .scale import median_diameter, scaled_shape, zoom_image
+
+        d0 = float(self.object_size["diameter"])
+        x = np.asarray(image)
+        sp = self.spatial_ndim
+        lead = x.ndim - sp
+        win = _texture_window(x, sp, max_side)
+        crop = x[(slice(None),) * lead + win]
+        whole = all(w.stop - w.start == n for w, n in zip(win, x.shape[lead:]))
+        d, reuse = None, None
+        factor = 1.0
+        for attempt in range(3):
+            xi = crop if factor == 1.0 else zoom_image(crop, factor, sp)
+            if min(xi.shape[lead:]) < 8:
+                break
+            outputs = _drain(self.predict(xi))
+            lab = self.rep.decode(outputs, self.params).labels
+            di = median_diameter(lab, exclude_border=not whole)
+            if di is None:
+                if attempt == 0:
+                    factor = 0.5  # nothing found at full size: objects may be too large to see
+                    continue
+                break
+            d = di / factor
+            if factor == 1.0 and whole:
+                reuse = outputs
+            if 0.67 <= d0 / d <= 1.5 or attempt == 2:
+                break
+            new = d0 / d
+            if abs(math.log(new / factor)) < math.log(1.15):
+                break
+            factor = new
+            reuse = None
+        if reuse is not None and not (0.9 <= d0 / d <= 1.11):
+            reuse = None
+        return d, reuse
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -211,18 +364,20 @@ class Segmenter:
         return self.rep.decode(outputs, self.rep.params(base, **overrides))
 
     def _select_channel(self, image: np.ndarray, axes: str, channel, channel_names) -> tuple[np.ndarray, str]:
+        want = int(getattr(self.model, "in_channels", 1))
         if "C" not in axes:
-            if getattr(self.model, "in_channels", 1) != 1:
+            if want not in (1, 3):
                 raise SegmenterError(f"the model takes {self.model.in_channels} channels; the image has none")
-            return image, axes
+            return image, axes  # grey; an RGB model gets it repeated (_match_channels)
         c = axes.index("C")
         n = image.shape[c]
-        want = int(getattr(self.model, "in_channels", 1))
         if channel is None:
-            if want == n:
-                return image, axes  # the model takes all channels
+            if want == n or (want == 3 and n == 4):
+                return image, axes  # the model takes all channels (RGBA: alpha dropped later)
             if n == 1:
                 return np.take(image, 0, axis=c), axes.replace("C", "")
+            if n in (3, 4) and _equal_channels(image, c):
+                return np.take(image, 0, axis=c), axes.replace("C", "")  # grey stored as RGB
             raise SegmenterError(
                 f"the image has {n} channels; choose one with channel= (index"
                 + (f" or one of {list(channel_names)})" if channel_names else ")")
@@ -247,9 +402,13 @@ class Segmenter:
         link_iou: float = 0.3,
         stitch_iou: float = 0.3,
         norm_range: tuple[float, float] | None = None,
+        pixel_size: float | None = None,
         **overrides,
     ) -> Iterator[Progress]:
-        """Generator yielding :class:`Progress`; returns a :class:`SegmentationResult`."""
+        """Generator yielding :class:`Progress`; returns a :class:`SegmentationResult`.
+
+        ``pixel_size`` (µm/px, e.g. from the file's metadata) is used when the segmenter
+        was given none."""
         image = np.asarray(image)
         if image.size == 0:
             raise SegmenterError("the image is empty (size 0)")
@@ -281,29 +440,82 @@ class Segmenter:
         frames: list[dict] = []
         n_frames = int(np.prod(frame_shape)) if frame_shape else 1
         next_id = 1
+        mode, diam = self.scale_mode(pixel_size)
+        factor = 1.0 if diam is None else float(self.object_size["diameter"]) / diam
         for fi, idx in enumerate(np.ndindex(*frame_shape) if frame_shape else [()]):
             x = data[idx]
             if chan_last:
                 x = np.ascontiguousarray(x)  # (C, *spatial)
+            x = self._match_channels(x, chan_last)
             if not np.any(x != x.flat[0]):
                 frames.append(self._empty_frame(idx))
                 yield Progress("decode", 1, 1, fi, n_frames, "constant frame: no objects")
                 continue
-            gen = self.predict(x, norm_range)
-            while True:
-                try:
-                    done, total = next(gen)
-                except StopIteration as stop:
-                    outputs = stop.value
-                    break
-                yield Progress("predict", done, total, fi, n_frames)
+            outputs = None
+            if mode == "auto" and diam is None:
+                # one estimate for the whole stack, from its first non-constant frame
+                yield Progress("scale", 0, 1, fi, n_frames, "estimating the object size")
+                diam, outputs = self.estimate_diameter(x if norm_range is None else x)
+                if diam is None:
+                    diam = float(self.object_size["diameter"])
+                    msg = "no objects found by the size estimate: segmenting at the image's own scale"
+                else:
+                    msg = f"object diameter {diam:.1f} px"
+                factor = float(self.object_size["diameter"]) / diam
+                factor = self._clip_factor(factor)
+                yield Progress("scale", 1, 1, fi, n_frames, msg)
+            elif mode != "off":
+                factor = self._clip_factor(factor)
+            if outputs is None:
+                xs = x if factor == 1.0 else self._zoom(x, factor)
+                gen = self.predict(xs, norm_range)
+                while True:
+                    try:
+                        done, total = next(gen)
+                    except StopIteration as stop:
+                        outputs = stop.value
+                        break
+                    yield Progress("predict", done, total, fi, n_frames)
             fr, next_id = self._decode_frame(idx, outputs, params, next_id, labels)
             if not self.keep_outputs:
                 fr.pop("outputs")
             frames.append(fr)  # outputs of earlier frames are not kept unless asked: memory stays bounded
             yield Progress("decode", 1, 1, fi, n_frames)
         in_axes = "".join(a for a in axes if a != "C")
-        return self._finish(labels, frames, out_axes, in_axes, params, link, link_iou, stitch_iou)
+        res = self._finish(labels, frames, out_axes, in_axes, params, link, link_iou, stitch_iou)
+        res.scale = float(factor)
+        res.diameter = None if mode == "off" else diam
+        return res
+
+    #: the resampling factor is kept within these bounds (beyond them the image would be
+    #: blown up or shrunk to a few pixels by a bad estimate)
+    MIN_FACTOR, MAX_FACTOR = 0.1, 8.0
+
+    def _clip_factor(self, f: float) -> float:
+        f = float(min(self.MAX_FACTOR, max(self.MIN_FACTOR, f)))
+        return 1.0 if abs(f - 1.0) < 0.02 else f  # within 2% of the model's size: no resampling
+
+    def _zoom(self, x: np.ndarray, factor: float) -> np.ndarray:
+        from .scale import zoom_image
+
+        return zoom_image(np.asarray(x, np.float32), factor, self.spatial_ndim)
+
+    def _match_channels(self, x: np.ndarray, has_c: bool) -> np.ndarray:
+        """A frame with the channels the model takes: grey repeated for an RGB model, alpha dropped."""
+        want = int(getattr(self.model, "in_channels", 1))
+        sp = self.spatial_ndim
+        if want == 1 or not hasattr(self.model, "in_channels"):
+            return x
+        if not has_c:
+            x = x[None]
+        c = x.shape[0]
+        if c == want:
+            return x
+        if c == 1:
+            return np.repeat(x, want, axis=0)
+        if want == 3 and c == 4:
+            return x[:3]
+        raise SegmenterError(f"the model takes {want} channels; the image has {c}")  # pragma: no cover
 
     @staticmethod
     def _empty_frame(idx) -> dict:
@@ -313,6 +525,11 @@ class Segmenter:
         """Decode one frame into ``labels[idx]`` with ids from ``next_id`` on."""
         dec = self.rep.decode(outputs, params)
         lab = dec.labels
+        target = labels[tuple(idx)].shape
+        if lab.shape != target:  # segmented at the model's scale: back onto the input grid
+            from .scale import resize_labels
+
+            lab = resize_labels(lab, target)
         n = int(lab.max()) if lab.size else 0
         if n:
             lab = np.where(lab > 0, lab + (next_id - 1), 0).astype(np.int32)

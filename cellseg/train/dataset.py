@@ -31,7 +31,7 @@ from scipy import ndimage as ndi
 
 from cellseg.labels import LabelError, as_labels
 
-from .augment import AugmentConfig, augment_intensity, sample_patch
+from .augment import AugmentConfig, augment_intensity, dim_objects, sample_patch
 
 __all__ = [
     "DataError",
@@ -381,6 +381,9 @@ class PatchSampler:
         self.fg_prob = float(fg_prob)
         pa = float(np.prod(self.patch_shape))
         w = np.array([max(float(np.prod(s.shape)), pa) for s in data.samples])
+        extra = getattr(data, "sample_weights", None)  # e.g. balancing several sources
+        if extra is not None:
+            w = w * np.asarray(extra, dtype=np.float64)
         self.weights = w / w.sum()
         self.centroids = []
         for s in data.samples:
@@ -406,7 +409,7 @@ class PatchSampler:
         i = int(rng.choice(len(self.data), p=self.weights))
         s = self.data.samples[i]
         img, lab = sample_patch(s.image, s.labels, self.patch_shape, self._center(i, rng), rng, self.augment)
-        img = augment_intensity(img, rng, self.augment)
+        img = augment_intensity(dim_objects(img, lab, rng, self.augment), rng, self.augment)
         targets = self.rep.encode(lab)
         return img, targets
 

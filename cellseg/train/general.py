@@ -1,0 +1,212 @@
+"""Training data of the general models: several annotated sources brought to one object size.
+
+Every image is read with its axes, turned into 3 channels (grey repeated, RGB kept,
+alpha dropped), normalized per channel (percentiles) and resampled so that the
+median equivalent diameter of its annotated objects is the model's object size
+(:mod:`cellseg.scale`; labels keep their ids). Each source keeps a fixed test
+split, chosen by name with a seed, that nothing but the final figures uses.
+
+Sources (folders under the data root, see its README for terms):
+
+``general-nuclei``
+    DSB 2018 stage1_train (fluorescence, brightfield and colour tags of its
+    index, each split 10% test with seed 2018, then 10% validation with seed
+    2019 — the fluorescence test split is the one of the ``nuclei-*`` models),
+    the two H&E nucleus sets (20% test, seed 2018; 15% of the rest validate,
+    seed 2019), and Fluo-N2DL-HeLa's 4 gold-truth frames (test only: their
+    annotation is not exhaustive).
+``general-cells``
+    DIC-C2DH-HeLa silver truth (sequence 01 frames 0-71 train, 72-83 validate,
+    sequence 02 test) and Usiigaci NIH/3T3 phase contrast (the authors' 5
+    validation images test; their training sets 41-45 validate, 1-40 train).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .dataset import DataError, TrainingData, TrainingSample, _check_pair, _normalize
+
+__all__ = ["load_general", "to_rgb3", "rescale_sample", "GENERAL_SOURCES"]
+
+GENERAL_SOURCES = {
+    "general-nuclei": ["dsb-fluorescence", "dsb-brightfield", "dsb-color", "he-kong", "he-miccai2015",
+                       "fluo-n2dl-hela"],
+    "general-cells": ["dic-hela", "usiigaci-phase"],
+}
+_DSB = "DSB2018-stage1-train-fixed"
+_DSB_TAGS = {"dsb-fluorescence": "fluorescence", "dsb-brightfield": "brightfield",
+             "dsb-color": "color (histology/brightfield)"}
+_FOLDERS = {"he-kong": "Kong_GBM_TCGA_HE_nuclei", "he-miccai2015": "MICCAI2015_CPM_HE_nuclei",
+            "usiigaci-phase": "Usiigaci_NIH3T3_phase", "dic-hela": "DIC-C2DH-HeLa",
+            "fluo-n2dl-hela": "Fluo-N2DL-HeLa"}
+#: the scale factor of one training image is kept within these bounds
+_MIN_FACTOR, _MAX_FACTOR = 0.2, 5.0
+
+
+def to_rgb3(data: np.ndarray, axes: str, name: str) -> np.ndarray:
+    """``float32 (3, Y, X)``: a grey image repeated, RGB kept, RGBA without alpha."""
+    x = np.asarray(data)
+    axes = axes.upper().replace("S", "C")
+    extra = [a for a in axes if a not in "CYX"]
+    if extra:
+        raise DataError(f"{name}: a 2D image is needed, got axes {axes!r} with shape {x.shape}")
+    if "C" not in axes:
+        x = x[None]
+        axes = "C" + axes
+    x = np.moveaxis(x, [axes.index(a) for a in "CYX"], [0, 1, 2]).astype(np.float32)
+    c = x.shape[0]
+    if c == 1:
+        return np.ascontiguousarray(np.repeat(x, 3, axis=0))
+    if c in (3, 4):
+        return np.ascontiguousarray(x[:3])
+    raise DataError(f"{name}: {c} channels; a general model takes grey or RGB images")
+
+
+def keep_largest_parts(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels where each id keeps only its largest 4-connected part (the others become
+    background), and the number of pixels removed. Some sources annotate a cell's cut-off
+    protrusions with the cell's id; one object per id is what the targets need."""
+    from skimage.measure import label as cc_label
+
+    comps = cc_label(labels > 0, connectivity=1)
+    if comps.max() == 0:
+        return labels, 0
+    # (component, id) pairs: split components that hold several ids as well
+    key = comps.astype(np.int64) * (int(labels.max()) + 1) + labels
+    uniq, inv, counts = np.unique(key.ravel(), return_inverse=True, return_counts=True)
+    ids = uniq % (int(labels.max()) + 1)
+    keep = np.zeros(uniq.size, bool)
+    order = np.lexsort((-counts, ids))
+    first = np.ones(order.size, bool)
+    first[1:] = ids[order][1:] != ids[order][:-1]
+    keep[order[first]] = True
+    keep[ids == 0] = True
+    out = np.where(keep[inv].reshape(labels.shape), labels, 0).astype(labels.dtype)
+    return out, int(np.count_nonzero(labels) - np.count_nonzero(out))
+
+
+def rescale_sample(name: str, image: np.ndarray, labels: np.ndarray, diameter: float) -> tuple[TrainingSample, float]:
+    """The sample resampled so its objects' median equivalent diameter is ``diameter`` px."""
+    from cellseg.scale import median_diameter, resize_labels, scaled_shape, zoom_image
+
+    d = median_diameter(labels, exclude_border=True)
+    f = 1.0 if not d else float(np.clip(diameter / d, _MIN_FACTOR, _MAX_FACTOR))
+    if abs(f - 1.0) < 1e-3:
+        return TrainingSample(name, image, labels), 1.0
+    shape = scaled_shape(labels.shape, f)
+    img = zoom_image(image, f, spatial_ndim=2)
+    lab = resize_labels(labels, shape).astype(np.int32)
+    return TrainingSample(name, img, lab), f
+
+
+def _split_names(names, test_frac, seed_test, val_frac, seed_val):
+    def pick(ns, frac, seed):
+        ns = sorted(ns)
+        n = min(len(ns) - 1, max(1, int(round(len(ns) * frac))))
+        perm = np.random.default_rng(seed).permutation(len(ns))
+        return sorted(ns[i] for i in perm[n:]), sorted(ns[i] for i in perm[:n])
+
+    rest, test = pick(names, test_frac, seed_test)
+    train, val = pick(rest, val_frac, seed_val)
+    return train, val, test
+
+
+def _source_items(source: str, root: Path) -> tuple[dict[str, list[tuple[str, Path, Path]]], str]:
+    """``({"train"|"val"|"test": [(name, image_path, mask_path)]}, rule)`` of one source."""
+    from cellseg.datasets import CTCDataset, FolderDataset
+
+    if source in _DSB_TAGS:
+        ds = FolderDataset.dsb2018(root / _DSB, modality=_DSB_TAGS[source])
+        rest, test = ds.split(0.1, seed=2018)
+        train, val = ds.subset(rest).split(0.1, seed=2019)
+        rule = "test FolderDataset.split(0.1, seed=2018) of the tag's names, val split(0.1, seed=2019) of the rest"
+        parts = {"train": train, "val": val, "test": test}
+        return {k: [(f"{source}/{n}", ds.image_path(n), ds.mask_path(n)) for n in v] for k, v in parts.items()}, rule
+    if source in ("he-kong", "he-miccai2015"):
+        ds = FolderDataset(root / _FOLDERS[source])
+        train, val, test = _split_names(ds.names, 0.2, 2018, 0.15, 2019)
+        rule = "20% test (seed 2018), 15% of the rest validate (seed 2019), by name"
+        parts = {"train": train, "val": val, "test": test}
+        return {k: [(f"{source}/{n}", ds.image_path(n), ds.mask_path(n)) for n in v] for k, v in parts.items()}, rule
+    if source == "usiigaci-phase":
+        ds = FolderDataset(root / _FOLDERS[source])
+        num = {n: int(re.sub(r"\D", "", n) or -1) for n in ds.names}
+        test = [n for n in ds.names if n.startswith("val_")]
+        val = [n for n in ds.names if n.startswith("train_") and num[n] >= 41]
+        train = [n for n in ds.names if n.startswith("train_") and num[n] < 41]
+        rule = "test: the authors' validation sets 46-50; validate: training sets 41-45; train: sets 1-40"
+        parts = {"train": train, "val": val, "test": test}
+        return {k: [(f"{source}/{n}", ds.image_path(n), ds.mask_path(n)) for n in v] for k, v in parts.items()}, rule
+    if source == "dic-hela":
+        ctc = CTCDataset(root / _FOLDERS[source])
+        parts = {"train": [], "val": [], "test": []}
+        for seq in ("01", "02"):
+            for fr in ctc.pairs(seq, truth="ST"):
+                part = "test" if seq == "02" else ("val" if fr.t >= 72 else "train")
+                parts[part].append((f"{source}/{seq}/t{fr.t:03d}", fr.image_path, fr.label_path))
+        return parts, "sequence 01 frames 0-71 train, 72-83 validate; sequence 02 (84 frames) test"
+    if source == "fluo-n2dl-hela":
+        ctc = CTCDataset(root / _FOLDERS[source])
+        items = [(f"{source}/01/t{fr.t:03d}", fr.image_path, fr.label_path) for fr in ctc.pairs("01", truth="GT")]
+        return {"train": [], "val": [], "test": items}, "all gold-truth frames of sequence 01 test (not exhaustive)"
+    raise ValueError(f"unknown source {source!r}")  # pragma: no cover
+
+
+def load_general(kind: str, root, diameter: float, normalization: Mapping[str, float],
+                 max_images: int | None = None, verbose: bool = False) -> tuple[dict[str, TrainingData], dict[str, Any]]:
+    """Train/val/test :class:`TrainingData` (3 channels, resampled to ``diameter``) and the split record."""
+    from cellseg import io
+
+    root = Path(root)
+    samples: dict[str, list[TrainingSample]] = {"train": [], "val": [], "test": []}
+    split: dict[str, Any] = {"dataset": f"{kind}: " + ", ".join(GENERAL_SOURCES[kind]), "object_diameter": diameter,
+                             "sources": {}, "factors": {}, "train": [], "val": [], "test": []}
+    for source in GENERAL_SOURCES[kind]:
+        if not (root / (_DSB if source in _DSB_TAGS else _FOLDERS[source])).is_dir():
+            raise DataError(f"{root}: source {source} not found")
+        parts, rule = _source_items(source, root)
+        split["sources"][source] = {"rule": rule, **{k: len(v) for k, v in parts.items()}}
+        for part, items in parts.items():
+            if max_images:
+                items = items[:max_images]
+            for name, ip, lp in items:
+                im = io.read_image(ip)
+                x = to_rgb3(im.data, im.axes, str(ip))
+                lab = _check_pair(x, io.read_labels(lp), str(lp), 2)
+                lab, removed = keep_largest_parts(lab)
+                x = _normalize(x, normalization["pmin"], normalization["pmax"], str(ip))
+                s, f = rescale_sample(name, x, lab, diameter)
+                s.labels, removed2 = keep_largest_parts(s.labels)  # resampling thin parts can cut them
+                if removed + removed2:
+                    split.setdefault("fragments_removed_px", {})[name] = removed + removed2
+                samples[part].append(s)
+                split[part].append(name)
+                split["factors"][name] = round(f, 4)
+        if verbose:
+            print(f"{source}: {split['sources'][source]}", flush=True)
+    split["test_rule"] = "per source, see 'sources'"
+    split["val_rule"] = "per source, see 'sources'"
+    out = {}
+    for part in ("val", "test"):  # round-robin over sources: the first N validation images cover them all
+        by_src: dict[str, list[TrainingSample]] = {}
+        for s in samples[part]:
+            by_src.setdefault(s.name.split("/")[0], []).append(s)
+        queues = list(by_src.values())
+        samples[part] = [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]
+    for part, ss in samples.items():
+        td = TrainingData(ss, 2, 3, normalization, f"{root} ({kind}, {part})", check=part == "train")
+        if part == "train" and ss:
+            # each source's patches in proportion to the square root of its pixel count (not the count):
+            # large sources still dominate, small ones (H&E) are seen often enough
+            src = [s.name.split("/")[0] for s in ss]
+            area = {k: sum(float(np.prod(s.shape)) for s, k2 in zip(ss, src) if k2 == k) for k in set(src)}
+            td.sample_weights = np.array([area[k] ** 0.5 / area[k] for k in src])
+            split["source_patch_share"] = {k: round(area[k] ** 0.5 / sum(a ** 0.5 for a in area.values()), 3)
+                                           for k in sorted(area)}
+        td.object_size = {"diameter": float(diameter), "pixel_size": None, "default": "auto"}
+        out[part] = td
+    return out, split

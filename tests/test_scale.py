@@ -1,0 +1,253 @@
+"""Object size and resampling (cellseg.scale) and the Segmenter's scale path."""
+import copy
+
+import numpy as np
+import pytest
+
+from cellseg.datasets.synthetic import synthetic_cells
+from cellseg.metrics import matching
+from cellseg.models import load_model
+from cellseg.models.network import CellsegModel
+from cellseg.scale import (equivalent_diameters, median_diameter, resize_labels, scale_factor, scaled_shape,
+                           zoom_image)
+from cellseg.segmenter import Segmenter, SegmenterError
+from tests.reference.ref_scale import ref_resize_labels
+
+
+def test_equivalent_diameters_of_discs_and_balls():
+    yy, xx = np.mgrid[:101, :101]
+    disc = ((yy - 50) ** 2 + (xx - 50) ** 2 <= 20 ** 2).astype(np.int32)
+    assert equivalent_diameters(disc)[0] == pytest.approx(40.0, rel=0.02)
+    zz, yy, xx = np.mgrid[:41, :41, :41]
+    ball = ((zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 10 ** 2).astype(np.int32)
+    assert equivalent_diameters(ball)[0] == pytest.approx(20.0, rel=0.03)
+    assert median_diameter(np.zeros((5, 5), np.int32)) is None
+
+
+def test_median_diameter_excludes_cut_objects():
+    lab = np.zeros((60, 60), np.int32)
+    for i, (y, x) in enumerate([(15, 15), (15, 45), (45, 15)]):
+        lab[y - 5:y + 5, x - 5:x + 5] = i + 1
+    lab[55:60, 50:60] = 4  # cut by the border
+    lab[0:2, 28:32] = 5
+    assert median_diameter(lab, exclude_border=True) == pytest.approx(np.sqrt(400 / np.pi))
+    assert median_diameter(lab) < median_diameter(lab, exclude_border=True) + 1e-9
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (40, 90), (30, 33)])
+@pytest.mark.parametrize("factor", [0.37, 0.5, 0.8, 1.3, 2.0, 3.1])
+def test_resize_labels_equals_reference(shape, factor):
+    rng = np.random.default_rng(int(factor * 100) + shape[0])
+    img, lab = synthetic_cells(shape, n_cells=max(1, shape[0] * shape[1] // 500), seed=int(rng.integers(1000)),
+                               radius=(4.0, 9.0))
+    # non-sequential ids and an unsigned dtype
+    lab = np.where(lab > 0, lab * 7 + 3, 0).astype(np.uint16)
+    lab[0, 0] = 999  # a one-pixel object in the corner
+    out_shape = scaled_shape(shape, factor)
+    fast = resize_labels(lab, out_shape)
+    ref = ref_resize_labels(lab, out_shape)
+    assert fast.shape == out_shape and fast.dtype == lab.dtype
+    np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.5, 2.0])
+def test_resize_round_trip_keeps_objects(factor):
+    _, lab = synthetic_cells((160, 192), n_cells=20, seed=7)
+    up = resize_labels(lab, scaled_shape(lab.shape, factor))
+    back = resize_labels(up, lab.shape)
+    assert back.shape == lab.shape
+    assert set(np.unique(up)) == set(np.unique(lab))  # every id survives the resampling
+    assert set(np.unique(back)) == set(np.unique(lab))
+    assert matching(lab, back, thresh=0.5).accuracy == 1.0
+    # enlarging and shrinking back is exact up to boundary pixels; shrinking first loses detail
+    m = matching(lab, back, thresh=0.7 if factor < 1 else 0.8)
+    assert m.accuracy == 1.0
+    assert m.mean_matched_score > (0.88 if factor < 1 else 0.95)
+    assert median_diameter(up) == pytest.approx(median_diameter(lab) * factor, rel=0.06)
+
+
+def test_resize_labels_same_shape_and_errors():
+    lab = np.arange(12, dtype=np.int32).reshape(3, 4)
+    out = resize_labels(lab, (3, 4))
+    np.testing.assert_array_equal(out, lab)
+    assert out is not lab
+    with pytest.raises(ValueError, match="integers"):
+        resize_labels(lab.astype(float), (6, 8))
+    with pytest.raises(ValueError, match="axes"):
+        resize_labels(lab, (6, 8, 2))
+
+
+def test_resize_labels_3d():
+    lab = np.zeros((10, 20, 20), np.int32)
+    lab[2:8, 3:10, 3:10] = 1
+    lab[3:7, 12:18, 11:19] = 2
+    out = resize_labels(lab, (20, 40, 40))
+    np.testing.assert_array_equal(out, ref_resize_labels(lab, (20, 40, 40)))
+    assert set(np.unique(out)) == {0, 1, 2}
+
+
+def test_zoom_image_keeps_channels_and_mean():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 50, 70)).astype(np.float32)
+    x[1] += 5
+    z = zoom_image(x, 0.5, spatial_ndim=2)
+    assert z.shape == (3, 25, 35) and z.dtype == np.float32
+    assert z[1].mean() == pytest.approx(x[1].mean(), abs=0.02)  # channels are not mixed
+    assert zoom_image(x, 2.0, spatial_ndim=2).shape == (3, 100, 140)
+    # a small bright spot survives downsampling (anti-aliasing spreads it instead of skipping it)
+    spot = np.zeros((64, 64), np.float32)
+    spot[33, 33] = 1.0
+    assert zoom_image(spot, 0.25).sum() > 0
+
+
+def test_scale_factor_rules():
+    assert scale_factor(20.0, diameter=40.0) == 0.5
+    assert scale_factor(20.0, diameter=40.0, pixel_size=0.5, model_pixel_size=0.25) == 2.0  # pixel size wins
+    assert scale_factor(20.0) == 1.0
+    with pytest.raises(ValueError):
+        scale_factor(20.0, diameter=-1)
+
+
+# ---------------------------------------------------------------------------- the Segmenter
+
+
+@pytest.fixture(scope="module")
+def sized_model(tiny_model_path):
+    """The tiny test model, told the object size of its synthetic training cells."""
+    m = load_model(tiny_model_path)
+    _, lab = synthetic_cells((128, 128), n_cells=14, seed=0)
+    m.config["object_size"] = {"diameter": median_diameter(lab), "pixel_size": None, "default": "off"}
+    return m
+
+
+def _scaled(img, lab, f):
+    sh = scaled_shape(img.shape, f)
+    return zoom_image(img, f), resize_labels(lab, sh)
+
+
+def test_numeric_diameter_resamples_and_maps_back(sized_model):
+    img, gt = synthetic_cells((160, 160), n_cells=14, seed=21)
+    d0 = sized_model.config["object_size"]["diameter"]
+    big, big_gt = _scaled(img, gt, 2.0)
+    native = Segmenter(sized_model).segment(img).labels
+    res = Segmenter(sized_model, diameter=2 * d0).segment(big)
+    assert res.labels.shape == big.shape and res.labels.dtype == np.int32
+    assert res.scale == pytest.approx(0.5) and res.diameter == pytest.approx(2 * d0)
+    # the same objects as the native run, mapped onto the doubled grid
+    expected = resize_labels(native, big.shape)
+    assert matching(expected, res.labels, thresh=0.5).accuracy > 0.9
+    assert matching(big_gt, res.labels, 0.5).accuracy >= matching(gt, native, 0.5).accuracy - 0.1
+    ids = np.unique(res.labels)
+    assert ids[0] == 0 and np.array_equal(ids[1:], np.arange(1, ids.size))  # 1..n
+    assert set(res.scores()) == set(ids[1:].tolist())
+
+
+def test_auto_diameter_follows_the_object_size(sized_model):
+    """The estimate is the median size of the objects the first pass decodes, so it scales with
+    the image (the barely trained test network merges some cells: its sizes are not the truth's)."""
+    img, gt = synthetic_cells((128, 128), n_cells=14, seed=22)
+    est = {}
+    for f in (0.6, 1.0, 1.8):
+        x, g = _scaled(img, gt, f)
+        seg = Segmenter(sized_model, diameter="auto")
+        events = []
+        gen = seg.iter_segment(x)
+        while True:
+            try:
+                events.append(next(gen))
+            except StopIteration as stop:
+                res = stop.value
+                break
+        assert res.labels.shape == x.shape
+        assert any(e.stage == "scale" and "diameter" in e.message for e in events)
+        assert res.scale == pytest.approx(sized_model.config["object_size"]["diameter"] / res.diameter, rel=0.03)
+        est[f] = res.diameter
+    assert est[0.6] / est[1.0] == pytest.approx(0.6, rel=0.2)
+    assert est[1.8] / est[1.0] == pytest.approx(1.8, rel=0.2)
+
+
+def test_auto_reuses_the_first_pass_at_the_model_size(sized_model, monkeypatch):
+    img, _ = synthetic_cells((128, 128), n_cells=14, seed=23)
+    seg = Segmenter(sized_model, diameter="auto")
+    calls = []
+    orig = seg.predict
+
+    def counting(x, *a, **k):
+        calls.append(x.shape)
+        return (yield from orig(x, *a, **k))
+
+    monkeypatch.setattr(seg, "predict", counting)
+    res = seg.segment(img)
+    if res.scale == 1.0:
+        assert len(calls) == 1, calls  # the estimate's outputs are the result
+    else:
+        assert len(calls) >= 2
+
+
+def test_pixel_size_wins_over_auto(sized_model):
+    m = copy.deepcopy(sized_model)
+    d0 = m.config["object_size"]["diameter"]
+    m.config["object_size"].update(pixel_size=0.5, default="auto")
+    img, _ = synthetic_cells((96, 96), n_cells=8, seed=3)
+    seg = Segmenter(m)
+    assert seg.scale_mode() == ("auto", None)
+    assert seg.scale_mode(pixel_size=0.25) == ("fixed", pytest.approx(2 * d0))
+    res = seg.segment(img, pixel_size=1.0)  # the image's pixels are twice the model's: shrink objects...
+    assert res.scale == pytest.approx(2.0) and res.labels.shape == img.shape
+    assert Segmenter(m, pixel_size=0.5).segment(img).scale == 1.0
+
+
+def test_stack_uses_one_scale_and_keeps_shape(sized_model):
+    img, _ = synthetic_cells((96, 96), n_cells=8, seed=5)
+    d0 = sized_model.config["object_size"]["diameter"]
+    stack = np.stack([img, img[::-1], np.zeros_like(img)])
+    res = Segmenter(sized_model, diameter=d0 * 1.5, tile=64).segment(stack, axes="TYX")
+    assert res.labels.shape == stack.shape and res.labels[2].max() == 0
+    assert res.scale == pytest.approx(1 / 1.5)
+
+
+def test_redecode_maps_back(sized_model):
+    img, _ = synthetic_cells((96, 96), n_cells=8, seed=6)
+    d0 = sized_model.config["object_size"]["diameter"]
+    seg = Segmenter(sized_model, diameter=d0 * 0.7, keep_outputs=True)
+    res = seg.segment(img)
+    again = seg.redecode(res)
+    np.testing.assert_array_equal(again.labels, res.labels)
+
+
+def test_diameter_errors(tiny_model_path, sized_model):
+    plain = load_model(tiny_model_path)
+    with pytest.raises(SegmenterError, match="records no object size"):
+        Segmenter(plain, diameter=30)
+    assert Segmenter(plain, diameter="auto").scale_mode() == ("off", None)  # nothing to match: own scale
+    for bad in (0, -3, "big", float("nan")):
+        with pytest.raises(SegmenterError, match="diameter"):
+            Segmenter(sized_model, diameter=bad)
+    with pytest.raises(SegmenterError, match="pixel_size"):
+        Segmenter(sized_model, pixel_size=0)
+
+
+def test_grey_stored_as_rgb_is_read_as_grey(sized_model):
+    img, _ = synthetic_cells((96, 96), n_cells=8, seed=8)
+    rgb = np.repeat(img[..., None], 3, axis=-1)
+    a = Segmenter(sized_model).segment(rgb, axes="YXC").labels
+    b = Segmenter(sized_model).segment(img).labels
+    np.testing.assert_array_equal(a, b)
+    colour = rgb.copy()
+    colour[..., 0] *= 0.5
+    with pytest.raises(SegmenterError, match="channel"):
+        Segmenter(sized_model).segment(colour, axes="YXC")
+
+
+def test_rgb_model_takes_grey_and_rgba():
+    from cellseg import representations
+    from cellseg.models.network import make_config
+
+    cfg = make_config(representations.get("distance"), {"depth": 2, "width": 4, "seed": 0}, in_channels=3)
+    m = CellsegModel(cfg, device="cpu")
+    img, _ = synthetic_cells((64, 64), n_cells=4, seed=9)
+    grey = Segmenter(m).segment(img).labels
+    rgb = np.repeat(img[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(Segmenter(m).segment(rgb, axes="YXC").labels, grey)
+    rgba = np.concatenate([rgb, np.full(img.shape + (1,), 7.0, np.float32)], axis=-1)
+    np.testing.assert_array_equal(Segmenter(m).segment(rgba, axes="YXC").labels, grey)
