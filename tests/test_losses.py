@@ -135,3 +135,59 @@ def test_representation_loss_unknown():
         L.representation_loss(_NoLossRep())
     with pytest.raises(TypeError):
         L.representation_loss(object())
+
+
+def test_balanced_bce_by_hand():
+    # t = (1, 1, 0), eps = 0: n1 = 2, n0 = 1 -> w1 = 3/4, w0 = 3/2; bce = (ln 2, ln 4/3, ln 4/3)
+    expected = (0.75 * LN2 + 0.75 * math.log(4 / 3) + 1.5 * math.log(4 / 3)) / (0.75 + 0.75 + 1.5)
+    got = L.balanced_binary_cross_entropy(BIN_LOGITS, BIN_TARGET, eps=0.0).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+    # balanced classes: the weights are equal and it is the plain BCE
+    x, y = t([[[0.3, -1.2, 2.0, 0.1]]]), t([[[1.0, 0.0, 1.0, 0.0]]])
+    assert L.balanced_binary_cross_entropy(x, y).item() == pytest.approx(L.binary_cross_entropy(x, y).item(), rel=1e-6)
+    # the mask removes pixels from the counts and from the sum: only pixels 0 and 2 (both positive)
+    m = t([[[1.0, 0.0, 1.0, 0.0]]])
+    assert L.balanced_binary_cross_entropy(x, y, mask=m).item() == pytest.approx(
+        L.binary_cross_entropy(x, y, mask=m).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_balanced_bce_is_balanced_two_class_ce(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 1, 5, 6, generator=g, dtype=torch.float64) * 2
+    y = (torch.rand(2, 1, 5, 6, generator=g) < 0.2).to(torch.float64)
+    two = torch.cat([torch.zeros_like(x), x], dim=1)  # softmax((0, x))[1] = sigmoid(x)
+    ref = L.weighted_cross_entropy(two, y[:, 0].long(), weight="balanced")
+    assert L.balanced_binary_cross_entropy(x, y).item() == pytest.approx(ref.item(), rel=1e-6)  # float32 weights
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_binary_losses_match_reference_on_soft_targets(seed):
+    """Soft targets in [0, 1] (StarDist's prob target) against the float64 twins."""
+    from tests.reference.ref_losses import balanced_bce_ref, bce_ref, dice_ref, focal_ref, jaccard_ref
+
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, 1 + seed % 2, 4, 5)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 3
+    y = torch.rand(shape, generator=g, dtype=torch.float64) * (torch.rand(shape, generator=g) < 0.4)
+    xn, yn = x.numpy(), y.numpy()
+    assert L.binary_cross_entropy(x, y).item() == pytest.approx(bce_ref(xn, yn), rel=1e-9)
+    assert L.balanced_binary_cross_entropy(x, y).item() == pytest.approx(balanced_bce_ref(xn, yn), rel=1e-9)
+    assert L.soft_dice_loss(x, y).item() == pytest.approx(dice_ref(xn, yn), rel=1e-9)
+    assert L.soft_dice_loss(x, y, smooth=0.0).item() == pytest.approx(dice_ref(xn, yn, 0.0), rel=1e-9)
+    assert L.jaccard_loss(x, y).item() == pytest.approx(jaccard_ref(xn, yn), rel=1e-9)
+    assert L.focal_loss(x, y).item() == pytest.approx(focal_ref(xn, yn), rel=1e-9)
+    assert L.focal_loss(x, y, gamma=1.5, alpha=0.25).item() == pytest.approx(focal_ref(xn, yn, 1.5, 0.25), rel=1e-9)
+
+
+def test_head_loss_registry():
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = (x > 0.3).float()
+    assert L.head_loss_fn("default") is None
+    for name, fn in L.HEAD_LOSSES.items():
+        assert L.head_loss_fn(name) is fn
+    both = L.head_loss_fn("bce+dice")(x, y)
+    assert both.item() == pytest.approx((L.binary_cross_entropy(x, y) + L.soft_dice_loss(x, y)).item(), rel=1e-6)
+    for bad in ("nope", "bce+bce", "bce+", "default+dice", "", None, "BCE"):
+        with pytest.raises(ValueError, match="weighted_bce, dice, focal, soft_iou"):
+            L.head_loss_fn(bad)

@@ -11,6 +11,8 @@ from pathlib import Path
 __all__ = ["add_arguments", "run"]
 
 _REPS = ("stardist", "flows", "distance", "offsets")
+#: the names of cellseg.train.losses.HEAD_LOSSES (kept here so that building the parser needs no torch)
+_LOSSES = ("bce", "weighted_bce", "dice", "focal", "soft_iou")
 
 
 def _kv(item: str):
@@ -68,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=("cosine", "plateau", "constant"), default="cosine")
     g.add_argument("--warmup-steps", type=int, default=0)
     g.add_argument("--no-augment", action="store_true", help="plain crops, no augmentation")
+    g.add_argument("--loss", default="default", metavar="NAME",
+                   help="loss of the probability / foreground head (StarDist prob, flows cell probability, "
+                        "distance fg; regression heads keep theirs): default (the representation's own BCE), "
+                        f"{', '.join(_LOSSES)}, or a sum such as bce+dice; offsets takes only default")
     g.add_argument("--val-max-images", type=int, default=None, help="validate each epoch on at most N images")
     g.add_argument("--tune-thresholds", action=argparse.BooleanOptionalAction, default=True,
                    help="tune decode thresholds on the validation data at the end (default on)")
@@ -137,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                           warmup_steps=args.warmup_steps, seed=args.seed, val_max_images=args.val_max_images,
                           checkpoint_minutes=args.checkpoint_minutes, num_threads=args.threads,
                           tune_thresholds=args.tune_thresholds, tune_metric=args.tune_metric,
-                          tune_augment=args.tune_augment,
+                          tune_augment=args.tune_augment, loss=args.loss,
                           augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
                           verbose=not args.quiet)
         train = _load(args.data, args.sequences, args.truth, args.modality, ndim, in_ch, norm)

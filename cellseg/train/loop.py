@@ -43,7 +43,7 @@ from cellseg.models.unet import BackboneConfig
 
 from .augment import AugmentConfig
 from .dataset import DataError, PatchSampler, TrainingData, load_training_data
-from .losses import representation_loss
+from .losses import head_loss_fn, representation_loss
 
 __all__ = ["TrainConfig", "fit", "evaluate_model", "StopTraining"]
 
@@ -90,6 +90,12 @@ class TrainConfig:
     amp: str = "auto"
     #: channels-last memory layout for 2D training (faster oneDNN convolutions on CPU)
     channels_last: bool = True
+    #: loss of the probability / foreground head: "default" (the representation's own, a BCE),
+    #: "bce", "weighted_bce" (class-balanced), "dice", "focal", "soft_iou" (Jaccard), or a sum of
+    #: different ones such as "bce+dice" (:data:`cellseg.train.losses.HEAD_LOSSES`). It replaces
+    #: the BCE of StarDist's prob, the flows' cell probability and the distance map's fg head;
+    #: regression heads keep their losses; offsets (seediness is a regression) take only "default".
+    loss: str = "default"
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "val_every"):
@@ -104,6 +110,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if self.tune_augment not in ("off", "on", "auto"):
             raise ValueError(f"TrainConfig.tune_augment must be 'off', 'on' or 'auto', got {self.tune_augment!r}")
+        try:
+            head_loss_fn(self.loss)
+        except ValueError as exc:
+            raise ValueError(f"TrainConfig.loss: {exc}") from None
         if isinstance(self.augment, Mapping):
             self.augment = AugmentConfig.from_dict(self.augment)
         ps = (self.patch_size,) if isinstance(self.patch_size, (int, np.integer)) else tuple(self.patch_size)
@@ -340,7 +350,8 @@ def fit(
     if channels_last:
         net.to(memory_format=torch.channels_last)
     patch = cfg.patch_shape(bb.ndim, model.div_by)
-    loss_fn = representation_loss(rep)
+    # "default" asks for the representation's own loss as it always was
+    loss_fn = representation_loss(rep) if cfg.loss == "default" else representation_loss(rep, head_loss=cfg.loss)
     sampler = PatchSampler(train, rep, patch, cfg.augment, cfg.fg_prob)
     validator = _Validator(val, rep, cfg.val_max_images) if val is not None else None
 
@@ -373,6 +384,10 @@ def fit(
                 _canon(ckpt.config["backbone"]) != _canon(model.config["backbone"]):
             raise ValueError(f"{last}: the checkpoint's representation/backbone differ from this run's; "
                              "use another out_dir or the same settings")
+        ckpt_loss = ckpt.config.get("training", {}).get("train_config", {}).get("loss", "default")
+        if ckpt_loss != cfg.loss:
+            raise ValueError(f"{last}: the checkpoint was trained with loss {ckpt_loss!r}, this run asks for "
+                             f"{cfg.loss!r}; resume with loss {ckpt_loss!r} (--loss {ckpt_loss}) or use another out_dir")
         ts = payload.get("training_state")
         if not isinstance(ts, Mapping):
             raise ValueError(f"{last}: not a training checkpoint (no training_state)")

@@ -16,6 +16,11 @@ Per-representation losses live in ``cellseg/train/losses_<name>.py`` (owned by
 the representation modules) with the signature
 ``loss(raw, targets, rep) -> (total, parts)``; :func:`representation_loss`
 looks them up lazily by ``rep.name``.
+
+:data:`HEAD_LOSSES` names the losses a run may put on a representation's
+probability / foreground head instead of its own (``TrainConfig.loss``,
+``cellseg train --loss``); a module that has such a head names it in
+``PROBABILITY_HEAD`` and takes the replacement as ``loss(..., head_loss=fn)``.
 """
 from __future__ import annotations
 
@@ -30,9 +35,12 @@ __all__ = [
     "class_weights",
     "weighted_cross_entropy",
     "binary_cross_entropy",
+    "balanced_binary_cross_entropy",
     "soft_dice_loss",
     "focal_loss",
     "jaccard_loss",
+    "HEAD_LOSSES",
+    "head_loss_fn",
     "representation_loss",
 ]
 
@@ -136,6 +144,30 @@ def binary_cross_entropy(
     return _masked_mean(bce, mask)
 
 
+def balanced_binary_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class-balanced binary cross-entropy with logits (foreground and background weigh the same in total).
+
+    With the (soft) class counts ``n1 = Σ m·t``, ``n0 = Σ m·(1-t)`` over the whole tensor
+    (``m`` the mask, 1 without one), ``N = n0 + n1`` and the weights of :func:`class_weights`,
+    ``w_k = N / (2 (n_k + eps))``, the result is ``Σ w_i·bce_i / Σ w_i`` with
+    ``w_i = m_i·(w1·t_i + w0·(1-t_i))``. For 0/1 targets and no mask this equals
+    :func:`weighted_cross_entropy` (``weight="balanced"``) on the two-class logits ``(0, x)``.
+    """
+    _check_binary(logits, target, "balanced_binary_cross_entropy")
+    t = target.to(logits.dtype)
+    m = torch.ones_like(t) if mask is None else torch.broadcast_to(mask.to(t.dtype), t.shape)
+    with torch.no_grad():
+        n1 = (m * t).sum()
+        n0 = (m * (1 - t)).sum()
+        w1 = (n0 + n1) / (2 * (n1 + eps))
+        w0 = (n0 + n1) / (2 * (n0 + eps))
+        w = m * (w1 * t + w0 * (1 - t))
+    bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    return (w * bce).sum() / w.sum().clamp_min(1e-12)
+
+
 def _probs_and_onehot(logits, target, what):
     if target.is_floating_point() or target.dtype == torch.bool:
         _check_binary(logits, target, what)
@@ -213,15 +245,56 @@ def focal_loss(
     return _masked_mean(loss, None if mask is None else _squeeze_channel(mask, loss))
 
 
+HeadLossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Losses selectable for a probability / foreground head: ``fn(logits (B, 1, *sp), target in [0, 1]
+#: of the same shape) -> scalar``, each with its default parameters (sigmoid of the logits).
+HEAD_LOSSES: dict[str, HeadLossFn] = {
+    "bce": binary_cross_entropy,  # plain binary cross-entropy
+    "weighted_bce": balanced_binary_cross_entropy,  # class-balanced cross-entropy
+    "dice": soft_dice_loss,  # soft Dice, smooth 1
+    "focal": focal_loss,  # focal, gamma 2, no alpha
+    "soft_iou": jaccard_loss,  # soft Jaccard, smooth 1
+}
+
+
+def _sum_of(fns: Sequence[HeadLossFn]) -> HeadLossFn:
+    def summed(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = fns[0](logits, target)
+        for f in fns[1:]:
+            total = total + f(logits, target)
+        return total
+
+    return summed
+
+
+def head_loss_fn(name: str) -> HeadLossFn | None:
+    """The probability-head loss called ``name``: ``None`` for ``"default"`` (the representation's
+    own loss), an entry of :data:`HEAD_LOSSES`, or the sum of different entries joined by ``+``
+    (``"bce+dice"``). Unknown names raise ``ValueError`` listing the choices."""
+    if name == "default":
+        return None
+    parts = name.split("+") if isinstance(name, str) else [None]
+    if not all(p in HEAD_LOSSES for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown loss {name!r}; choose 'default', one of {', '.join(HEAD_LOSSES)}, "
+                         "or a sum of different ones joined by '+' such as 'bce+dice'")
+    fns = [HEAD_LOSSES[p] for p in parts]
+    return fns[0] if len(fns) == 1 else _sum_of(fns)
+
+
 LossFn = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
 
-def representation_loss(rep) -> LossFn:
+def representation_loss(rep, head_loss: str = "default") -> LossFn:
     """``fn(raw, targets) -> (total, parts)`` for representation ``rep`` (dispatch on ``rep.name``).
 
     ``raw`` are the network's pre-activation outputs ``{head: (B, C, *sp)}`` and
     ``targets`` the batched :meth:`encode` outputs ``{target: (B, C, *sp)}``.
+    ``head_loss`` (see :func:`head_loss_fn`) replaces the loss of the representation's
+    probability / foreground head (its module's ``PROBABILITY_HEAD``); the other heads keep
+    theirs. A representation without such a head accepts only ``"default"``.
     """
+    replacement = head_loss_fn(head_loss)
     name = getattr(rep, "name", None)
     if not isinstance(name, str) or not name.isidentifier():
         raise TypeError(f"representation_loss needs a Representation with a name, got {rep!r}")
@@ -237,9 +310,15 @@ def representation_loss(rep) -> LossFn:
     fn = getattr(mod, "loss", None)
     if not callable(fn):
         raise ValueError(f"{modname} has no callable 'loss(raw, targets, rep)'")
+    kw = {}
+    if replacement is not None:
+        if getattr(mod, "PROBABILITY_HEAD", None) is None:
+            raise ValueError(f"loss {head_loss!r} replaces the loss of a probability head, and representation "
+                             f"{name!r} has none (see {modname}); use loss 'default'")
+        kw["head_loss"] = replacement
 
     def loss(raw, targets):
-        return fn(raw, targets, rep)
+        return fn(raw, targets, rep, **kw)
 
     loss.__name__ = f"loss_{name}"
     loss.__doc__ = fn.__doc__

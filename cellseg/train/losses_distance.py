@@ -10,13 +10,19 @@
 * foreground term: binary cross-entropy on the ``fg`` logits.
 
 ``total = w_dist * dist + w_fg * fg``; ``parts`` holds both terms as floats.
+``head_loss`` (``TrainConfig.loss``, see :data:`cellseg.train.losses.HEAD_LOSSES`)
+replaces the foreground BCE by another loss of the ``fg`` logits; the distance
+regression stays.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["loss"]
+__all__ = ["loss", "PROBABILITY_HEAD"]
+
+#: the head whose BCE term ``head_loss`` replaces
+PROBABILITY_HEAD = "fg"
 
 
 def _check(raw, targets, names):
@@ -29,7 +35,8 @@ def _check(raw, targets, names):
             raise ValueError(f"{n!r}: raw shape {tuple(raw[n].shape)} != target shape {tuple(targets[n].shape)}")
 
 
-def loss(raw, targets, rep=None, *, w_dist: float = 1.0, w_fg: float = 1.0, dist_loss: str = "mse"):
+def loss(raw, targets, rep=None, *, w_dist: float = 1.0, w_fg: float = 1.0, dist_loss: str = "mse",
+         head_loss=None):
     """Distance regression + foreground BCE. Returns ``(total, {"dist": float, "fg": float})``."""
     if dist_loss not in ("mse", "l1"):
         raise ValueError(f"dist_loss must be 'mse' or 'l1', got {dist_loss!r}")
@@ -42,6 +49,6 @@ def loss(raw, targets, rep=None, *, w_dist: float = 1.0, w_fg: float = 1.0, dist
         l_dist = F.mse_loss(pred, t_dist)
     else:
         l_dist = F.l1_loss(pred, t_dist)
-    l_fg = F.binary_cross_entropy_with_logits(raw["fg"], t_fg)
+    l_fg = F.binary_cross_entropy_with_logits(raw["fg"], t_fg) if head_loss is None else head_loss(raw["fg"], t_fg)
     total = w_dist * l_dist + w_fg * l_fg
     return total, {"dist": float(l_dist.detach()), "fg": float(l_fg.detach())}

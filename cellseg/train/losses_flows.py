@@ -15,15 +15,21 @@ and ``targets`` the batched :meth:`Flows.encode` outputs (same names/shapes).
   smooth-distance head against the distance target (-5 on the background), each
   pixel weighted by ``(1 + foreground) / 2`` and normalised by the mean weight
   (Omnipose's weighting of its distance loss). ``dist_weight`` defaults to 1.
+
+``head_loss`` (``TrainConfig.loss``, see :data:`cellseg.train.losses.HEAD_LOSSES`)
+replaces ``BCE(prob)`` by another loss of the prob logits against the same 0/1
+foreground; the flow and distance regressions stay.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["loss", "DIST_WEIGHT"]
+__all__ = ["loss", "DIST_WEIGHT", "PROBABILITY_HEAD"]
 
 DIST_WEIGHT = 1.0
+#: the head whose BCE term ``head_loss`` replaces
+PROBABILITY_HEAD = "prob"
 
 
 def _get(d, name, what, ndim):
@@ -36,7 +42,7 @@ def _get(d, name, what, ndim):
     return t
 
 
-def loss(raw, targets, rep, *, dist_weight: float = DIST_WEIGHT):
+def loss(raw, targets, rep, *, dist_weight: float = DIST_WEIGHT, head_loss=None):
     """Flow loss; returns ``(total scalar tensor, {"flow", "prob"[, "dist"], "total"}: floats)``."""
     nd = int(getattr(rep, "ndim", 2))
     mode = getattr(rep, "mode", "cellpose")
@@ -49,7 +55,7 @@ def loss(raw, targets, rep, *, dist_weight: float = DIST_WEIGHT):
                          f"{tuple(rf.shape)}, {tuple(rp.shape)}")
     fg = (tp > 0.5).to(rp.dtype)
     l_flow = F.mse_loss(rf, tf.to(rf.dtype)) / 2.0
-    l_prob = F.binary_cross_entropy_with_logits(rp, fg)
+    l_prob = F.binary_cross_entropy_with_logits(rp, fg) if head_loss is None else head_loss(rp, fg)
     total = l_flow + l_prob
     parts = {"flow": float(l_flow.detach()), "prob": float(l_prob.detach())}
     if mode == "omnipose":

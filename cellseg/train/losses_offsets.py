@@ -17,6 +17,12 @@ not needed). Per image and instance ``k`` (pixels ``S_k``):
   (``phi_k`` detached; weight ``fg_weight``) plus ``sigmoid(raw seed)**2`` on
   background, divided by the number of pixels.
 
+The seediness head has no selectable loss (no ``PROBABILITY_HEAD``;
+``TrainConfig.loss`` must be ``"default"``): its target is the instance score
+``phi_k`` of the current embedding, a regression, and the decoder relies on
+``seed ~ phi`` to rank and threshold the seeds, which Dice, IoU or a
+class-balanced cross-entropy would not keep.
+
 Instance and smoothness terms are averaged over the instances of an image,
 the total ``w_inst * inst + w_var * var + w_seed * seed`` over the batch.
 ``parts`` holds the three batch-mean terms as floats.

@@ -17,6 +17,10 @@ batched :meth:`StarDist.encode` outputs (same names and shapes).
   distances towards 0 away from object centres (StarDist's
   ``train_background_reg``).
 
+``head_loss`` (``TrainConfig.loss``, see :data:`cellseg.train.losses.HEAD_LOSSES`)
+replaces ``BCE(prob)`` by another loss of the prob logits against the same soft
+target; the distance and regularization terms stay.
+
 Defaults are StarDist's: ``dist_weight = 0.2`` (its ``loss_weights=(1, 0.2)``)
 and ``background_reg = 1e-4``. The distance head's activation is softplus (see
 ``StarDist.heads``), applied here to the raw output.
@@ -26,7 +30,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["loss", "DIST_WEIGHT", "BACKGROUND_REG"]
+__all__ = ["loss", "DIST_WEIGHT", "BACKGROUND_REG", "PROBABILITY_HEAD"]
+
+#: the head whose BCE term ``head_loss`` replaces
+PROBABILITY_HEAD = "prob"
 
 DIST_WEIGHT = 0.2
 BACKGROUND_REG = 1e-4
@@ -41,7 +48,8 @@ def _get(d, name, what):
     return t
 
 
-def loss(raw, targets, rep, *, dist_weight: float = DIST_WEIGHT, background_reg: float = BACKGROUND_REG):
+def loss(raw, targets, rep, *, dist_weight: float = DIST_WEIGHT, background_reg: float = BACKGROUND_REG,
+         head_loss=None):
     """StarDist loss; returns ``(total scalar tensor, {"prob", "dist", "reg", "total"}: floats)``."""
     rp, rd = _get(raw, "prob", "raw"), _get(raw, "dist", "raw")
     tp, td = _get(targets, "prob", "targets"), _get(targets, "dist", "targets")
@@ -53,7 +61,7 @@ def loss(raw, targets, rep, *, dist_weight: float = DIST_WEIGHT, background_reg:
                          f"{tuple(rp.shape)}, {tuple(rd.shape)}")
     tp = tp.to(rp.dtype)
     td = td.to(rd.dtype)
-    l_prob = F.binary_cross_entropy_with_logits(rp, tp)
+    l_prob = F.binary_cross_entropy_with_logits(rp, tp) if head_loss is None else head_loss(rp, tp)
     d = F.softplus(rd)
     l_dist = (tp * (d - td).abs()).mean() / (tp.mean() + 1e-7)
     l_reg = ((1 - tp) * d.abs()).mean()
