@@ -408,3 +408,186 @@ def test_float_decimals():
     assert _logic.float_decimals(0.4375) == 4
     assert _logic.float_decimals(1 / 3) == 6  # capped: tuned values have at most 6 decimals
     assert _logic.float_decimals(15.0) == 2
+
+
+# ----------------------------------------------------------------------------- scale (object diameter, pixel size)
+
+
+def _sized_oracle(gt, default="auto", model_factor=2.0, pixel_size=None, **kw):
+    """An oracle whose objects are ``model_factor`` times larger than those of ``gt``: an
+    image with ``gt``'s objects is resampled by ``model_factor`` (the diameter it is given
+    must say so) and the labels come back on the image's grid."""
+    from cellseg.scale import median_diameter
+
+    d = median_diameter(gt)
+    size = {"diameter": model_factor * d, "pixel_size": pixel_size, "default": default}
+    return OracleModel("stardist", gt, object_size=size, **kw), d
+
+
+def test_scale_control_helpers():
+    _, gt = synthetic_cells((64, 64), n_cells=5, seed=0)
+    sized, d = _sized_oracle(gt, default="off")
+    plain = OracleModel("stardist", gt)
+    assert [v for _, v in _logic.diameter_choices(None)] == ["default", "auto", "off", "px"]
+    assert _logic.diameter_choices(sized)[0] == ("model default (off)", "default")
+    assert [v for _, v in _logic.diameter_choices(sized)] == ["default", "auto", "off", "px"]
+    assert [v for _, v in _logic.diameter_choices(plain)] == ["off"]  # no object size: no diameter
+    assert "no object size" in _logic.diameter_choices(plain)[0][0]
+    assert "no object size" in _logic.object_size_text(plain)
+    assert f"{2 * d:.3g} px" in _logic.object_size_text(sized)
+    assert _logic.diameter_value("default", 5) is None and _logic.diameter_value(None) is None
+    assert _logic.diameter_value("auto", 5) == "auto" and _logic.diameter_value("off") == "off"
+    assert _logic.diameter_value("px", 23.5) == 23.5
+    with pytest.raises(ValueError, match="diameter"):
+        _logic.diameter_value("px", 0)
+    assert _logic.pixel_size_from_scale((1.0, 1.0), "YX") is None  # napari's default scale: not known
+    assert _logic.pixel_size_from_scale((0.5, 0.5), "YX") == 0.5
+    assert _logic.pixel_size_from_scale((2.0, 0.25, 0.25), "ZYX") == 0.25
+    assert _logic.pixel_size_from_scale((0.5, 2.0), "YX") == pytest.approx(1.0)  # anisotropic: geometric mean
+    assert _logic.pixel_size_from_scale((0.5, 0.5), "YXC") == 0.5  # an RGB layer's scale has no C entry
+    assert _logic.pixel_size_from_scale((1.0, 0.5), "ZYX") is None and _logic.pixel_size_from_scale(None, "YX") is None
+    # a numeric diameter needs a model that records its object size
+    from cellseg.segmenter import SegmenterError
+
+    with pytest.raises(SegmenterError, match="no object size"):
+        _logic.build_segmenter(plain, diameter=12.0)
+    assert _logic.build_segmenter(plain, diameter="auto").scale_mode() == ("off", None)
+
+
+@pytest.mark.parametrize("choice", ["default", "auto", "off", "px"])
+def test_segmentation_task_diameter_choice_reaches_the_segmenter(choice):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    model, d = _sized_oracle(gt, default="auto")
+    diameter = _logic.diameter_value(choice, d)
+    run, events = _drive(_logic.segmentation_task(model, image, "YX", diameter=diameter))
+    res = run.result
+    assert run.segmenter.diameter == (None if choice == "default" else ("auto" if choice == "auto" else
+                                                                        "off" if choice == "off" else d))
+    assert res.labels.shape == image.shape  # labels on the layer's grid, whatever the scale
+    assert matching(gt, res.labels, thresh=0.5).accuracy >= 0.95
+    if choice == "off":
+        assert res.scale == 1.0 and res.diameter is None and model.inputs == [image.shape]
+        assert "own scale" in _logic.scale_summary(res, model)
+    elif choice == "px":
+        assert res.scale == pytest.approx(2.0) and res.diameter == pytest.approx(d)
+        assert model.inputs == [(192, 192)] and _logic.network_scale(res) == 2.0
+        assert "resampled ×2 to the model's" in _logic.scale_summary(res, model)
+    else:  # auto (the model's default here): a first pass estimates the size, then 2x
+        assert res.diameter == pytest.approx(d, rel=0.1) and res.scale == pytest.approx(2.0, rel=0.1)
+        assert any(e.stage == "scale" and "object diameter" in e.message for e in events)
+        assert model.inputs[0] == image.shape and model.inputs[-1][0] > 180
+        summary = _logic.scale_summary(res, model)
+        assert f"object diameter {res.diameter:.1f} px" in summary and "resampled" in summary
+
+
+def test_pixel_size_scales_to_the_model_pixel_size():
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    model, _ = _sized_oracle(gt, default="auto", pixel_size=0.25)
+    run, events = _drive(_logic.segmentation_task(model, image, "YX", pixel_size=0.5))
+    assert run.result.scale == pytest.approx(2.0) and model.inputs == [(192, 192)]  # no estimate pass
+    assert not any(e.stage == "scale" for e in events)
+    assert run.result.labels.shape == image.shape
+    assert matching(gt, run.result.labels, thresh=0.5).accuracy >= 0.95
+
+
+def test_redecode_after_a_resampled_run_gives_labels_on_the_layer_grid():
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    model, d = _sized_oracle(gt)
+    run, _ = _drive(_logic.segmentation_task(model, image, "YX", diameter=d))
+    n = model.n_predict
+    assert run.result.frames[0]["outputs"]["prob"].shape[-2:] == (192, 192)  # cached at the model's scale
+    same = _logic.redecode(run, {"prob_thresh": 0.5})
+    np.testing.assert_array_equal(same.labels, run.result.labels)
+    strict = _logic.redecode(run, {"prob_thresh": 0.97, "border": 30})
+    assert model.n_predict == n  # no network call
+    assert strict.labels.shape == image.shape and 0 < strict.n_objects < run.result.n_objects
+    ref, _ = _sized_oracle(gt)
+    expect = Segmenter(ref, params={"prob_thresh": 0.97, "border": 30}, diameter=d).segment(image)
+    np.testing.assert_array_equal(strict.labels, expect.labels)
+    assert strict.diameter == pytest.approx(d) and strict.scale == pytest.approx(2.0)  # carried over
+
+
+def test_resampled_stack_redecodes_on_the_layer_grid():
+    frames, labs = synthetic_stack(n_frames=3, shape=(64, 64), n_cells=6, seed=2)
+    from cellseg.scale import median_diameter
+
+    d = median_diameter(labs[0])
+    model = OracleModel("stardist", list(labs), object_size={"diameter": 1.5 * d, "pixel_size": None,
+                                                             "default": "off"})
+    run, _ = _drive(_logic.segmentation_task(model, frames, "TYX", diameter=d, link=True))
+    assert run.result.labels.shape == frames.shape and model.inputs == [(96, 96)] * 3
+    again = _logic.redecode(run, {"prob_thresh": 0.5})
+    np.testing.assert_array_equal(again.labels, run.result.labels)
+    for t in range(3):
+        assert matching(labs[t], again.labels[t], thresh=0.5).accuracy >= 0.9
+
+
+def test_output_and_polygon_layers_of_a_resampled_run():
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    model, d = _sized_oracle(gt)
+    run, _ = _drive(_logic.segmentation_task(model, image, "YX", diameter=d))
+    layers = {kw["name"]: (data, kw) for data, kw, _ in _logic.output_layers(run, "img", scale=(0.5, 0.5))}
+    prob, kw = layers["img prob"]
+    assert prob.shape == (192, 192)  # the model's grid, placed over the image by scale and translate
+    assert kw["scale"] == pytest.approx((0.25, 0.25)) and kw["translate"] == pytest.approx((-0.125, -0.125))
+    dist, kw = layers["img dist"]
+    assert dist.shape == (32, 192, 192) and kw["scale"] == pytest.approx((1.0, 0.25, 0.25))
+    # model pixel i lies at image position (i + 0.5) / 2 - 0.5: its world position is that times 0.5
+    i = 37
+    assert i * kw["scale"][1] + kw["translate"][1] == pytest.approx(((i + 0.5) / 2 - 0.5) * 0.5)
+    polys, pkw, _ = _logic.polygon_layer(run, "img")
+    labels = run.result.labels
+    ids = np.unique(labels)[1:]
+    assert len(polys) == len(ids)
+    centres = np.array([np.argwhere(labels == k).mean(0) for k in ids])
+    d_c = np.linalg.norm(np.array([p.mean(0) for p in polys])[:, None] - centres[None], axis=-1).min(1)
+    assert np.median(d_c) < 2  # on the image's grid, not the model's (2x) grid
+
+
+# ----------------------------------------------------------------------------- RGB layers
+
+
+def test_rgb_channel_choices_and_axes():
+    assert _logic.channel_choices((64, 64, 4), "YXC", rgb=True, in_channels=3)[0] == (
+        "all channels (alpha dropped)", None)
+    assert _logic.channel_choices((64, 64, 3), "YXC", rgb=True, in_channels=3)[0] == ("all channels", None)
+    assert _logic.channel_choices((64, 64, 3), "YXC", rgb=True, in_channels=1, equal=True)[0] == (
+        "grey (equal colour channels)", None)
+    assert _logic.channel_choices((64, 64, 3), "YXC", rgb=True, in_channels=1)[0] == ("red", 0)
+    # an RGB layer's colour axis is its last one, whatever its metadata says
+    assert _logic.axes_choices((64, 64, 3), rgb=True, metadata={"axes": "CYX"}) == ["YXC"]
+    grey = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+    assert _logic.channels_equal(np.stack([grey] * 3, -1), 2)
+    assert _logic.channels_equal(np.stack([grey] * 3 + [np.full_like(grey, 255)], -1), 2)  # alpha aside
+    colour = np.stack([grey, grey, 255 - grey], -1)
+    assert not _logic.channels_equal(colour, 2) and not _logic.channels_equal(grey, 1)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "grey-as-rgb"])
+def test_rgb_image_reaches_the_model_as_colour_or_grey(kind):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=6)
+    grey = (image / image.max() * 255).astype(np.uint8)
+    if kind == "grey-as-rgb":
+        data = np.stack([grey] * 3, axis=-1)
+        model = OracleModel("stardist", gt)
+    else:
+        # cells green on a blue background, a little red noise (a constant channel cannot be normalized)
+        red = np.random.default_rng(0).integers(0, 20, grey.shape).astype(np.uint8)
+        data = np.stack([red, grey, 255 - grey], axis=-1)
+        if kind == "rgba":
+            data = np.concatenate([data, np.full_like(grey, 255)[..., None]], axis=-1)
+        model = OracleModel("stardist", gt, in_channels=3)
+    choices = _logic.channel_choices(data.shape, "YXC", rgb=True, in_channels=model.in_channels,
+                                     equal=_logic.channels_equal(data, 2))
+    assert choices[0][1] is None  # all colour channels (or grey) by default
+    run, _ = _drive(_logic.segmentation_task(model, data, "YXC", channel=choices[0][1]))
+    assert run.result.labels.shape == gt.shape and run.result.axes == "YX"
+    assert matching(gt, run.result.labels, thresh=0.5).accuracy >= 0.95
+    x = model.last_input
+    if kind == "grey-as-rgb":
+        assert x.shape == gt.shape  # read as grey
+    else:
+        assert x.shape == (3,) + gt.shape  # colour, channels first, alpha dropped
+        # each colour reaches the model in its place (the oracle gets normalized channels)
+        for c in range(3):
+            assert np.corrcoef(x[c].ravel(), data[..., c].ravel().astype(np.float32))[0, 1] > 0.999

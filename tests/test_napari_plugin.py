@@ -428,3 +428,191 @@ def test_segment_bundled_sample_with_the_default_model(make_napari_viewer_proxy,
     # 0.79 here but 0.846 vs 0.859 on the DSB test split); what it misses are the speckled
     # (textured) synthetic nuclei, unlike the smooth DSB nuclei it was trained on
     assert matching(gt, labels, thresh=0.5).accuracy >= 0.70
+
+
+# ----------------------------------------------------------------------------- scale controls
+
+
+def _sized_oracle(gt, default="off", model_factor=2.0, pixel_size=None, **kw):
+    """An oracle whose objects are ``model_factor`` times larger than ``gt``'s (a perfect
+    network at every scale, see OracleModel)."""
+    from cellseg.scale import median_diameter
+
+    d = median_diameter(gt)
+    size = {"diameter": model_factor * d, "pixel_size": pixel_size, "default": default}
+    return OracleModel("stardist", gt, object_size=size, **kw), d
+
+
+def test_segment_widget_diameter_control(make_napari_viewer_proxy, qtbot):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(image, name="img")
+    widget = _open(viewer, "Segment", qtbot)
+    model, d = _sized_oracle(gt, default="off")
+    widget.use_model(model, "oracle")
+    assert widget._diameter.enabled and widget._diameter.value == "default"
+    assert widget._diameter.choices == ("default", "auto", "off", "px")
+    assert not widget._diameter_px.enabled and "the model's objects" in widget._scale_info.value
+    assert widget._pixel_size.value == 0  # the layer's scale is 1: unknown
+    assert not widget._pixel_size.enabled  # the model records no pixel size: a pixel size is not used
+
+    # auto: the size is estimated, the labels come back on the layer's grid, the diameter is shown
+    widget._diameter.value = "auto"
+    widget.run()
+    _wait_idle(qtbot, widget)
+    run = widget._run
+    assert run is not None, widget._status.value
+    assert run.segmenter.diameter == "auto"
+    est = run.result.diameter
+    assert est == pytest.approx(d, rel=0.1) and run.result.scale == pytest.approx(2.0, rel=0.1)
+    labels = np.asarray(viewer.layers["img labels"].data)
+    assert labels.shape == image.shape and matching(gt, labels, thresh=0.5).accuracy >= 0.95
+    assert f"diameter {est:.1f} px" in widget._status.value
+    assert widget._diameter_px.value == pytest.approx(round(est, 2))
+    assert f"object diameter {est:.1f} px" in widget._scale_info.value and "resampled" in widget._scale_info.value
+
+    # a number of pixels: the estimate shown is kept, then changed
+    widget._diameter.value = "px"
+    assert widget._diameter_px.enabled
+    widget._diameter_px.value = round(d, 2)
+    n = model.n_predict
+    widget.run()
+    _wait_idle(qtbot, widget)
+    run = widget._run
+    assert run.segmenter.diameter == pytest.approx(round(d, 2)) and model.n_predict == n + 1
+    assert model.inputs[-1] == (192, 192) and np.asarray(viewer.layers["img labels"].data).shape == image.shape
+
+    # changing only a threshold re-decodes the cached (model-scale) outputs onto the layer's grid
+    widget._show_outputs.value = True
+    widget._show_polygons.value = True
+    widget.set_params(prob_thresh=0.97, border=30)
+    _wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: widget._status.value.endswith("(re-decoded)"), timeout=WAIT_MS)
+    assert model.n_predict == n + 1
+    new = np.asarray(viewer.layers["img labels"].data)
+    ref, _ = _sized_oracle(gt)
+    expect = Segmenter(ref, params={"prob_thresh": 0.97, "border": 30}, diameter=round(d, 2)).segment(image)
+    assert new.shape == image.shape and 0 < expect.n_objects < 8
+    np.testing.assert_array_equal(new, expect.labels)
+    assert "object diameter" in widget._scale_info.value  # still the last run's diameter
+    polys = viewer.layers["img polygons"].data
+    assert len(polys) == expect.n_objects
+    assert max(float(np.max(p)) for p in polys) < 96  # on the layer's grid, not the model's
+
+    # off: the image's own scale; outputs of that run are on the layer's grid
+    widget._diameter.value = "off"
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget._run.segmenter.diameter == "off" and widget._run.result.scale == 1.0
+    assert model.inputs[-1] == image.shape and "own scale" in widget._scale_info.value
+    assert "diameter" not in widget._status.value
+
+    # 'number of pixels' without a number: an error, no run
+    widget._diameter.value = "px"
+    widget._diameter_px.value = 0
+    n = model.n_predict
+    widget.run()
+    assert widget._status.value.startswith("error:") and "diameter" in widget._status.value
+    assert not widget.busy and model.n_predict == n
+
+
+def test_segment_widget_output_layers_of_a_resampled_run(make_napari_viewer_proxy, qtbot):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(image, name="img", scale=(0.5, 0.5))
+    widget = _open(viewer, "Segment", qtbot)
+    model, d = _sized_oracle(gt, default="off")
+    widget.use_model(model, "oracle")
+    widget._diameter.value = "px"
+    widget._diameter_px.value = round(d, 2)
+    widget._show_outputs.value = True
+    widget.run()
+    _wait_idle(qtbot, widget)
+    lab = viewer.layers["img labels"]
+    assert np.asarray(lab.data).shape == image.shape and tuple(lab.scale) == (0.5, 0.5)
+    prob = viewer.layers["img prob"]
+    assert np.asarray(prob.data).shape == (192, 192)
+    # the model-scale output covers the image: the same world extent from pixel edge to pixel edge
+    # (napari's extent runs from the first to the last pixel centre)
+    def edges(layer):
+        e = layer.extent
+        return np.stack([e.world[0] - e.step / 2, e.world[1] + e.step / 2])
+
+    assert tuple(prob.scale) == (0.25, 0.25)
+    np.testing.assert_allclose(edges(prob), edges(lab), atol=1e-6)
+
+
+def test_segment_widget_pixel_size_from_the_layer_scale(make_napari_viewer_proxy, qtbot):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(image, name="plain")
+    viewer.add_image(image, name="scaled", scale=(0.5, 0.5))
+    widget = _open(viewer, "Segment", qtbot)
+    model, _ = _sized_oracle(gt, default="auto", pixel_size=0.25)  # the model's pixels: 0.25 µm
+    widget.use_model(model, "oracle")
+    assert "0.25 µm/px" in widget._scale_info.value and widget._pixel_size.enabled
+    widget._image.value = "scaled"
+    assert widget._pixel_size.value == pytest.approx(0.5)
+    widget._image.value = "plain"
+    assert widget._pixel_size.value == 0
+    widget._image.value = "scaled"
+    assert widget.pixel_size() == pytest.approx(0.5)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    run = widget._run
+    assert run.segmenter.pixel_size == pytest.approx(0.5)
+    assert run.result.scale == pytest.approx(2.0) and model.inputs == [(192, 192)]  # 0.5 / 0.25, no estimate
+    assert np.asarray(viewer.layers["scaled labels"].data).shape == image.shape
+    # a diameter in pixels wins over the pixel size
+    widget._diameter.value = "px"
+    widget._diameter_px.value = 40.0
+    assert widget.pixel_size() is None
+
+
+def test_segment_widget_model_without_object_size(seg_viewer, qtbot):
+    viewer, widget = seg_viewer
+    gt = np.asarray(viewer.layers["synthetic cells ground truth"].data)
+    sized, _ = _sized_oracle(gt)
+    widget.use_model(sized, "sized")
+    widget._diameter.value = "auto"
+    widget.use_model(OracleModel("stardist", gt), "oracle")
+    assert widget._diameter.choices == ("off",) and not widget._diameter.enabled
+    assert not widget._diameter_px.enabled and not widget._pixel_size.enabled
+    assert "no object size" in widget._scale_info.value
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget._run.result.diameter is None and "own scale" in widget._scale_info.value
+    widget.use_model(sized, "sized")  # a model with a size again: back to its default
+    assert widget._diameter.enabled and widget._diameter.value == "default"
+
+
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "grey-as-rgb"])
+def test_segment_widget_rgb_layer_reaches_the_model(make_napari_viewer_proxy, qtbot, kind):
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=6)
+    grey = (image / image.max() * 255).astype(np.uint8)
+    if kind == "grey-as-rgb":
+        data = np.stack([grey] * 3, axis=-1)
+        model = OracleModel("stardist", gt)
+    else:
+        red = np.random.default_rng(0).integers(0, 20, grey.shape).astype(np.uint8)
+        data = np.stack([red, grey, 255 - grey], axis=-1)
+        if kind == "rgba":
+            data = np.concatenate([data, np.full_like(grey, 255)[..., None]], axis=-1)
+        model = OracleModel("stardist", gt, in_channels=3)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(data, name="colour", rgb=True, scale=(0.5, 0.5))
+    widget = _open(viewer, "Segment", qtbot)
+    widget.use_model(model, "oracle")
+    assert widget._axes.value == "YXC" and not widget._channel.native.isHidden()
+    assert widget._channel.value is None  # all colour channels (grey when they are equal) by default
+    assert widget._pixel_size.value == pytest.approx(0.5)  # an RGB layer's scale has no C entry
+    widget.run()
+    _wait_idle(qtbot, widget)
+    lab = viewer.layers["colour labels"]
+    assert np.asarray(lab.data).shape == gt.shape and tuple(lab.scale) == (0.5, 0.5)
+    assert matching(gt, np.asarray(lab.data), thresh=0.5).accuracy >= 0.95
+    x = model.last_input
+    assert x.shape == (gt.shape if kind == "grey-as-rgb" else (3,) + gt.shape)
+    if kind != "grey-as-rgb":
+        for c in range(3):  # each colour in its place
+            assert np.corrcoef(x[c].ravel(), data[..., c].ravel().astype(np.float32))[0, 1] > 0.999

@@ -30,6 +30,15 @@ __all__ = [
     "param_text",
     "axes_choices",
     "channel_choices",
+    "channels_equal",
+    "DIAMETER_CHOICES",
+    "object_size",
+    "diameter_choices",
+    "diameter_value",
+    "pixel_size_from_scale",
+    "object_size_text",
+    "network_scale",
+    "scale_summary",
     "build_segmenter",
     "segmentation_task",
     "redecode",
@@ -252,8 +261,9 @@ def axes_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None 
     nd = len(shape)
     meta_axes = (metadata or {}).get("axes")
     cands: list[str] = []
-    if isinstance(meta_axes, str) and len(meta_axes) == nd and set(meta_axes) <= set("TZCYX"):
-        cands.append(meta_axes)
+    if (isinstance(meta_axes, str) and len(meta_axes) == nd and set(meta_axes) <= set("TZCYX")
+            and len(set(meta_axes)) == nd and (not rgb or meta_axes.endswith("C"))):
+        cands.append(meta_axes)  # an RGB layer's colour axis is its last one, whatever the metadata says
     if rgb:
         base = {3: ["YXC"], 4: ["TYXC", "ZYXC"], 5: ["TZYXC"]}.get(nd, [])
     else:
@@ -277,9 +287,11 @@ def axes_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None 
 
 
 def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata: dict | None = None,
-                    in_channels: int = 1) -> list[tuple[str, int | None]]:
-    """``(label, channel index or None)`` pairs for the channel combo; ``None`` = all channels
-    (offered when the model takes as many channels as the image has)."""
+                    in_channels: int = 1, equal: bool = False) -> list[tuple[str, int | None]]:
+    """``(label, channel index or None)`` pairs for the channel combo; ``None`` hands the
+    Segmenter all channels: offered first when the model takes as many channels as the
+    image has (an RGB model also takes RGBA, alpha dropped), and for a 1-channel model
+    when the colour channels are ``equal`` (grey stored as RGB, read as grey)."""
     if "C" not in axes:
         return []
     n = int(shape[axes.index("C")])
@@ -291,8 +303,24 @@ def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata
     out: list[tuple[str, int | None]] = []
     if in_channels == n and n > 1:
         out.append(("all channels", None))
+    elif in_channels == 3 and n == 4:
+        out.append(("all channels (alpha dropped)" if rgb else "channels 0-2 (the 4th dropped)", None))
+    elif in_channels == 1 and n in (3, 4) and equal:
+        out.append(("grey (equal colour channels)", None))
     out += [(str(nm), i) for i, nm in enumerate(names)]
     return out
+
+
+def channels_equal(data, axis: int, max_size: int = 64_000_000) -> bool:
+    """True when the first three channels of ``data`` along ``axis`` are identical (grey
+    stored as RGB), as :class:`cellseg.segmenter.Segmenter` tests it. In-memory arrays of
+    at most ``max_size`` elements only (others: False, nothing is loaded)."""
+    if not isinstance(data, np.ndarray) or data.size > max_size:
+        return False
+    if not (-data.ndim <= axis < data.ndim) or data.shape[axis] not in (3, 4):
+        return False
+    first = np.take(data, 0, axis=axis)
+    return all(np.array_equal(first, np.take(data, i, axis=axis)) for i in (1, 2))
 
 
 # --------------------------------------------------------------------------- segmentation
@@ -307,16 +335,120 @@ def float_decimals(value: float, most: int = 6) -> int:
     return most
 
 
+#: the object-diameter combo: (label, value); "px" takes the number of the diameter box
+DIAMETER_CHOICES = [
+    ("model default", "default"),
+    ("auto (estimate it)", "auto"),
+    ("off (image's own scale)", "off"),
+    ("number of pixels:", "px"),
+]
+
+
+def object_size(model) -> dict:
+    """The model's ``config["object_size"]`` (``{}`` when it records none, or no diameter)."""
+    cfg = getattr(model, "config", None) or {}
+    size = dict(cfg.get("object_size") or {})
+    return size if size.get("diameter") else {}
+
+
+def diameter_choices(model=None) -> list[tuple[str, str]]:
+    """Choices of the object-diameter combo for ``model`` (None: not loaded yet, all
+    choices). A model that records no object size segments at the image's own scale
+    only: a diameter cannot be matched to it."""
+    if model is None:
+        return list(DIAMETER_CHOICES)
+    size = object_size(model)
+    if not size:
+        return [("off (the model records no object size)", "off")]
+    default = str(size.get("default") or "off")
+    return [(f"model default ({default})", "default")] + list(DIAMETER_CHOICES[1:])
+
+
+def diameter_value(choice: str | None, px: float | None = None) -> float | str | None:
+    """What :class:`cellseg.segmenter.Segmenter` takes as ``diameter`` for a combo value
+    (``"default"``/None → None, ``"auto"``, ``"off"``, ``"px"`` → ``px``)."""
+    if choice in (None, "default"):
+        return None
+    if choice in ("auto", "off"):
+        return choice
+    if choice == "px":
+        if px is None or not float(px) > 0:
+            raise ValueError("enter the objects' diameter in pixels (a positive number)")
+        return float(px)
+    raise ValueError(f"unknown diameter choice {choice!r}")
+
+
+def pixel_size_from_scale(scale: Sequence[float] | None, axes: str) -> float | None:
+    """The pixel size (µm/px) a layer's ``scale`` (per axis of ``axes`` without C) implies:
+    the geometric mean of its Y and X entries; None when the scale is 1 there (napari's
+    default: no physical size known) or missing."""
+    if scale is None:
+        return None
+    axes = axes.replace("C", "")
+    if len(scale) != len(axes) or "Y" not in axes or "X" not in axes:
+        return None
+    sy, sx = float(scale[axes.index("Y")]), float(scale[axes.index("X")])
+    if not (sy > 0 and sx > 0) or (sy == 1.0 and sx == 1.0):
+        return None
+    return float(np.sqrt(sy * sx))
+
+
+def object_size_text(model) -> str:
+    """What the model records about its objects' size, for the widget."""
+    size = object_size(model)
+    if not size:
+        return "the model records no object size: images are segmented at their own scale"
+    txt = f"the model's objects: {float(size['diameter']):.3g} px"
+    if size.get("pixel_size"):
+        txt += f" at {float(size['pixel_size']):.3g} µm/px"
+    elif not size.get("diameter_um"):
+        txt += " (no pixel size recorded: give a diameter)"
+    return txt + f"; default: {size.get('default') or 'off'}"
+
+
+def network_scale(result) -> float:
+    """The factor the network's input was resampled by, from the kept head outputs (their
+    X size over the labels' X size); ``result.scale`` when no outputs were kept."""
+    axes = getattr(result, "axes", "")
+    for fr in getattr(result, "frames", []):
+        out = fr.get("outputs")
+        if out and "X" in axes:
+            return float(np.shape(next(iter(out.values())))[-1]) / float(result.labels.shape[axes.index("X")])
+    return float(getattr(result, "scale", 1.0) or 1.0)
+
+
+def scale_summary(result, model=None) -> str:
+    """One line on the scale a result was segmented at: ``result.diameter`` and the factor
+    the network's input was resampled by (:func:`network_scale`)."""
+    d = getattr(result, "diameter", None)
+    if d is None:
+        return "segmented at the image's own scale"
+    f = network_scale(result)
+    size = object_size(model) if model is not None else {}
+    txt = f"object diameter {float(d):.1f} px"
+    if f != 1.0:
+        txt += f", image resampled ×{f:.3g}"
+        if size:
+            txt += f" to the model's {float(size['diameter']):.3g} px"
+    else:
+        txt += " (near the model's size: not resampled)"
+    return txt
+
+
 def build_segmenter(model, params: dict | None = None, tile: int | None = None,
-                    normalize: tuple[float, float] | None = None, augment: bool | None = None):
+                    normalize: tuple[float, float] | None = None, augment: bool | None = None,
+                    diameter: float | str | None = None, pixel_size: float | None = None):
     """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).
 
     ``tile`` of 0 or None runs the whole image at once; ``augment`` None: the model's choice.
+    ``diameter`` (px, ``"auto"``, ``"off"``; None: the model's default) and ``pixel_size``
+    (µm/px, or None/0 when unknown) set the scale the image is segmented at.
     """
     from cellseg.segmenter import Segmenter
 
     return Segmenter(model, params=params or None, tile=int(tile) if tile else None,
-                     normalize=normalize, keep_outputs=True, augment=augment)
+                     normalize=normalize, keep_outputs=True, augment=augment, diameter=diameter,
+                     pixel_size=pixel_size or None)
 
 
 @dataclass
@@ -334,9 +466,12 @@ class SegmentRun:
 def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel: int | None = None,
                       channel_names: Sequence[str] | None = None, params: dict | None = None,
                       tile: int | None = None, normalize: tuple[float, float] | None = None,
-                      link: bool = False, augment: bool | None = None) -> Iterator:
+                      link: bool = False, augment: bool | None = None, diameter: float | str | None = None,
+                      pixel_size: float | None = None) -> Iterator:
     """Generator for a thread worker: loads the model, yields
-    :class:`cellseg.segmenter.Progress` events, returns a :class:`SegmentRun`."""
+    :class:`cellseg.segmenter.Progress` events, returns a :class:`SegmentRun`.
+
+    ``image`` with ``axes`` as the layer holds it (an RGB layer: ``...YXC``)."""
     from cellseg.segmenter import Progress
 
     if isinstance(model_spec_or_model, (str, os.PathLike)):
@@ -344,7 +479,8 @@ def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel
         model = get_model(str(model_spec_or_model))
     else:
         model = model_spec_or_model
-    seg = build_segmenter(model, params=params, tile=tile, normalize=normalize, augment=augment)
+    seg = build_segmenter(model, params=params, tile=tile, normalize=normalize, augment=augment,
+                          diameter=diameter, pixel_size=pixel_size)
     result = yield from seg.iter_segment(np.asarray(image), axes=axes, channel=channel,
                                          channel_names=channel_names, link=link)
     return SegmentRun(seg, result, link=link)
@@ -369,7 +505,12 @@ def redecode(run: SegmentRun, params: dict | None = None) -> Any:
     Returns a new :class:`cellseg.segmenter.SegmentationResult` assembled exactly as
     :meth:`Segmenter.iter_segment` does (see :meth:`Segmenter.redecode`).
     """
-    return run.segmenter.redecode(run.result, params)
+    res = run.segmenter.redecode(run.result, params)
+    # the outputs are those of the first run: same resampling (Segmenter.redecode leaves
+    # the result's scale and diameter at their defaults)
+    res.scale = getattr(run.result, "scale", 1.0)
+    res.diameter = getattr(run.result, "diameter", None)
+    return res
 
 
 def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
@@ -389,12 +530,16 @@ def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
     return hsv2rgb(hsv).astype(np.float32)
 
 
-def _stack_outputs(run: SegmentRun, head: str) -> np.ndarray | None:
-    """Head ``head`` of every frame as ``(C, *labels.shape)`` in the labels' axis order."""
+def _stack_outputs(run: SegmentRun, head: str) -> tuple[np.ndarray, tuple[float, ...]] | None:
+    """Head ``head`` of every frame as ``(C, *shape)`` in the labels' axis order, and per
+    labels axis the ratio ``labels size / outputs size`` (1 for frame axes; above 1 where
+    the image was shrunk to the model's object size). The outputs stay on the grid the
+    network saw: a resampled run gives outputs of another spatial size than the labels."""
     res = run.result
     sp = run.segmenter.spatial_ndim
-    canon, _ = _canonical(res, sp)
-    cshape = tuple(res.labels.shape[res.axes.index(a)] for a in canon)
+    canon, space = _canonical(res, sp)
+    n_frame = len(canon) - len(space)
+    frame_shape = tuple(res.labels.shape[res.axes.index(a)] for a in canon[:n_frame])
     full = None
     for fr in res.frames:
         out = fr.get("outputs")
@@ -402,30 +547,49 @@ def _stack_outputs(run: SegmentRun, head: str) -> np.ndarray | None:
             continue
         a = np.asarray(out[head], np.float32)
         if full is None:
-            full = np.zeros((a.shape[0],) + cshape, np.float32)
+            full = np.zeros((a.shape[0],) + frame_shape + a.shape[1:], np.float32)
         full[(slice(None),) + tuple(fr["index"])] = a
     if full is None:
         return None
     perm = [0] + [1 + canon.index(a) for a in res.axes]
-    return np.ascontiguousarray(np.transpose(full, perm))
+    data = np.ascontiguousarray(np.transpose(full, perm))
+    ratios = tuple(float(n) / float(m) for n, m in zip(res.labels.shape, data.shape[1:]))
+    return data, ratios
+
+
+def _grid_placement(scale, ratios: Sequence[float]) -> tuple[tuple | None, tuple | None]:
+    """``(scale, translate)`` that put data sampled at ``ratios`` (labels pixels per data
+    pixel, per axis) onto the labels' grid of layer ``scale`` (None: 1): data pixel ``i``
+    lies at labels position ``(i + 0.5) * r - 0.5``, the pixel-centre convention of
+    :func:`cellseg.scale.resize_labels`. ``(scale, None)`` when nothing was resampled."""
+    if all(r == 1.0 for r in ratios):
+        return (tuple(scale) if scale is not None else None), None
+    base = tuple(float(v) for v in scale) if scale is not None else (1.0,) * len(ratios)
+    return (tuple(b * r for b, r in zip(base, ratios)),
+            tuple(b * (r - 1.0) / 2.0 for b, r in zip(base, ratios)))
 
 
 def output_layers(run: SegmentRun, name: str, scale=None) -> list[tuple]:
     """Image layers of the raw head outputs: one channel → a single image
     ('magma' for probabilities / seeds), a 2-channel 2D flow → an RGB colour image
     (hue = direction), more channels (e.g. ray distances) → a stack with the channel
-    axis first."""
+    axis first. Outputs of a resampled run stay at the model's scale and are placed
+    over the image by the layers' scale and translate."""
     heads = [h.name for h in run.segmenter.rep.heads()]
     sp = run.segmenter.spatial_ndim
     layers = []
     for h in heads:
-        a = _stack_outputs(run, h)
-        if a is None:
+        stacked = _stack_outputs(run, h)
+        if stacked is None:
             continue
+        a, ratios = stacked
+        lscale, ltrans = _grid_placement(scale, ratios)
         kw = {"name": f"{name} {h}", "blending": "additive", "visible": False,
               "metadata": {"axes": run.result.axes, "head": h}}
-        if scale is not None:
-            kw["scale"] = tuple(scale)
+        if lscale is not None:
+            kw["scale"] = lscale
+        if ltrans is not None:
+            kw["translate"] = ltrans
         if a.shape[0] == 1:
             data = a[0]
             kw["colormap"] = "magma"
@@ -438,8 +602,10 @@ def output_layers(run: SegmentRun, name: str, scale=None) -> list[tuple]:
         else:
             data = a
             kw["colormap"] = "viridis"
-            if scale is not None:
-                kw["scale"] = (1.0,) + tuple(scale)
+            if lscale is not None:
+                kw["scale"] = (1.0,) + tuple(lscale)
+            if ltrans is not None:
+                kw["translate"] = (0.0,) + tuple(ltrans)
             kw["metadata"]["axes"] = "C" + run.result.axes
         layers.append((data, kw, "image"))
     return layers
@@ -447,11 +613,20 @@ def output_layers(run: SegmentRun, name: str, scale=None) -> list[tuple]:
 
 def polygon_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
     """StarDist polygons (``extra['polygons']``, ``(n, 2, n_rays)`` y/x) as a Shapes layer,
-    vertices in the labels' axis order (frame index prepended for stacks)."""
+    vertices in the labels' axis order (frame index prepended for stacks). Polygons of
+    a resampled run are mapped from the model's grid back onto the labels' grid."""
     res = run.result
     if run.segmenter.spatial_ndim != 2:
         return None
     canon, _ = _canonical(res, 2)
+    ry = rx = 1.0
+    for fr in res.frames:
+        out = fr.get("outputs")
+        if out:
+            grid = np.shape(next(iter(out.values())))[-2:]
+            ry = res.labels.shape[res.axes.index("Y")] / grid[0]
+            rx = res.labels.shape[res.axes.index("X")] / grid[1]
+            break
     polys = []
     for fr in res.frames:
         p = (fr.get("extra") or {}).get("polygons")
@@ -463,6 +638,9 @@ def polygon_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
         idx = tuple(fr["index"])
         for poly in p:
             yx = poly.T  # (n_rays, 2)
+            # pixel-centre convention of cellseg.scale.resize_labels (identity when not resampled)
+            if ry != 1.0 or rx != 1.0:
+                yx = np.stack([(yx[:, 0] + 0.5) * ry - 0.5, (yx[:, 1] + 0.5) * rx - 0.5], axis=1)
             coords = {"Y": yx[:, 0], "X": yx[:, 1]}
             for a, i in zip(canon, idx):
                 coords[a] = np.full(len(yx), i, np.float32)

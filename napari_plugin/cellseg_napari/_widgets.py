@@ -132,6 +132,12 @@ class SegmentWidget(_ViewerWidget):
     ``<image> labels``; optionally the raw head outputs and StarDist polygons.
     Changing only decode thresholds re-decodes the cached head outputs at once
     (no network call).
+
+    Scale: the object diameter (the model's default, ``auto`` to estimate it, ``off``
+    for the image's own scale, or a number of pixels) and the pixel size (µm, from
+    the layer's scale when it is not 1) go to the Segmenter, which resamples the
+    image to the model's object size and maps the labels back onto the layer's grid;
+    the diameter used is shown after each run.
     """
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
@@ -154,11 +160,29 @@ class SegmentWidget(_ViewerWidget):
         self._image = ComboBox(label="image", choices=self._image_choices)
         self._axes = ComboBox(label="axes", choices=self._axes_choices,
                               tooltip="axes of the image data: T time, Z depth, C channel, Y, X")
-        self._channel = ComboBox(label="channel", choices=self._channel_choices)
+        # set by _reset_channel_choices (in order, the default first), not by a callable
+        self._channel = ComboBox(label="channel", choices=[])
         self._model_choice = ComboBox(label="model", choices=lambda w: _logic.model_choices(),
                                       value=_logic.default_model_choice())
         self._model_file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
         self._model_status = Label(label="", value="")
+        self._diameter = ComboBox(label="object diameter", choices=_logic.diameter_choices(None),
+                                  tooltip="the objects' diameter in this image: the image is resampled so they "
+                                          "get the size the model was trained on, and the labels are mapped back")
+        self._diameter_px = FloatSpinBox(label="diameter (px)", value=0.0, min=0.0, max=100000.0, step=0.5,
+                                         enabled=False,
+                                         tooltip="the diameter used by the last run (estimated with 'auto'); "
+                                                 "choose 'number of pixels' to set it yourself")
+        self._pixel_size = FloatSpinBox(label="pixel size (µm)", value=0.0, min=0.0, max=100000.0, step=0.01,
+                                        tooltip="µm per pixel (from the layer's scale when it is not 1); used "
+                                                "with models that record their pixel size, instead of 'auto' "
+                                                "(a diameter in pixels wins over it)")
+        for w in (self._diameter_px, self._pixel_size):
+            native = getattr(w, "native", None)
+            if native is not None and hasattr(native, "setSpecialValueText"):
+                native.setDecimals(4)
+                native.setSpecialValueText("not set")
+        self._scale_info = Label(label="", value="")
         self._params_header = Label(label="", value="decode thresholds (changes re-decode at once):")
         self._params = Container(label="", labels=True)
         self._tile = SpinBox(label="tile size", value=0, min=0, max=8192, step=64,
@@ -177,13 +201,15 @@ class SegmentWidget(_ViewerWidget):
         super().__init__(
             napari_viewer,
             widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
-                     self._model_status, self._params_header, self._params, self._tile, self._pmin, self._pmax, self._augment, self._link,
+                     self._model_status, self._diameter, self._diameter_px, self._pixel_size, self._scale_info,
+                     self._params_header, self._params, self._tile, self._pmin, self._pmax, self._augment, self._link,
                      self._show_outputs, self._show_polygons, self._run_button, self._cancel_button,
                      self._progress, self._status],
             labels=True,
         )
         self._image.changed.connect(self._on_image_changed)
         self._axes.changed.connect(self._on_axes_changed)
+        self._diameter.changed.connect(self._on_diameter_mode)
         self._model_choice.changed.connect(self._on_model_choice)
         self._model_file.changed.connect(self._on_model_choice)
         self._run_button.changed.connect(self.run)
@@ -221,15 +247,60 @@ class SegmentWidget(_ViewerWidget):
         shape = _layer_data_shape(layer)
         if len(axes) != len(shape):
             return []
+        equal = False
+        if n_in == 1 and "C" in axes and shape[axes.index("C")] in (3, 4):
+            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+            equal = _logic.channels_equal(data, axes.index("C"))  # in-memory arrays only
         return _logic.channel_choices(shape, axes, rgb=bool(getattr(layer, "rgb", False)),
-                                      metadata=dict(layer.metadata), in_channels=n_in)
+                                      metadata=dict(layer.metadata), in_channels=n_in, equal=equal)
 
     def _on_image_changed(self, *_):
         self._axes.reset_choices()
         self._on_axes_changed()
+        # the pixel size defaults to the layer's scale (napari's default scale 1: not known)
+        layer = self._image_layer()
+        axes = self._axes.value or ""
+        ps = _logic.pixel_size_from_scale(_scale_without_c(layer, axes), axes) if layer is not None and axes else None
+        self._pixel_size.value = float(ps) if ps else 0.0
+
+    def _on_diameter_mode(self, *_):
+        self._diameter_px.enabled = self._diameter.value == "px"
+
+    def diameter(self) -> float | str | None:
+        """The ``diameter`` the Segmenter gets: None (the model's default), ``"auto"``,
+        ``"off"`` or a number of pixels (raises ValueError for a non-positive number)."""
+        return _logic.diameter_value(self._diameter.value, float(self._diameter_px.value))
+
+    def pixel_size(self) -> float | None:
+        """The pixel size (µm/px) the Segmenter gets; None when not set or when a diameter
+        in pixels is given (an explicit diameter wins)."""
+        ps = float(self._pixel_size.value)
+        return ps if ps > 0 and self._diameter.value != "px" else None
+
+    def _reset_channel_choices(self):
+        """Offer the channels of the chosen layer for the model, the default first ("all
+        channels" for a model that takes them, "grey" for grey stored as RGB). magicgui
+        appends new items after the kept ones, so a changed list is set anew; the chosen
+        channel is kept only when the default did not change (another model or layer)."""
+        combo = self._channel
+        new = self._channel_choices()
+        old = list(combo.choices)
+        labels = [combo.native.itemText(i) for i in range(combo.native.count())]
+        if old == [v for _, v in new] and labels == [lab for lab, _ in new]:
+            return
+        value = combo.value
+        keep = bool(old) and bool(new) and old[0] == new[0][1] and value in [v for _, v in new]
+        combo.choices = []
+        combo.choices = new
+        if keep:
+            combo.value = value
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        self._reset_channel_choices()
 
     def _on_axes_changed(self, *_):
-        self._channel.reset_choices()
+        self._reset_channel_choices()
         axes = self._axes.value or ""
         self._channel.visible = "C" in axes
         self._link.visible = "T" in axes
@@ -307,7 +378,28 @@ class SegmentWidget(_ViewerWidget):
         self._has_polygons = rep.name == "stardist" and ndim == 2
         self._show_polygons.visible = self._has_polygons
         self._model_status.value = f"{rep.name}, {ndim}D, {n_in} channel{'s' if n_in > 1 else ''}"
-        self._channel.reset_choices()
+        self._reset_channel_choices()
+        had_size = self._diameter.enabled
+        self._set_diameter_choices(_logic.diameter_choices(model))
+        size = _logic.object_size(model)
+        has_size = bool(size)
+        if has_size and not had_size:
+            self._diameter.value = "default"  # back from a model without a size (only 'off' was offered)
+        # a model without an object size segments at the image's own scale: nothing to choose; the
+        # pixel size counts only for a model that records its own (or its objects' size in µm)
+        self._diameter.enabled = has_size
+        self._pixel_size.enabled = bool(size.get("pixel_size") or size.get("diameter_um"))
+        self._on_diameter_mode()
+        self._scale_info.value = _logic.object_size_text(model)
+
+    def _set_diameter_choices(self, choices):
+        """Set the diameter combo's choices in their order (magicgui appends new items after
+        the kept ones), keeping the chosen value when it is still offered."""
+        value = self._diameter.value
+        self._diameter.choices = []
+        self._diameter.choices = choices
+        if value in [v for _, v in choices]:
+            self._diameter.value = value
 
     def _rebuild_params(self, specs):
         self._params.clear()
@@ -378,6 +470,11 @@ class SegmentWidget(_ViewerWidget):
             self._status.value = "cannot tell the image's axes"
             return
         channel = self._channel.value if "C" in axes else None
+        try:
+            diameter = self.diameter()
+        except ValueError as exc:
+            self._status.value = f"error: {exc}"
+            return
         data = _layer_data(layer)
         params = self.params() if self._model is not None and model is self._model else None
         tile = int(self._tile.value) or None
@@ -385,7 +482,7 @@ class SegmentWidget(_ViewerWidget):
         worker = _thread_worker(
             _logic.segmentation_task, model, data, axes, channel=channel,
             params=params, tile=tile, normalize=(float(self._pmin.value), float(self._pmax.value)), link=link,
-            augment=bool(self._augment.value),
+            augment=bool(self._augment.value), diameter=diameter, pixel_size=self.pixel_size(),
         )
         self._run_info = {"image": layer.name, "axes": axes, "scale": _scale_without_c(layer, axes),
                           "translate": None, "t0": time.perf_counter(), "spec": spec}
@@ -408,7 +505,8 @@ class SegmentWidget(_ViewerWidget):
             self._status.value = "cancelling…"
 
     def _on_progress(self, p):
-        self._progress.value = int(round(p.fraction * _PROGRESS_MAX))
+        if p.stage != "scale":  # the size estimate is a first pass over the first frame: no progress
+            self._progress.value = int(round(p.fraction * _PROGRESS_MAX))
         if p.stage == "load":
             self._status.value = p.message
         else:
@@ -425,8 +523,15 @@ class SegmentWidget(_ViewerWidget):
         info["labels"] = f"{info['image']} labels"
         self._show_result(run.result, outputs=bool(self._show_outputs.value))
         dt = time.perf_counter() - info["t0"]
-        self._status.value = f"{run.result.n_objects} objects ({dt:.1f} s)"
+        d = getattr(run.result, "diameter", None)
+        size = f"; diameter {d:.1f} px" if d is not None else ""
+        self._status.value = f"{run.result.n_objects} objects ({dt:.1f} s{size})"
         self._progress.value = _PROGRESS_MAX
+        if d is not None and self._diameter.value != "px":
+            # show the diameter used (estimated with auto); 'number of pixels' keeps it
+            _show_decimals(self._diameter_px, round(float(d), 2))
+            self._diameter_px.value = round(float(d), 2)
+        self._scale_info.value = "last run: " + _logic.scale_summary(run.result, run.segmenter.model)
 
     def _show_result(self, result, outputs: bool = False):
         info = self._run_info
