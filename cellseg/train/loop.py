@@ -340,6 +340,8 @@ def fit(
         mcfg = make_config(rep, bb, in_channels=in_ch, normalization=train.normalization,
                            training=training_record, name=name)
         model = CellsegModel(mcfg, device=dev)
+        if getattr(train, "object_size", None):
+            model.config["object_size"] = dict(train.object_size)
     else:
         model.config["training"] = {**training_record, "fine_tuned_from": model.config.get("training", {})}
         if name:

@@ -1,0 +1,111 @@
+"""Scale robustness: the test images at x0.5, x1 and x2 (labels with them), segmented with
+``diameter="auto"``, against the same images with the diameter given.
+
+For every test split of a model (see ``bench_accuracy.test_sets``), each image and its
+labels are resampled by 0.5 and 2 (``cellseg.scale.zoom_image`` / ``resize_labels``);
+the model segments them with ``diameter="auto"`` (its first-pass estimate) and with the
+diameter given (the median equivalent diameter of the resampled ground truth). Prints
+AP@0.5 per scale, its difference to the native figure, and the time of ``auto`` over the
+time with the diameter given (median over images and the pooled ratio).
+
+    python benchmarks/bench_scale.py --models nuclei [--max-images 20] [--data ../shared/data]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.bench_accuracy import test_sets  # noqa: E402
+
+SCALES = (0.5, 1.0, 2.0)
+
+
+def _resample(img: np.ndarray, axes: str, gt: np.ndarray, f: float):
+    from cellseg.scale import resize_labels, scaled_shape, zoom_image
+
+    if f == 1.0:
+        return img, gt
+    x = np.asarray(img, np.float32)
+    if "C" in axes:
+        c = axes.index("C")
+        x = np.moveaxis(zoom_image(np.moveaxis(x, c, 0), f, spatial_ndim=2), 0, c)
+    else:
+        x = zoom_image(x, f, spatial_ndim=2)
+    return x, resize_labels(gt, scaled_shape(gt.shape, f))
+
+
+def _timed(seg, x, axes):
+    t = time.perf_counter()
+    res = seg.segment(x, axes=axes)
+    return res, time.perf_counter() - t
+
+
+def bench_model(name: str, data_root: Path, max_images: int | None) -> list[dict]:
+    from cellseg.metrics import matching_dataset
+    from cellseg.models import load_model
+    from cellseg.scale import median_diameter
+    from cellseg.segmenter import Segmenter
+
+    model = load_model(name)
+    auto = Segmenter(model, diameter="auto")
+    auto.segment(np.random.default_rng(0).random((64, 64)).astype(np.float32))  # warm-up
+    rows = []
+    for title, items in test_sets(model, data_root).items():
+        items = items[:max_images] if max_images else items
+        row = {"model": name, "split": title, "n_images": len(items)}
+        ratios, t_auto_all, t_given_all = [], 0.0, 0.0
+        for f in SCALES:
+            trues, preds = [], []
+            for img_name, img, axes, gt in items:
+                x, g = _resample(img, axes, gt, f)
+                res, ta = _timed(auto, x, axes)
+                d = median_diameter(g)
+                given = Segmenter(model, diameter=d) if d else Segmenter(model, diameter="off")
+                _, tg = _timed(given, x, axes)
+                ratios.append(ta / tg)
+                t_auto_all += ta
+                t_given_all += tg
+                trues.append(g)
+                preds.append(res.labels)
+            row[f"ap50_x{f:g}"] = matching_dataset(trues, preds, thresh=0.5).accuracy
+        row["auto_time_ratio_median"] = float(np.median(ratios))
+        row["auto_time_ratio_pooled"] = t_auto_all / t_given_all
+        rows.append(row)
+        print(f"{name:10s} {title:26s} {len(items):4d}  " + "  ".join(
+            f"x{f:g} {row[f'ap50_x{f:g}']:.3f} ({row[f'ap50_x{f:g}'] - row['ap50_x1']:+.3f})" for f in SCALES)
+            + f"  auto/given time: median {row['auto_time_ratio_median']:.2f}, pooled "
+              f"{row['auto_time_ratio_pooled']:.2f}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="nuclei", help="comma-separated bundled model names or model files")
+    p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
+    p.add_argument("--max-images", type=int, default=None, help="at most this many images per test split")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    data_root = Path(args.data).resolve()
+    if not data_root.is_dir():
+        raise SystemExit(f"data folder {data_root} not found (set CELLSEG_DATA or --data)")
+    print(f"{'model':10s} {'test split':26s} {'n':>4s}  AP@0.5 with diameter='auto' at x0.5, x1, x2 (difference "
+          "to x1); time of auto over the diameter given")
+    rows = []
+    for n in args.models.split(","):
+        rows += bench_model(n, data_root, args.max_images)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
