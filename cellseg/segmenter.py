@@ -240,14 +240,14 @@ class Segmenter:
         d = self.diameter if self.diameter is not None else size.get("default", "off")
         if d == "off":
             return "off", None
+        if not isinstance(d, str):  # a diameter the user gave wins
+            return "fixed", float(d)
         if ps and size.get("pixel_size"):
             # the model's object diameter in µm, seen at this image's pixel size
             return "fixed", float(size["diameter"]) * float(size["pixel_size"]) / float(ps)
         if ps and size.get("diameter_um"):
             return "fixed", float(size["diameter_um"]) / float(ps)
-        if d == "auto":
-            return "auto", None
-        return "fixed", float(d)
+        return "auto", None
 
     def estimate_diameter(self, image: np.ndarray, max_side: int = 512) -> tuple[float | None, dict | None]:
         """The objects' median diameter (px) in one frame ``(C?, *spatial)``, from a first pass.
@@ -336,8 +336,18 @@ class Segmenter:
 
         if norm_range is None:
             # one percentile pair per channel for multi-channel input (C, *spatial)
-            axis = tuple(range(1, image.ndim)) if image.ndim > self.spatial_ndim else None
-            x = normalize_percentile(image, *self.normalize, axis=axis)
+            if image.ndim > self.spatial_ndim:
+                flat = np.asarray(image).reshape(image.shape[0], -1)
+                const = np.all(flat == flat[:, :1], axis=1)
+                if const.any() and not const.all():
+                    # an empty colour channel (e.g. no red) reads as background (0), the others normalized
+                    x = np.zeros(image.shape, np.float32)
+                    x[~const] = normalize_percentile(np.asarray(image)[~const], *self.normalize,
+                                                     axis=tuple(range(1, image.ndim)))
+                else:
+                    x = normalize_percentile(image, *self.normalize, axis=tuple(range(1, image.ndim)))
+            else:
+                x = normalize_percentile(image, *self.normalize)
         else:
             lo, hi = (np.float32(v) for v in norm_range)
             x = (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
@@ -455,7 +465,7 @@ class Segmenter:
             if mode == "auto" and diam is None:
                 # one estimate for the whole stack, from its first non-constant frame
                 yield Progress("scale", 0, 1, fi, n_frames, "estimating the object size")
-                diam, outputs = self.estimate_diameter(x if norm_range is None else x)
+                diam, outputs = self.estimate_diameter(x)
                 if diam is None:
                     diam = float(self.object_size["diameter"])
                     msg = "no objects found by the size estimate: segmenting at the image's own scale"
@@ -463,6 +473,10 @@ class Segmenter:
                     msg = f"object diameter {diam:.1f} px"
                 factor = float(self.object_size["diameter"]) / diam
                 factor = self._clip_factor(factor)
+                if outputs is not None and norm_range is None:
+                    factor = 1.0  # the estimate ran on the whole frame at nearly the model's size: reuse it
+                else:
+                    outputs = None
                 yield Progress("scale", 1, 1, fi, n_frames, msg)
             elif mode != "off":
                 factor = self._clip_factor(factor)
@@ -570,8 +584,10 @@ class Segmenter:
                 continue
             new, next_id = self._decode_frame(fr["index"], fr["outputs"], p, next_id, labels)
             frames.append(new)
-        return self._finish(labels, frames, result.canon_axes, result.axes, p, result.link, result.link_iou,
-                            result.stitch_iou)
+        out = self._finish(labels, frames, result.canon_axes, result.axes, p, result.link, result.link_iou,
+                           result.stitch_iou)
+        out.scale, out.diameter = result.scale, result.diameter
+        return out
 
     @staticmethod
     def _link(labels: np.ndarray, axis: int, iou: float, frames: list[dict]) -> np.ndarray:

@@ -195,6 +195,8 @@ def test_pixel_size_wins_over_auto(sized_model):
     res = seg.segment(img, pixel_size=1.0)  # the image's pixels are twice the model's: shrink objects...
     assert res.scale == pytest.approx(2.0) and res.labels.shape == img.shape
     assert Segmenter(m, pixel_size=0.5).segment(img).scale == 1.0
+    # a diameter the user gives wins over the pixel size
+    assert Segmenter(m, diameter=d0 / 2, pixel_size=0.5).segment(img).scale == pytest.approx(2.0)
 
 
 def test_stack_uses_one_scale_and_keeps_shape(sized_model):
@@ -213,6 +215,7 @@ def test_redecode_maps_back(sized_model):
     res = seg.segment(img)
     again = seg.redecode(res)
     np.testing.assert_array_equal(again.labels, res.labels)
+    assert (again.scale, again.diameter) == (res.scale, res.diameter) != (1.0, None)
 
 
 def test_diameter_errors(tiny_model_path, sized_model):
@@ -251,3 +254,6 @@ def test_rgb_model_takes_grey_and_rgba():
     np.testing.assert_array_equal(Segmenter(m).segment(rgb, axes="YXC").labels, grey)
     rgba = np.concatenate([rgb, np.full(img.shape + (1,), 7.0, np.float32)], axis=-1)
     np.testing.assert_array_equal(Segmenter(m).segment(rgba, axes="YXC").labels, grey)
+    no_red = rgb.copy()
+    no_red[..., 0] = 0  # an empty colour channel is background, not an error
+    assert Segmenter(m).segment(no_red, axes="YXC").labels.shape == img.shape
