@@ -86,6 +86,10 @@ class SegmentationResult:
     #: object diameter (px, input grid) it assumed (``None`` when no size was used)
     scale: float = 1.0
     diameter: float | None = None
+    #: things the user should know about this result (the image looks unlike the model's
+    #: training data, the object size is outside what resampling can bridge...); the CLI
+    #: prints them per file and napari shows them
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_objects(self) -> int:
