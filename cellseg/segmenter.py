@@ -456,6 +456,8 @@ class Segmenter:
         next_id = 1
         mode, diam = self.scale_mode(pixel_size)
         factor = 1.0 if diam is None else float(self.object_size["diameter"]) / diam
+        warnings: list[str] = []
+        checked = False
         for fi, idx in enumerate(np.ndindex(*frame_shape) if frame_shape else [()]):
             x = data[idx]
             if chan_last:
@@ -465,6 +467,12 @@ class Segmenter:
                 frames.append(self._empty_frame(idx))
                 yield Progress("decode", 1, 1, fi, n_frames, "constant frame: no objects")
                 continue
+            if not checked:  # the first frame with content: does it look like the training data?
+                checked = True
+                msg = self._modality_warning(x)
+                if msg:
+                    warnings.append(msg)
+                    yield Progress("warning", 0, 1, fi, n_frames, msg)
             outputs = None
             if mode == "auto" and diam is None:
                 # one estimate for the whole stack, from its first non-constant frame
@@ -473,16 +481,22 @@ class Segmenter:
                 if diam is None:
                     diam = float(self.object_size["diameter"])
                     msg = "no objects found by the size estimate: segmenting at the image's own scale"
+                    warnings.append(msg + " (give diameter= / --diameter if the objects are there)")
                 else:
                     msg = f"object diameter {diam:.1f} px"
                 factor = float(self.object_size["diameter"]) / diam
-                factor = self._clip_factor(factor)
+                clipped = self._clip_factor(factor)
+                if factor < self.MIN_FACTOR or factor > self.MAX_FACTOR:
+                    warnings.append(self._range_message(diam, clipped))
+                factor = clipped
                 if outputs is not None and norm_range is None:
                     factor = 1.0  # the estimate ran on the whole frame at nearly the model's size: reuse it
                 else:
                     outputs = None
                 yield Progress("scale", 1, 1, fi, n_frames, msg)
             elif mode != "off":
+                if (factor < self.MIN_FACTOR or factor > self.MAX_FACTOR) and not any("bridge" in w for w in warnings):
+                    warnings.append(self._range_message(diam, self._clip_factor(factor)))
                 factor = self._clip_factor(factor)
             if outputs is None:
                 xs = x if factor == 1.0 else self._zoom(x, factor)
@@ -503,7 +517,31 @@ class Segmenter:
         res = self._finish(labels, frames, out_axes, in_axes, params, link, link_iou, stitch_iou)
         res.scale = float(factor)
         res.diameter = None if mode == "off" else diam
+        res.warnings = warnings
         return res
+
+    def _range_message(self, diam: float, used: float) -> str:
+        d0 = float(self.object_size["diameter"])
+        return (f"objects of {diam:.1f} px are too far from the model's {d0:g} px for resampling to bridge "
+                f"(factor {d0 / diam:.3g} outside {self.MIN_FACTOR:g}-{self.MAX_FACTOR:g}); resampled by "
+                f"{used:.3g} only: check the diameter")
+
+    def _modality_warning(self, x: np.ndarray) -> str | None:
+        """A message when frame ``x`` ``(C?, *spatial)`` looks unlike the model's training images."""
+        from .qc import image_features, unlike_training
+
+        cfg = getattr(self.model, "config", None) or {}
+        stats = cfg.get("image_stats")
+        if not stats:
+            return None
+        ca = 0 if x.ndim > self.spatial_ndim else None
+        off = unlike_training(image_features(x, channel_axis=ca, pmin=self.normalize[0], pmax=self.normalize[1]),
+                              stats)
+        if not off:
+            return None
+        name = cfg.get("name") or "the model"
+        return (f"the image looks unlike {name}'s training data ({'; '.join(off)}): another modality? "
+                "The labels may be poor; 'cellseg models' lists models for other images")
 
     #: the resampling factor is kept within these bounds (beyond them the image would be
     #: blown up or shrunk to a few pixels by a bad estimate)

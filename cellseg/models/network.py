@@ -71,6 +71,7 @@ _FILE_FORMAT = "cellseg-model"
 _TOP_KEYS = {
     "format_version", "backbone", "representation", "in_channels", "ndim", "axes",
     "normalization", "thresholds", "training", "name", "description", "augment", "object_size",
+    "image_stats",
 }
 
 

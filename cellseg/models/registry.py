@@ -136,6 +136,8 @@ def load_pretrained(name: str, device: Any = "auto", weights_dir: Path | None = 
     if info.get("object_size") and not model.config.get("object_size"):
         # measured after the weights were stored: the registry carries it
         model.config["object_size"] = {k: v for k, v in info["object_size"].items() if k != "measured"}
+    if info.get("image_stats") and not model.config.get("image_stats"):
+        model.config["image_stats"] = dict(info["image_stats"])
     return model
 
 

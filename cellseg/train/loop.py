@@ -342,6 +342,11 @@ def fit(
         model = CellsegModel(mcfg, device=dev)
         if getattr(train, "object_size", None):
             model.config["object_size"] = dict(train.object_size)
+        from cellseg.qc import training_image_stats
+
+        # the range of simple image statistics of the training data, behind the "unlike the training
+        # data" warning (cellseg.qc)
+        model.config["image_stats"] = training_image_stats(s.image for s in train.samples)
     else:
         model.config["training"] = {**training_record, "fine_tuned_from": model.config.get("training", {})}
         if name:
