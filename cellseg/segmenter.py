@@ -39,7 +39,7 @@ import numpy as np
 
 from .labels import link_by_iou
 
-__all__ = ["Segmenter", "Progress", "SegmentationResult", "SegmenterError"]
+__all__ = ["Segmenter", "Progress", "SegmentationResult", "SegmenterError", "TRANSFORMS"]
 
 
 class SegmenterError(ValueError):
@@ -119,6 +119,16 @@ def _resolve_axes(image: np.ndarray, axes: str | None) -> str:
     return axes
 
 
+#: intensity transforms after the percentile normalization (values below 0 clip to 0 for the
+#: non-linear ones; 1 stays 1)
+TRANSFORMS = {
+    "linear": lambda x: x,
+    "sqrt": lambda x: np.sqrt(np.maximum(x, 0, dtype=np.float32)),
+    "log": lambda x: (np.log1p(np.float32(99) * np.maximum(x, 0, dtype=np.float32)) / np.float32(np.log(100.0))
+                      ).astype(np.float32),
+}
+
+
 def _equal_channels(image: np.ndarray, c: int) -> bool:
     """True when the colour channels (the first three) along axis ``c`` are identical."""
     first = np.take(image, 0, axis=c)
@@ -173,6 +183,9 @@ class Segmenter:
         (``config["object_size"]["default"]``; ``"off"`` for models without a size).
     pixel_size : the image's pixel size (µm/px); used when the model records its object
         size in µm (or its pixel size), and then it wins over ``diameter="auto"``.
+    transform : intensity transform after the percentile normalization: ``"linear"``
+        (none, the default), ``"sqrt"`` or ``"log"`` (``log(1 + 99 x) / log(100)``): both
+        lift dim objects next to very bright ones (a field with a wide intensity range).
     """
 
     def __init__(
@@ -187,6 +200,7 @@ class Segmenter:
         augment: bool | None = None,
         diameter: float | str | None = None,
         pixel_size: float | None = None,
+        transform: str = "linear",
     ):
         self.model = model
         self.rep = model.representation
@@ -207,6 +221,9 @@ class Segmenter:
         if pixel_size is not None and not (float(pixel_size) > 0 and math.isfinite(float(pixel_size))):
             raise SegmenterError(f"pixel_size must be a positive number of µm per pixel, got {pixel_size!r}")
         self.pixel_size = None if pixel_size is None else float(pixel_size)
+        if transform not in TRANSFORMS:
+            raise SegmenterError(f"transform must be one of {sorted(TRANSFORMS)}, got {transform!r}")
+        self.transform = transform
 
     # -- scale ----------------------------------------------------------------------
     @property
@@ -355,6 +372,7 @@ class Segmenter:
         else:
             lo, hi = (np.float32(v) for v in norm_range)
             x = (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
+        x = TRANSFORMS[self.transform](x)
         margin = self.margin if self.margin is not None else self.default_margin()
         predict = functools.partial(self.model.predict, augment=self.augment)
         return (

@@ -1,7 +1,13 @@
-"""Regenerate the project-made sample images in cellseg/samples/.
+"""Regenerate the sample images in cellseg/samples/.
 
     python data/make_samples.py            # writes cellseg/samples/*.tif
     python data/make_samples.py --out DIR  # somewhere else
+    python data/make_samples.py --dsb DATA/DSB2018-stage1-train-fixed   # also the two real DSB samples
+
+The real samples (``dsb_nuclei``, ``dsb_he``) are two images of the 2018 Data Science Bowl
+stage1_train set (BBBC038, community-fixed annotations; CC0 1.0, Caicedo et al., Nature
+Methods 2019), copied unchanged with their annotation as labels. They are images of the
+test splits of the bundled models (never trained or tuned on).
 
 The samples are synthetic (cellseg.datasets.synthetic, fixed seeds), so they
 carry no third-party licence. Images are stored as uint16 "camera counts"
@@ -39,11 +45,33 @@ def make_samples(out_dir) -> list[Path]:
     ]
 
 
+#: sample name -> DSB 2018 image id (fluorescence and colour test-split images)
+DSB_SAMPLES = {
+    "dsb_nuclei": "DSB_FLUO_ID",
+    "dsb_he": "DSB_HE_ID",
+}
+
+
+def copy_dsb_samples(dsb_root, out_dir) -> list[Path]:
+    from cellseg.io import read_image, read_labels, write_image, write_labels
+
+    root, out = Path(dsb_root), Path(out_dir)
+    paths = []
+    for name, image_id in DSB_SAMPLES.items():
+        img = read_image(next((root / "images").glob(image_id + ".*")))
+        lab = read_labels(next((root / "masks").glob(image_id + ".*")))
+        paths.append(write_image(out / f"{name}.tif", img.data, img.axes))
+        paths.append(write_labels(out / f"{name}_labels.tif", lab, "YX"))
+    return paths
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "cellseg" / "samples"), help="output folder")
+    ap.add_argument("--dsb", default=None, help="DSB2018-stage1-train-fixed folder: also copy the real samples")
     args = ap.parse_args(argv)
-    for p in make_samples(args.out):
+    paths = make_samples(args.out) + (copy_dsb_samples(args.dsb, args.out) if args.dsb else [])
+    for p in paths:
         print(f"{p}  {p.stat().st_size / 1024:.0f} KiB")
     return 0
 

@@ -257,3 +257,30 @@ def test_rgb_model_takes_grey_and_rgba():
     no_red = rgb.copy()
     no_red[..., 0] = 0  # an empty colour channel is background, not an error
     assert Segmenter(m).segment(no_red, axes="YXC").labels.shape == img.shape
+
+
+def test_intensity_transforms(sized_model):
+    from cellseg.segmenter import TRANSFORMS
+
+    x = np.array([-0.5, 0.0, 0.01, 0.25, 1.0], np.float32)
+    np.testing.assert_allclose(TRANSFORMS["sqrt"](x), [0, 0, 0.1, 0.5, 1.0], rtol=1e-6)
+    lg = TRANSFORMS["log"](x)
+    assert lg.dtype == np.float32 and lg[0] == lg[1] == 0 and lg[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(lg[1:]) > 0) and lg[2] > 0.1  # dim values are lifted the most
+    img, _ = synthetic_cells((96, 96), n_cells=8, seed=12)
+    seen = []
+    seg = Segmenter(sized_model, transform="sqrt")
+    orig = seg.model.predict
+
+    def spy(x, **k):
+        seen.append(x.copy())
+        return orig(x, **k)
+
+    seg.model.predict = spy
+    try:
+        seg.segment(img)
+    finally:
+        seg.model.predict = orig
+    assert seen and seen[0].min() >= 0
+    with pytest.raises(SegmenterError, match="transform"):
+        Segmenter(sized_model, transform="gamma")
