@@ -12,7 +12,7 @@ _EXPORTS = {
     "TrainConfig": "loop",
     "TrainingData": "dataset",
     "DataError": "dataset",
-    "Sample": "dataset",
+    "TrainingSample": "dataset",
     "PatchSampler": "dataset",
     "AugmentConfig": "augment",
     "augment_pair": "augment",
