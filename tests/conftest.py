@@ -57,12 +57,15 @@ def pytest_sessionstart(session):
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("DISPLAY"):
-        return
+    """Tests that use a napari viewer get the ``gui`` marker (``-m "not gui"`` leaves them
+    out) and are skipped when there is no X display."""
+    display = os.environ.get("DISPLAY")
     skip = pytest.mark.skip(reason="no X display: apt-get install xvfb (pytest-xvfb starts it)")
     for item in items:
         if _VIEWER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(skip)
+            item.add_marker(pytest.mark.gui)
+            if not display:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
