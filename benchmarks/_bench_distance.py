@@ -20,11 +20,10 @@ decode(oracle) on the whole real data sets.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from benchmarks._cases import ap, alternate as _alternate
+from benchmarks._cases import alternate as _alternate
+from benchmarks._cases import ap
 
 
 def warmup():

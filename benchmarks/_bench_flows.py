@@ -19,11 +19,10 @@ Timings alternate ours / peer ``repeat`` times; medians are reported.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from benchmarks._cases import ap, alternate as _alternate
+from benchmarks._cases import alternate as _alternate
+from benchmarks._cases import ap
 
 
 def _peer():
@@ -104,7 +103,6 @@ def run(cases, repeat: int = 3) -> list[dict]:
 
 if __name__ == "__main__" and len(__import__("sys").argv) == 1:  # tiny local check: python -m benchmarks._bench_flows
     from benchmarks._cases import Case
-
     from cellseg.datasets.synthetic import synthetic_cells
 
     lab = synthetic_cells((256, 256), n_cells=50, seed=0)[1]

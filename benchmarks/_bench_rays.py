@@ -17,11 +17,10 @@ Timings alternate ours / peer ``repeat`` times; medians are reported.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from benchmarks._cases import ap, alternate as _alternate
+from benchmarks._cases import alternate as _alternate
+from benchmarks._cases import ap
 
 N_RAYS = 32
 PROB_THRESH = 0.5
@@ -133,7 +132,8 @@ def run(cases, repeat: int = 3) -> list[dict]:
             eq = (f"kept {'same' if n_diff == 0 else f'{n_diff} differ'} ({int(keep.sum())}), "
                   f"px {'same' if px == 0 else f'{px} differ'}")
             same, npx = _same_partition(l_o, l_p)
-            note = f"{sc.size} candidates; full pipelines {'same labels' if same else f'differ on {npx} px (tie order)'}"
+            same_text = "same labels" if same else f"differ on {npx} px (tie order)"
+            note = f"{sc.size} candidates; full pipelines {same_text}"
         rows.append(dict(case=case.name, operation="decode", ours_s=t_o, peer_s=t_p,
                          ap50_ours=a_o[0], ap75_ours=a_o[1], ap50_peer=a_p[0], ap75_peer=a_p[1],
                          equal=eq, note=note))

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         cases = make_cases(quick=args.quick, names=names)
     except ValueError as e:
         ap.error(str(e))
-    print(f"cases: " + ", ".join(f"{c.name} {c.labels.shape} n={c.n_objects}" for c in cases))
+    print("cases: " + ", ".join(f"{c.name} {c.labels.shape} n={c.n_objects}" for c in cases))
     print(f"threads: numba {os.environ.get('NUMBA_NUM_THREADS', 'default')}, cpus {os.cpu_count()}")
     rows: list[dict] = []
     for name, mod in mods.items():

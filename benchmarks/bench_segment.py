@@ -121,7 +121,7 @@ def _child_blockwise(args) -> None:
     import tifffile
     import torch
 
-    from cellseg.blockwise import MappedRows, iter_blocks, open_output, run_blocks, percentile_range
+    from cellseg.blockwise import MappedRows, iter_blocks, open_output, percentile_range, run_blocks
     from cellseg.segmenter import Segmenter
     from cellseg.tiling import block_grid
 
@@ -244,7 +244,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--sizes", default="4096,8192", help="block-wise image sizes scanned at --block ('' for none)")
     p.add_argument("--block", type=int, default=2048, help="block size of the size scan")
-    p.add_argument("--huge", type=int, default=None, metavar="N", help="also run an N x N image at --block (e.g. 16384)")
+    p.add_argument("--huge", type=int, default=None, metavar="N",
+                   help="also run an N x N image at --block (e.g. 16384)")
     p.add_argument("--sweep-size", type=int, default=4096, help="image size of the block-size sweep")
     p.add_argument("--sweep-blocks", default="1024,2048,4096", help="block sizes of the sweep ('' for none)")
     p.add_argument("--margin", type=int, default=64)

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellseg.datasets import CTCDataset, FolderDataset
 import cellseg.datasets.download as dl
+from cellseg.datasets import CTCDataset, FolderDataset
 from cellseg.datasets.download import ChecksumError, DatasetEntry, DownloadError, Source, download, fetch_file
 from cellseg.io import read_image, read_labels
 

@@ -10,8 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cellseg.models import BackboneConfig, CellsegModel, ModelFormatError, Network, make_config  # noqa: E402
-from cellseg.models import registry  # noqa: E402
+from cellseg.models import (  # noqa: E402
+    BackboneConfig,
+    CellsegModel,
+    ModelFormatError,
+    Network,
+    make_config,
+    registry,
+)
 from cellseg.models.unet import receptive_field_extent  # noqa: E402
 from cellseg.representations import HeadSpec  # noqa: E402
 

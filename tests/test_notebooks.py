@@ -5,7 +5,10 @@ import pytest
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
-NEEDS_DATA = {"03_compare_representations.ipynb": "Fluo-N2DL-HeLa", "04_cell_tracking_challenge.ipynb": "Fluo-N2DL-HeLa"}
+NEEDS_DATA = {
+    "03_compare_representations.ipynb": "Fluo-N2DL-HeLa",
+    "04_cell_tracking_challenge.ipynb": "Fluo-N2DL-HeLa",
+}
 #: notebooks that train their own model (and fall back to synthetic data without $CELLSEG_DATA)
 NO_BUNDLED_MODEL_NEEDED = {"02_train_on_your_data.ipynb"}
 
@@ -16,7 +19,6 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     from cellseg.models import list_models
-
     from tests.conftest import cellseg_data_dir
 
     if not list_models() and path.name not in NO_BUNDLED_MODEL_NEEDED:

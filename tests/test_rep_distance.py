@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from cellseg.metrics import matching
 from cellseg.representations import get
 from cellseg.representations.distance import (
     DistanceMap,
@@ -13,7 +14,6 @@ from cellseg.representations.distance import (
     normalized_distance,
     watershed,
 )
-from cellseg.metrics import matching
 from tests.reference.ref_distance import (
     ap_ref,
     decode_ref,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from cellseg.metrics import matching
 from cellseg.representations import get
 from cellseg.representations.offsets import (
     Offsets,
@@ -14,7 +15,6 @@ from cellseg.representations.offsets import (
     radius_for_sigma,
     sigma_for_radius,
 )
-from cellseg.metrics import matching
 from tests.reference.ref_offsets import cluster_ref, medoid_ref
 
 INT_DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64]

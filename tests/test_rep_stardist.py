@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from cellseg.labels import LabelError
+from cellseg.representations import _stardist_kernels as K
 from cellseg.representations import get
 from cellseg.representations import stardist as S
-from cellseg.representations import _stardist_kernels as K
 from tests.reference import ref_stardist as R
 
 INT_DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64]

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellseg.datasets import synthetic_cells, synthetic_cells_3d, synthetic_stack
 from cellseg.datasets import synthetic as syn
+from cellseg.datasets import synthetic_cells, synthetic_cells_3d, synthetic_stack
 
 
 def _touching_ids(lab):

@@ -61,7 +61,8 @@ def test_tiled_torch_unet_matches_untiled():
         def __init__(self):
             super().__init__()
             self.e1 = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-            self.e2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+            self.e2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
             self.up = nn.ConvTranspose2d(16, 8, 2, 2)
             self.d1 = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
 

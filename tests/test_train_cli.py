@@ -62,7 +62,8 @@ def test_train_folder_and_resume(folder, tmp_path, monkeypatch):
 
 def test_errors_are_reported(folder, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(loop_mod, "representation_loss", _bce_loss)
-    assert _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.tif")])) == 2
+    args = parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.tif")])
+    assert _cli.run(args) == 2
     assert ".pt" in capsys.readouterr().err
     assert _cli.run(parse(["--data", str(folder), "--out", str(tmp_path / "m.pt")])) == 2
     assert "--representation is required" in capsys.readouterr().err
@@ -74,7 +75,8 @@ def test_errors_are_reported(folder, tmp_path, capsys, monkeypatch):
     assert "divisible" in capsys.readouterr().err
     # float masks
     tifffile.imwrite(folder / "masks" / "im0.tif", np.zeros((64, 64), np.float32) + 0.5)
-    assert _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt")])) == 2
+    args = parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt")])
+    assert _cli.run(args) == 2
     assert "im0.tif" in capsys.readouterr().err
 
 

@@ -186,7 +186,8 @@ class FolderDataset(Sequence):
             return cls(root)
         index = root / "index.csv"
         if not index.is_file():
-            raise MissingFolderError(f"{index}: index.csv with a modality column not found (use modality=None for all images)")
+            raise MissingFolderError(
+                f"{index}: index.csv with a modality column not found (use modality=None for all images)")
         with open(index, newline="") as f:
             rows = list(csv.DictReader(f))
         if not rows:

@@ -16,7 +16,8 @@ SAMPLES = {
     "synthetic_nuclei": ("synthetic_nuclei.tif", "512x512 uint16 synthetic nuclei (180 cells, some touching), YX"),
     "synthetic_nuclei_labels": ("synthetic_nuclei_labels.tif", "labels of synthetic_nuclei, YX"),
     "synthetic_nuclei_t": ("synthetic_nuclei_t.tif", "5x256x256 uint16 time-lapse of 45 moving nuclei, TYX"),
-    "synthetic_nuclei_t_labels": ("synthetic_nuclei_t_labels.tif", "labels of synthetic_nuclei_t (same id over time), TYX"),
+    "synthetic_nuclei_t_labels": ("synthetic_nuclei_t_labels.tif",
+                                  "labels of synthetic_nuclei_t (same id over time), TYX"),
 }
 
 

@@ -130,7 +130,7 @@ def _flat_int32(arr: np.ndarray, where: str) -> tuple[np.ndarray, int, np.ndarra
     dt = arr.dtype
     if dt == np.int32:
         flat = np.ascontiguousarray(arr).reshape(-1)
-    elif dt == bool or dt.itemsize <= 2:
+    elif dt.kind == "b" or dt.itemsize <= 2:
         flat = arr.astype(np.int32).reshape(-1)
     else:  # (u)int32/64: check the range before narrowing
         if arr.size == 0:

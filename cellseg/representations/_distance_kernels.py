@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cellseg._numba import jit, find_root
+from cellseg._numba import find_root, jit
 
 INF = np.inf
 

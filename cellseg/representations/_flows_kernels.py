@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from cellseg._numba import jit, pjit, prange, find_root
+from cellseg._numba import find_root, jit, pjit, prange
 
 INF = np.inf
 SQRT2 = math.sqrt(2.0)

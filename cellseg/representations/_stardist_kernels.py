@@ -1064,7 +1064,6 @@ def polygons_to_label_kernel(coords, order, values, lab, counts):
     in lab on entry (index 0: background), updated as pixels are painted, so
     that nothing has to count the label image afterwards.
     """
-    n = coords.shape[0]
     R = coords.shape[2]
     W = lab.shape[1]
     tog_r = np.zeros(W + 2, np.int8)
@@ -1085,10 +1084,10 @@ def polygons_to_label_kernel(coords, order, values, lab, counts):
 @pjit
 def candidates_kernel(prob, bits, thresh, b):
     """Candidates of prob float32 (Hg, Wg) (``bits``: the same memory viewed as uint32):
-    pixels > thresh at least b pixels from the border. Returns their flat indices in raster order and, per candidate, a uint64
-    sort key: the order-preserving bits of its score, inverted (higher score first),
-    above its raster position (ties: raster order). Rows are counted and filled in
-    parallel."""
+    pixels > thresh at least b pixels from the border. Returns their flat indices in raster
+    order and, per candidate, a uint64 sort key: the order-preserving bits of its score,
+    inverted (higher score first), above its raster position (ties: raster order). Rows
+    are counted and filled in parallel."""
     Hg, Wg = prob.shape
     r0 = b
     nr = max(0, Hg - 2 * b)

@@ -181,7 +181,8 @@ class TrainingData(Sequence):
             if s.image.ndim != self.ndim + 1 or s.image.shape[0] != self.in_channels:
                 raise DataError(f"{s.name}: image shape {s.image.shape} is not ({self.in_channels}, *{self.ndim}D)")
             if s.image.shape[1:] != s.labels.shape:
-                raise DataError(f"{s.name}: image spatial shape {s.image.shape[1:]} differs from labels {s.labels.shape}")
+                raise DataError(
+                    f"{s.name}: image spatial shape {s.image.shape[1:]} differs from labels {s.labels.shape}")
             n_fg_blobs.append(check_instance_labels(s.labels, s.name))
             max_id = max(max_id, int(s.labels.max()))
         if max_id == 0:
@@ -389,7 +390,8 @@ class PatchSampler:
         for s in data.samples:
             ids = np.unique(s.labels)
             ids = ids[ids > 0]
-            c = np.array(ndi.center_of_mass(np.ones_like(s.labels), s.labels, ids), dtype=np.float64).reshape(-1, data.ndim)
+            c = np.array(ndi.center_of_mass(np.ones_like(s.labels), s.labels, ids), dtype=np.float64)
+            c = c.reshape(-1, data.ndim)
             self.centroids.append(c)
 
     def _center(self, i: int, rng: np.random.Generator) -> np.ndarray:

@@ -83,7 +83,8 @@ def cross_entropy(
     _check_multiclass(logits, target, "cross_entropy")
     n = logits.shape[1]
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= n):
-        raise ValueError(f"cross_entropy: class ids must be in 0..{n - 1}, got {int(target.min())}..{int(target.max())}")
+        raise ValueError(
+            f"cross_entropy: class ids must be in 0..{n - 1}, got {int(target.min())}..{int(target.max())}")
     logp = F.log_softmax(logits, dim=1)
     ce = -logp.gather(1, target.long().unsqueeze(1)).squeeze(1)
     if weight is None:
@@ -305,7 +306,8 @@ def representation_loss(rep, head_loss: str = "default") -> LossFn:
         if exc.name != modname:
             raise
         raise ValueError(
-            f"no training loss for representation {name!r} (module {modname} / cellseg/train/losses_{name}.py not found)"
+            f"no training loss for representation {name!r} "
+            f"(module {modname} / cellseg/train/losses_{name}.py not found)"
         ) from None
     fn = getattr(mod, "loss", None)
     if not callable(fn):

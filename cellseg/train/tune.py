@@ -233,8 +233,9 @@ def tune_thresholds(
         res.augment = aug
         scores["augmented" if aug else "plain"] = res.score
         if verbose:
+            stop_note = ", time limit reached" if res.truncated else ""
             print(f"tuned thresholds{' (augmented)' if aug else ''} {res.params}: {metric} {res.score:.4f} "
-                  f"({len(res.table)} evaluations, {res.seconds:.0f}s{', time limit reached' if res.truncated else ''})",
+                  f"({len(res.table)} evaluations, {res.seconds:.0f}s{stop_note})",
                   file=sys.stderr, flush=True)
         # augmentation must win outright and by the margin (a tie keeps the 8x faster plain run)
         if best is None or (res.score > best.score and res.score >= best.score + augment_margin):
