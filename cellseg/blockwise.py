@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -247,14 +246,27 @@ def segment_blockwise(
     complete.
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
     chunks = (block,) * image.ndim if np.isscalar(block) else tuple(block)
-    out = open_output(tmp, image.shape, chunks)
-    cut = run_blocks(iter_blocks(segmenter, image, out, block=block, margin=margin), progress)
-    if hasattr(out, "flush"):
-        out.flush()
-    del out
+
+    def run(tmp: Path) -> list[int]:
+        out = open_output(tmp, image.shape, chunks)
+        cut = run_blocks(iter_blocks(segmenter, image, out, block=block, margin=margin), progress)
+        if hasattr(out, "flush"):
+            out.flush()
+        del out
+        return cut
+
+    if out_path.suffix != ".zarr":  # one file: the shared atomic writer (mode as a plain write)
+        from ._files import atomic_write
+
+        if out_path.suffix.lower() not in (".tif", ".tiff"):
+            raise ValueError(f"{out_path}: block-wise output must end in .zarr, .tif or .tiff")
+        result: dict = {}
+        atomic_write(out_path, lambda tmp: result.setdefault("cut", run(tmp)))
+        return out_path, result["cut"]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")  # a zarr folder
+    cut = run(tmp)
     if out_path.exists():
         if out_path.is_dir():
             import shutil

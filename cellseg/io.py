@@ -23,7 +23,9 @@ Writing
     hyperstacks (OME-TIFF when ImageJ cannot hold the data type, or when
     channel names are given), compressed, atomically: the data goes to a hidden
     temporary file in the target folder which then replaces the target with
-    ``os.replace``; a failed write leaves no partial file behind.
+    ``os.replace`` (``cellseg._files.atomic_write``: the file gets the mode a
+    plain write would, ``0o666 & ~umask``); a failed write leaves no partial
+    file behind.
 
 Errors
     :class:`ImageReadError` (unreadable, truncated or unsupported files),
@@ -35,14 +37,14 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from cellseg._files import atomic_write
 from cellseg.labels import LabelError, as_labels
 
 __all__ = [
@@ -400,7 +402,8 @@ def read_labels(path, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     else:
         data, raw, _, _, p = _read_raw(p)
     if raw.endswith("S"):  # interleaved colour samples; planar SYX files are read as stacks
-        raise LabelError(f"{p}: labels must be a single-channel image, got colour samples (axes {raw!r}, shape {data.shape})")
+        raise LabelError(f"{p}: labels must be a single-channel image, got colour samples "
+                         f"(axes {raw!r}, shape {data.shape})")
     return as_labels(data, name=str(p), ndim=ndim)
 
 
@@ -438,21 +441,6 @@ def _check_target(path, compression) -> Path:
     if compression not in _COMPRESSIONS:
         raise ValueError(f"{path}: unknown compression {compression!r}; choose from {_COMPRESSIONS}")
     return path
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the result onto ``path``; clean up on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part{path.suffix}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_names=None):
@@ -514,7 +502,7 @@ def write_labels(path, labels, axes: str = "YX", pixel_size: Mapping[str, float]
             raise LabelError(f"{path}: label id {top} does not fit into {dt}")
         need = dt.type
     out = arr.astype(need)
-    _atomic_write(path, _tiff_writer(out, axes, sizes, compression))
+    atomic_write(path, _tiff_writer(out, axes, sizes, compression))
     return path
 
 
@@ -546,5 +534,5 @@ def write_image(path, data, axes: str, pixel_size: Mapping[str, float] | None = 
         channel_names = [str(c) for c in channel_names]
         if "C" not in axes or arr.shape[axes.index("C")] != len(channel_names):
             raise ValueError(f"{path}: {len(channel_names)} channel names given but axes {axes!r} / shape {arr.shape}")
-    _atomic_write(path, _tiff_writer(np.ascontiguousarray(arr), axes, sizes, compression, channel_names))
+    atomic_write(path, _tiff_writer(np.ascontiguousarray(arr), axes, sizes, compression, channel_names))
     return path

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -104,20 +102,16 @@ def object_table(
 
 
 def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
-    """Write rows atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
+    """Write rows atomically (temporary file in the same folder, then rename; the file gets
+    the mode a plain write would)."""
+    from ._files import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             w.writeheader()
             for r in rows:
                 w.writerow({k: ("" if isinstance(r.get(k), float) and np.isnan(r.get(k)) else r.get(k))
                             for k in COLUMNS})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(Path(path), write)

@@ -1,8 +1,6 @@
 """Overlays a person can look at: image in grey, objects in colour with outlines."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -56,18 +54,10 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.35, outline:
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 array as PNG atomically."""
+    """Write an RGB uint8 array as PNG atomically (the file gets the mode a plain write would)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(np.asarray(rgb, np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from ._files import atomic_write
+
+    arr = np.asarray(rgb, np.uint8)
+    return atomic_write(Path(path), lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))

@@ -53,6 +53,8 @@ from urllib.request import urlopen
 
 import numpy as np
 
+from cellseg._files import atomic_write
+
 __all__ = [
     "Source",
     "DatasetEntry",
@@ -221,9 +223,8 @@ def _load_records(path: Path) -> dict[str, str]:
 def _save_record(path: Path, url: str, digest: str) -> None:
     data = _load_records(path)
     data[url] = digest
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _sha256(path: Path) -> str:
@@ -258,10 +259,9 @@ def fetch_file(url: str, dest: Path, sha256: str | None = None, records: Path | 
             return dest
         _say(say, f"{dest}: cached file does not match its checksum; downloading again")
         dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-    h = hashlib.sha256()
-    try:
+
+    def fetch(tmp: Path) -> None:
+        h = hashlib.sha256()
         try:
             resp = urlopen(url, timeout=60)
         except Exception as e:
@@ -288,16 +288,16 @@ def fetch_file(url: str, dest: Path, sha256: str | None = None, records: Path | 
                         say(f"  {pct:3d}%  {done / 1e6:.1f} / {total / 1e6:.1f} MB")
         if total is not None and done != total:
             raise DownloadError(f"download of {url} incomplete: got {done} of {total} bytes")
-        digest = h.hexdigest()
-        if expected is not None and digest != expected:
+        found[0] = h.hexdigest()
+        if expected is not None and found[0] != expected:
             raise ChecksumError(
-                f"checksum mismatch for {url}: expected sha256 {expected}, got {digest}; the file was removed"
+                f"checksum mismatch for {url}: expected sha256 {expected}, got {found[0]}; the file was removed"
                 + (f" (expected value recorded in {records} at the first download)" if sha256 is None else "")
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    found: list = [None]  # the sha256 of the downloaded file
+    atomic_write(dest, fetch)  # temporary file beside dest, renamed when complete and verified
+    digest = found[0]
     if expected is None and records is not None:
         _save_record(records, url, digest)
         _say(say, f"no published checksum for {url}: recorded sha256 {digest} in {records}")

@@ -501,15 +501,9 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _atomic_save(payload: Mapping[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(dict(payload), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    from .._files import atomic_write
+
+    return atomic_write(path, lambda tmp: torch.save(dict(payload), tmp))
 
 
 def _jsonable(obj):

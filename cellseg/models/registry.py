@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
+
 __all__ = [
     "WEIGHTS_DIR",
     "UnknownModelError",
@@ -180,9 +182,8 @@ def register_model(
         for e in index["models"].values():
             e.pop("default", None)
     index["models"][name] = entry
-    tmp = _index_path(d).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, _index_path(d))
+    text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    atomic_write(_index_path(d), lambda tmp: tmp.write_text(text))
     return entry
 
 

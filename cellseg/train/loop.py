@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from cellseg import representations
+from cellseg._files import atomic_write
 from cellseg.models.network import CellsegModel, make_config, read_model_file, resolve_device
 from cellseg.models.unet import BackboneConfig
 
@@ -156,7 +157,8 @@ def _as_data(data, rep_ndim: int, in_channels: int, normalization, what: str) ->
     if isinstance(data, Sequence) or hasattr(data, "__iter__"):
         return TrainingData.from_arrays(list(data), ndim=rep_ndim, in_channels=in_channels,
                                         normalization=normalization, source=what)
-    raise TypeError(f"{what} must be TrainingData, a folder path or a list of (image, labels), got {type(data).__name__}")
+    raise TypeError(f"{what} must be TrainingData, a folder path or a list of (image, labels), "
+                    f"got {type(data).__name__}")
 
 
 def _cpu_has_bf16() -> bool:
@@ -200,7 +202,8 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return f
 
 
-def _to_tensors(x: np.ndarray, targets: Mapping[str, np.ndarray], device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _to_tensors(x: np.ndarray, targets: Mapping[str, np.ndarray],
+                device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return (torch.from_numpy(x).to(device),
             {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device) for k, v in targets.items()})
 
@@ -270,7 +273,13 @@ def _log(cfg: TrainConfig, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def _write_history(out: Path, history: list) -> None:
+    text = json.dumps(history, indent=1)
+    atomic_write(out / "history.json", lambda tmp: tmp.write_text(text))
+
+
 # ----------------------------------------------------------------------------- fit
+
 def fit(
     representation,
     train,
@@ -329,7 +338,8 @@ def fit(
         val = _as_data(val, bb.ndim, in_ch, train.normalization, "val")
         overlap = sorted(set(train.names) & set(val.names)) if train.source == val.source else []
         if overlap:
-            raise DataError(f"{len(overlap)} sample(s) are in both the training and validation sets, e.g. {overlap[:3]}")
+            raise DataError(f"{len(overlap)} sample(s) are in both the training and validation sets, "
+                            f"e.g. {overlap[:3]}")
 
     training_record = {
         "train_config": cfg.to_dict(),
@@ -394,7 +404,8 @@ def fit(
         ckpt_loss = ckpt.config.get("training", {}).get("train_config", {}).get("loss", "default")
         if ckpt_loss != cfg.loss:
             raise ValueError(f"{last}: the checkpoint was trained with loss {ckpt_loss!r}, this run asks for "
-                             f"{cfg.loss!r}; resume with loss {ckpt_loss!r} (--loss {ckpt_loss}) or use another out_dir")
+                             f"{cfg.loss!r}; resume with loss {ckpt_loss!r} (--loss {ckpt_loss}) or use another "
+                             "out_dir")
         ts = payload.get("training_state")
         if not isinstance(ts, Mapping):
             raise ValueError(f"{last}: not a training checkpoint (no training_state)")
@@ -419,7 +430,7 @@ def fit(
               "elapsed": state["elapsed"], "acc": state["acc"], "optimizer": opt.state_dict(),
               "scheduler": sched.state_dict(), "plateau": None if plateau is None else plateau.state_dict()}
         model.save(out / "last.pt", extra={"training_state": ts})
-        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+        _write_history(out, state["history"])
         _emit(callback, {"event": "checkpoint", "path": str(out / "last.pt"), "epoch": state["epoch"],
                          "step": state["step"]})
 
@@ -525,7 +536,7 @@ def fit(
                                               "augment": res.augment, "augment_scores": res.augment_scores}
     if out is not None and not stopped:
         model.save(out / "model.pt")
-        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+        _write_history(out, state["history"])
     _emit(callback, {"event": "done", "stopped": stopped, "history": state["history"]})
     return model
 
