@@ -279,3 +279,27 @@ def test_head_bias_init_gives_known_starting_outputs():
     assert out["seed"].abs().sum() > 0  # torch's default init where no bias_init is given
     with pytest.raises(ValueError, match="bias_init"):
         HeadSpec("x", 1, bias_init=float("nan"))
+
+
+def test_bundled_name_wins_over_a_folder_or_file_of_that_name(tmp_path, monkeypatch):
+    """``load_model("nuclei-flows")`` loads the bundled model even when the current folder holds a
+    folder (or a file) of that name; a path (separator or suffix) is a path."""
+    from cellseg.models import load_model
+
+    name = registry.default_model_name()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir()
+    assert load_model(name, device="cpu").name == name
+    with pytest.raises(ModelFormatError, match="is a folder"):
+        load_model(f"./{name}", device="cpu")
+    (tmp_path / name).rmdir()
+    (tmp_path / name).write_text("not a model")
+    assert load_model(name, device="cpu").name == name
+    # a bare name that is no bundled model but an existing file: the file
+    tiny_model().save(tmp_path / "mine.pt")
+    (tmp_path / "mine.pt").rename(tmp_path / "mine")
+    assert load_model("mine", device="cpu").representation.name == "distance"
+    with pytest.raises(FileNotFoundError):
+        load_model("nope.pt", device="cpu")
+    with pytest.raises(registry.UnknownModelError):
+        load_model("nope", device="cpu")

@@ -315,7 +315,8 @@ class CellsegModel:
             want = "(Y, X) or (C, Y, X)" if nd == 2 else "(Z, Y, X) or (C, Z, Y, X)"
             raise ValueError(f"a {nd}D model expects an image of shape {want}, got {x.shape}")
         if x.shape[0] != self.in_channels:
-            raise ValueError(f"the model takes {self.in_channels} channel(s), the image has {x.shape[0]} (shape {x.shape})")
+            raise ValueError(f"the model takes {self.in_channels} channel(s), the image has {x.shape[0]} "
+                             f"(shape {x.shape})")
         if min(x.shape[1:]) < 1:
             raise ValueError(f"empty image of shape {x.shape}")
         if not np.all(np.isfinite(x)):
@@ -519,10 +520,20 @@ def _jsonable(obj):
 
 
 def load_model(name_or_path: str | os.PathLike, device: Any = "auto") -> CellsegModel:
-    """A model file path, or the name of a bundled model (see :func:`cellseg.models.list_models`)."""
-    p = Path(name_or_path)
-    if p.suffix == ".pt" or p.exists() or os.sep in str(name_or_path):
-        return CellsegModel.load(p, device=device)
-    from .registry import load_pretrained
+    """A model file path, or the name of a bundled model (see :func:`cellseg.models.list_models`).
 
-    return load_pretrained(str(name_or_path), device=device)
+    An argument that looks like a path (a ``PathLike``, or a string with a folder
+    separator or a suffix such as ``.pt``) is a file; a bare name is a bundled
+    model when one has that name, so a file or folder of that name in the current
+    folder does not hide it (write ``./name`` for the file); otherwise an existing
+    file of that name is loaded."""
+    s = os.fspath(name_or_path)
+    p = Path(s)
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    if not isinstance(name_or_path, str) or any(c in s for c in seps) or p.suffix:
+        return CellsegModel.load(p, device=device)
+    from .registry import list_models, load_pretrained
+
+    if s not in list_models() and p.exists():
+        return CellsegModel.load(p, device=device)
+    return load_pretrained(s, device=device)
