@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "Tile",
+    "check_tile",
     "tile_grid",
     "predict_tiled",
     "Block",
@@ -48,9 +49,53 @@ class Tile:
     crop: tuple[slice, ...]
 
 
+def check_tile(
+    tile: int | Sequence[int] | None,
+    margin: int | Sequence[int],
+    div_by: int = 1,
+) -> int | tuple[int, ...] | None:
+    """Validate a tile size against the context ``margin`` (px per side) of a network.
+
+    ``None`` or ``0`` means no tiling (the whole image at once) and gives ``None``;
+    in a per-axis tuple, ``0`` leaves that axis uncut. A tile must be larger than
+    twice the margin (as :func:`tile_grid` rounds it to the ``div_by`` grid): its
+    core, the part of the output it keeps, must be at least ``div_by`` pixels wide.
+    A smaller tile would give thousands of tiles of a few pixels each, so it is
+    refused with a ``ValueError`` that names the smallest tile allowed. Returns
+    the tile as given (an int or a tuple of ints).
+    """
+    if tile is None:
+        return None
+    scalar = np.isscalar(tile)
+    tiles = (tile,) if scalar else tuple(tile)
+    if not tiles:
+        raise ValueError("tile must be a size in pixels or one size per axis, got an empty sequence")
+    try:
+        ints = tuple(int(t) for t in tiles)
+    except (TypeError, ValueError):
+        raise ValueError(f"tile sizes must be whole numbers of pixels, got {tile!r}") from None
+    if any(i != t for i, t in zip(ints, tiles)) or any(i < 0 for i in ints):
+        raise ValueError(f"tile sizes must be whole numbers of pixels >= 0 (0: no tiling), got {tile!r}")
+    if all(i == 0 for i in ints):
+        return None
+    margins = (margin,) * len(ints) if np.isscalar(margin) else tuple(margin)
+    if len(margins) != len(ints):
+        margins = (max(margins),) * len(ints)
+    div_by = max(1, int(div_by))
+    for t, m in zip(ints, margins):
+        m = int(math.ceil(int(m) / div_by) * div_by)
+        least = 2 * m + div_by
+        if 0 < t < least:
+            raise ValueError(
+                f"tile size {t} px is too small: the network needs {m} px of context on each side of a tile, so "
+                f"tiles must be at least {least} px (use 0 for no tiling; tiles of a few times the minimum are "
+                f"efficient)")
+    return ints[0] if scalar else ints
+
+
 def _axis_tiles(n: int, tile: int, margin: int, div_by: int) -> list[tuple[int, int, int, int]]:
     """(read_start, read_stop, core_start, core_stop) along one axis."""
-    if tile >= n:
+    if tile == 0 or tile >= n:
         return [(0, n, 0, n)]
     core = tile - 2 * margin
     core = max(div_by, (core // div_by) * div_by)
@@ -73,17 +118,19 @@ def tile_grid(
 ) -> list[Tile]:
     """Cut ``shape`` into tiles whose cores partition it.
 
-    ``tile`` is the target size of the *read* window (core + 2·margin) per axis;
-    ``margin`` the context on each side. Both are rounded so that every window
-    starts at a multiple of ``div_by``.
+    ``tile`` is the target size of the *read* window (core + 2·margin) per axis
+    (``0``: that axis is not cut); ``margin`` the context on each side. Both are
+    rounded so that every window starts at a multiple of ``div_by``. A tile at or
+    below twice the margin raises ``ValueError`` (see :func:`check_tile`).
     """
     nd = len(shape)
     tile = (tile,) * nd if np.isscalar(tile) else tuple(tile)
     margin = (margin,) * nd if np.isscalar(margin) else tuple(margin)
     if len(tile) != nd or len(margin) != nd:
         raise ValueError(f"tile {tile} and margin {margin} must have {nd} entries for shape {shape}")
+    checked = check_tile(tile, margin, div_by)
+    tile = (0,) * nd if checked is None else checked
     margin = tuple(int(math.ceil(m / div_by) * div_by) for m in margin)
-    tile = tuple(max(int(t), 2 * m + div_by) for t, m in zip(tile, margin))
     per_axis = [_axis_tiles(int(n), t, m, div_by) for n, t, m in zip(shape, tile, margin)]
     tiles = []
     for combo in np.ndindex(*[len(p) for p in per_axis]):
@@ -123,10 +170,13 @@ def predict_tiled(
     ``image`` is ``(*spatial)`` or ``(C, *spatial)``; ``predict`` maps such an
     array to ``{head: (C_head, *spatial)}``. This is a generator: it yields
     ``(done, total)`` after each tile and *returns* the stitched dict (use
-    ``yield from`` or :func:`run_tiled`).
+    ``yield from`` or :func:`run_tiled`). ``tile`` None or 0 runs the whole image
+    at once; a tile at or below twice the margin raises ``ValueError`` naming the
+    smallest tile allowed (:func:`check_tile`).
     """
     if blend not in ("crop", "linear"):
         raise ValueError(f"blend must be 'crop' or 'linear', got {blend!r}")
+    tile = check_tile(tile, margin, div_by)
     spatial = image.shape[-spatial_ndim:]
     lead = image.shape[:-spatial_ndim]
     if tile is None:

@@ -122,3 +122,58 @@ def test_cut_objects_are_flagged():
         owned, cut = owned_objects(lab[b.read], b, lab.shape)
         flagged += [(int(i), bool(c)) for i, c in zip(owned, cut)]
     assert flagged == [(5, True)]
+
+
+def test_tile_zero_means_untiled():
+    from cellseg.tiling import check_tile
+
+    rng = np.random.default_rng(3)
+    img = rng.random((60, 70)).astype(np.float32)
+    calls = []
+
+    def predict(x):
+        calls.append(x.shape)
+        return _filter_predict(x)
+
+    out = run_tiled(predict, img, spatial_ndim=2, tile=0, margin=4)
+    assert calls == [img.shape]
+    np.testing.assert_array_equal(out["a"], _filter_predict(img)["a"])
+    assert check_tile(0, 4) is None and check_tile((0, 0), 4) is None and check_tile(None, 4) is None
+    # 0 on one axis: that axis is not cut
+    tiles = tile_grid((60, 70), (0, 32), 4, 1)
+    assert {(t.read[0].start, t.read[0].stop) for t in tiles} == {(0, 60)} and len(tiles) > 1
+
+
+@pytest.mark.parametrize("tile,margin,div,least", [(8, 24, 4, 52), (48, 24, 4, 52), (51, 24, 4, 52),
+                                                   (128, 64, 16, 144), (16, 5, 4, 20), ((64, 20), 12, 4, 28)])
+def test_tiles_at_or_below_twice_the_margin_are_refused(tile, margin, div, least):
+    from cellseg.tiling import check_tile
+
+    img = np.zeros((300, 300), np.float32)
+    for call in (lambda: check_tile(tile, margin, div), lambda: tile_grid(img.shape, tile, margin, div),
+                 lambda: run_tiled(_filter_predict, img, spatial_ndim=2, tile=tile, margin=margin, div_by=div)):
+        with pytest.raises(ValueError, match=f"at least {least} px"):
+            call()
+    assert check_tile(least, margin, div) == least
+    assert len(tile_grid(img.shape, least, margin, div)) > 1
+
+
+def test_bad_tile_values_are_refused():
+    from cellseg.tiling import check_tile
+
+    for bad in (-1, 2.5, "x", (64, -3), ()):
+        with pytest.raises(ValueError):
+            check_tile(bad, 4)
+
+
+def test_segmenter_tile_zero_and_too_small(tiny_model_path):
+    from cellseg.datasets.synthetic import synthetic_cells
+    from cellseg.models import load_model
+    from cellseg.segmenter import Segmenter
+
+    model = load_model(tiny_model_path)
+    img, _ = synthetic_cells((96, 96), n_cells=6, seed=1)
+    whole = Segmenter(model).segment(img).labels
+    np.testing.assert_array_equal(Segmenter(model, tile=0).segment(img).labels, whole)
+    with pytest.raises(ValueError, match="at least 52 px"):
+        Segmenter(model, tile=8).segment(img)
