@@ -205,3 +205,38 @@ def test_3d_frames_need_axes(tmp_path):
         CTCDataset(root).pairs("01")[0].load()
     img, got = CTCDataset(root, axes="ZYX").pairs("01")[0].load()
     assert img.shape == got.shape == (5, 16, 20) and got.max() == 1
+
+
+def test_pair_plain_folders_with_what_cellseg_segment_writes(tmp_path):
+    """X_labels.tif pairs with X.tif; *_overlay.png and *_objects.csv are never predictions;
+    with allow_missing a missing prediction is listed in a warning, and no pair at all is an error."""
+    gt, pr = tmp_path / "gt", tmp_path / "out"
+    gt.mkdir()
+    pr.mkdir()
+    for name in ("a", "b"):
+        tifffile.imwrite(gt / f"{name}.tif", _lab(1))
+        tifffile.imwrite(pr / f"{name}_labels.tif", _lab(1))
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(pr / f"{name}_overlay.png")
+        (pr / f"{name}_objects.csv").write_text("id\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pairs = pair_label_folders(gt, pr)
+    assert [(n, g.name, p.name) for n, g, p in pairs] == [("a", "a.tif", "a_labels.tif"),
+                                                          ("b", "b.tif", "b_labels.tif")]
+    # an exact stem pairs too; both for one truth file is ambiguous
+    tifffile.imwrite(pr / "a.tif", _lab(1))
+    with pytest.raises(PairingError, match="two predictions for a.tif"):
+        pair_label_folders(gt, pr)
+    (pr / "a.tif").unlink()
+    (pr / "b_labels.tif").unlink()
+    with pytest.raises(PairingError, match=r"1 of 2 .*b\.tif.*allow_missing=True"):
+        pair_label_folders(gt, pr)
+    with pytest.warns(UserWarning, match=r"1 of 2 ground-truth files .* scored as empty predictions: b\.tif"):
+        pairs = pair_label_folders(gt, pr, allow_missing=True)
+    assert [(n, p and p.name) for n, _, p in pairs] == [("a", "a_labels.tif"), ("b", None)]
+    # nothing paired: an error even with allow_missing (not a table of zeros)
+    (pr / "a_labels.tif").unlink()
+    tifffile.imwrite(pr / "other_labels.tif", _lab(1))
+    for allow in (False, True):
+        with pytest.raises(PairingError, match=r"none of the 2 ground-truth files .*X_labels.tif.*other_labels"):
+            pair_label_folders(gt, pr, allow_missing=allow)

@@ -272,6 +272,26 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _plain_predictions(gkeys: dict[str, Path], found: dict[str, Path], folder: Path) -> dict[str, Path]:
+    """Predictions of a plain folder keyed like the ground truth: ``X`` or ``X_labels`` (what
+    ``cellseg segment`` writes) for ground truth ``X``; its ``*_overlay.png`` pictures are dropped."""
+    out: dict[str, Path] = {}
+    used = set()
+    for k in gkeys:
+        cands = [s for s in (k, f"{k}_labels") if s in found]
+        if len(cands) == 2:
+            raise PairingError(f"{folder}: two predictions for {gkeys[k].name}: "
+                               f"{found[cands[0]].name} and {found[cands[1]].name}")
+        if cands:
+            out[k] = found[cands[0]]
+            used.add(cands[0])
+    for s, f in found.items():
+        if s in used or (s.endswith("_overlay") and f.suffix.lower() == ".png"):
+            continue
+        out.setdefault(s, f)  # no ground truth: reported as extra
+    return out
+
+
 def pair_label_folders(gt_dir, pred_dir, allow_missing: bool = False) -> list[tuple[str, Path, Path | None]]:
     """Pair ground-truth and predicted label files for evaluation.
 
@@ -282,11 +302,16 @@ def pair_label_folders(gt_dir, pred_dir, allow_missing: bool = False) -> list[tu
       (``NN_RES``) with ``maskTTT.tif``. Files are paired by frame number and
       named ``"TTT"`` (3 digits at least). 3D slice annotations are skipped.
     * plain: both are folders of label images (.tif/.tiff/.png) paired by file
-      stem.
+      stem. The prediction for ``X.tif`` is ``X.*`` or ``X_labels.*``, what
+      ``cellseg segment`` writes (its overlay pictures ``*_overlay.png`` and
+      tables are never taken as predictions).
 
     Ground-truth files without a prediction raise :class:`PairingError`
     listing them, unless ``allow_missing`` is true, in which case they are
-    paired with ``None`` (an empty prediction: every object is missed).
+    paired with ``None`` (an empty prediction: every object is missed) with a
+    ``UserWarning`` that lists them. When no ground-truth file has a prediction
+    at all, :class:`PairingError` is raised even with ``allow_missing`` (there
+    is nothing to score: most likely the wrong folder or naming).
     Predictions without ground truth are ignored with a ``UserWarning`` that
     lists them. Returns ``[(name, gt_path, pred_path_or_None), ...]``.
     """
@@ -308,14 +333,22 @@ def pair_label_folders(gt_dir, pred_dir, allow_missing: bool = False) -> list[tu
         gkeys = {f"{t:03d}": path for t, path in g.items()}
         pkeys = {f"{t:03d}": path for t, path in p.items()}
         gt_where, pred_where = seg, pred
+        naming = "maskTTT.tif for man_segTTT.tif"
     else:
         gkeys = _by_stem(gt)
-        pkeys = _by_stem(pred)
         if not gkeys:
             raise PairingError(f"{gt}: no label images (.tif, .tiff, .png)")
+        pkeys = _plain_predictions(gkeys, _by_stem(pred), pred)
         gt_where, pred_where = gt, pred
+        naming = "X.tif or X_labels.tif for X.tif, by file stem"
     missing = [k for k in gkeys if k not in pkeys]
     extra = [k for k in pkeys if k not in gkeys]
+    if len(missing) == len(gkeys):
+        msg = (f"none of the {len(gkeys)} ground-truth files in {gt_where} has a prediction in {pred_where} "
+               f"(paired as {naming})")
+        if extra:
+            msg += f"; the predictions there: {_listing(pkeys[k].name for k in extra)}"
+        raise PairingError(msg)
     if missing and not allow_missing:
         msg = (
             f"{len(missing)} of {len(gkeys)} ground-truth files in {gt_where} have no prediction in {pred_where}: "
@@ -324,6 +357,13 @@ def pair_label_folders(gt_dir, pred_dir, allow_missing: bool = False) -> list[tu
         if extra:
             msg += f"; {len(extra)} prediction(s) have no ground truth: {_listing(pkeys[k].name for k in extra)}"
         raise PairingError(msg + " (pass allow_missing=True to score missing predictions as empty)")
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of {len(gkeys)} ground-truth files in {gt_where} have no prediction in {pred_where} "
+            f"and are scored as empty predictions: {_listing(gkeys[k].name for k in missing)}",
+            UserWarning,
+            stacklevel=2,
+        )
     if extra:
         warnings.warn(
             f"{len(extra)} prediction(s) in {pred_where} have no ground truth in {gt_where} and are ignored: "
