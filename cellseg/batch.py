@@ -1,12 +1,19 @@
 """Batch segmentation of files: one label TIFF (+ CSV, + PNG overlay) per input.
 
 * Inputs are files, folders (their .tif/.tiff/.png files) or glob patterns.
-* Outputs are named after the input's stem; an output that already exists is
-  skipped unless ``overwrite`` (so an interrupted batch resumes where it
+* Outputs are named after the input's stem (:func:`output_names`); inputs whose
+  stems are equal (``a/img.tif``, ``a/img.png``, ``b/img.tif``) keep their
+  folder, relative to the folder the clashing inputs share, under the output
+  folder (``a/img``, ``b/img``) and, within one folder, their extension
+  (``a/img_tif``, ``a/img_png``), so no two inputs write the same file; names
+  that would still clash are refused before any work. An output that already
+  exists is skipped unless ``overwrite`` (so an interrupted batch resumes where it
   stopped). Every file is written under a temporary name and renamed when
-  complete: there is never a half-written output.
+  complete (``cellseg._files.atomic_write``): there is never a half-written output.
 * A bad input is reported by name and the batch goes on; the caller turns any
-  failure into a non-zero exit status.
+  failure into a non-zero exit status. A write failure names the output path; one
+  that concerns the whole output location (disk full, quota, read-only file
+  system) stops the batch, since every later file would fail too.
 * ``workers=N`` runs files on a local Dask cluster; ``scheduler=ADDRESS`` sends
   them to an existing Dask cluster. Workers build the segmenter themselves from
   a picklable :class:`SegmenterSpec`, once per process.
@@ -22,7 +29,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["SegmenterSpec", "FileResult", "expand_inputs", "output_paths", "segment_file", "run_batch"]
+__all__ = ["SegmenterSpec", "FileResult", "expand_inputs", "output_names", "output_paths", "segment_file",
+           "run_batch"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -54,6 +62,10 @@ class FileResult:
     outputs: dict = field(default_factory=dict)
     n_objects: int = 0
     message: str = ""
+    #: what the segmenter wants the user to know about this result (``SegmentationResult.warnings``)
+    warnings: list = field(default_factory=list)
+    #: a write failure of the whole output location (disk full, quota, read-only): the batch stops
+    fatal: bool = False
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
@@ -87,12 +99,63 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
     return unique, missing
 
 
-def output_paths(inp: Path, out_dir: Path, csv: bool = True, overlay: bool = True) -> dict[str, Path]:
-    stem = inp.name
-    for suf in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png"):
-        if stem.lower().endswith(suf):
-            stem = stem[: -len(suf)]
-            break
+_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png")
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """``(stem, extension tag)``: ``img.ome.tif`` -> ``("img", "ome_tif")``."""
+    for suf in _SUFFIXES:
+        if name.lower().endswith(suf):
+            return name[: -len(suf)], suf[1:].replace(".", "_").lower()
+    return name, ""
+
+
+def output_names(files: Sequence[str | Path]) -> list[str]:
+    """The output name of each input, relative to the output folder (``/``-separated).
+
+    An input's stem, unless another input has the same stem: then the inputs of
+    that stem keep their folders relative to the folder they share (``a/img``,
+    ``b/img``), and those in one folder keep their extension too (``img_tif``,
+    ``img_png``). Raises ``ValueError`` listing the inputs when names would still
+    clash (an input ``img_tif.tif`` beside ``img.tif`` and ``img.png``).
+    """
+    files = [Path(f) for f in files]
+    parsed = [_split_name(f.name) for f in files]
+    names = [stem for stem, _ in parsed]
+    groups: dict[str, list[int]] = {}
+    for i, (stem, _) in enumerate(parsed):
+        groups.setdefault(stem, []).append(i)
+    for stem, idx in groups.items():
+        if len(idx) < 2:
+            continue
+        parents = [os.path.normpath(files[i].absolute().parent) for i in idx]
+        try:
+            common = os.path.commonpath(parents)
+        except ValueError:  # different drives
+            common = None
+        rels = [Path(os.path.relpath(p, common)).as_posix() if common else Path(p).as_posix().lstrip("/")
+                for p in parents]
+        for i, rel in zip(idx, rels):
+            base = stem if rels.count(rel) == 1 else f"{stem}_{parsed[i][1]}"
+            names[i] = base if rel == "." else f"{rel}/{base}"
+    first: dict[str, Path] = {}
+    clashes = []
+    for f, n in zip(files, names):
+        if n in first:
+            clashes.append(f"{first[n]} and {f} (both {n}_labels.tif)")
+        else:
+            first[n] = f
+    if clashes:
+        raise ValueError("inputs whose outputs would have the same name: " + "; ".join(clashes)
+                         + " -- rename them or segment them into different output folders")
+    return names
+
+
+def output_paths(inp: Path, out_dir: Path, csv: bool = True, overlay: bool = True,
+                 name: str | None = None) -> dict[str, Path]:
+    """The output files of input ``inp``: ``name`` (default: the input's stem, see
+    :func:`output_names`) + ``_labels.tif``, ``_objects.csv``, ``_overlay.png``."""
+    stem = name if name is not None else _split_name(Path(inp).name)[0]
     out = {"labels": out_dir / f"{stem}_labels.tif"}
     if csv:
         out["csv"] = out_dir / f"{stem}_objects.csv"
@@ -124,15 +187,18 @@ def segment_file(
     overlay: bool = True,
     link: bool = False,
     progress: Callable | None = None,
+    name: str | None = None,
 ) -> FileResult:
-    """Segment one file and write its outputs; never raises for a bad input."""
+    """Segment one file and write its outputs (named ``name``, default the input's stem;
+    see :func:`output_names`); never raises for a bad input or a failed write."""
     from . import io
     from .measure import object_table, write_csv
-    from .visualize import overlay as make_overlay, save_png
+    from .visualize import overlay as make_overlay
+    from .visualize import save_png
 
     path = Path(path)
     out_dir = Path(out_dir)
-    outs = output_paths(path, out_dir, csv=csv, overlay=overlay)
+    outs = output_paths(path, out_dir, csv=csv, overlay=overlay, name=name)
     if not overwrite and all(p.exists() for p in outs.values()):
         return FileResult(str(path), "skipped", {k: str(v) for k, v in outs.items()},
                           message="outputs exist (use --overwrite to redo)")
@@ -165,7 +231,7 @@ def segment_file(
         if not msg.startswith(str(path)):
             msg = f"{path}: {msg}"
         return FileResult(str(path), "failed", message=msg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    warnings = [str(w) for w in (getattr(res, "warnings", None) or [])]
     # intensity image without C for measurements
     inten = img.data
     if "C" in img.axes:
@@ -176,17 +242,25 @@ def segment_file(
             inten = np.take(inten, list(img.channel_names).index(channel), axis=c)
         else:
             inten = inten.mean(axis=c)
-    io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size)
-    if csv:
-        pix = dict(img.pixel_size or {})
-        if getattr(segmenter, "pixel_size", None):
-            pix.update(Y=segmenter.pixel_size, X=segmenter.pixel_size)
-        rows = object_table(res.labels, res.axes, inten, res.scores(), pixel_size=pix)
-        write_csv(outs["csv"], rows)
-    if overlay:
-        i2, l2 = _overlay_frame(inten, res.labels, res.axes)
-        save_png(outs["overlay"], make_overlay(i2, l2))
-    return FileResult(str(path), "done", {k: str(v) for k, v in outs.items()}, n_objects=res.n_objects)
+    try:
+        io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size)
+        if csv:
+            pix = dict(img.pixel_size or {})
+            if getattr(segmenter, "pixel_size", None):
+                pix.update(Y=segmenter.pixel_size, X=segmenter.pixel_size)
+            rows = object_table(res.labels, res.axes, inten, res.scores(), pixel_size=pix)
+            write_csv(outs["csv"], rows)
+        if overlay:
+            i2, l2 = _overlay_frame(inten, res.labels, res.axes)
+            save_png(outs["overlay"], make_overlay(i2, l2))
+    except OSError as exc:  # full disk, read-only folder...: name the file, the batch decides whether to go on
+        from ._files import LOCATION_ERRNOS
+
+        where = exc.filename or out_dir
+        return FileResult(str(path), "failed", message=f"{path}: cannot write {where}: {exc.strerror or exc}",
+                          warnings=warnings, fatal=exc.errno in LOCATION_ERRNOS)
+    return FileResult(str(path), "done", {k: str(v) for k, v in outs.items()}, n_objects=res.n_objects,
+                      warnings=warnings)
 
 
 _WORKER_CACHE: dict = {}
@@ -213,19 +287,31 @@ def run_batch(
     scheduler: str | None = None,
     on_result: Callable[[FileResult], None] | None = None,
     progress: Callable | None = None,
+    names: Sequence[str] | None = None,
     **kwargs,
 ) -> list[FileResult]:
     """Segment ``files`` in this process, on a local Dask cluster (``workers``) or
-    on an existing one (``scheduler``)."""
+    on an existing one (``scheduler``).
+
+    ``names``: output names (default :func:`output_names`, which raises ``ValueError``
+    before any work when names clash). A result with ``fatal`` set (the output
+    location cannot be written: disk full, quota, read-only) stops the batch: the
+    files not yet started get no result, so ``len(result) < len(files)``.
+    """
     files = [Path(f) for f in files]
+    names = output_names(files) if names is None else list(names)
+    if len(names) != len(files):
+        raise ValueError(f"{len(names)} output names for {len(files)} files")
     results: list[FileResult] = []
     if not workers and not scheduler:
         seg = spec.build()
-        for f in files:
-            r = segment_file(seg, f, out_dir, progress=progress, **kwargs)
+        for f, n in zip(files, names):
+            r = segment_file(seg, f, out_dir, progress=progress, name=n, **kwargs)
             results.append(r)
             if on_result:
                 on_result(r)
+            if r.fatal:
+                break
         return results
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -237,14 +323,18 @@ def run_batch(
                                dashboard_address=None, host="127.0.0.1")
         client = Client(cluster)
     try:
-        futs = [client.submit(_segment_on_worker, spec, str(f), str(out_dir), kwargs, pure=False) for f in files]
+        futs = [client.submit(_segment_on_worker, spec, str(f), str(out_dir), {**kwargs, "name": n}, pure=False)
+                for f, n in zip(files, names)]
         by_input = {}
         for fut in as_completed(futs):
             r = fut.result()
             by_input[r.input] = r
             if on_result:
                 on_result(r)
-        results = [by_input[str(f)] for f in files]
+            if r.fatal:
+                client.cancel([f for f in futs if not f.done()])
+                break
+        results = [by_input[str(f)] for f in files if str(f) in by_input]
     finally:
         client.close()
         if cluster is not None:
@@ -256,7 +346,10 @@ def write_ctc_results(results: Sequence[FileResult], out_dir: str | Path, seq: s
     """Write the CTC result layout ``out_dir/SEQ_RES/maskNNN.tif`` from finished results.
 
     A 2D input named like ``tNNN.tif`` becomes ``maskNNN.tif``; a T stack gives one
-    mask per frame (``mask000.tif`` ...). Other inputs are numbered in order.
+    mask per frame (``mask000.tif`` ...). Other inputs are numbered in order. Two
+    inputs that would write the same mask (two T stacks, or ``a/t000.tif`` and
+    ``b/t000.tif``: the layout holds one sequence) raise ``ValueError`` naming them
+    instead of overwriting the first one's mask.
     """
     import re
 
@@ -264,7 +357,16 @@ def write_ctc_results(results: Sequence[FileResult], out_dir: str | Path, seq: s
 
     res_dir = Path(out_dir) / f"{seq}_RES"
     written = []
+    owner: dict[Path, str] = {}
     counter = 0
+
+    def claim(p: Path, inp: str) -> None:
+        if p in owner:
+            raise ValueError(f"{inp} and {owner[p]} would both write {p}: the CTC layout {res_dir} holds one "
+                             "sequence (one T stack, or one tNNN.tif per frame); give each sequence its own --ctc SEQ "
+                             "and output folder")
+        owner[p] = inp
+
     for r in results:
         if r.status not in ("done", "skipped") or "labels" not in r.outputs:
             continue
@@ -279,6 +381,7 @@ def write_ctc_results(results: Sequence[FileResult], out_dir: str | Path, seq: s
             ndig = max(3, len(str(data.shape[t_ax] - 1)))
             for t in range(data.shape[t_ax]):
                 p = res_dir / f"mask{t:0{ndig}d}.tif"
+                claim(p, r.input)
                 io.write_labels(p, np.take(data, t, axis=t_ax).astype(np.int32), axes=axes.replace("T", ""))
                 written.append(p)
         else:
@@ -288,6 +391,7 @@ def write_ctc_results(results: Sequence[FileResult], out_dir: str | Path, seq: s
                 num = f"{counter:03d}"
                 counter += 1
             p = res_dir / f"mask{num}.tif"
+            claim(p, r.input)
             io.write_labels(p, data.astype(np.int32), axes=axes)
             written.append(p)
     return written

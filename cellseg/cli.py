@@ -5,7 +5,6 @@ A thin shell over the library: argument parsing, progress bars, exit codes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,9 +28,18 @@ def _parse_value(v: str):
 
 
 def _tile(v: str | None):
+    """``--tile``: ``512``, ``256,512`` or ``256x512``; ``0`` means the whole image at once."""
     if v is None:
         return None
-    parts = [int(p) for p in v.replace("x", ",").split(",") if p]
+    try:
+        parts = [int(p) for p in v.lower().replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in pixels such as 512 or 256,512 (0: no tiling), "
+                                         f"got {v!r}") from None
+    if not parts or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected sizes >= 0 in pixels (0: no tiling), got {v!r}")
+    if all(p == 0 for p in parts):
+        return None
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
@@ -54,17 +62,28 @@ def _add_segment(sub):
         help="segment TIFF images and stacks",
         description="Segment images: one label TIFF per input (named after its stem, same axes), "
         "a per-object CSV and a PNG overlay. Inputs are files, folders, glob patterns or "
-        "sample:NAME for a bundled sample.",
+        "sample:NAME for a bundled sample. Inputs with the same stem (a/img.tif, a/img.png, b/img.tif) "
+        "keep their folder under OUT (OUT/a/..., OUT/b/...) and, within one folder, their extension "
+        "(img_tif_labels.tif, img_png_labels.tif); this is said before any work. The output folder is "
+        "checked before any work; a file that cannot be written is reported as FAILED with its path, and "
+        "a full or read-only disk stops the batch (rerun to resume).",
     )
     p.add_argument("inputs", nargs="+", help="files, folders, globs, or sample:NAME")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--model", default=None, help="bundled model name or model file (default: the best bundled nuclei model)")
-    p.add_argument("--prob-thresh", type=float, default=None, help="probability / foreground threshold override")
+    p.add_argument("--model", default=None,
+                   help="bundled model name, or a model file: a path with a folder separator or a suffix such as "
+                        ".pt (a bundled name wins over a file or folder of that name in the current folder: write "
+                        "./NAME for it; default: the best bundled nuclei model)")
+    p.add_argument("--prob-thresh", type=float, default=None,
+                   help="probability / foreground threshold override")
     p.add_argument("--nms-thresh", type=float, default=None, help="StarDist NMS IoU threshold override")
     p.add_argument("--flow-threshold", type=float, default=None, help="flows: maximum flow error override")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other decode parameter of the model's representation (repeatable)")
-    p.add_argument("--tile", default=None, help="tile size, e.g. 512 or 256,512 (default: whole image)")
+    p.add_argument("--tile", type=_tile, default=None,
+                   help="tile size in pixels, e.g. 512 or 256,512 (default, or 0: the whole image at once); a "
+                        "tile must be larger than twice the model's context margin, and a smaller one is "
+                        "refused with the minimum")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average the network over the 8 flips/transposes of the image "
                         "(8x the network time; default: the model's choice)")
@@ -96,11 +115,15 @@ _CLI_HINTS = (
     ("Pass axes=", "--axes", "on the command line: --axes ZYX for a Z stack, --axes TYX for time"),
     ("choose one with channel=", "--channel", "on the command line: --channel INDEX or --channel NAME"),
 )
+#: keyword arguments named by library messages, and the option that sets them
+_CLI_NAMES = (("pass allow_missing=True", "pass --allow-missing"),)
 
 
 def _cli_message(msg: str) -> str:
     """Library messages name keyword arguments (``axes=``, ``channel=``); on the command line
     say which option to use instead."""
+    for needle, option in _CLI_NAMES:
+        msg = msg.replace(needle, option)
     for needle, option, hint in _CLI_HINTS:
         if needle in msg and option not in msg:
             msg = f"{msg} -- {hint}"
@@ -118,7 +141,8 @@ def _decode_overrides(args) -> dict:
 
 
 def _cmd_segment(args) -> int:
-    from .batch import SegmenterSpec, expand_inputs, run_batch
+    from ._files import OutputError, check_output_dir
+    from .batch import SegmenterSpec, _split_name, expand_inputs, output_names, run_batch
     from .models import default_model_name, load_model
 
     files, missing = expand_inputs(_resolve_inputs(args.inputs))
@@ -127,6 +151,18 @@ def _cmd_segment(args) -> int:
     if not files:
         print("error: no input files", file=sys.stderr)
         return 2
+    out_dir = Path(args.out)
+    try:  # inputs with the same stem get distinct output names, or are refused, before any work
+        out_names = output_names(files)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    renamed = [(f, n) for f, n in zip(files, out_names) if n != _split_name(Path(f).name)[0]]
+    if renamed:
+        print(f"note: {len(renamed)} inputs share a file name with another input; their outputs keep "
+              f"their folder (and extension) to stay apart:", file=sys.stderr)
+        for f, n in renamed:
+            print(f"  {f} -> {out_dir / n}_labels.tif", file=sys.stderr)
     model_name = args.model or default_model_name()
     try:
         model = load_model(model_name)  # fail early with a clear message
@@ -155,17 +191,26 @@ def _cmd_segment(args) -> int:
     if args.norm is not None and not 0 <= args.norm[0] < args.norm[1] <= 100:
         print(f"error: --norm needs 0 <= PMIN < PMAX <= 100, got {args.norm[0]:g} {args.norm[1]:g}", file=sys.stderr)
         return 2
-    try:  # check --diameter / --pixel-size against the model before any work
+    try:  # check --diameter / --pixel-size / --tile against the model before any work
         from .segmenter import Segmenter, SegmenterError
+        from .tiling import check_tile
 
-        Segmenter(model, diameter=args.diameter, pixel_size=args.pixel_size)
+        seg = Segmenter(model, diameter=args.diameter, pixel_size=args.pixel_size)
+        try:
+            check_tile(args.tile, seg.default_margin(), int(getattr(model, "div_by", 1)))
+        except ValueError as exc:
+            raise SegmenterError(f"--tile: {exc}") from None
     except SegmenterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=_tile(args.tile),
+    spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=args.tile,
                          augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
                          normalize=tuple(args.norm) if args.norm else None)
-    out_dir = Path(args.out)
+    try:  # a read-only folder, or -o naming a file or a path below one: say so before any work
+        check_output_dir(out_dir)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
                   overlay=not args.no_overlay, link=args.link)
     bar = None
@@ -173,26 +218,52 @@ def _cmd_segment(args) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=len(files), unit="file", desc="files", position=0)
-    tile_bar = {}
+    sub_bars: dict = {}  # "frame" (T/Z stacks), "tile" (tiled runs): the file being segmented
+
+    def close_sub_bars():
+        for key in ("tile", "frame"):
+            b = sub_bars.pop(key, None)
+            if b is not None:
+                b.close()
 
     def progress(ev):
         if args.quiet:
             return
-        if ev.stage == "predict" and ev.total > 1:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            b = tile_bar.get("bar")
+        if ev.n_frames > 1:
+            fb = sub_bars.get("frame")
+            if fb is None or fb.total != ev.n_frames:
+                if fb is not None:
+                    fb.close()
+                fb = sub_bars["frame"] = tqdm(total=ev.n_frames, unit="frame", desc="frames", position=1,
+                                              leave=False)
+            if ev.stage == "decode":
+                fb.update(ev.frame + 1 - fb.n)
+        if ev.stage == "predict" and ev.total > 1:
+            b = sub_bars.get("tile")
             if b is None or b.total != ev.total or ev.done == 1:
                 if b is not None:
                     b.close()
-                b = tile_bar["bar"] = tqdm(total=ev.total, unit="tile", desc=f"frame {ev.frame + 1}/{ev.n_frames}",
-                                           position=1, leave=False)
+                desc = f"frame {ev.frame + 1}/{ev.n_frames} tiles" if ev.n_frames > 1 else "tiles"
+                b = sub_bars["tile"] = tqdm(total=ev.total, unit="tile", desc=desc,
+                                            position=2 if ev.n_frames > 1 else 1, leave=False)
             b.update(ev.done - b.n)
 
     failed = 0
 
+    def say(msg: str, err: bool = False):
+        stream = sys.stderr if err else sys.stdout
+        if bar is not None:
+            bar.write(msg, file=stream)
+        else:
+            print(msg, file=stream, flush=True)
+
     def on_result(r):
         nonlocal failed
+        close_sub_bars()
+        for w in r.warnings:
+            say(f"warning: {r.input}: {w}", err=True)
         if r.status == "failed":
             failed += 1
             msg = f"FAILED {_cli_message(r.message)}"
@@ -200,24 +271,38 @@ def _cmd_segment(args) -> int:
             msg = f"skipped {r.input}: {r.message}"
         else:
             msg = f"done {r.input}: {r.n_objects} objects -> {r.outputs['labels']}"
+        say(msg)
         if bar is not None:
-            bar.write(msg)
             bar.update(1)
-        else:
-            print(msg, flush=True)
 
     results = run_batch(spec, files, out_dir, workers=args.workers, scheduler=args.scheduler,
-                        on_result=on_result, progress=progress, **kwargs)
+                        on_result=on_result, progress=progress, names=out_names, **kwargs)
+    close_sub_bars()
     if bar is not None:
         bar.close()
+    n_left = len(files) - len(results)
+    fatal = next((r for r in results if r.fatal), None)
+    if fatal is not None:
+        print(f"stopped after a write failure that concerns the whole output folder "
+              f"({fatal.message.split(': ', 1)[-1]}); {n_left} input{'s' if n_left != 1 else ''} not attempted. "
+              "Free space or choose another -o, then rerun: finished files are kept and skipped", file=sys.stderr)
     if args.ctc:
         from .batch import write_ctc_results
 
-        write_ctc_results(results, out_dir, args.ctc)
+        try:
+            write_ctc_results(results, out_dir, args.ctc)
+        except OSError as exc:
+            print(f"FAILED writing the CTC results: cannot write {exc.filename or out_dir}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            failed += 1
+        except ValueError as exc:
+            print(f"FAILED writing the CTC results: {exc}", file=sys.stderr)
+            failed += 1
     n_done = sum(r.status == "done" for r in results)
     n_skip = sum(r.status == "skipped" for r in results)
-    print(f"{n_done} segmented, {n_skip} skipped, {failed} failed, {len(missing)} not found; outputs in {out_dir}")
-    return 1 if (failed or missing) else 0
+    print(f"{n_done} segmented, {n_skip} skipped, {failed} failed, {len(missing)} not found"
+          + (f", {n_left} not attempted" if n_left else "") + f"; outputs in {out_dir}")
+    return 1 if (failed or missing or n_left) else 0
 
 
 # -- evaluate ---------------------------------------------------------------------
@@ -227,26 +312,36 @@ def _add_evaluate(sub):
         help="compare predicted labels with ground truth",
         description="GT_DIR is a CTC truth folder (NN_GT or NN_ST, with SEG/man_segNNN.tif) and PRED_DIR a "
         "CTC result folder (NN_RES with maskNNN.tif), or both are plain folders of label images paired by "
-        "file stem. Prints AP at IoU 0.5/0.75/0.9, mean AP over 0.5:0.95 (AP = TP/(TP+FP+FN)), F1, "
-        "panoptic quality and the CTC SEG measure.",
+        "file stem: the prediction for X.tif is X.tif or X_labels.tif, so the output folder of 'cellseg "
+        "segment' can be given as it is (its overlays and CSV tables are ignored). Prints AP at IoU "
+        "0.5/0.75/0.9, mean AP over 0.5:0.95 (AP = TP/(TP+FP+FN)), F1, panoptic quality and the CTC SEG "
+        "measure.",
     )
     p.add_argument("gt_dir")
     p.add_argument("pred_dir")
     p.add_argument("--json", default=None, help="write all figures as JSON to this file")
-    p.add_argument("--allow-missing", action="store_true", help="treat a missing prediction as an empty one")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score a ground-truth file without prediction as an empty prediction (listed in a "
+                        "warning); it is still an error when no file has a prediction")
     p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args) -> int:
+    import warnings
+
     from .datasets import pair_label_folders
     from .io import read_labels
     from .metrics import evaluate
 
     try:
-        pairs = pair_label_folders(args.gt_dir, args.pred_dir, allow_missing=args.allow_missing)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pairs = pair_label_folders(args.gt_dir, args.pred_dir, allow_missing=args.allow_missing)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_cli_message(str(exc))}", file=sys.stderr)
         return 2
+    for w in caught:
+        print(f"warning: {_cli_message(str(w.message))}", file=sys.stderr)
 
     def items():
         import numpy as np

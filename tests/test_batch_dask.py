@@ -48,3 +48,59 @@ def test_expand_inputs_globs_and_missing(tmp_path):
                                     str(tmp_path / "*.jpg")])
     assert [f.name for f in files] == ["a.tif", "b.png"]
     assert len(missing) == 2 and "nope.tif" in missing[0] and "matched no file" in missing[1]
+
+
+def test_output_names_keep_inputs_with_the_same_stem_apart(tmp_path):
+    from cellseg.batch import output_names
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    files = [a / "img.tif", a / "img.png", b / "img.tif", a / "other.ome.tif", b / "x" / "A01.tif",
+             a / "x" / "A01.tif", a / "A01.tif"]
+    assert output_names(files) == ["a/img_tif", "a/img_png", "b/img", "other", "b/x/A01", "a/x/A01", "a/A01"]
+    assert output_names([a / "img.tif", a / "img.tiff"]) == ["img_tif", "img_tiff"]
+    assert output_names([a / "one.tif", b / "two.tif"]) == ["one", "two"]
+    with pytest.raises(ValueError, match=r"img_tif.tif .*same name|same name.*img_tif"):
+        output_names([a / "img.tif", a / "img.png", a / "img_tif.tif"])
+
+
+@pytest.mark.slow
+def test_warnings_come_back_from_dask_workers(images_3, tmp_path, tiny_model_path, monkeypatch, capsys):
+    """SegmentationResult.warnings reach FileResult.warnings on a Dask worker, and the CLI prints
+    them per file (an in-process cluster, so that the test double reaches the workers)."""
+    import pickle
+
+    distributed = pytest.importorskip("dask.distributed")
+    from cellseg.cli import main
+    from cellseg.segmenter import Segmenter
+
+    real = Segmenter.iter_segment
+
+    def iter_segment(self, *a, **k):
+        res = yield from real(self, *a, **k)
+        res.warnings.append("unusual image")
+        return res
+
+    monkeypatch.setattr(Segmenter, "iter_segment", iter_segment)
+    files, _ = expand_inputs([images_3])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        results = run_batch(SegmenterSpec(model=str(tiny_model_path)), files, tmp_path / "o",
+                            scheduler=cluster.scheduler_address, csv=False, overlay=False)
+        assert all(r.status == "done" and r.warnings[-1] == "unusual image" for r in results)
+        assert pickle.loads(pickle.dumps(results[0])).warnings == results[0].warnings
+        rc = main(["segment", str(images_3), "-o", str(tmp_path / "cli"), "--model", str(tiny_model_path),
+                   "--scheduler", cluster.scheduler_address, "--no-csv", "--no-overlay"])
+    assert rc == 0
+    err = capsys.readouterr().err.splitlines()
+    for f in files:
+        assert f"warning: {f}: unusual image" in err
+
+
+@pytest.fixture
+def images_3(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        img, _ = synthetic_cells((64, 64), n_cells=6, seed=50 + i)
+        tifffile.imwrite(src / f"f{i}.tif", (img * 1000).astype(np.uint16))
+    return src

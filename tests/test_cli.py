@@ -185,3 +185,214 @@ def test_download_failure_is_a_message_not_a_traceback(monkeypatch, capsys):
     assert main(["download", "Fluo-N2DL-HeLa"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "no network" in err and "Traceback" not in err
+
+
+# -- hardening (issue 14) ----------------------------------------------------------------------------
+def _write_png(path, seed):
+    from PIL import Image
+
+    img, _ = synthetic_cells((96, 128), n_cells=8, seed=seed)
+    Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).save(path)
+
+
+def test_inputs_with_the_same_stem_get_distinct_outputs(images, tmp_path, tiny_model_path, capsys):
+    """a/img.tif, a/img.png and b/img.tif: all three are segmented into distinct files (their folder,
+    and within one folder their extension, kept under -o); a rerun skips all three."""
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    tifffile.imwrite(tmp_path / "a" / "img.tif", tifffile.imread(images / "img0.tif"))
+    _write_png(tmp_path / "a" / "img.png", 21)
+    tifffile.imwrite(tmp_path / "b" / "img.tif", tifffile.imread(images / "img1.tif"))
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out), "--model", str(tiny_model_path),
+            "-q", "--no-csv", "--no-overlay"]
+    assert main(args) == 0
+    text = capsys.readouterr()
+    assert "3 segmented, 0 skipped, 0 failed" in text.out
+    assert "share a file name" in text.err
+    got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert got == ["a/img_png_labels.tif", "a/img_tif_labels.tif", "b/img_labels.tif"]
+    assert not np.array_equal(read_labels(out / "a" / "img_tif_labels.tif"), read_labels(out / "b" / "img_labels.tif"))
+    assert main(args) == 0
+    assert "0 segmented, 3 skipped" in capsys.readouterr().out
+    # names that would still clash are refused before any work
+    tifffile.imwrite(tmp_path / "a" / "img_tif.tif", tifffile.imread(images / "img0.tif"))
+    out2 = tmp_path / "out2"
+    assert main(["segment", str(tmp_path / "a"), "-o", str(out2), "--model", str(tiny_model_path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "same name" in err and "img_tif.tif" in err
+    assert not out2.exists()
+
+
+def test_segment_then_evaluate_plain_folders(tmp_path, tiny_model_path, capsys):
+    """What `cellseg segment` writes is scored by `cellseg evaluate` against a plain GT folder:
+    X_labels.tif pairs with X.tif; overlays and CSVs are ignored."""
+    raw, gt = tmp_path / "raw", tmp_path / "gt"
+    raw.mkdir()
+    gt.mkdir()
+    for i in range(2):
+        img, lab = synthetic_cells((96, 128), n_cells=8, seed=30 + i)
+        tifffile.imwrite(raw / f"x{i}.tif", (img * 1000).astype(np.uint16))
+        write_labels(gt / f"x{i}.tif", lab)
+    out = tmp_path / "out"
+    assert main(["segment", str(raw), "-o", str(out), "--model", str(tiny_model_path), "-q"]) == 0
+    assert (out / "x0_overlay.png").exists() and (out / "x0_objects.csv").exists()
+    capsys.readouterr()
+    rc = main(["evaluate", str(gt), str(out), "--json", str(tmp_path / "r.json")])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    assert "overlay" not in text.err and "warning" not in text.err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["summary"]["n_images"] == 2 and [im["name"] for im in rep["images"]] == ["x0", "x1"]
+    # the scores of the written labels against the truth (the tiny model is far from perfect)
+    from cellseg.metrics import evaluate
+
+    direct = evaluate([(f"x{i}", read_labels(gt / f"x{i}.tif"), read_labels(out / f"x{i}_labels.tif"))
+                       for i in range(2)])
+    assert rep["summary"]["n_pred"] > 0 and rep["summary"]["ap50"] > 0.1
+    assert rep["summary"]["ap50"] == pytest.approx(direct.summary["ap50"]), rep["summary"]
+    # a missing prediction: the hint names the command-line option
+    (out / "x1_labels.tif").unlink()
+    assert main(["evaluate", str(gt), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-missing" in err and "allow_missing=True" not in err and "x1.tif" in err
+    # --allow-missing scores it as empty and says so
+    assert main(["evaluate", str(gt), str(out), "--allow-missing"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "x1.tif" in err and "empty" in err
+    # nothing paired at all: an error, not a table of zeros
+    empty = tmp_path / "empty_pred"
+    empty.mkdir()
+    write_labels(empty / "other_labels.tif", np.zeros((96, 128), np.int32))
+    assert main(["evaluate", str(gt), str(empty), "--allow-missing"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 ground-truth files" in err and "X_labels.tif" in err
+
+
+
+def test_tile_zero_is_untiled_and_tiny_tiles_are_refused(images, tmp_path, tiny_model_path, capsys):
+    """--tile 0 runs the whole image at once; a tile at or below twice the network's margin is
+    refused before any work with the smallest size allowed (the tiny model: margin 24 px on a
+    grid of 4, so 52 px)."""
+    base = ["segment", str(images / "img0.tif"), "--model", str(tiny_model_path), "-q", "--no-csv", "--no-overlay"]
+    assert main([*base, "-o", str(tmp_path / "whole")]) == 0
+    assert main([*base, "-o", str(tmp_path / "zero"), "--tile", "0"]) == 0
+    np.testing.assert_array_equal(read_labels(tmp_path / "zero" / "img0_labels.tif"),
+                                  read_labels(tmp_path / "whole" / "img0_labels.tif"))
+    capsys.readouterr()
+    for tile in ("8", "48", "48,64"):
+        assert main([*base, "-o", str(tmp_path / "small"), "--tile", tile]) == 2, tile
+        err = capsys.readouterr().err
+        assert "--tile" in err and "at least 52 px" in err and "Traceback" not in err
+    assert not (tmp_path / "small").exists()
+    assert main([*base, "-o", str(tmp_path / "t52"), "--tile", "52"]) == 0
+    with pytest.raises(SystemExit):
+        main([*base, "-o", str(tmp_path / "x"), "--tile", "big"])
+
+
+def test_unusable_output_folder_is_refused_before_any_work(images, tmp_path, tiny_model_path, capsys, monkeypatch):
+    from cellseg import batch
+
+    built = []
+    monkeypatch.setattr(batch.SegmenterSpec, "build", lambda self: built.append(self))
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    for out in (a_file, a_file / "sub", a_file / "sub" / "deeper"):
+        rc = main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "-q"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "error:" in err and str(a_file) in err and "is a file" in err, err
+        assert "Traceback" not in err
+    assert built == []
+
+
+def test_write_failures_named_full_disk_stops_the_batch(images, tmp_path, tiny_model_path, capsys, monkeypatch):
+    import errno
+
+    from cellseg import visualize
+
+    out = tmp_path / "out"
+    real_save_png = visualize.save_png
+
+    def deny_img0(path, rgb):  # a file-specific failure: reported, the batch goes on
+        if "img0" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_save_png(path, rgb)
+
+    monkeypatch.setattr(visualize, "save_png", deny_img0)
+    rc = main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "-q"])
+    text = capsys.readouterr()
+    assert rc == 1
+    failed = [ln for ln in text.out.splitlines() if ln.startswith("FAILED")]
+    assert len(failed) == 1 and str(out / "img0_overlay.png") in failed[0] and "Permission denied" in failed[0]
+    assert "1 segmented, 0 skipped, 1 failed" in text.out and "Traceback" not in text.out + text.err
+    monkeypatch.setattr(visualize, "save_png", real_save_png)
+
+    # a full disk: the write fails (no file left behind), the path is named and the batch stops
+    import tifffile as tf
+
+    def full(path, *a, **k):
+        with open(path, "wb") as f:
+            f.write(b"II*\x00partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf, "imwrite", full)
+    out2 = tmp_path / "out2"
+    rc = main(["segment", str(images), "-o", str(out2), "--model", str(tiny_model_path), "-q"])
+    text = capsys.readouterr()
+    assert rc == 1
+    failed = [ln for ln in text.out.splitlines() if ln.startswith("FAILED")]
+    assert len(failed) == 1 and str(out2 / "img0_labels.tif") in failed[0] and "No space left" in failed[0]
+    assert "stopped" in text.err and "1 input not attempted" in text.err
+    assert "0 segmented, 0 skipped, 1 failed, 0 not found, 1 not attempted" in text.out
+    assert "Traceback" not in text.out + text.err
+    assert list(out2.iterdir()) == []
+
+
+def test_frame_bar_for_stacks_without_tiles(tmp_path, tiny_model_path, capsys):
+    frames = np.stack([(synthetic_cells((64, 64), n_cells=5, seed=s)[0] * 1000).astype(np.uint16) for s in range(3)])
+    tifffile.imwrite(tmp_path / "movie.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    assert main(["segment", str(tmp_path / "movie.tif"), "-o", str(tmp_path / "o"), "--model",
+                 str(tiny_model_path), "--no-csv", "--no-overlay"]) == 0
+    err = capsys.readouterr().err
+    assert "frames" in err and "/3" in err and "tile" not in err
+
+
+def _with_warnings(monkeypatch, messages):
+    """Make every SegmentationResult carry ``messages`` (as a segmenter that warns would)."""
+    from cellseg.segmenter import Segmenter
+
+    real = Segmenter.iter_segment
+
+    def iter_segment(self, *a, **k):
+        res = yield from real(self, *a, **k)
+        res.warnings.extend(messages)
+        return res
+
+    monkeypatch.setattr(Segmenter, "iter_segment", iter_segment)
+
+
+def test_result_warnings_are_printed_per_file(images, tmp_path, tiny_model_path, capsys, monkeypatch):
+    _with_warnings(monkeypatch, ["the image looks unlike the model's training data"])
+    for quiet in (["-q"], []):
+        rc = main(["segment", str(images), "-o", str(tmp_path / f"o{len(quiet)}"), "--model", str(tiny_model_path),
+                   "--no-csv", "--no-overlay", *quiet])
+        assert rc == 0
+        err = capsys.readouterr().err
+        for f in ("img0.tif", "img1.tif"):
+            line = f"warning: {images / f}: the image looks unlike the model's training data"
+            assert line in err.splitlines(), err
+
+
+def test_ctc_layout_refuses_two_sequences_instead_of_overwriting(tmp_path, tiny_model_path, capsys):
+    for sub, seed in (("a", 1), ("b", 2)):
+        (tmp_path / sub).mkdir()
+        img, _ = synthetic_cells((64, 64), n_cells=5, seed=seed)
+        tifffile.imwrite(tmp_path / sub / "t000.tif", (img * 1000).astype(np.uint16))
+    out = tmp_path / "o"
+    rc = main(["segment", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out), "--model", str(tiny_model_path),
+               "--ctc", "01", "-q", "--no-csv", "--no-overlay"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "FAILED writing the CTC results" in err and "would both write" in err
+    # the first input's mask is there and is its own
+    np.testing.assert_array_equal(read_labels(out / "01_RES" / "mask000.tif"),
+                                  read_labels(out / "a" / "t000_labels.tif"))

@@ -88,3 +88,42 @@ def test_parser_is_importable_without_torch():
             "_cli.add_arguments(p); p.parse_args(['--data', 'x', '--out', 'y.pt']); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unwritable_out_is_an_error_before_training(folder, tmp_path, capsys, monkeypatch):
+    """--out below a regular file (unwritable even for root) or naming a folder: a clear error before
+    the data is read, no traceback; a write failure at the end names the file."""
+    import errno
+
+    calls = []
+    monkeypatch.setattr(loop_mod, "fit", lambda *a, **k: calls.append(1))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    for out, what in ((a_file / "m.pt", "is a file"), (a_file / "sub" / "m.pt", "is a file"),
+                      (tmp_path, "is a folder")):
+        if out == tmp_path:
+            (tmp_path / "dir.pt").mkdir()
+            out = tmp_path / "dir.pt"
+        rc = _cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "no-data"),
+                             "--out", str(out), *TINY]))
+        err = capsys.readouterr().err
+        assert rc == 2 and "error:" in err and what in err and "Traceback" not in err, err
+    assert calls == []
+    # --checkpoint-dir below a file
+    rc = _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
+                         "--checkpoint-dir", str(a_file / "ck"), *TINY]))
+    assert rc == 2 and "checkpoint folder" in capsys.readouterr().err
+
+    # the disk fills up while saving the final model
+    class Result:
+        config = {"training": {}}
+        thresholds = {}
+
+        def save(self, path, half=False):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(loop_mod, "fit", lambda *a, **k: Result())
+    out = tmp_path / "final.pt"
+    rc = _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(out), *TINY]))
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{out}: No space left on device" in err and "Traceback" not in err, err

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("model")
     g.add_argument("--out", required=True, help="where to write the trained model (.pt)")
-    g.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: OUT without .pt + '_checkpoints')")
+    g.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoint folder (default: OUT without .pt + '_checkpoints')")
     g.add_argument("--fine-tune", default=None, metavar="MODEL", help="start from this model (path or bundled name)")
     g.add_argument("--backbone", choices=("unet", "resunet"), default="unet")
     g.add_argument("--depth", type=int, default=3)
@@ -101,6 +102,12 @@ def _load(path, sequences, truth, modality, ndim, in_channels, norm):
                               normalization=norm)
 
 
+def _os_message(exc: OSError) -> str:
+    if exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cellseg train``; returns the exit code (2 for bad input, with the reason on stderr)."""
     try:
@@ -120,13 +127,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --out must name a .pt file, got {out}", file=sys.stderr)
         return 2
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + "_checkpoints")
+    from cellseg._files import OutputError, check_output_dir
+
+    try:  # a read-only folder or a path below a file: say so before loading data and training
+        if out.is_dir():
+            raise OutputError(f"--out {out} is a folder; name the model file to write (.pt)")
+        check_output_dir(out.parent, "folder of --out")
+        check_output_dir(ckpt, "checkpoint folder")
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         model = None
         if args.fine_tune:
             model = load_model(args.fine_tune)
             rep = model.representation
             if args.representation and args.representation != rep.name:
-                raise ValueError(f"--representation {args.representation} differs from the fine-tuned model's {rep.name}")
+                raise ValueError(f"--representation {args.representation} differs from the fine-tuned "
+                                 f"model's {rep.name}")
             ndim, in_ch = model.ndim, model.in_channels
             norm = model.config["normalization"]
         else:
@@ -163,10 +181,18 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; continue with --resume (checkpoints in {ckpt})", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, folder gone read-only... while training
+        print(f"error: {_os_message(exc)}; continue with --resume once it can be written (checkpoints in "
+              f"{ckpt})", file=sys.stderr)
+        return 1
     if result.config["training"].get("stopped_early"):
         print(f"training stopped; continue with --resume (checkpoints in {ckpt})", file=sys.stderr)
         return 1
-    result.save(out, half=args.half)
+    try:
+        result.save(out, half=args.half)
+    except OSError as exc:
+        print(f"error: {_os_message(exc)}; the trained model is also in {ckpt / 'model.pt'}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print(f"saved {out} (thresholds {result.thresholds})", file=sys.stderr)
     return 0
