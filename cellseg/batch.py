@@ -46,13 +46,15 @@ class SegmenterSpec:
     augment: bool | None = None  # None: the model's choice
     diameter: Any = None  # px, "auto", "off"; None: the model's choice
     pixel_size: float | None = None  # µm/px for every input (None: from each file)
+    transform: str = "linear"  # intensity transform after normalization (Segmenter.transform)
 
     def build(self):
         from .segmenter import Segmenter
 
         return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
                                          normalize=self.normalize, augment=self.augment,
-                                         diameter=self.diameter, pixel_size=self.pixel_size)
+                                         diameter=self.diameter, pixel_size=self.pixel_size,
+                                         transform=self.transform)
 
 
 @dataclass

@@ -194,6 +194,7 @@ def iter_blocks(
     shape = tuple(image.shape)
     if norm_range is None:
         norm_range = percentile_range(image, *segmenter.normalize)
+    segmenter = _fixed_scale(segmenter, image, norm_range)
     blocks = blocks if blocks is not None else block_grid(shape, block, margin)
     next_id = 1
     cut_ids: list[int] = []
@@ -229,6 +230,26 @@ def run_blocks(gen, progress: Callable | None = None):
             return stop.value
         if progress:
             progress(ev)
+
+
+def _fixed_scale(segmenter, image, norm_range):
+    """A segmenter whose object size is fixed for the whole image: with ``diameter="auto"``
+    the size is estimated once, on the most textured window of the image (read at most
+    1024 px a side from its centre region), so every block is resampled alike and objects
+    cut by block edges match."""
+    mode, _ = segmenter.scale_mode()
+    if mode != "auto":
+        return segmenter
+    import copy
+
+    shape = tuple(image.shape)
+    win = tuple(slice(max(0, (n - 1024) // 2), max(0, (n - 1024) // 2) + min(n, 1024)) for n in shape)
+    sample = np.asarray(image[win], dtype=np.float32)
+    lo, hi = (np.float32(v) for v in norm_range)
+    d, _ = segmenter.estimate_diameter((sample - lo) / (hi - lo + np.float32(1e-20)))
+    fixed = copy.copy(segmenter)
+    fixed.diameter = d if d else "off"
+    return fixed
 
 
 def segment_blockwise(

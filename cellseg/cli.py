@@ -97,6 +97,9 @@ def _add_segment(sub):
     p.add_argument("--norm", nargs=2, type=float, default=None, metavar=("PMIN", "PMAX"),
                    help="intensity normalization percentiles (default: the model's, usually 1 99.8); a "
                         "lower PMAX (e.g. 99) brightens dim objects next to very bright ones")
+    p.add_argument("--norm-transform", default="linear", choices=("linear", "sqrt", "log"),
+                   help="intensity transform after the normalization: sqrt or log lift dim objects next to "
+                        "very bright ones (default: linear)")
     p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX, YXC)")
     p.add_argument("--channel", default=None, help="channel index or name for multi-channel images")
     p.add_argument("--link", action="store_true", help="T stacks: keep ids of cells across frames (IoU linking)")
@@ -205,6 +208,7 @@ def _cmd_segment(args) -> int:
         return 2
     spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=args.tile,
                          augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
+                         transform=args.norm_transform,
                          normalize=tuple(args.norm) if args.norm else None)
     try:  # a read-only folder, or -o naming a file or a path below one: say so before any work
         check_output_dir(out_dir)

@@ -283,3 +283,25 @@ def test_intensity_transforms(sized_model):
     assert seen and seen[0].min() >= 0
     with pytest.raises(SegmenterError, match="transform"):
         Segmenter(sized_model, transform="gamma")
+
+
+def test_blockwise_estimates_the_size_once(sized_model, tmp_path, monkeypatch):
+    from cellseg import io
+    from cellseg.blockwise import segment_blockwise
+
+    img, gt = synthetic_cells((160, 160), n_cells=20, seed=31)
+    big, big_gt = _scaled(img, gt, 1.6)
+    seg = Segmenter(sized_model, diameter="auto")
+    calls = []
+    orig = Segmenter.estimate_diameter
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Segmenter, "estimate_diameter", counting)
+    out, _ = segment_blockwise(seg, big, tmp_path / "labels.tif", block=128, margin=96)
+    lab = io.read_labels(out)
+    assert len(calls) == 1 and lab.shape == big.shape
+    assert matching(big_gt, lab, 0.5).accuracy > 0.5 * matching(gt, Segmenter(sized_model).segment(img).labels,
+                                                                 0.5).accuracy
