@@ -71,12 +71,12 @@ _GENERAL_AUGMENT = {"scale": (0.55, 1.8), "scale_prob": 0.7, "gain": (0.6, 1.6),
 _GENERAL_NUCLEI_BACKBONE = {"name": "unet", "depth": 3, "width": 32, "norm": "batch", "conv_after": 0, "seed": 0}
 _GENERAL_NUCLEI_TRAIN = {"epochs": 60, "steps_per_epoch": 50, "batch_size": 8, "patch_size": 128, "lr": 1e-3,
                          "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 24,
-                         "checkpoint_minutes": 5.0, "tune_time_limit": 900.0, "tune_augment": "auto",
+                         "checkpoint_minutes": 5.0, "tune_time_limit": 300.0, "tune_augment": "off",
                          "augment": _GENERAL_AUGMENT}
 _GENERAL_CELLS_BACKBONE = {"name": "unet", "depth": 4, "width": 16, "norm": "batch", "conv_after": 0, "seed": 0}
 _GENERAL_CELLS_TRAIN = {"epochs": 60, "steps_per_epoch": 50, "batch_size": 4, "patch_size": 256, "lr": 1e-3,
                         "warmup_steps": 50, "min_lr_factor": 0.01, "schedule": "cosine", "val_max_images": 12,
-                        "checkpoint_minutes": 5.0, "tune_time_limit": 900.0, "tune_augment": "auto",
+                        "checkpoint_minutes": 5.0, "tune_time_limit": 300.0, "tune_augment": "off",
                         "augment": _GENERAL_AUGMENT}
 GENERAL_DIAMETER = {"general-nuclei": 20.0, "general-cells": 60.0}
 
@@ -466,9 +466,16 @@ def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: M
         "## Split", "",
         f"- dataset: {split['dataset']}",
         *[f"- {k.replace('_rule', '')}: {v}" for k, v in split.items() if k.endswith("_rule")],
+        *[f"- source `{k}`: {v['train']} train, {v['val']} validation, {v['test']} test; {v['rule']}"
+          for k, v in split.get("sources", {}).items()],
         f"- images: {len(split['train'])} train, {len(split['val'])} validation, {len(split['test'])} test "
         "(every name in `split.json` and in the model config); the test split was used for nothing but the "
         "figures below.", "",
+        *([f"- object size: every image resampled so that the median equivalent diameter of its annotated "
+           f"objects is {split['object_diameter']:g} px (factors per image in `split.json`); at inference "
+           "`diameter='auto'` (the default) estimates the objects' size with a first pass and resamples to it; "
+           "patches drawn per source in proportion to the square root of its pixel count "
+           f"({json.dumps(split.get('source_patch_share', {}))})", ""] if "object_diameter" in split else []),
         "## Training", "",
         f"- {tc['epochs']} epochs x {tc['steps_per_epoch']} steps, batch {tc['batch_size']}, patches "
         f"{tc['patch_size']}, AdamW lr {tc['lr']} ({tc['schedule']}, warm-up {tc['warmup_steps']} steps), "
