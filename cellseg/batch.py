@@ -178,6 +178,17 @@ def _overlay_frame(image: np.ndarray, labels: np.ndarray, axes: str) -> tuple[np
     return img, lab
 
 
+def _within_float32(data: np.ndarray) -> np.ndarray:
+    """Float data whose finite values exceed the float32 range (the network's precision) scaled
+    by a power of two into it: exact, and percentile normalization makes the scale irrelevant."""
+    if data.dtype.kind != "f" or data.dtype.itemsize <= 4:
+        return data
+    top = float(np.abs(data).max())
+    if top <= 1e37:
+        return data
+    return data * 2.0 ** -np.frexp(top)[1]
+
+
 def segment_file(
     segmenter,
     path: str | Path,
@@ -215,6 +226,7 @@ def segment_file(
             raise ValueError("the image contains NaN or infinite values")
         if np.all(data == data.flat[0]):
             raise ValueError("the image is constant (every pixel has the same value): nothing to segment")
+        data = _within_float32(data)
         ps = img.pixel_size or {}
         gen = segmenter.iter_segment(data, axes=img.axes, channel=channel, channel_names=img.channel_names,
                                      link=link, pixel_size=ps.get("X") or ps.get("Y"))

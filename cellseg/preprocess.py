@@ -33,6 +33,10 @@ def _axis_tuple(axis, ndim: int, what: str):
     return tuple(out)
 
 
+#: magnitudes beyond which float64 data is normalized in float64 (float32 holds up to ~3.4e38)
+_F32_SAFE = 1e37
+
+
 def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, clip: bool = False,
                          eps: float = 1e-20, name: str = "image") -> np.ndarray:
     """Percentile normalization: ``(img - p_lo) / (p_hi - p_lo + eps)`` as float32.
@@ -47,7 +51,8 @@ def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, 
     constant (a few bright pixels on a flat background, fewer than
     ``100 - pmax`` percent), the group's maximum (or minimum) is used as the
     missing bound so the signal is kept. NaN or infinite values raise
-    ``ValueError``.
+    ``ValueError``. Computed in float32, or in float64 for float64 data whose
+    values do not fit float32 (finite values up to 1e308 are fine).
     """
     x = np.asarray(img)
     if x.dtype == bool or x.dtype.kind not in "uif":
@@ -59,12 +64,15 @@ def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, 
     if eps < 0:
         raise ValueError(f"{name}: eps must be >= 0, got {eps}")
     ax = _axis_tuple(axis, x.ndim, name)
-    xf = x.astype(np.float32, copy=False)
-    if x.dtype.kind == "f" and not np.isfinite(xf).all():
-        raise ValueError(f"{name}: image contains NaN or infinite values")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    # float32 unless the values do not fit it (float64 data beyond ±3.4e38): then in float64
+    wide = x.dtype.kind == "f" and x.dtype.itemsize > 4 and float(np.abs(x).max()) > _F32_SAFE
+    ct = np.float64 if wide else np.float32
+    xf = x.astype(ct, copy=False)
     lo, hi = np.percentile(xf, [pmin, pmax], axis=ax, keepdims=True)
-    lo = lo.astype(np.float32)
-    hi = hi.astype(np.float32)
+    lo = lo.astype(ct)
+    hi = hi.astype(ct)
     flat = hi <= lo
     if flat.any():
         mn = np.min(xf, axis=ax, keepdims=True)
@@ -84,9 +92,11 @@ def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, 
         up = flat & (mx > hi)
         hi = np.where(up, mx, hi)
         lo = np.where(flat & ~up, mn, lo)
-    out = (xf - lo) / (hi - lo + np.float32(eps))
+    out = (xf - lo) / (hi - lo + ct(eps))
     if clip:
         np.clip(out, 0.0, 1.0, out=out)
+    elif wide:  # outliers far beyond the percentiles stay finite in float32
+        np.clip(out, -_F32_SAFE, _F32_SAFE, out=out)
     return out.astype(np.float32, copy=False)
 
 

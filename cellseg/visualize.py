@@ -32,7 +32,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.35, outline:
     """RGB uint8 overlay of 2D ``labels`` on a 2D ``image`` (percentile-stretched grey)."""
     from skimage.segmentation import find_boundaries
 
-    img = np.asarray(image, np.float32)
+    img = np.asarray(image, np.float64)  # float64: any finite intensities (1e302) stay finite
     lab = np.asarray(labels)
     if img.ndim != 2 or lab.shape != img.shape:
         raise ValueError(f"overlay needs a 2D image and labels of the same shape, got {img.shape} and {lab.shape}")

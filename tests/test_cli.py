@@ -396,3 +396,18 @@ def test_ctc_layout_refuses_two_sequences_instead_of_overwriting(tmp_path, tiny_
     # the first input's mask is there and is its own
     np.testing.assert_array_equal(read_labels(out / "01_RES" / "mask000.tif"),
                                   read_labels(out / "a" / "t000_labels.tif"))
+
+
+def test_huge_finite_float_image_is_segmented(tmp_path, tiny_model_path, capsys):
+    # issue 14, item 9: a float64 image with values near 1e302 is finite and segments like its scaled copy
+    img, _ = synthetic_cells((96, 128), n_cells=8, seed=21)
+    tifffile.imwrite(tmp_path / "small.tif", img.astype(np.float64))
+    tifffile.imwrite(tmp_path / "huge.tif", img.astype(np.float64) * 1e302)
+    out = tmp_path / "out"
+    rc = main(["segment", str(tmp_path / "small.tif"), str(tmp_path / "huge.tif"), "-o", str(out),
+               "--model", str(tiny_model_path), "-q"])
+    text = capsys.readouterr()
+    assert rc == 0, text.out + text.err
+    assert "NaN" not in text.out + text.err
+    small, huge = read_labels(out / "small_labels.tif"), read_labels(out / "huge_labels.tif")
+    assert huge.max() > 0 and np.array_equal(small, huge)

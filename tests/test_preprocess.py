@@ -97,3 +97,16 @@ def test_pad_errors(kw, match):
         pad_to_multiple(np.ones((3, 5)), **kw)
     with pytest.raises(ValueError, match="mode='edge'"):
         pad_to_multiple(np.ones((1, 5)), 4)
+
+
+def test_huge_finite_float64_values_are_normalized_not_called_infinite():
+    # issue 14, item 9: 1e302 is finite; float32 cannot hold it, float64 can
+    rng = np.random.default_rng(3)
+    x = rng.random((32, 32))
+    y = normalize_percentile(x * 1e302)
+    assert y.dtype == np.float32 and np.isfinite(y).all()
+    assert np.allclose(y, normalize_percentile(x), atol=1e-5)
+    x[0, 0] = np.inf
+    with pytest.raises(ValueError) as info:
+        normalize_percentile(x)
+    assert str(info.value) == "image: contains NaN or infinite values"  # "image" once
