@@ -19,9 +19,12 @@ class LabelError(ValueError):
 def as_labels(labels, name: str = "labels", ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """Validate a label image and return it as a C-contiguous int32 array.
 
-    Rejects float (unless all values are integral *and* ``allow_float``), bool is
-    accepted as a single object, negative values raise. ``name`` is used in the
-    error message so callers can pass the file name.
+    Integer images are taken as they are; float images (ImageJ/Fiji export label
+    images as float32) are accepted when every value is a whole number and
+    refused otherwise, naming a non-integral value (a float image with fractions
+    is an intensity image or a probability map, not labels); bool is accepted as
+    a single object; negative values and ids beyond int32 raise. ``name`` is used
+    in the error message so callers can pass the file name.
     """
     arr = np.asarray(labels)
     if ndim is not None:
@@ -33,16 +36,36 @@ def as_labels(labels, name: str = "labels", ndim: int | tuple[int, ...] | None =
             )
     if arr.dtype == bool:
         return np.ascontiguousarray(arr, dtype=np.int32)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise LabelError(
-            f"{name}: labels must be an integer image, got dtype {arr.dtype} "
-            "(float images are not label images; cast explicitly if you are sure)"
-        )
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = _integral_float_labels(arr, name)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise LabelError(f"{name}: labels must be an integer image, got dtype {arr.dtype}")
     if arr.size and arr.min() < 0:
         raise LabelError(f"{name}: labels must be non-negative, found {arr.min()}")
     if arr.size and arr.max() > np.iinfo(np.int32).max:
         raise LabelError(f"{name}: label id {arr.max()} does not fit into int32")
     return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def _integral_float_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    """A float label image whose values are all whole numbers, as int64; else :class:`LabelError`."""
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = arr[~finite].flat[0]
+        raise LabelError(f"{name}: labels must be whole numbers, but this {arr.dtype} image holds {bad} "
+                         "(a float image, not a label image?)")
+    frac = arr != np.floor(arr)
+    if frac.any():
+        raise LabelError(f"{name}: labels must be whole numbers, but this {arr.dtype} image holds "
+                         f"{arr[frac].flat[0]:g} (a float intensity or probability image, not a label image?)")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0:
+        raise LabelError(f"{name}: labels must be non-negative, found {lo:g}")
+    if hi > np.iinfo(np.int32).max:
+        raise LabelError(f"{name}: label id {hi:g} does not fit into int32")
+    return arr.astype(np.int64)
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:

@@ -411,3 +411,19 @@ def test_huge_finite_float_image_is_segmented(tmp_path, tiny_model_path, capsys)
     assert "NaN" not in text.out + text.err
     small, huge = read_labels(out / "small_labels.tif"), read_labels(out / "huge_labels.tif")
     assert huge.max() > 0 and np.array_equal(small, huge)
+
+
+def test_evaluate_accepts_imagej_float_labels_refuses_fractions(tmp_path, capsys):
+    # issue 14, item 11: Fiji exports label images as float32
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    _, lab = synthetic_cells((64, 64), n_cells=6, seed=4)
+    tifffile.imwrite(gt / "a.tif", lab.astype(np.float32), imagej=True)
+    write_labels(pred / "a_labels.tif", lab)
+    assert main(["evaluate", str(gt), str(pred)]) == 0
+    assert "1.000" in capsys.readouterr().out
+    tifffile.imwrite(gt / "a.tif", lab.astype(np.float32) / 3, imagej=True)
+    assert main(["evaluate", str(gt), str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "a.tif" in err and "whole numbers" in err and "Traceback" not in err

@@ -212,7 +212,7 @@ def test_labels_pixel_size_round_trip_and_forced_dtype(tmp_path):
 
 
 @pytest.mark.parametrize("bad,kw,exc,match", [
-    (np.zeros((4, 4), np.float32), {}, LabelError, "integer"),
+    (np.full((4, 4), 1.5, np.float32), {}, LabelError, "whole numbers"),
     (-np.ones((4, 4), np.int32), {}, LabelError, "non-negative"),
     (np.zeros((4, 4), np.int32), {"axes": "ZYX"}, AxesError, "3 letters"),
     (np.zeros((2, 4, 4), np.int32), {"axes": "CYX"}, AxesError, "unknown axis"),
@@ -289,10 +289,10 @@ def test_broken_files_raise_clear_errors(tmp_path):
 
 
 def test_read_labels_rejects_float_negative_and_wrong_dims(tmp_path):
-    tifffile.imwrite(tmp_path / "f.tif", np.ones((5, 5), np.float32))
+    tifffile.imwrite(tmp_path / "f.tif", np.full((5, 5), 0.25, np.float32))
     tifffile.imwrite(tmp_path / "n.tif", -np.ones((5, 5), np.int16))
     tifffile.imwrite(tmp_path / "z.tif", np.ones((3, 5, 5), np.uint16), imagej=True, metadata={"axes": "ZYX"})
-    with pytest.raises(LabelError, match=r"f\.tif.*integer"):
+    with pytest.raises(LabelError, match=r"f\.tif.*whole numbers.*0\.25"):
         read_labels(tmp_path / "f.tif")
     with pytest.raises(LabelError, match=r"n\.tif.*non-negative"):
         read_labels(tmp_path / "n.tif")
@@ -365,3 +365,11 @@ def test_real_ctc_and_dsb_files(dic_hela, fluo_hela, dsb2018):
     assert im.axes == "YX" and im.data.dtype == np.uint8  # RGBA with equal channels -> grey
     with Image.open(png) as p:
         assert p.mode == "RGBA"
+
+
+def test_read_labels_accepts_imagej_float_label_images(tmp_path):
+    # issue 14, item 11: Fiji saves label images as float32; whole numbers are labels
+    lab = np.array([[0, 0, 2], [5, 5, 0]], np.float32)
+    tifffile.imwrite(tmp_path / "fiji.tif", lab, imagej=True)
+    out = read_labels(tmp_path / "fiji.tif")
+    assert out.dtype == np.int32 and out.tolist() == [[0, 0, 2], [5, 5, 0]]

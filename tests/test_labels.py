@@ -13,8 +13,14 @@ def test_as_labels_accepts_every_integer_dtype(dtype):
 
 
 def test_as_labels_rejects_float_negative_and_names_source():
-    with pytest.raises(LabelError, match="mask.tif.*integer"):
-        as_labels(np.zeros((3, 3), np.float32), name="mask.tif")
+    with pytest.raises(LabelError, match="mask.tif.*whole numbers.*0.5"):
+        as_labels(np.full((3, 3), 0.5, np.float32), name="mask.tif")
+    with pytest.raises(LabelError, match="mask.tif.*whole numbers.*nan"):
+        as_labels(np.full((3, 3), np.nan), name="mask.tif")
+    with pytest.raises(LabelError, match="non-negative"):
+        as_labels(np.full((3, 3), -2.0))
+    with pytest.raises(LabelError, match="integer"):
+        as_labels(np.full((3, 3), "a"))
     with pytest.raises(LabelError, match="non-negative"):
         as_labels(np.array([[-1, 0]], np.int16))
     with pytest.raises(LabelError, match="dimensions"):
@@ -115,3 +121,11 @@ def test_label_boxes_vs_find_objects(shape):
             assert (lo[k] == 0).all() and (hi[k] == 0).all()
         else:
             assert list(lo[k]) == [s.start for s in sl] and list(hi[k]) == [s.stop for s in sl]
+
+
+def test_as_labels_accepts_float_images_of_whole_numbers():
+    # issue 14, item 11: ImageJ/Fiji export label images as float32
+    for a in (np.array([[0, 3], [70000, 0]], np.float32), np.array([[0, 3], [70000, 0]], np.float64),
+              np.array([[0, 3], [7, 0]], np.float16)):
+        out = as_labels(a)
+        assert out.dtype == np.int32 and out.tolist() == a.astype(np.int64).tolist()

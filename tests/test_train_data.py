@@ -34,10 +34,12 @@ def test_rgb_averaged_and_channels_first():
     assert data2[0].image.shape == (3, 48, 48)
 
 
-def test_float_labels_rejected():
+def test_float_labels_accepted_when_whole_numbers_only():
     im, lab = pairs(1)[0]
-    with pytest.raises(DataError, match=r"img7.*float"):
-        TrainingData.from_arrays([(im, lab.astype(np.float32))], names=["img7"])
+    data = TrainingData.from_arrays([(im, lab.astype(np.float32))], names=["img7"])  # ImageJ export
+    assert data[0].labels.dtype == np.int32 and np.array_equal(data[0].labels, lab)
+    with pytest.raises(DataError, match=r"img7.*whole numbers"):
+        TrainingData.from_arrays([(im, lab.astype(np.float32) * 0.5)], names=["img7"])
 
 
 def test_shape_mismatch_rejected():

@@ -127,9 +127,7 @@ def check_instance_labels(labels: np.ndarray, name: str) -> int:
 
 def _check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndarray:
     lab = np.asarray(labels)
-    if np.issubdtype(lab.dtype, np.floating):
-        raise DataError(f"{name}: labels have float dtype {lab.dtype}; training needs integer instance labels")
-    try:
+    try:  # float labels (ImageJ exports) are fine when every value is a whole number
         lab = as_labels(lab, name=name)
     except LabelError as exc:
         raise DataError(str(exc)) from None
