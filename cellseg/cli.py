@@ -319,7 +319,8 @@ def _add_evaluate(sub):
         "file stem: the prediction for X.tif is X.tif or X_labels.tif, so the output folder of 'cellseg "
         "segment' can be given as it is (its overlays and CSV tables are ignored). Prints AP at IoU "
         "0.5/0.75/0.9, mean AP over 0.5:0.95 (AP = TP/(TP+FP+FN)), F1, panoptic quality and the CTC SEG "
-        "measure.",
+        "measure. Label images must hold instance labels (one id per object): binary or semantic masks "
+        "(one id made of several separate blobs) are refused, naming the file.",
     )
     p.add_argument("gt_dir")
     p.add_argument("pred_dir")
@@ -335,6 +336,7 @@ def _cmd_evaluate(args) -> int:
 
     from .datasets import pair_label_folders
     from .io import read_labels
+    from .labels import check_not_binary, mask_stats
     from .metrics import evaluate
 
     try:
@@ -347,6 +349,8 @@ def _cmd_evaluate(args) -> int:
     for w in caught:
         print(f"warning: {_cli_message(str(w.message))}", file=sys.stderr)
 
+    stats: dict[str, list] = {"gt": [], "pred": []}  # binary or semantic masks are refused
+
     def items():
         import numpy as np
 
@@ -355,10 +359,15 @@ def _cmd_evaluate(args) -> int:
             pred = np.zeros_like(gt) if p is None else read_labels(p)
             if pred.shape != gt.shape:
                 raise ValueError(f"{p}: shape {pred.shape} differs from the ground truth {g} {gt.shape}")
+            stats["gt"].append(mask_stats(gt, str(g)))
+            if p is not None:
+                stats["pred"].append(mask_stats(pred, str(p)))
             yield name, gt, pred
 
     try:
         report = evaluate(items())
+        check_not_binary(stats["gt"], "ground-truth label images")
+        check_not_binary(stats["pred"], "predicted label images")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,8 +8,15 @@ __all__ = [
     "relabel_sequential",
     "fill_holes",
     "remove_small",
+    "check_instance_labels",
+    "check_not_binary",
+    "mask_stats",
     "LabelError",
 ]
+
+#: an id split into at least this many separate blobs (each >= _BLOB_MIN_PX px) is not an instance
+_MAX_BLOBS_PER_ID = 4
+_BLOB_MIN_PX = 4
 
 
 class LabelError(ValueError):
@@ -66,6 +73,64 @@ def _integral_float_labels(arr: np.ndarray, name: str) -> np.ndarray:
     if hi > np.iinfo(np.int32).max:
         raise LabelError(f"{name}: label id {hi:g} does not fit into int32")
     return arr.astype(np.int64)
+
+
+def check_instance_labels(labels: np.ndarray, name: str = "labels") -> int:
+    """Refuse a binary or semantic mask posing as instance labels; return the number of separate
+    foreground blobs (face-connected, ignoring ids), for :func:`check_not_binary`.
+
+    Raises :class:`LabelError` naming ``name`` when one id is made of
+    ``_MAX_BLOBS_PER_ID`` (4) or more separate blobs of at least ``_BLOB_MIN_PX``
+    (4) pixels each: a class mask, not one object. Training data and ``cellseg
+    evaluate`` share this check.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import label as cc_label
+
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.max() == 0:
+        return 0
+    comps = cc_label(labels, background=0, connectivity=1)  # regions of equal id
+    n = int(comps.max())
+    sizes = np.bincount(comps.ravel())
+    ids = np.zeros(n + 1, dtype=np.int64)
+    ids[comps.ravel()] = labels.ravel()
+    big = sizes[1:] >= _BLOB_MIN_PX
+    per_id = np.bincount(ids[1:][big])
+    worst = int(per_id.argmax()) if per_id.size else 0
+    if per_id.size and per_id[worst] >= _MAX_BLOBS_PER_ID:
+        raise LabelError(
+            f"{name}: label {worst} consists of {int(per_id[worst])} separate blobs; this looks like a binary or "
+            "semantic mask, not instance labels (one id per object). Convert it with "
+            "skimage.measure.label(mask > 0) if touching objects are not merged."
+        )
+    return int(ndi.label(labels > 0)[1])
+
+
+def mask_stats(labels: np.ndarray, name: str = "labels") -> tuple[str, int, int]:
+    """``(name, values, blobs)`` of a label image for :func:`check_not_binary`, after
+    :func:`check_instance_labels` (which raises for a semantic mask): ``values`` is the number
+    of distinct non-zero values capped at 2, ``blobs`` the number of separate foreground blobs."""
+    labels = np.asarray(labels)
+    blobs = check_instance_labels(labels, name)
+    fg = labels[labels != 0]
+    values = 0 if fg.size == 0 else 1 if fg.min() == fg.max() else 2
+    return name, values, blobs
+
+
+def check_not_binary(stats, what: str = "label images") -> None:
+    """Refuse a set of masks that are all binary: ``stats`` holds :func:`mask_stats` per image.
+
+    Raises :class:`LabelError` when no image holds more than one non-zero value (0/1 or 0/255
+    masks) but one of them has several separate blobs."""
+    stats = list(stats)
+    if not stats or max(int(v) for _, v, _ in stats) != 1:
+        return
+    name, _, blobs = max(stats, key=lambda t: t[2])
+    if blobs > 1:
+        raise LabelError(f"every one of the {len(stats)} {what} holds a single value besides 0, but e.g. {name} "
+                         f"has {blobs} separate blobs of it; these look like binary masks, not instance labels "
+                         "(one id per object; convert with skimage.measure.label)")
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:

@@ -427,3 +427,37 @@ def test_evaluate_accepts_imagej_float_labels_refuses_fractions(tmp_path, capsys
     assert main(["evaluate", str(gt), str(pred)]) == 2
     err = capsys.readouterr().err
     assert "a.tif" in err and "whole numbers" in err and "Traceback" not in err
+
+
+def test_evaluate_refuses_binary_and_semantic_masks(tmp_path, capsys):
+    # issue 14, item 10: the check training makes is shared; a binary mask is not scored as 0.000
+    from scipy import ndimage as ndi
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    _, lab = synthetic_cells((96, 96), n_cells=10, seed=6)
+    edges = ndi.maximum_filter(lab, 3) != ndi.minimum_filter(lab, 3)
+    write_labels(gt / "a.tif", lab)
+    write_labels(pred / "a_labels.tif", np.where((lab > 0) & ~edges, 255, 0))  # semantic: one id, many blobs
+    assert main(["evaluate", str(gt), str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "a_labels.tif" in err and "binary or semantic mask" in err and "Traceback" not in err
+    # a ground truth of two 0/1 blobs per image (too few blobs for the per-image rule): the set is refused
+    two = np.zeros((64, 64), np.uint8)
+    two[5:15, 5:15] = two[40:50, 40:50] = 1
+    inst = two.astype(np.int32)
+    inst[40:50, 40:50] = 2
+    for name in ("b", "c"):
+        write_labels(gt / f"{name}.tif", two)
+        write_labels(pred / f"{name}_labels.tif", inst)
+    (gt / "a.tif").unlink()
+    (pred / "a_labels.tif").unlink()
+    assert main(["evaluate", str(gt), str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "binary masks" in err and "ground-truth" in err
+    # the instance version scores 1
+    for name in ("b", "c"):
+        write_labels(gt / f"{name}.tif", inst)
+    assert main(["evaluate", str(gt), str(pred)]) == 0
+    assert "1.000" in capsys.readouterr().out

@@ -78,7 +78,7 @@ def test_binary_01_masks_rejected():
         # keep only 3 blobs so the per-id check (>= 4 blobs) does not fire first
         cc, n = ndi.label(b)
         bins.append((im, np.isin(cc, [1, 2, 3]).astype(np.uint8)))
-    with pytest.raises(DataError, match="only the values 0 and 1"):
+    with pytest.raises(DataError, match="a single value besides 0"):
         TrainingData.from_arrays(bins)
     # a single object per image with 0/1 values is a valid instance set
     one = [(im, (ndi.label(b)[0] == 1).astype(np.uint8)) for im, b in bins]

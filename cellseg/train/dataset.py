@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-from cellseg.labels import LabelError, as_labels
+from cellseg.labels import LabelError, as_labels, check_not_binary, mask_stats
 
 from .augment import AugmentConfig, augment_intensity, dim_objects, sample_patch
 
@@ -42,11 +42,6 @@ __all__ = [
     "check_instance_labels",
     "to_channels_first",
 ]
-
-#: an id split into at least this many separate blobs (each >= _BLOB_MIN_PX px) is not an instance
-_MAX_BLOBS_PER_ID = 4
-_BLOB_MIN_PX = 4
-
 
 class DataError(ValueError):
     """Unusable training data; the message names the sample (file) and what is wrong."""
@@ -101,28 +96,14 @@ def to_channels_first(data: np.ndarray, axes: str | None, ndim: int, in_channels
 
 
 def check_instance_labels(labels: np.ndarray, name: str) -> int:
-    """Raise :class:`DataError` when one id is made of many separate blobs; return the number of
-    4/6-connected components of the foreground ignoring ids (used for the dataset-wide binary check)."""
-    from skimage.measure import label as cc_label
+    """:func:`cellseg.labels.check_instance_labels` raising :class:`DataError` (one id made of many
+    separate blobs: a binary or semantic mask); returns the number of foreground blobs."""
+    from cellseg.labels import check_instance_labels as check
 
-    if labels.max() == 0:
-        return 0
-    comps = cc_label(labels, background=0, connectivity=1)  # regions of equal id
-    n = int(comps.max())
-    sizes = np.bincount(comps.ravel())
-    ids = np.zeros(n + 1, dtype=np.int64)
-    ids[comps.ravel()] = labels.ravel()
-    big = sizes[1:] >= _BLOB_MIN_PX
-    per_id = np.bincount(ids[1:][big])
-    worst = int(per_id.argmax()) if per_id.size else 0
-    if per_id.size and per_id[worst] >= _MAX_BLOBS_PER_ID:
-        raise DataError(
-            f"{name}: label {worst} consists of {int(per_id[worst])} separate blobs; this looks like a binary or "
-            "semantic mask, but training needs instance labels (one id per object). Convert it with "
-            "skimage.measure.label(mask > 0) if touching objects are not merged."
-        )
-    fg = ndi.label(labels > 0)[1]
-    return int(fg)
+    try:
+        return check(labels, name)
+    except LabelError as exc:
+        raise DataError(f"{exc} Training needs instance labels.") from None
 
 
 def _check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndarray:
@@ -173,7 +154,7 @@ class TrainingData(Sequence):
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise DataError(f"{self.source}: repeated sample names {dup[:5]}")
-        n_fg_blobs = []
+        stats = []
         max_id = 0
         for s in self.samples:
             if s.image.ndim != self.ndim + 1 or s.image.shape[0] != self.in_channels:
@@ -181,17 +162,18 @@ class TrainingData(Sequence):
             if s.image.shape[1:] != s.labels.shape:
                 raise DataError(
                     f"{s.name}: image spatial shape {s.image.shape[1:]} differs from labels {s.labels.shape}")
-            n_fg_blobs.append(check_instance_labels(s.labels, s.name))
+            try:
+                stats.append(mask_stats(s.labels, s.name))
+            except LabelError as exc:
+                raise DataError(f"{exc} Training needs instance labels.") from None
             max_id = max(max_id, int(s.labels.max()))
         if max_id == 0:
-            raise DataError(f"{self.source}: no labelled objects in any of the {len(self.samples)} images")
-        if max_id == 1 and max(n_fg_blobs) > 1:
-            worst = self.samples[int(np.argmax(n_fg_blobs))].name
-            raise DataError(
-                f"{self.source}: every label image holds only the values 0 and 1, but e.g. {worst} has "
-                f"{max(n_fg_blobs)} separate blobs; these look like binary masks, training needs instance labels "
-                "(one id per object; convert with skimage.measure.label)"
-            )
+            n = len(self.samples)
+            raise DataError(f"{self.source}: no labelled objects in any of the {n} image{'s' if n != 1 else ''}")
+        try:
+            check_not_binary(stats, "label images")
+        except LabelError as exc:
+            raise DataError(f"{self.source}: {exc}; training needs instance labels") from None
 
     # -- constructors ------------------------------------------------------------------
     @classmethod
