@@ -270,51 +270,55 @@ class Segmenter:
             return "fixed", float(size["diameter_um"]) / float(ps)
         return "auto", None
 
-    def estimate_diameter(self, image: np.ndarray, max_side: int = 512) -> tuple[float | None, dict | None]:
+    def estimate_diameter(self, image: np.ndarray, window: int = 256,
+                          objects_across: float = 10.0) -> tuple[float | None, dict | None]:
         """The objects' median diameter (px) in one frame ``(C?, *spatial)``, from a first pass.
 
-        The network and decoder run at the image's own scale on its most textured
-        ``max_side``-sized window (the whole frame when it is smaller); the median
-        equivalent diameter of the decoded objects not touching the window's border
-        is the estimate. When the estimate is far from the model's size (outside
-        0.67-1.5x) the window is resampled to it and measured again, since the
-        network sees objects best near its training size. Returns ``(diameter or
-        None when nothing was found, head outputs of the whole frame when the
-        window was the whole frame and no resampling is needed, else None)``.
+        1. The network and decoder run at the image's own scale on its most textured
+           ``window``-sized window (the whole frame when it is smaller); the median
+           equivalent diameter of the decoded objects not touching the window's border
+           is a first estimate ``d1``. Nothing found: the same is tried on a window twice
+           as large shrunk by 2 (objects too large for the network to see whole).
+        2. When ``d1`` is far from the model's size (outside 0.67-1.5x), a window of about
+           ``objects_across`` objects a side is resampled to the model's size and measured
+           again (the network sees objects best near its training size). Both passes cost
+           about ``window²`` and ``(objects_across · model diameter)²`` pixels, whatever the
+           image's size.
+
+        Returns ``(diameter or None when nothing was found, the head outputs of the whole
+        frame when the first window was the whole frame and the size is within 10% of the
+        model's, so the caller can use them as the result; else None)``.
         """
-        from .scale import median_diameter, scaled_shape, zoom_image
+        from .scale import median_diameter, zoom_image
 
         d0 = float(self.object_size["diameter"])
         x = np.asarray(image)
         sp = self.spatial_ndim
         lead = x.ndim - sp
-        win = _texture_window(x, sp, max_side)
-        crop = x[(slice(None),) * lead + win]
-        whole = all(w.stop - w.start == n for w, n in zip(win, x.shape[lead:]))
-        d, reuse = None, None
-        factor = 1.0
-        for attempt in range(3):
+        full = x.shape[lead:]
+
+        def measure(side: int, factor: float):
+            win = _texture_window(x, sp, side)
+            crop = x[(slice(None),) * lead + win]
+            whole = all(w.stop - w.start == n for w, n in zip(win, full))
             xi = crop if factor == 1.0 else zoom_image(crop, factor, sp)
             if min(xi.shape[lead:]) < 8:
-                break
+                return None, None
             outputs = _drain(self.predict(xi))
             lab = self.rep.decode(outputs, self.params).labels
             di = median_diameter(lab, exclude_border=not whole)
-            if di is None:
-                if attempt == 0:
-                    factor = 0.5  # nothing found at full size: objects may be too large to see
-                    continue
-                break
-            d = di / factor
-            if factor == 1.0 and whole:
-                reuse = outputs
-            if 0.67 <= d0 / d <= 1.5 or attempt == 2:
-                break
-            new = d0 / d
-            if abs(math.log(new / factor)) < math.log(1.15):
-                break
-            factor = new
-            reuse = None
+            return (None if di is None else di / factor), (outputs if whole and factor == 1.0 else None)
+
+        d, reuse = measure(window, 1.0)
+        if d is None:
+            d, reuse = measure(2 * window, 0.5)
+        if d is None:
+            return None, None
+        if not 0.67 <= d0 / d <= 1.5:
+            side = int(min(max(full), max(window, round(objects_across * d))))
+            d2, _ = measure(side, d0 / d)
+            if d2 is not None:
+                d, reuse = d2, None
         if reuse is not None and not (0.9 <= d0 / d <= 1.11):
             reuse = None
         return d, reuse
