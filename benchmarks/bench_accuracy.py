@@ -77,19 +77,26 @@ def test_sets(model, data_root: Path) -> dict[str, list]:
     raise SystemExit(f"unknown recipe {recipe!r} in the model config")
 
 
-def evaluate_model(name: str, data_root: Path, **seg_kwargs) -> list[dict]:
-    """One row per test split of the model ``name`` (bundled name or model file)."""
+def evaluate_model(name: str, data_root: Path, sets_of: str | None = None, **seg_kwargs) -> list[dict]:
+    """One row per test split of the model ``name`` (bundled name or model file), or of the
+    model ``sets_of`` (to compare models on the same images). An image the model refuses
+    (a colour image for a grey model) counts as an empty prediction, and the row says how many."""
     from cellseg.metrics import evaluate
-    from cellseg.segmenter import Segmenter
+    from cellseg.models import load_model
+    from cellseg.segmenter import Segmenter, SegmenterError
 
     seg = Segmenter.from_pretrained(name, **seg_kwargs)
     seg.segment(np.random.default_rng(0).random((64, 64)).astype(np.float32))  # warm-up (numba, torch)
     rows = []
-    for title, items in test_sets(seg.model, data_root).items():
-        pairs, seconds, mpx = [], 0.0, 0.0
+    for title, items in test_sets(load_model(sets_of) if sets_of else seg.model, data_root).items():
+        pairs, seconds, mpx, refused = [], 0.0, 0.0, 0
         for img_name, img, axes, gt in items:
             t = time.perf_counter()
-            pred = seg.segment(img, axes=axes).labels
+            try:
+                pred = seg.segment(img, axes=axes).labels
+            except SegmenterError:
+                refused += 1
+                pred = np.zeros_like(gt)
             seconds += time.perf_counter() - t
             mpx += gt.shape[-1] * gt.shape[-2] / 1e6
             pairs.append((img_name, gt, pred))
@@ -98,7 +105,10 @@ def evaluate_model(name: str, data_root: Path, **seg_kwargs) -> list[dict]:
         rows.append({"model": Path(name).stem if str(name).endswith(".pt") else name, "split": title,
                      "n_images": len(pairs), "ap50": s["ap50"], "ap75": s["ap75"], "ap90": s["ap90"],
                      "map": s["map"], "f1": s["f1_50"], "seg": s["seg"], "s_per_mpx": seconds / max(mpx, 1e-9),
-                     "train_min": float(seg.model.config.get("training", {}).get("train_seconds", float("nan"))) / 60})
+                     "train_min": float(seg.model.config.get("training", {}).get("train_seconds", float("nan"))) / 60,
+                     "refused": refused})
+        if refused:
+            print(f"  ({name} refused {refused} of {len(items)} images of {title}: scored as empty)")
     return rows
 
 
@@ -107,6 +117,11 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=None, help="comma-separated bundled model names or model files "
                                                   "(default: all bundled models)")
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
+    p.add_argument("--sets-of", default=None, metavar="MODEL",
+                   help="evaluate on the test splits of this model instead of each model's own (e.g. a "
+                        "specialist on the general model's sources; never on the specialist's training images: "
+                        "the general models' DSB fluorescence test split is the specialists')")
+    p.add_argument("--diameter", default=None, help="Segmenter diameter for every model (default: the model's)")
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", action="store_true", help="also print the table in Markdown (README)")
     args = p.parse_args(argv)
@@ -120,7 +135,8 @@ def main(argv=None) -> int:
     print(f"{'model':18s} {'test split':26s} {'images':>6s} {'AP50':>6s} {'AP75':>6s} {'AP90':>6s} {'mAP':>6s} "
           f"{'F1':>6s} {'SEG':>6s} {'s/Mpx':>6s} {'train min':>9s}")
     for n in names:
-        for r in evaluate_model(n, data_root):
+        kw = {} if args.diameter is None else {"diameter": args.diameter}
+        for r in evaluate_model(n, data_root, sets_of=args.sets_of, **kw):
             rows.append(r)
             print(f"{r['model']:18s} {r['split']:26s} {r['n_images']:6d} {r['ap50']:6.3f} {r['ap75']:6.3f} "
                   f"{r['ap90']:6.3f} {r['map']:6.3f} {r['f1']:6.3f} {r['seg']:6.3f} {r['s_per_mpx']:6.2f} "
