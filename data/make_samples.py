@@ -7,7 +7,8 @@
 The real samples (``dsb_nuclei``, ``dsb_he``) are two images of the 2018 Data Science Bowl
 stage1_train set (BBBC038, community-fixed annotations; CC0 1.0, Caicedo et al., Nature
 Methods 2019), copied unchanged with their annotation as labels. They are images of the
-test splits of the bundled models (never trained or tuned on).
+test splits of the bundled models (never trained or tuned on): the fluorescence image and the
+colour image with the most annotated nuclei there (199 and 73).
 
 The samples are synthetic (cellseg.datasets.synthetic, fixed seeds), so they
 carry no third-party licence. Images are stored as uint16 "camera counts"
@@ -45,23 +46,26 @@ def make_samples(out_dir) -> list[Path]:
     ]
 
 
-#: sample name -> DSB 2018 image id (fluorescence and colour test-split images)
+#: sample name -> DSB 2018 image id: the fluorescence and the colour image with the most annotated nuclei
+#: among the test split shared by the nuclei models (chosen by that rule, not by how a model does on them)
 DSB_SAMPLES = {
-    "dsb_nuclei": "DSB_FLUO_ID",
-    "dsb_he": "DSB_HE_ID",
+    "dsb_nuclei": "e23e11414ee645b51081fb202d38b793f0c8ef2940f8228ded384899d21b02c2",
+    "dsb_he": "0c2550a23b8a0f29a7575de8c61690d3c31bc897dd5ba66caec201d201a278c2",
 }
 
 
 def copy_dsb_samples(dsb_root, out_dir) -> list[Path]:
-    from cellseg.io import read_image, read_labels, write_image, write_labels
+    """The DSB images byte for byte (RGBA PNG, as distributed) and their labels as TIFF."""
+    import shutil
+
+    from cellseg.io import read_labels, write_labels
 
     root, out = Path(dsb_root), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, image_id in DSB_SAMPLES.items():
-        img = read_image(next((root / "images").glob(image_id + ".*")))
-        lab = read_labels(next((root / "masks").glob(image_id + ".*")))
-        paths.append(write_image(out / f"{name}.tif", img.data, img.axes))
-        paths.append(write_labels(out / f"{name}_labels.tif", lab, "YX"))
+        paths.append(Path(shutil.copyfile(root / "images" / f"{image_id}.png", out / f"{name}.png")))
+        paths.append(write_labels(out / f"{name}_labels.tif", read_labels(root / "masks" / f"{image_id}.tif"), "YX"))
     return paths
 
 

@@ -20,7 +20,8 @@ def _make_samples_module():
 
 def test_samples_listed_and_readable():
     assert list_samples() == ["synthetic_nuclei", "synthetic_nuclei_labels", "synthetic_nuclei_t",
-                              "synthetic_nuclei_t_labels"]
+                              "synthetic_nuclei_t_labels", "dsb_nuclei", "dsb_nuclei_labels", "dsb_he",
+                              "dsb_he_labels"]
     im = sample("synthetic_nuclei")
     assert im.axes == "YX" and im.shape == (512, 512) and im.data.dtype == np.uint16
     assert im.pixel_size == pytest.approx({"Y": 0.5, "X": 0.5})
@@ -46,6 +47,29 @@ def test_committed_samples_match_the_generator(tmp_path):
         else:
             a, b = read_image(fresh).data.astype(int), read_image(shipped).data.astype(int)
             assert a.shape == b.shape and np.abs(a - b).max() <= 1, fresh.name
+
+
+def test_real_samples_read_as_a_user_would():
+    """The DSB images are the distributed RGBA PNGs: grey ones read as grey, colour ones as YXC."""
+    fl = sample("dsb_nuclei")
+    assert fl.axes == "YX" and fl.shape == (520, 696)
+    lab = read_labels(sample_path("dsb_nuclei_labels"))
+    assert lab.shape == fl.shape and len(np.unique(lab)) == 200
+    he = sample("dsb_he")
+    assert he.axes == "YXC" and he.shape == (256, 320, 3)
+    assert len(np.unique(read_labels(sample_path("dsb_he_labels")))) == 74
+
+
+@pytest.mark.data
+def test_real_samples_are_the_dsb_files(data_dir):
+    """Byte for byte the DSB 2018 images named in data/make_samples.py, labels equal to the annotation."""
+    mod = _make_samples_module()
+    root = data_dir / "DSB2018-stage1-train-fixed"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    for name, image_id in mod.DSB_SAMPLES.items():
+        assert sample_path(name).read_bytes() == (root / "images" / f"{image_id}.png").read_bytes()
+        assert np.array_equal(read_labels(sample_path(f"{name}_labels")), read_labels(root / "masks" / f"{image_id}.tif"))
 
 
 def test_import_is_light_and_lazy():
