@@ -69,7 +69,8 @@ def test_real_samples_are_the_dsb_files(data_dir):
         pytest.skip(f"{root} not found")
     for name, image_id in mod.DSB_SAMPLES.items():
         assert sample_path(name).read_bytes() == (root / "images" / f"{image_id}.png").read_bytes()
-        assert np.array_equal(read_labels(sample_path(f"{name}_labels")), read_labels(root / "masks" / f"{image_id}.tif"))
+        gt = read_labels(root / "masks" / f"{image_id}.tif")
+        assert np.array_equal(read_labels(sample_path(f"{name}_labels")), gt)
 
 
 def test_import_is_light_and_lazy():
