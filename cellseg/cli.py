@@ -75,9 +75,11 @@ def _add_segment(sub):
                         ".pt (a bundled name wins over a file or folder of that name in the current folder: write "
                         "./NAME for it; default: the best bundled nuclei model)")
     p.add_argument("--prob-thresh", type=float, default=None,
-                   help="probability / foreground threshold override")
-    p.add_argument("--nms-thresh", type=float, default=None, help="StarDist NMS IoU threshold override")
-    p.add_argument("--flow-threshold", type=float, default=None, help="flows: maximum flow error override")
+                   help="object probability (stardist, flows) or foreground (distance, offsets) threshold "
+                        "override, between 0 and 1")
+    p.add_argument("--nms-thresh", type=float, default=None, help="StarDist NMS overlap threshold override, in [0, 1]")
+    p.add_argument("--flow-threshold", type=float, default=None,
+                   help="flows: maximum flow error override (<= 0: no flow-error check)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other decode parameter of the model's representation (repeatable)")
     p.add_argument("--tile", type=_tile, default=None,
@@ -173,6 +175,7 @@ def _cmd_segment(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     params = _decode_overrides(args)
+    origin = {k: f"--param {k}={v}" for k, v in params.items()}  # how the user set each parameter
     rep = model.representation
     valid = set(rep.Params.__dataclass_fields__)
     for opt, names in (("prob_thresh", ("prob_thresh", "fg_thresh", "seed_thresh")),
@@ -186,10 +189,13 @@ def _cmd_segment(args) -> int:
                   f"(its parameters: {sorted(valid)})", file=sys.stderr)
             return 2
         params[name] = v
-    try:
+        origin[name] = f"--{opt.replace('_', '-')} {v:g}"
+    try:  # the ranges are the representation's (its Params dataclass): checked before any work
         rep.params(dict(model.thresholds or {}), **params)
-    except TypeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (TypeError, ValueError) as exc:
+        msg = str(exc)
+        where = next((o for k, o in origin.items() if msg.startswith(f"{k} ")), None)
+        print(f"error: {where}: {msg}" if where else f"error: {model_name}: {msg}", file=sys.stderr)
         return 2
     if args.norm is not None and not 0 <= args.norm[0] < args.norm[1] <= 100:
         print(f"error: --norm needs 0 <= PMIN < PMAX <= 100, got {args.norm[0]:g} {args.norm[1]:g}", file=sys.stderr)

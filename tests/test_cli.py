@@ -461,3 +461,29 @@ def test_evaluate_refuses_binary_and_semantic_masks(tmp_path, capsys):
         write_labels(gt / f"{name}.tif", inst)
     assert main(["evaluate", str(gt), str(pred)]) == 0
     assert "1.000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("opts,named", [
+    (["--prob-thresh", "5"], "--prob-thresh 5: fg_thresh must be in [0, 1)"),
+    (["--prob-thresh", "-1"], "--prob-thresh -1: fg_thresh must be in [0, 1)"),
+    (["--param", "h=-2"], "--param h=-2: h must be > 0"),
+    (["--param", "min_size=x"], "--param min_size=x:"),
+])
+def test_out_of_range_thresholds_are_refused_before_any_work(images, tmp_path, tiny_model_path, capsys,
+                                                             opts, named):
+    # issue 14, item 13: the ranges are those of the representation's Params
+    out = tmp_path / "o"
+    assert main(["segment", str(images / "img1.tif"), "-o", str(out), "--model", str(tiny_model_path), "-q",
+                 *opts]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_flows_probability_threshold_range():
+    from cellseg.representations.flows import FlowsParams
+
+    for bad in (5.0, -1.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"prob_thresh must be in \[0, 1\)"):
+            FlowsParams(prob_thresh=bad)
+    assert FlowsParams(prob_thresh=0.0).prob_thresh == 0.0

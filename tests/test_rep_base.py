@@ -60,3 +60,19 @@ def test_check_outputs_returns_float32_contiguous():
     for k, v in got.items():
         assert v.dtype == np.float32 and v.flags.c_contiguous
         np.testing.assert_array_equal(v, out[k])
+
+
+def test_make_params_checks_types_naming_the_parameter():
+    # issue 14, item 13: a bad value is refused at the boundary, naming the parameter
+    from cellseg.representations.base import make_params
+    from cellseg.representations.distance import DistanceParams
+    from cellseg.representations.flows import FlowsParams
+
+    with pytest.raises(TypeError, match="min_size must be an integer, got 'x'"):
+        make_params(DistanceParams, {"min_size": "x"})
+    with pytest.raises(TypeError, match="min_size must be an integer, got 2.5"):
+        make_params(DistanceParams, min_size=2.5)
+    with pytest.raises(TypeError, match="h must be a number, got True"):
+        make_params(DistanceParams, h=True)
+    assert make_params(DistanceParams, {"min_size": 12.0, "h": 1}).min_size == 12  # JSON numbers are fine
+    assert make_params(FlowsParams, {"dist_thresh": None}).dist_thresh is None

@@ -80,7 +80,9 @@ class Decoded:
 def make_params(cls: type, params: Any = None, **overrides) -> Any:
     """Build a frozen params dataclass ``cls`` from ``None``, an instance, or a mapping.
 
-    Unknown names raise ``TypeError`` naming them and listing the valid ones.
+    Unknown names raise ``TypeError`` naming them and listing the valid ones; a value of the
+    wrong type (a string for a number, a fraction for an integer) raises ``TypeError`` naming
+    the parameter; the ranges are checked by ``cls`` itself (``ValueError``).
     """
     if params is None:
         base: dict[str, Any] = {}
@@ -97,7 +99,26 @@ def make_params(cls: type, params: Any = None, **overrides) -> Any:
         raise TypeError(
             f"unknown {cls.__name__} parameter(s) {unknown}; valid names are {sorted(valid)}"
         )
+    types = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "") for f in
+             dataclasses.fields(cls)}
+    for k, v in base.items():
+        _check_type(k, v, types[k])
     return cls(**base)
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """``TypeError`` naming the parameter when ``value`` does not fit its declared type
+    (``int``, ``float``, ``str``, optionally ``| None``); the ranges are checked by the dataclass."""
+    kinds = {t.strip() for t in str(annotation).split("|")}
+    if "None" in kinds and value is None:
+        return
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if "int" in kinds and not (number and float(value).is_integer()):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if "float" in kinds and not number:
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if "str" in kinds and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {value!r}")
 
 
 def check_outputs(outputs: Mapping[str, np.ndarray], heads, ndim: int | None = None,

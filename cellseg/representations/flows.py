@@ -184,8 +184,8 @@ class FlowsParams:
     absorb_ratio: float = 0.15
 
     def __post_init__(self):
-        if not np.isfinite(self.prob_thresh):
-            raise ValueError("prob_thresh must be finite")
+        if not 0.0 <= self.prob_thresh < 1.0:  # the cell probability is a sigmoid output
+            raise ValueError(f"prob_thresh must be in [0, 1), got {self.prob_thresh}")
         if self.flow_threshold is None or not np.isfinite(self.flow_threshold):
             raise ValueError("flow_threshold must be a finite number (<= 0 disables the QC)")
         if int(self.niter) != self.niter or self.niter < 0:
