@@ -285,8 +285,24 @@ def _cmd_segment(args) -> int:
         if bar is not None:
             bar.update(1)
 
-    results = run_batch(spec, files, out_dir, workers=args.workers, scheduler=args.scheduler,
-                        on_result=on_result, progress=progress, names=out_names, **kwargs)
+    finished: list = []  # results so far, for the message on Ctrl-C
+
+    def on_result_kept(r):
+        finished.append(r)
+        on_result(r)
+
+    try:
+        results = run_batch(spec, files, out_dir, workers=args.workers, scheduler=args.scheduler,
+                            on_result=on_result_kept, progress=progress, names=out_names, **kwargs)
+    except KeyboardInterrupt:
+        close_sub_bars()
+        if bar is not None:
+            bar.close()
+        n = len(finished)
+        print(f"interrupted after {n} file{'s' if n != 1 else ''} of {len(files)}; rerun the same command to "
+              f"resume (finished files are kept and skipped; no file is half-written)",
+              file=sys.stderr)
+        return 130
     close_sub_bars()
     if bar is not None:
         bar.close()
@@ -454,7 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside the places that say more (segment's batch, train)
+        print(f"cellseg {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -487,3 +487,29 @@ def test_flows_probability_threshold_range():
         with pytest.raises(ValueError, match=r"prob_thresh must be in \[0, 1\)"):
             FlowsParams(prob_thresh=bad)
     assert FlowsParams(prob_thresh=0.0).prob_thresh == 0.0
+
+
+def test_ctrl_c_in_segment_is_a_message_and_exit_130(images, tmp_path, tiny_model_path, capsys, monkeypatch):
+    # issue 14, item 15: no traceback; what was finished is kept and a rerun resumes
+    from cellseg import batch
+
+    real = batch.segment_file
+    calls = []
+
+    def interrupted_on_second(*a, **kw):
+        calls.append(a[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(batch, "segment_file", interrupted_on_second)
+    out = tmp_path / "out"
+    rc = main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "-q"])
+    text = capsys.readouterr()
+    assert rc == 130
+    assert "interrupted after 1 file of 2; rerun" in text.err
+    assert "Traceback" not in text.out + text.err
+    assert sorted(p.name for p in out.iterdir()) == ["img0_labels.tif", "img0_objects.csv", "img0_overlay.png"]
+    monkeypatch.setattr(batch, "segment_file", real)
+    assert main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "-q"]) == 0
+    assert "skipped" in capsys.readouterr().out and (out / "img1_labels.tif").exists()
