@@ -513,3 +513,18 @@ def test_ctrl_c_in_segment_is_a_message_and_exit_130(images, tmp_path, tiny_mode
     monkeypatch.setattr(batch, "segment_file", real)
     assert main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "-q"]) == 0
     assert "skipped" in capsys.readouterr().out and (out / "img1_labels.tif").exists()
+
+
+def test_non_model_pt_file_is_named_not_a_cellseg_model(images, tmp_path, capsys):
+    # issue 14, item 16: no relay of torch's "retry with weights_only=False" advice
+    import torch
+
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    for name in ("module.pt", "junk.pt"):
+        rc = main(["segment", str(images / "img0.tif"), "-o", str(tmp_path / "o"), "--model",
+                   str(tmp_path / name), "-q"])
+        err = capsys.readouterr().err
+        assert rc == 2
+        assert f"{name}: not a cellseg model file" in err
+        assert "weights_only" not in err and "Traceback" not in err

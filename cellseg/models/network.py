@@ -487,7 +487,17 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise ModelFormatError(f"{p}: not a readable cellseg model file ({type(exc).__name__}: {exc})") from None
+        # never relay torch's advice to load with weights_only=False: that runs code from the file
+        if "weights only load failed" in str(exc).lower():
+            why = ("it holds pickled Python objects, such as a whole network saved with torch.save(module), "
+                   "which cellseg does not load")
+        elif p.stat().st_size == 0:
+            why = "the file is empty"
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0][:120]
+            why = f"not a readable PyTorch file: {type(exc).__name__}{': ' + first if first else ''}"
+        raise ModelFormatError(f"{p}: not a cellseg model file ({why}); cellseg models are the .pt files that "
+                               "'cellseg train' and CellsegModel.save write") from None
     if not isinstance(payload, dict) or payload.get("format") != _FILE_FORMAT:
         raise ModelFormatError(f"{p}: not a cellseg model file (no 'format': '{_FILE_FORMAT}' header)")
     version = payload.get("format_version")
