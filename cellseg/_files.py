@@ -8,6 +8,9 @@ temporary file is created with mode ``0o666`` filtered by the process umask, as
 ``open(path, "w")`` would (``tempfile.mkstemp`` gives ``0o600``), so outputs can be
 read by the group and others exactly as with a normal write.
 
+:func:`remove_stale_temporaries` removes the temporary files that a killed process
+(SIGKILL, power cut) left behind, once their writer is known to be gone.
+
 :func:`check_output_dir` creates an output folder and proves that a file can be
 created in it, so a read-only folder or a path below a file is reported before
 any work is done.
@@ -15,12 +18,16 @@ any work is done.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "check_output_dir", "OutputError", "LOCATION_ERRNOS"]
+__all__ = ["atomic_write", "check_output_dir", "remove_stale_temporaries", "OutputError", "LOCATION_ERRNOS"]
 
 #: errors that concern the whole output location (every later file would fail too)
 LOCATION_ERRNOS = frozenset(e for e in (getattr(errno, n, None) for n in ("ENOSPC", "EDQUOT", "EROFS")) if e)
@@ -45,7 +52,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     (not the temporary name), with its ``errno`` kept. Returns ``path``.
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part{path.suffix}"
+    tmp = path.parent / f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.part{path.suffix}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -61,6 +68,64 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
             raise OSError(exc.errno, _reason(exc), str(path)) from exc
         raise
     return path
+
+
+#: the writer of a temporary file: a tag of this machine's name and the process id
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_TMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.part(\.\w+)?$")
+#: temporaries of earlier cellseg versions, which did not record their writer
+_OLD_TMP_NAMES = (re.compile(r"^\..+\.[0-9a-f]{12}\.part(\.\w+)?$"),
+                  re.compile(r"^\..+_(labels\.tif|objects\.csv|overlay\.png)\.\w{8}\.tmp(\.png)?$"))
+#: a temporary file whose writer cannot be asked (another machine, an earlier version) is stale after
+_STALE_AFTER_S = {"other host": 24 * 3600, "unknown writer": 3600}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else (or cannot tell): keep its file
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write` in ``folder`` whose writer is gone.
+
+    A killed process (SIGKILL, power cut) leaves its hidden temporary file
+    ``.NAME.HOST-PID-XXXXXXXX.partSUFFIX`` behind. One written on this machine is
+    removed when process PID no longer runs; one from another machine (a shared
+    folder) when it is older than a day; those of earlier cellseg versions, which
+    did not record their writer, when older than an hour. Files of running
+    writers and all other files are left alone. Returns the removed paths; a file
+    that cannot be removed is skipped.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for e in entries:
+        if not e.name.startswith(".") or not e.is_file(follow_symlinks=False):
+            continue
+        m = _TMP_NAME.match(e.name)
+        try:
+            if m is not None:
+                stale = (not _alive(int(m["pid"])) if m["host"] == _HOST
+                         else now - e.stat().st_mtime > _STALE_AFTER_S["other host"])
+            elif any(r.match(e.name) for r in _OLD_TMP_NAMES):
+                stale = now - e.stat().st_mtime > _STALE_AFTER_S["unknown writer"]
+            else:
+                continue
+            if stale:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:

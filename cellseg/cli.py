@@ -146,7 +146,7 @@ def _decode_overrides(args) -> dict:
 
 
 def _cmd_segment(args) -> int:
-    from ._files import OutputError, check_output_dir
+    from ._files import OutputError, check_output_dir, remove_stale_temporaries
     from .batch import SegmenterSpec, _split_name, expand_inputs, output_names, run_batch
     from .models import default_model_name, load_model
 
@@ -221,6 +221,13 @@ def _cmd_segment(args) -> int:
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    folders = {out_dir} | {out_dir / Path(n).parent for n in out_names}
+    if args.ctc:
+        folders.add(out_dir / f"{args.ctc}_RES")
+    stale = [p for d in sorted(folders) for p in remove_stale_temporaries(d)]
+    if stale:
+        print(f"note: removed {len(stale)} temporary file{'s' if len(stale) != 1 else ''} that an interrupted "
+              f"earlier run left in {out_dir}", file=sys.stderr)
     kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
                   overlay=not args.no_overlay, link=args.link)
     bar = None

@@ -528,3 +528,18 @@ def test_non_model_pt_file_is_named_not_a_cellseg_model(images, tmp_path, capsys
         assert rc == 2
         assert f"{name}: not a cellseg model file" in err
         assert "weights_only" not in err and "Traceback" not in err
+
+
+def test_complete_rerun_removes_temporaries_of_a_killed_run(images, tmp_path, tiny_model_path, capsys):
+    # issue 14, item 14: a SIGKILL left .img0_overlay.png.*.part.png; a rerun (all skipped) removes it
+    from tests.test_files import _killed_writer_leaves
+
+    out = tmp_path / "out"
+    args = ["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "-q"]
+    assert main(args) == 0
+    stale = _killed_writer_leaves(out, "img0_overlay.png")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert not stale.exists()
+    assert "removed 1 temporary file that an interrupted earlier run left" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []

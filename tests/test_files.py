@@ -129,3 +129,46 @@ def test_check_output_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", read_only)
     with pytest.raises(OutputError, match=r"cannot write to the output folder .*ro: Read-only file system"):
         check_output_dir(tmp_path / "ro")
+
+
+def _killed_writer_leaves(folder, name="a_overlay.png"):
+    """Run atomic_write in a child process and SIGKILL it mid-write: its temporary file stays."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from pathlib import Path; from cellseg._files import atomic_write; "
+            "atomic_write(Path(sys.argv[1]), lambda tmp: (print('writing', flush=True), time.sleep(60)))")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder / name)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    time.sleep(0.05)
+    left = [p for p in folder.iterdir() if p.name.startswith(f".{name}.")]
+    assert len(left) == 1 and f"-{child.pid}-" in left[0].name
+    return left[0]
+
+
+def test_stale_temporaries_of_killed_writers_are_removed_others_kept(tmp_path):
+    # issue 14, item 14: SIGKILL leaves a hidden temporary file that a complete rerun never removed
+    import time
+
+    from cellseg._files import _HOST, remove_stale_temporaries
+
+    stale = _killed_writer_leaves(tmp_path)
+    live = tmp_path / f".b_labels.tif.{_HOST}-{os.getpid()}-0123abcd.part.tif"  # a writer that runs
+    other = tmp_path / ".c_labels.tif.abcdef-1-0123abcd.part.tif"  # another machine, written just now
+    old_other = tmp_path / ".d_labels.tif.abcdef-1-0123abcd.part.tif"  # another machine, two days ago
+    old_legacy = tmp_path / ".e_objects.csv.0123456789ab.part.csv"  # an earlier version, two hours ago
+    new_legacy = tmp_path / ".f_overlay.png.k2j_x9q1.tmp.png"  # an earlier version, just now
+    keep = [live, other, new_legacy, tmp_path / ".hidden_notes", tmp_path / "g_labels.tif"]
+    for p in keep + [old_other, old_legacy]:
+        p.write_bytes(b"x")
+    for p, age in ((old_other, 2 * 86400), (old_legacy, 7200)):
+        t = time.time() - age
+        os.utime(p, (t, t))
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([stale, old_other, old_legacy])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
+    assert remove_stale_temporaries(tmp_path / "missing") == []

@@ -127,3 +127,16 @@ def test_unwritable_out_is_an_error_before_training(folder, tmp_path, capsys, mo
     rc = _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(out), *TINY]))
     err = capsys.readouterr().err
     assert rc == 1 and f"{out}: No space left on device" in err and "Traceback" not in err, err
+
+
+def test_temporaries_of_a_killed_run_are_removed(tmp_path):
+    # issue 14, item 14: a killed training run leaves a hidden temporary checkpoint behind
+    from .test_files import _killed_writer_leaves
+
+    ckpt = tmp_path / "m_checkpoints"
+    ckpt.mkdir()
+    stale = [_killed_writer_leaves(ckpt, "last.pt"), _killed_writer_leaves(tmp_path, "m.pt")]
+    rc = _cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "no-data"),
+                         "--out", str(tmp_path / "m.pt"), *TINY]))
+    assert rc == 2  # no data; the folders were tidied first
+    assert not any(p.exists() for p in stale)

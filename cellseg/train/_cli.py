@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --out must name a .pt file, got {out}", file=sys.stderr)
         return 2
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + "_checkpoints")
-    from cellseg._files import OutputError, check_output_dir
+    from cellseg._files import OutputError, check_output_dir, remove_stale_temporaries
 
     try:  # a read-only folder or a path below a file: say so before loading data and training
         if out.is_dir():
@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for folder in (out.parent, ckpt):  # temporary files a killed earlier run left behind
+        remove_stale_temporaries(folder)
     try:
         model = None
         if args.fine_tune:
