@@ -106,8 +106,8 @@ def test_write_result(tmp_path):
     assert (tmp_path / "02_RES").is_dir()
     with pytest.raises(LabelError, match="uint16"):
         write_result(tmp_path, "01", 8, lab + 70000)
-    with pytest.raises(LabelError, match="integer"):
-        write_result(tmp_path, "01", 9, lab.astype(np.float32))
+    with pytest.raises(LabelError, match="whole numbers"):  # whole-number floats are labels (issue 14, item 11)
+        write_result(tmp_path, "01", 9, lab.astype(np.float32) + 0.5)
     with pytest.raises(ValueError, match="3 digits"):
         write_result(tmp_path, "01", 1000, lab)
     assert sorted(f.name for f in (tmp_path / "01_RES").iterdir()) == ["mask007.tif"]

@@ -147,7 +147,7 @@ def test_non_sequential_and_huge_ids():
 def test_encode_rejects_bad_labels():
     rep = S.StarDist(8)
     with pytest.raises(LabelError):
-        rep.encode(np.zeros((5, 5), np.float32))
+        rep.encode(np.full((5, 5), 0.5, np.float32))
     with pytest.raises(LabelError):
         rep.encode(-np.ones((5, 5), np.int32))
     with pytest.raises(LabelError):
