@@ -127,8 +127,8 @@ def test_fit_validation_errors(plain_loss):
     from cellseg.train.dataset import DataError
 
     im, lab = data(1)[0]
-    with pytest.raises(DataError, match="float"):
-        fit("distance", [(im, lab.astype(float))], config=cfg(), backbone=BB)
+    with pytest.raises(DataError, match="whole numbers"):  # float labels of whole numbers are fine (item 11)
+        fit("distance", [(im, lab.astype(float) + 0.5)], config=cfg(), backbone=BB)
 
 
 def test_tuning_at_end_stores_thresholds(plain_loss, tmp_path):
@@ -171,3 +171,37 @@ def test_fit_3d(plain_loss):
     model = fit(rep, vols, val=vols[:1], config=c, backbone={"ndim": 3, "depth": 1, "width": 2})
     assert model.ndim == 3 and model.config["axes"] == "ZYX"
     assert model.predict(vols[0][0].astype(np.float32))["dist"].shape == (1, 16, 32, 32)
+
+
+def _decodes_nothing(monkeypatch):
+    from cellseg.representations.base import Decoded
+
+    def nothing(self, outputs, params=None):
+        shape = next(iter(outputs.values())).shape[1:]
+        return Decoded(np.zeros(shape, np.int32), np.zeros(0, np.float32))
+
+    monkeypatch.setattr(type(get("distance")), "decode", nothing)
+
+
+@pytest.mark.parametrize("tune", [False, True])
+def test_a_model_that_finds_nothing_is_saved_with_a_warning(plain_loss, tmp_path, monkeypatch, tune):
+    # issue 14, item 20: a model whose validation finds no object used to be saved without a word
+    _decodes_nothing(monkeypatch)
+    with pytest.warns(loop_mod.TrainingWarning, match="finds no object in the 2 validation images"):
+        model = fit("distance", data(2), val=data(2, seed0=30), config=cfg(epochs=1, steps_per_epoch=1,
+                                                                             tune_thresholds=tune),
+                    backbone=BB, out_dir=tmp_path)
+    warn = model.config["training"]["warnings"]
+    assert len(warn) == 1 and "probably useless" in warn[0]
+    assert ("even with tuned thresholds" in warn[0]) == tune
+    assert model.config["training"]["history"][-1]["val_objects"] == 0
+    assert CellsegModel.load(tmp_path / "model.pt").config["training"]["warnings"] == warn
+
+
+def test_useless_model_message_rules():
+    hist = [{"epoch": 1, "val_ap50": 0.0, "val_objects": 7}, {"epoch": 2, "val_ap50": 0.4, "val_objects": 9}]
+    assert loop_mod._useless_model_message(hist, {"best_epoch": 2}, 3) is None
+    msg = loop_mod._useless_model_message(hist, {"best_epoch": 1}, 3)
+    assert "finds 7 objects in the 3 validation images, none of which matches" in msg
+    assert loop_mod._useless_model_message(hist, {"best_epoch": 1, "tuning": {"score": 0.2}}, 3) is None
+    assert loop_mod._useless_model_message([], {}, 3) is None  # no validation: nothing to say

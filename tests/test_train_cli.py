@@ -140,3 +140,18 @@ def test_temporaries_of_a_killed_run_are_removed(tmp_path):
                          "--out", str(tmp_path / "m.pt"), *TINY]))
     assert rc == 2  # no data; the folders were tidied first
     assert not any(p.exists() for p in stale)
+
+
+def test_a_model_that_finds_nothing_is_saved_with_a_warning(folder, tmp_path, capsys, monkeypatch):
+    # issue 14, item 20
+    from .test_train import _decodes_nothing
+
+    monkeypatch.setattr(loop_mod, "representation_loss", _bce_loss)
+    _decodes_nothing(monkeypatch)
+    out = tmp_path / "m.pt"
+    rc = _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(out),
+                         "--val-fraction", "0.25", *TINY]))
+    err = capsys.readouterr().err
+    assert rc == 0 and out.exists()
+    assert f"warning: {out}: the trained model finds no object in the 1 validation image even with tuned" in err
+    assert err.count("finds no object") == 1

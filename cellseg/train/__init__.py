@@ -10,6 +10,7 @@ from cellseg._lazy import lazy_exports
 _EXPORTS = {
     "fit": "loop",
     "TrainConfig": "loop",
+    "TrainingWarning": "loop",
     "TrainingData": "dataset",
     "DataError": "dataset",
     "TrainingSample": "dataset",

@@ -175,8 +175,14 @@ def run(args: argparse.Namespace) -> int:
             val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
             if val_fraction <= 0 or len(train) < 2:
                 val_fraction = None
-        result = fit(rep, train, val=val, config=cfg, out_dir=ckpt, resume=args.resume, device=args.device,
-                     backbone=backbone, model=model, val_fraction=val_fraction, name=out.stem)
+        import warnings
+
+        from .loop import TrainingWarning
+
+        with warnings.catch_warnings():  # said below, after the model is saved
+            warnings.filterwarnings("ignore", category=TrainingWarning)
+            result = fit(rep, train, val=val, config=cfg, out_dir=ckpt, resume=args.resume, device=args.device,
+                         backbone=backbone, model=model, val_fraction=val_fraction, name=out.stem)
     except (DataError, ModelFormatError, ValueError, FileNotFoundError, FileExistsError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -197,4 +203,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print(f"saved {out} (thresholds {result.thresholds})", file=sys.stderr)
+    for msg in result.config["training"].get("warnings") or ():
+        print(f"warning: {out}: {msg}", file=sys.stderr)
     return 0

@@ -46,9 +46,14 @@ from .augment import AugmentConfig
 from .dataset import DataError, PatchSampler, TrainingData, load_training_data
 from .losses import head_loss_fn, representation_loss
 
-__all__ = ["TrainConfig", "fit", "evaluate_model", "StopTraining"]
+__all__ = ["TrainConfig", "fit", "evaluate_model", "StopTraining", "TrainingWarning"]
 
 SCHEDULES = ("cosine", "plateau", "constant")
+
+
+class TrainingWarning(UserWarning):
+    """A trained model that is probably useless (its validation finds no object); the message is
+    also stored in ``model.config["training"]["warnings"]``."""
 
 
 class StopTraining(Exception):
@@ -222,7 +227,7 @@ class _Validator:
         net = model.network
         was = net.training
         net.eval()
-        losses, preds, segs = [], [], []
+        losses, preds, segs, n_obj = [], [], [], 0
         try:
             for s, tgt in zip(self.samples, self.targets):
                 x = s.image
@@ -240,13 +245,14 @@ class _Validator:
                 losses.append(float(total))
                 outputs = {k: v[0].float().cpu().numpy() for k, v in act.items()}
                 pred = model.decode(outputs).labels
+                n_obj += int(np.count_nonzero(np.unique(pred)))
                 preds.append(pred)
                 segs.append(seg_score(s.labels, pred))
         finally:
             net.train(was)
         ap = average_precision([s.labels for s in self.samples], preds)  # IoU 0.5:0.05:0.95, pooled
         return {"val_loss": float(np.mean(losses)), "val_ap50": float(ap.ap[0]), "val_map": float(ap.mean_ap),
-                "val_seg": pooled_seg(segs)}
+                "val_seg": pooled_seg(segs), "val_objects": n_obj}
 
 
 def pooled_seg(results) -> float:
@@ -534,11 +540,41 @@ def fit(
                                               "thresholds": res.params, "n_images": len(val),
                                               "evaluations": len(res.table), "truncated": res.truncated,
                                               "augment": res.augment, "augment_scores": res.augment_scores}
+    if not stopped and validator is not None:
+        msg = _useless_model_message(state["history"], model.config["training"], len(validator.samples))
+        model.config["training"]["warnings"] = [msg] if msg else []
+        if msg:
+            import warnings
+
+            warnings.warn(msg, TrainingWarning, stacklevel=2)
     if out is not None and not stopped:
         model.save(out / "model.pt")
         _write_history(out, state["history"])
     _emit(callback, {"event": "done", "stopped": stopped, "history": state["history"]})
     return model
+
+
+def _useless_model_message(history: Sequence[Mapping[str, Any]], training: Mapping[str, Any],
+                           n_images: int) -> str | None:
+    """What to tell the user when the kept weights find no object in the validation images, or
+    none that matches one (AP@0.5 = 0), and tuning the thresholds did not help; else None."""
+    best = training.get("best_epoch")
+    rec = next((r for r in reversed(history) if r.get("epoch") == best and "val_ap50" in r), None)
+    tuning = training.get("tuning") or {}
+    if rec is None or rec["val_ap50"] > 0 or (tuning.get("score") or 0) > 0:
+        return None
+    imgs = f"{n_images} validation image{'s' if n_images != 1 else ''}"
+    n = rec.get("val_objects")  # absent from the history of runs before it was recorded
+    if n == 0:
+        found = f"finds no object in the {imgs}"
+    elif n is None:
+        found = f"finds no object that matches an annotated one in the {imgs} (AP@0.5 = 0)"
+    else:
+        found = (f"finds {n} object{'s' if n != 1 else ''} in the {imgs}, none of which matches an annotated "
+                 "one (AP@0.5 = 0)")
+    return (f"the trained model {found}{' even with tuned thresholds' if tuning else ''}: it is probably useless. "
+            "Train longer (more epochs or steps), check that the masks are instance labels of these images, "
+            "or fine-tune a bundled model (--fine-tune)")
 
 
 def _epoch_line(rec: Mapping[str, Any], epochs: int, improved: bool) -> str:
