@@ -591,3 +591,57 @@ def test_rgb_image_reaches_the_model_as_colour_or_grey(kind):
         # each colour reaches the model in its place (the oracle gets normalized channels)
         for c in range(3):
             assert np.corrcoef(x[c].ravel(), data[..., c].ravel().astype(np.float32))[0, 1] > 0.999
+
+
+# ----------------------------------------------------------------------------- issue 14, items 18 and 19
+
+
+def test_stack_axes_are_asked_unless_napari_knows_them():
+    """A 3-D layer that napari only numbers is not taken for a z-stack: T or Z decides whether
+    frames are segmented one by one or planes stitched into 3-D objects (the CLI asks for
+    --axes too). Known: the layer's metadata, napari's axis labels, 2-D and RGB layers."""
+    combo = _logic.axes_combo_choices((5, 64, 64))
+    assert _logic.known_axes((5, 64, 64)) is None
+    assert combo[0] == (_logic.CHOOSE_AXES, None) and {"TYX", "ZYX", "CYX"} <= {v for _, v in combo}
+    assert ("TYX: time-lapse", "TYX") in combo and ("ZYX: z-stack", "ZYX") in combo
+    assert _logic.known_axes((5, 64, 64), axis_labels=("-3", "-2", "-1")) is None  # napari's default labels
+    assert _logic.known_axes((5, 64, 64), axis_labels=("0", "1", "2")) is None
+    assert _logic.known_axes((5, 64, 64), axis_labels=("t", "y", "x")) == "TYX"
+    assert _logic.known_axes((5, 64, 64), axis_labels=("Z", "Y", "X")) == "ZYX"
+    assert _logic.known_axes((5, 64, 64), axis_labels=("time", "y", "x")) == "TYX"
+    assert _logic.known_axes((5, 64, 64), axis_labels=("t", "t", "x")) is None
+    assert _logic.known_axes((5, 64, 64), metadata={"axes": "TYX"}) == "TYX"
+    assert _logic.axes_combo_choices((5, 64, 64), axis_labels=("z", "y", "x"))[0] == ("ZYX: z-stack", "ZYX")
+    # 4-D: T and Z, or channels
+    assert _logic.known_axes((3, 5, 64, 64)) is None
+    assert _logic.axes_combo_choices((3, 5, 64, 64))[0][1] is None
+    assert _logic.known_axes((3, 5, 64, 64), axis_labels=("t", "z", "y", "x")) == "TZYX"
+    assert _logic.known_axes((2, 5, 64, 64), axis_labels=("c", "z", "y", "x")) == "CZYX"
+    # RGB stacks: the colour axis is known, the stack axis is not
+    assert _logic.known_axes((4, 64, 64, 3), rgb=True) is None
+    assert _logic.known_axes((4, 64, 64, 3), rgb=True, axis_labels=("t", "y", "x")) == "TYXC"
+    # nothing to ask
+    assert _logic.known_axes((64, 64)) == "YX" and _logic.known_axes((64, 64, 3), rgb=True) == "YXC"
+    assert _logic.axes_combo_choices((64, 64)) == [("YX", "YX")]
+    assert _logic.known_axes((2, 64, 64), metadata={"channel_names": ["a", "b"]}) == "CYX"
+    hint = _logic.axes_hint("stack", (5, 64, 64), [v for _, v in combo])
+    assert hint.startswith("choose the axes of 'stack' (5, 64, 64)")
+    assert "T for time" in hint and "Z for depth" in hint
+    assert _logic.display_axis_labels("TYX") == ("t", "y", "x")
+
+
+def test_reader_puts_a_channel_axis_first_and_names_the_axes(tmp_path):
+    """napari aligns layers by their last axes: the ZYX labels of a ZCYX image (an ImageJ
+    hyperstack) would lie along its C axis; the reader moves C first."""
+    from cellseg.io import write_image
+
+    zcyx = np.random.default_rng(0).integers(0, 1000, (3, 2, 32, 32)).astype(np.uint16)
+    write_image(tmp_path / "zc.tif", zcyx, axes="ZCYX", pixel_size={"Z": 2.0, "Y": 0.5, "X": 0.5})
+    (data, kw, kind), = _logic.read_layers(tmp_path / "zc.tif")
+    assert kind == "image" and data.shape == (2, 3, 32, 32) and kw["metadata"]["axes"] == "CZYX"
+    np.testing.assert_array_equal(data, np.moveaxis(zcyx, 1, 0))
+    assert kw["scale"] == (1.0, 2.0, 0.5, 0.5) and kw["axis_labels"] == ("c", "z", "y", "x")
+    tyx = zcyx[:, 0]
+    write_image(tmp_path / "t.tif", tyx, axes="TYX")
+    (data, kw, kind), = _logic.read_layers(tmp_path / "t.tif")
+    assert kw["metadata"]["axes"] == "TYX" and kw["axis_labels"] == ("t", "y", "x")

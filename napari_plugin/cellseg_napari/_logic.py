@@ -28,7 +28,15 @@ __all__ = [
     "param_specs",
     "coerce_param",
     "param_text",
+    "CHOOSE_AXES",
+    "axes_from_labels",
+    "known_axes",
     "axes_choices",
+    "axes_label",
+    "axes_combo_choices",
+    "axes_hint",
+    "display_axis_labels",
+    "default_axis_labels",
     "channel_choices",
     "channels_equal",
     "DIAMETER_CHOICES",
@@ -252,18 +260,73 @@ def coerce_param(kind: str, raw):
 # --------------------------------------------------------------------------- image layers → axes
 
 
-def axes_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None = None) -> list[str]:
-    """Plausible axes strings (letters TZCYX) for an image layer, the most likely first.
+#: the first entry of the axes combo while napari cannot tell the layer's axes (T or Z, or C)
+CHOOSE_AXES = "choose the axes…"
 
-    The layer's ``metadata['axes']`` (set by this plugin's reader and by the
-    segment widget) comes first when it fits; RGB layers end in ``YXC``.
-    """
+#: napari axis labels (lower case) that name one of cellseg's axes
+_AXIS_WORDS = {
+    "t": "T", "time": "T", "frame": "T", "frames": "T",
+    "z": "Z", "depth": "Z", "plane": "Z", "planes": "Z", "slice": "Z", "slices": "Z",
+    "c": "C", "ch": "C", "channel": "C", "channels": "C",
+    "y": "Y", "x": "X",
+}
+
+
+def _fits(axes, nd: int, rgb: bool = False) -> bool:
+    """Whether ``axes`` is a usable axes string for a layer with ``nd`` dimensions."""
+    return (isinstance(axes, str) and len(axes) == nd and set(axes) <= set("TZCYX") and len(set(axes)) == nd
+            and "Y" in axes and "X" in axes and (not rgb or axes.endswith("C")))
+
+
+def axes_from_labels(labels: Sequence[str] | None) -> str | None:
+    """Axes letters named by napari axis labels (``t``/``time``, ``z``/``depth``, ``c``/``channel``,
+    ``y``, ``x``; any case); None when a label names none of them (napari's defaults
+    ``-3``, ``-2``, ``-1`` or ``0``, ``1``, ``2``) or two labels name the same axis."""
+    if not labels:
+        return None
+    letters = [_AXIS_WORDS.get(str(lab).strip().lower()) for lab in labels]
+    if None in letters or len(set(letters)) != len(letters):
+        return None
+    return "".join(letters)
+
+
+def known_axes(shape: Sequence[int], rgb: bool = False, metadata: dict | None = None,
+               axis_labels: Sequence[str] | None = None) -> str | None:
+    """The axes of an image layer when they are known, else None (the user must choose).
+
+    Known: ``metadata['axes']`` (set by this plugin's reader, its samples, and a previous
+    choice), napari's axis labels of the layer (``axis_labels``: one per dimension, an RGB
+    layer's without its colour axis) when they name the axes (``t``, ``z``, ``c``, ``y``,
+    ``x``...), a 2-D layer (``YX``; RGB: ``YXC``), and a 3-D layer whose
+    ``metadata['channel_names']`` match its first axis (``CYX``). A stack napari labels
+    only by number is not guessed: T or Z decides whether frames are segmented one by one
+    or planes stitched into 3-D objects (the CLI asks for ``--axes`` as well)."""
     nd = len(shape)
-    meta_axes = (metadata or {}).get("axes")
-    cands: list[str] = []
-    if (isinstance(meta_axes, str) and len(meta_axes) == nd and set(meta_axes) <= set("TZCYX")
-            and len(set(meta_axes)) == nd and (not rgb or meta_axes.endswith("C"))):
-        cands.append(meta_axes)  # an RGB layer's colour axis is its last one, whatever the metadata says
+    meta = metadata or {}
+    if _fits(meta.get("axes"), nd, rgb):
+        return meta["axes"]
+    named = axes_from_labels(axis_labels)
+    if named is not None:
+        named = named + "C" if rgb and "C" not in named else named
+        if _fits(named, nd, rgb):
+            return named
+    if nd == 2 and not rgb:
+        return "YX"
+    if nd == 3 and rgb:
+        return "YXC"
+    names = meta.get("channel_names")
+    if nd == 3 and not rgb and isinstance(names, (list, tuple)) and len(names) == shape[0] > 1:
+        return "CYX"
+    return None
+
+
+def axes_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None = None,
+                 axis_labels: Sequence[str] | None = None) -> list[str]:
+    """Plausible axes strings (letters TZCYX) for an image layer: its known axes first
+    (:func:`known_axes`), then the others, the most likely first; RGB layers end in ``YXC``."""
+    nd = len(shape)
+    known = known_axes(shape, rgb, metadata, axis_labels)
+    cands: list[str] = [known] if known else []
     if rgb:
         base = {3: ["YXC"], 4: ["TYXC", "ZYXC"], 5: ["TZYXC"]}.get(nd, [])
     else:
@@ -271,6 +334,8 @@ def axes_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None 
             base = ["YX"]
         elif nd == 3:
             base = ["CYX", "ZYX", "TYX"] if shape[0] <= 4 else ["ZYX", "TYX", "CYX"]
+            if shape[-1] in (3, 4):
+                base.append("YXC")
         elif nd == 4:
             base = ["TZYX", "CZYX", "ZCYX", "TCYX"] if min(shape[:2]) > 4 else (
                 ["CZYX", "ZCYX", "TCYX", "TZYX"] if shape[0] <= 4 else ["ZCYX", "TCYX", "TZYX", "CZYX"])
@@ -284,6 +349,56 @@ def axes_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None 
     if not cands:
         raise ValueError(f"cannot segment an image with {nd} dimensions {tuple(shape)}")
     return cands
+
+
+def axes_label(axes: str) -> str:
+    """How the axes combo shows ``axes``: the letters and what they mean (``TYX: time-lapse``)."""
+    what = []
+    if "T" in axes and "Z" in axes:
+        what.append("time-lapse of z-stacks")
+    elif "T" in axes:
+        what.append("time-lapse")
+    elif "Z" in axes:
+        what.append("z-stack")
+    if "C" in axes:
+        what.append("colour" if axes.endswith("YXC") else "channels")
+    return f"{axes}: {', '.join(what)}" if what else axes
+
+
+def axes_combo_choices(shape: Sequence[int], rgb: bool = False, metadata: dict | None = None,
+                       axis_labels: Sequence[str] | None = None) -> list[tuple[str, str | None]]:
+    """``(label, axes)`` pairs for the axes combo: the known axes first; when napari cannot
+    tell them (:func:`known_axes`), :data:`CHOOSE_AXES` (value None) first, so nothing runs
+    until the user chooses."""
+    known = known_axes(shape, rgb, metadata, axis_labels)
+    out: list[tuple[str, str | None]] = [] if known else [(CHOOSE_AXES, None)]
+    return out + [(axes_label(a), a) for a in axes_choices(shape, rgb, metadata, axis_labels)]
+
+
+def axes_hint(name: str, shape: Sequence[int], choices: Sequence[str | None]) -> str:
+    """The message when a layer's axes are not chosen yet: what each letter does."""
+    cands = [a for a in choices if a]
+    parts = []
+    if any("T" in a for a in cands):
+        parts.append("T for time (each frame segmented on its own, optionally linked)")
+    if any("Z" in a for a in cands):
+        parts.append("Z for depth (planes stitched into 3-D objects)")
+    if any("C" in a for a in cands):
+        parts.append("C for channels")
+    return (f"choose the axes of '{name}' {tuple(int(n) for n in shape)} (napari does not say): "
+            + ", ".join(parts))
+
+
+def display_axis_labels(axes: str) -> tuple[str, ...]:
+    """napari axis labels for data with ``axes`` (lower-case letters: ``t``, ``z``, ``y``, ``x``)."""
+    return tuple(a.lower() for a in axes)
+
+
+def default_axis_labels(labels: Sequence[str] | None) -> bool:
+    """True for napari's default axis labels (numbers such as ``-3``, ``-2``, ``-1`` or ``0``, ``1``)."""
+    import re
+
+    return labels is None or all(re.fullmatch(r"-?\d+", str(lab).strip()) for lab in labels)
 
 
 def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata: dict | None = None,
@@ -607,6 +722,8 @@ def output_layers(run: SegmentRun, name: str, scale=None) -> list[tuple]:
             if ltrans is not None:
                 kw["translate"] = (0.0,) + tuple(ltrans)
             kw["metadata"]["axes"] = "C" + run.result.axes
+        out_axes = kw["metadata"]["axes"]
+        kw["axis_labels"] = display_axis_labels(out_axes[:-1] if kw.get("rgb") else out_axes)
         layers.append((data, kw, "image"))
     return layers
 
@@ -648,7 +765,8 @@ def polygon_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
     if not polys:
         return None
     kw = {"name": f"{name} polygons", "shape_type": "polygon", "edge_color": "yellow",
-          "face_color": "transparent", "edge_width": 1, "visible": True}
+          "face_color": "transparent", "edge_width": 1, "visible": True,
+          "axis_labels": display_axis_labels(res.axes)}
     if scale is not None:
         kw["scale"] = tuple(scale)
     return (polys, kw, "shapes")
@@ -1021,7 +1139,8 @@ def looks_like_labels(data: np.ndarray, path: str | os.PathLike | None = None) -
 def read_layers(path: str | os.PathLike) -> list[tuple]:
     """Read a TIFF with :mod:`cellseg.io` as an image or a labels layer (see
     :func:`looks_like_labels`); axes, channel names and pixel sizes go to the layer's
-    metadata and scale; RGB(A) colour images become RGB layers."""
+    metadata and scale; RGB(A) colour images become RGB layers, another channel axis
+    becomes the layer's first."""
     from cellseg.io import read_image, read_labels
 
     p = Path(path)
@@ -1036,7 +1155,7 @@ def read_layers(path: str | os.PathLike) -> list[tuple]:
         meta["pixel_size"] = dict(img.pixel_size)
     if "C" not in img.axes and looks_like_labels(img.data, p):
         labels = read_labels(p)
-        kw = {"name": p.stem, "metadata": meta}
+        kw = {"name": p.stem, "metadata": meta, "axis_labels": display_axis_labels(img.axes)}
         if scale:
             kw["scale"] = scale
         return [(labels, kw, "labels")]
@@ -1047,16 +1166,21 @@ def read_layers(path: str | os.PathLike) -> list[tuple]:
         n = data.shape[c]
         if c == data.ndim - 1 and n in (3, 4) and data.dtype == np.uint8:
             kw["rgb"] = True
+            kw["axis_labels"] = display_axis_labels(img.axes[:-1])
             if scale:
                 kw["scale"] = scale
             return [(data, kw, "image")]
-        # keep the channel axis in the layer (a slider); the segment widget offers a
-        # channel choice. Its scale entry is 1.
+        # keep the channel axis in the layer (a slider; the segment widget offers a channel
+        # choice), moved first: napari aligns layers by their last axes, so the labels of a
+        # ZCYX image (ZYX) would lie along its C axis. Its scale entry is 1.
+        if c != 0:
+            data = np.moveaxis(data, c, 0)
+            meta["axes"] = "C" + img.axes.replace("C", "")
+        kw["axis_labels"] = display_axis_labels(meta["axes"])
         if scale:
-            s = list(scale)
-            s.insert(c, 1.0)
-            kw["scale"] = tuple(s)
+            kw["scale"] = (1.0,) + tuple(scale)
         return [(data, kw, "image")]
+    kw["axis_labels"] = display_axis_labels(img.axes)
     if scale:
         kw["scale"] = scale
     return [(data, kw, "image")]

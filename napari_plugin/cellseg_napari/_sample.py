@@ -33,7 +33,10 @@ def sample_layers(name: str) -> list[tuple]:
 
     img = datasets.sample(name)
     meta = {"axes": img.axes}
-    kw: dict = {"name": name, "metadata": meta}
+    # napari's sliders name the axes (t for a time-lapse); an RGB layer's colour axis has no label
+    rgb = img.axes.endswith("C") and img.data.shape[-1] in (3, 4)
+    kw: dict = {"name": name, "metadata": meta, "rgb": rgb,
+                "axis_labels": tuple(a.lower() for a in (img.axes[:-1] if rgb else img.axes))}
     if img.channel_names:
         meta["channel_names"] = list(img.channel_names)
     if img.pixel_size:
@@ -45,6 +48,7 @@ def sample_layers(name: str) -> list[tuple]:
         from cellseg.datasets.samples import sample_path
 
         gt = read_labels(sample_path(gt_name))
-        layers.append((gt, {"name": f"{name} ground truth", "metadata": {"axes": img.axes.replace("C", "")},
-                            "visible": False}, "labels"))
+        gt_axes = img.axes.replace("C", "")
+        layers.append((gt, {"name": f"{name} ground truth", "metadata": {"axes": gt_axes},
+                            "axis_labels": tuple(a.lower() for a in gt_axes), "visible": False}, "labels"))
     return layers
