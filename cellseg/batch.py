@@ -62,7 +62,11 @@ class FileResult:
     input: str
     status: str  # "done", "skipped", "failed"
     outputs: dict = field(default_factory=dict)
+    #: distinct ids in the labels (for a T stack with ``link``: cells tracked over the frames)
     n_objects: int = 0
+    #: frames of a T stack (1 without a T axis), and the objects counted frame by frame (the CSV's rows)
+    n_frames: int = 1
+    frame_objects: int = 0
     message: str = ""
     #: what the segmenter wants the user to know about this result (``SegmentationResult.warnings``)
     warnings: list = field(default_factory=list)
@@ -205,7 +209,7 @@ def segment_file(
     """Segment one file and write its outputs (named ``name``, default the input's stem;
     see :func:`output_names`); never raises for a bad input or a failed write."""
     from . import io
-    from .measure import object_table, write_csv
+    from .measure import object_table, table_columns, write_csv
     from .visualize import overlay as make_overlay
     from .visualize import save_png
 
@@ -256,14 +260,21 @@ def segment_file(
             inten = np.take(inten, list(img.channel_names).index(channel), axis=c)
         else:
             inten = inten.mean(axis=c)
+    n_frames, frame_objects = 1, res.n_objects
+    if "T" in res.axes:
+        t_ax = res.axes.index("T")
+        n_frames = res.labels.shape[t_ax]
+        frame_objects = sum(int(np.count_nonzero(np.unique(np.take(res.labels, t, axis=t_ax))))
+                            for t in range(n_frames))
     try:
-        io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size)
+        io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size,
+                        frame_interval=img.frame_interval if "T" in res.axes else None)
         if csv:
             pix = dict(img.pixel_size or {})
             if getattr(segmenter, "pixel_size", None):
                 pix.update(Y=segmenter.pixel_size, X=segmenter.pixel_size)
             rows = object_table(res.labels, res.axes, inten, res.scores(), pixel_size=pix)
-            write_csv(outs["csv"], rows)
+            write_csv(outs["csv"], rows, columns=table_columns(res.axes, pix))
         if overlay:
             i2, l2 = _overlay_frame(inten, res.labels, res.axes)
             save_png(outs["overlay"], make_overlay(i2, l2))
@@ -274,7 +285,7 @@ def segment_file(
         return FileResult(str(path), "failed", message=f"{path}: cannot write {where}: {exc.strerror or exc}",
                           warnings=warnings, fatal=exc.errno in LOCATION_ERRNOS)
     return FileResult(str(path), "done", {k: str(v) for k, v in outs.items()}, n_objects=res.n_objects,
-                      warnings=warnings)
+                      n_frames=n_frames, frame_objects=frame_objects, warnings=warnings)
 
 
 _WORKER_CACHE: dict = {}

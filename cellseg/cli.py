@@ -145,6 +145,15 @@ def _decode_overrides(args) -> dict:
     return params
 
 
+def _counts(r, link: bool) -> str:
+    """What the ``done`` line counts: objects, and for a T stack the frames, the objects counted
+    frame by frame (one CSV row each) and, with --link, the cells tracked over the frames."""
+    if r.n_frames <= 1:
+        return f"{r.n_objects} object{'s' if r.n_objects != 1 else ''}"
+    per = f"{r.frame_objects} object{'s' if r.frame_objects != 1 else ''} in {r.n_frames} frames (one CSV row each)"
+    return f"{per}, {r.n_objects} cell{'s' if r.n_objects != 1 else ''} tracked over the frames" if link else per
+
+
 def _cmd_segment(args) -> int:
     from ._files import OutputError, check_output_dir, remove_stale_temporaries
     from .batch import SegmenterSpec, _split_name, expand_inputs, output_names, run_batch
@@ -287,7 +296,7 @@ def _cmd_segment(args) -> int:
         elif r.status == "skipped":
             msg = f"skipped {r.input}: {r.message}"
         else:
-            msg = f"done {r.input}: {r.n_objects} objects -> {r.outputs['labels']}"
+            msg = f"done {r.input}: {_counts(r, args.link)} -> {r.outputs['labels']}"
         say(msg)
         if bar is not None:
             bar.update(1)

@@ -18,6 +18,13 @@ Pixel sizes
     from resolution tags in pixels per centimetre. Resolution in dots per inch
     is ignored: it is a print setting that many writers fill with 72 dpi.
 
+Frame interval
+    ``frame_interval`` is the time between the frames of a ``T`` axis in
+    seconds, or None: from ImageJ ``finterval`` (in its ``tunit``, default
+    seconds) or OME ``TimeIncrement``. Written back by :func:`write_labels` and
+    :func:`write_image` (ImageJ ``finterval`` in ``sec``, OME ``TimeIncrement`` in
+    ``s``), so outputs of a time-lapse keep it.
+
 Writing
     :func:`write_labels` and :func:`write_image` write ImageJ-compatible
     hyperstacks (OME-TIFF when ImageJ cannot hold the data type, or when
@@ -67,6 +74,13 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 _COMPRESSIONS = ("zlib", "lzw", "zstd", "none", None)
 
+# seconds per time unit (OME units and the spellings ImageJ/Fiji write)
+_UNITS_S = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3, "µs": 1e-6, "μs": 1e-6,
+    "us": 1e-6, "ns": 1e-9, "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0,
+    "hour": 3600.0, "hours": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0,
+}
+
 # micrometres per unit (OME units and the spellings ImageJ/Fiji write)
 _UNITS_UM = {
     "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
@@ -92,6 +106,10 @@ class ImageData:
     pixel_size: dict[str, float] | None = None
     channel_names: list[str] | None = None
     path: Path | None = None
+    #: seconds between the frames of the T axis (None: unknown or no T axis)
+    frame_interval: float | None = None
+    #: the axes the file itself declares (before an ``axes=`` override); None when it does not say
+    file_axes: str | None = None
 
     def __post_init__(self):
         self.axes = check_axes(self.axes, np.ndim(self.data), where=str(self.path or "image"))
@@ -196,6 +214,15 @@ def _to_um(value, unit) -> float | None:
     return None if scale is None else v * scale
 
 
+def _to_seconds(value, unit) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    scale = _UNITS_S.get(str(unit if unit is not None else "s").strip().lower())
+    return v * scale if scale is not None and np.isfinite(v) and v > 0 else None
+
+
 def _ome_meta(xml: str):
     try:
         root = ET.fromstring(xml)
@@ -209,6 +236,9 @@ def _ome_meta(xml: str):
         v = _to_um(pixels.get(f"PhysicalSize{a}"), pixels.get(f"PhysicalSize{a}Unit", "µm"))
         if v is not None:
             sizes[a] = v
+    t = _to_seconds(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"))
+    if t is not None:
+        sizes["T"] = t
     chans = pixels.findall("{*}Channel")
     names = [c.get("Name") for c in chans]
     if not chans or any(n is None for n in names) or any(int(c.get("SamplesPerPixel", 1)) != 1 for c in chans):
@@ -266,6 +296,9 @@ def _read_tiff(path: Path):
                     z = _to_um(meta["spacing"], unit)
                     if z is not None:
                         sizes["Z"] = z
+                t = _to_seconds(meta.get("finterval"), meta.get("tunit") or "sec")
+                if t is not None:
+                    sizes["T"] = t
             else:
                 ru = page.tags.get("ResolutionUnit")
                 if ru is not None and int(ru.value) == 3:  # centimetre
@@ -381,10 +414,12 @@ def read_image(path, axes: str | None = None) -> ImageData:
         i = raw.find(a)
         if i >= 0 and final[i] == a:
             pixel_size[a] = v
+    interval = pixel_size.pop("T", None)
     if names is not None and ("C" not in final or data.shape[final.index("C")] != len(names)):
         names = None
     return ImageData(data=data, axes=final, pixel_size=pixel_size or None,
-                     channel_names=list(names) if names else None, path=path)
+                     channel_names=list(names) if names else None, path=path, frame_interval=interval,
+                     file_axes=mapped if known else None)
 
 
 def read_labels(path, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
@@ -432,6 +467,20 @@ def _check_pixel_size(pixel_size, axes: str, where) -> dict[str, float]:
     return out
 
 
+def _check_interval(frame_interval, axes: str, where) -> float | None:
+    if frame_interval is None:
+        return None
+    if "T" not in axes:
+        raise ValueError(f"{where}: frame_interval is given but axes {axes!r} have no T axis")
+    try:
+        f = float(frame_interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: frame_interval must be a number of seconds, got {frame_interval!r}") from None
+    if not (np.isfinite(f) and f > 0):
+        raise ValueError(f"{where}: frame_interval must be positive, got {frame_interval!r}")
+    return f
+
+
 def _check_target(path, compression) -> Path:
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES:
@@ -443,7 +492,8 @@ def _check_target(path, compression) -> Path:
     return path
 
 
-def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_names=None):
+def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_names=None,
+                 frame_interval: float | None = None):
     import tifffile
 
     comp = None if compression in (None, "none") else compression
@@ -456,6 +506,9 @@ def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_
             kw["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
             if "Z" in sizes:
                 meta["spacing"] = sizes["Z"]
+        if frame_interval is not None:
+            meta["finterval"] = frame_interval
+            meta["tunit"] = "sec"
 
         def write(tmp):
             tifffile.imwrite(tmp, data, imagej=True, metadata=meta, compression=comp, **kw)
@@ -464,6 +517,9 @@ def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_
         for a, v in sizes.items():
             meta[f"PhysicalSize{a}"] = v
             meta[f"PhysicalSize{a}Unit"] = "µm"
+        if frame_interval is not None:
+            meta["TimeIncrement"] = frame_interval
+            meta["TimeIncrementUnit"] = "s"
         if channel_names is not None:
             meta["Channel"] = {"Name": list(channel_names)}
 
@@ -473,7 +529,7 @@ def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_
 
 
 def write_labels(path, labels, axes: str = "YX", pixel_size: Mapping[str, float] | None = None,
-                 compression: str | None = "zlib", dtype=None) -> Path:
+                 compression: str | None = "zlib", dtype=None, frame_interval: float | None = None) -> Path:
     """Write an int32 label image as a compressed TIFF, atomically.
 
     On disk the smallest unsigned type that holds the largest id is used
@@ -482,7 +538,8 @@ def write_labels(path, labels, axes: str = "YX", pixel_size: Mapping[str, float]
     hyperstacks (Fiji opens them with the right axes); uint32 ones, which
     ImageJ cannot hold, are OME-TIFF. ``axes`` use letters ``T Z Y X`` in this
     canonical order (use :func:`transpose_axes` first otherwise).
-    ``pixel_size`` maps ``Z/Y/X`` to micrometres. Returns the path.
+    ``pixel_size`` maps ``Z/Y/X`` to micrometres, ``frame_interval`` gives the
+    seconds between T frames. Returns the path.
     """
     path = _check_target(path, compression)
     arr = as_labels(labels, name=f"{path}: labels to write")
@@ -492,6 +549,7 @@ def write_labels(path, labels, axes: str = "YX", pixel_size: Mapping[str, float]
     if not _is_canonical(axes):
         raise AxesError(f"{path}: axes {axes!r} must be in the order TZYX; use transpose_axes() first")
     sizes = _check_pixel_size(pixel_size, axes, path)
+    interval = _check_interval(frame_interval, axes, path)
     top = int(arr.max())
     need = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
     if dtype is not None:
@@ -502,19 +560,20 @@ def write_labels(path, labels, axes: str = "YX", pixel_size: Mapping[str, float]
             raise LabelError(f"{path}: label id {top} does not fit into {dt}")
         need = dt.type
     out = arr.astype(need)
-    atomic_write(path, _tiff_writer(out, axes, sizes, compression))
+    atomic_write(path, _tiff_writer(out, axes, sizes, compression, frame_interval=interval))
     return path
 
 
 def write_image(path, data, axes: str, pixel_size: Mapping[str, float] | None = None,
-                channel_names: list[str] | None = None, compression: str | None = "zlib") -> Path:
+                channel_names: list[str] | None = None, compression: str | None = "zlib",
+                frame_interval: float | None = None) -> Path:
     """Write an image (e.g. float32 head outputs) as a compressed TIFF, atomically.
 
     float64 is stored as float32 and bool as uint8. uint8/uint16/float32
     without channel names become ImageJ hyperstacks; other types, or images
     with ``channel_names`` (needs a ``C`` axis of that length), become
-    OME-TIFF. ``axes`` must follow the canonical order ``TZCYX``. Returns the
-    path.
+    OME-TIFF. ``axes`` must follow the canonical order ``TZCYX``;
+    ``frame_interval``: seconds between T frames. Returns the path.
     """
     path = _check_target(path, compression)
     arr = np.asarray(data)
@@ -530,9 +589,11 @@ def write_image(path, data, axes: str, pixel_size: Mapping[str, float] | None = 
     if not _is_canonical(axes):
         raise AxesError(f"{path}: axes {axes!r} must be in the order TZCYX; use transpose_axes() first")
     sizes = _check_pixel_size(pixel_size, axes, path)
+    interval = _check_interval(frame_interval, axes, path)
     if channel_names is not None:
         channel_names = [str(c) for c in channel_names]
         if "C" not in axes or arr.shape[axes.index("C")] != len(channel_names):
             raise ValueError(f"{path}: {len(channel_names)} channel names given but axes {axes!r} / shape {arr.shape}")
-    atomic_write(path, _tiff_writer(np.ascontiguousarray(arr), axes, sizes, compression, channel_names))
+    atomic_write(path, _tiff_writer(np.ascontiguousarray(arr), axes, sizes, compression, channel_names,
+                                    frame_interval=interval))
     return path

@@ -1,4 +1,11 @@
-"""Per-object measurements for the CLI's CSV and the napari plugin."""
+"""Per-object measurements for the CLI's CSV and the napari plugin.
+
+The CSV has the columns that apply to the data (:func:`table_columns`): the
+``*_z`` columns only for volumes (a Z axis), the µm columns only when the pixel
+size is known, so no column is empty by construction. Numbers are written with
+the precision they carry: pixel centroids and equivalent diameters to 0.01 px,
+scores to 4 decimals, intensities and physical sizes to 6 significant digits.
+"""
 from __future__ import annotations
 
 import csv
@@ -8,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["object_table", "write_csv", "COLUMNS"]
+__all__ = ["object_table", "write_csv", "table_columns", "COLUMNS"]
 
 COLUMNS = (
     "id", "frame", "area", "centroid_z", "centroid_y", "centroid_x",
@@ -16,6 +23,34 @@ COLUMNS = (
     "mean_intensity", "score", "touches_border", "cut_by_block",
     "equivalent_diameter", "area_um", "equivalent_diameter_um", "centroid_z_um", "centroid_y_um", "centroid_x_um",
 )
+_Z_COLUMNS = frozenset(c for c in COLUMNS if "_z" in c)
+_UM_COLUMNS = frozenset(c for c in COLUMNS if c.endswith("_um"))
+
+#: how each float column is written: decimals (int) or significant digits (str format)
+_PRECISION = {
+    "centroid_z": 2, "centroid_y": 2, "centroid_x": 2, "equivalent_diameter": 2, "score": 4,
+    "mean_intensity": ".6g", "area_um": ".6g", "equivalent_diameter_um": ".6g",
+    "centroid_z_um": ".6g", "centroid_y_um": ".6g", "centroid_x_um": ".6g",
+}
+
+
+def table_columns(axes: str, pixel_size: Mapping[str, float] | None = None) -> tuple[str, ...]:
+    """The CSV columns for labels with ``axes``: ``*_z`` columns only with a Z axis, µm
+    columns only when ``pixel_size`` gives every spatial axis (as :func:`object_table`)."""
+    spatial = axes.upper().replace("T", "")
+    drop = set() if "Z" in spatial else set(_Z_COLUMNS)
+    if _spacing(spatial, pixel_size) is None:
+        drop |= _UM_COLUMNS
+    return tuple(c for c in COLUMNS if c not in drop)
+
+
+def _spacing(frame_axes: str, pixel_size) -> tuple[float, ...] | None:
+    if not pixel_size:
+        return None
+    ps = {k.upper(): v for k, v in pixel_size.items() if v}
+    if all(a in ps for a in frame_axes):
+        return tuple(float(ps[a]) for a in frame_axes)
+    return None
 
 
 def _frame_rows(lab: np.ndarray, img: np.ndarray | None, frame, scores: Mapping[int, float],
@@ -39,26 +74,22 @@ def _frame_rows(lab: np.ndarray, img: np.ndarray | None, frame, scores: Mapping[
         sl = slices[i - 1]
         c = cents[k]
         r = {"id": i, "frame": frame, "area": int(area[k])}
-        pad = 3 - nd
-        cc = (np.nan,) * pad + tuple(float(v) for v in c)
-        b0 = (np.nan,) * pad + tuple(s.start for s in sl)
-        b1 = (np.nan,) * pad + tuple(s.stop for s in sl)
-        r.update({"centroid_z": cc[0], "centroid_y": cc[1], "centroid_x": cc[2],
-                  "bbox_z0": b0[0], "bbox_y0": b0[1], "bbox_x0": b0[2],
-                  "bbox_z1": b1[0], "bbox_y1": b1[1], "bbox_x1": b1[2]})
+        names = "zyx"[3 - nd:]  # no z entries in 2D
+        r.update({f"centroid_{a}": float(v) for a, v in zip(names, c)})
+        r.update({f"bbox_{a}0": sv.start for a, sv in zip(names, sl)})
+        r.update({f"bbox_{a}1": sv.stop for a, sv in zip(names, sl)})
         r["mean_intensity"] = float(mean[k])
-        r["score"] = round(float(scores.get(i, np.nan)), 6)
+        r["score"] = float(scores.get(i, np.nan))
         r["touches_border"] = i in border
         r["cut_by_block"] = i in cut
         a = float(area[k])
-        r["equivalent_diameter"] = round(float(np.sqrt(4 * a / np.pi) if nd == 2 else np.cbrt(6 * a / np.pi)), 4)
+        r["equivalent_diameter"] = float(np.sqrt(4 * a / np.pi) if nd == 2 else np.cbrt(6 * a / np.pi))
         if spacing is not None:  # physical units: µm per pixel along each spatial axis of ``lab``
             vol = a * float(np.prod(spacing))
-            r["area_um"] = round(vol, 6)
-            r["equivalent_diameter_um"] = round(float(np.sqrt(4 * vol / np.pi) if nd == 2 else
-                                                      np.cbrt(6 * vol / np.pi)), 6)
-            cu = (np.nan,) * pad + tuple(float(v) * sp for v, sp in zip(c, spacing))
-            r.update({"centroid_z_um": cu[0], "centroid_y_um": cu[1], "centroid_x_um": cu[2]})
+            r["area_um"] = vol
+            r["equivalent_diameter_um"] = float(np.sqrt(4 * vol / np.pi) if nd == 2 else np.cbrt(6 * vol / np.pi))
+            for ax, cv, sp in zip("zyx"[3 - nd:], c, spacing):
+                r[f"centroid_{ax}_um"] = float(cv) * sp
         rows.append(r)
     return rows
 
@@ -77,7 +108,9 @@ def object_table(
     removed), score, touches_border, cut_by_block, equivalent diameter (px) and,
     when ``pixel_size`` (µm per pixel by axis letter, e.g. from the file) gives every
     spatial axis, the area (µm², or µm³ for volumes), equivalent diameter and
-    centroid in µm."""
+    centroid in µm. Rows of 2D labels have no ``*_z`` keys; the keys of a row are
+    :func:`table_columns` of the same arguments. Values at full precision (the CSV
+    rounds them)."""
     labels = np.asarray(labels)
     if len(axes) != labels.ndim:
         raise ValueError(f"axes {axes!r} do not match labels of shape {labels.shape}")
@@ -86,11 +119,7 @@ def object_table(
     scores = scores or {}
     cut = set(int(c) for c in cut)
     frame_axes = axes.replace("T", "")
-    spacing = None
-    if pixel_size:
-        ps = {k.upper(): v for k, v in pixel_size.items() if v}
-        if all(a in ps for a in frame_axes):
-            spacing = tuple(float(ps[a]) for a in frame_axes)
+    spacing = _spacing(frame_axes, pixel_size)
     if "T" in axes:
         t = axes.index("T")
         rows = []
@@ -101,17 +130,36 @@ def object_table(
     return _frame_rows(labels, image, 0, scores, cut, spacing)
 
 
-def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
+def _cell(column: str, value):
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        p = _PRECISION.get(column)
+        if isinstance(p, int):
+            return repr(round(float(value), p))
+        return format(float(value), p or ".6g")
+    return value
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
     """Write rows atomically (temporary file in the same folder, then rename; the file gets
-    the mode a plain write would)."""
+    the mode a plain write would), rounded to their precision (see the module docstring).
+
+    ``columns`` (default: those of :data:`COLUMNS` that some row has, the 2D columns for no
+    rows); pass :func:`table_columns` so that an image without objects gets the same header.
+    """
     from ._files import atomic_write
+
+    if columns is None:
+        present = set().union(*(r.keys() for r in rows)) if rows else set(table_columns("YX"))
+        columns = [c for c in COLUMNS if c in present]
+    columns = list(columns)
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+            w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             w.writeheader()
             for r in rows:
-                w.writerow({k: ("" if isinstance(r.get(k), float) and np.isnan(r.get(k)) else r.get(k))
-                            for k in COLUMNS})
+                w.writerow({k: _cell(k, r.get(k)) for k in columns})
 
     return atomic_write(Path(path), write)

@@ -543,3 +543,24 @@ def test_complete_rerun_removes_temporaries_of_a_killed_run(images, tmp_path, ti
     assert not stale.exists()
     assert "removed 1 temporary file that an interrupted earlier run left" in capsys.readouterr().err
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_time_lapse_outputs_keep_the_frame_interval_and_done_says_what_it_counts(tmp_path, tiny_model_path,
+                                                                               capsys):
+    # issue 14, item 17: the frame interval survives; the done line separates per-frame objects from tracks
+    frames = np.stack([(synthetic_cells((64, 64), n_cells=5, seed=s)[0] * 1000).astype(np.uint16) for s in range(3)])
+    tifffile.imwrite(tmp_path / "movie.tif", frames, imagej=True,
+                     metadata={"axes": "TYX", "finterval": 2.5, "tunit": "min"})
+    for link in (False, True):
+        out = tmp_path / f"o{link}"
+        assert main(["segment", str(tmp_path / "movie.tif"), "-o", str(out), "--model", str(tiny_model_path),
+                     "-q"] + (["--link"] if link else [])) == 0
+        lab = read_image(out / "movie_labels.tif")
+        assert lab.axes == "TYX" and lab.frame_interval == pytest.approx(150.0)
+        with open(out / "movie_objects.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        assert "centroid_z" not in rows[0]
+        done = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("done")][0]
+        assert f": {len(rows)} objects in 3 frames (one CSV row each)" in done
+        tracks = len(np.unique(lab.data)) - 1
+        assert (f", {tracks} cells tracked over the frames" in done) == link

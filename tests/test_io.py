@@ -373,3 +373,28 @@ def test_read_labels_accepts_imagej_float_label_images(tmp_path):
     tifffile.imwrite(tmp_path / "fiji.tif", lab, imagej=True)
     out = read_labels(tmp_path / "fiji.tif")
     assert out.dtype == np.int32 and out.tolist() == [[0, 0, 2], [5, 5, 0]]
+
+
+def test_frame_interval_is_read_and_written_back(tmp_path):
+    # issue 14, item 17: the ImageJ frame interval of a TYX input was dropped from the outputs
+    a = np.zeros((3, 8, 8), np.uint16)
+    tifffile.imwrite(tmp_path / "min.tif", a, imagej=True, metadata={"axes": "TYX", "finterval": 2.5, "tunit": "min"})
+    tifffile.imwrite(tmp_path / "sec.tif", a, imagej=True, metadata={"axes": "TYX", "finterval": 0.5})
+    tifffile.imwrite(tmp_path / "z.tif", a, imagej=True, metadata={"axes": "ZYX", "finterval": 0.5})
+    assert read_image(tmp_path / "min.tif").frame_interval == pytest.approx(150.0)
+    assert read_image(tmp_path / "sec.tif").frame_interval == pytest.approx(0.5)
+    assert read_image(tmp_path / "z.tif").frame_interval is None  # no T axis
+    assert read_image(tmp_path / "sec.tif", axes="ZYX").frame_interval is None  # T renamed away
+    lab = np.zeros((3, 8, 8), np.int32)
+    lab[:, 2:4, 2:4] = 1
+    for top in (1, 70000):  # ImageJ (uint8) and OME-TIFF (uint32) label files
+        lab[0, 0, 0] = top
+        p = write_labels(tmp_path / f"l{top}.tif", lab, axes="TYX", frame_interval=150.0)
+        im = read_image(p)
+        assert im.axes == "TYX" and im.frame_interval == pytest.approx(150.0)
+    p = write_image(tmp_path / "i.tif", a.astype(np.float32), "TYX", frame_interval=2.0)
+    assert read_image(p).frame_interval == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="no T axis"):
+        write_labels(tmp_path / "x.tif", lab[0], axes="YX", frame_interval=1.0)
+    with pytest.raises(ValueError, match="positive"):
+        write_labels(tmp_path / "x.tif", lab, axes="TYX", frame_interval=-1)

@@ -3,7 +3,7 @@ import csv
 import numpy as np
 import pytest
 
-from cellseg.measure import COLUMNS, object_table, write_csv
+from cellseg.measure import COLUMNS, object_table, table_columns, write_csv
 from cellseg.visualize import label_colors, overlay, save_png
 
 
@@ -32,7 +32,7 @@ def test_object_table_time_axis_and_csv(tmp_path):
     p = write_csv(tmp_path / "o.csv", rows)
     with open(p) as fh:
         read = list(csv.DictReader(fh))
-    assert tuple(read[0].keys()) == COLUMNS and read[1]["area"] == "9"
+    assert tuple(read[0].keys()) == table_columns("TYX") and read[1]["area"] == "9"
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]
 
 
@@ -57,3 +57,40 @@ def test_label_colors_distinct():
     c = label_colors(50)
     assert c.shape == (51, 3) and tuple(c[0]) == (0, 0, 0)
     assert len({tuple(x) for x in c[1:]}) == 50
+
+
+def test_csv_columns_fit_the_data_and_numbers_their_precision(tmp_path):
+    # issue 14, item 17: no empty *_z columns in 2D, no empty µm columns, no 17-digit floats
+    lab = np.zeros((10, 12), np.int32)
+    lab[1:4, 1:4] = 1
+    lab[5:8, 6:10] = 2
+    lab[4, 6] = 2  # centroid with a long decimal expansion
+    img = np.linspace(0, 1e-3, 120).reshape(10, 12)
+
+    def read(p):
+        with open(p) as fh:
+            return list(csv.DictReader(fh))
+
+    rows = read(write_csv(tmp_path / "a.csv", object_table(lab, "YX", img, {1: 0.123456789}),
+                          table_columns("YX")))
+    cols = tuple(rows[0])
+    assert not [c for c in cols if "_z" in c or c.endswith("_um")]
+    assert cols == table_columns("YX") and set(cols) < set(COLUMNS)
+    r1, r2 = rows
+    assert r2["centroid_y"] == "5.85" and r2["centroid_x"] == "7.38"  # 5.846..., 7.3846...
+    assert r1["score"] == "0.1235" and r2["score"] == ""
+    assert r1["mean_intensity"] == "0.000218487"  # 6 significant digits
+    assert float(r1["mean_intensity"]) == pytest.approx(img[1:4, 1:4].mean(), rel=1e-5)
+    assert r1["equivalent_diameter"] == "3.39"
+    # with the pixel size: µm columns (no z in 2D); volumes: z columns
+    rows = read(write_csv(tmp_path / "b.csv", object_table(lab, "YX", pixel_size={"Y": 0.3, "X": 0.3}),
+                          table_columns("YX", {"Y": 0.3, "X": 0.3})))
+    assert "centroid_y_um" in rows[0] and "centroid_z_um" not in rows[0]
+    assert rows[0]["area_um"] == "0.81" and rows[1]["centroid_x_um"] == "2.21538"
+    vol = np.zeros((3, 6, 6), np.int32)
+    vol[1, 2:4, 2:4] = 5
+    rows = read(write_csv(tmp_path / "c.csv", object_table(vol, "ZYX")))
+    assert rows[0]["centroid_z"] == "1.0" and rows[0]["bbox_z1"] == "2" and "area_um" not in rows[0]
+    # no objects: the header still fits the data
+    empty = read(write_csv(tmp_path / "d.csv", [], table_columns("TZYX")))
+    assert empty == [] and "centroid_z" in open(tmp_path / "d.csv").readline()

@@ -645,3 +645,64 @@ def test_reader_puts_a_channel_axis_first_and_names_the_axes(tmp_path):
     write_image(tmp_path / "t.tif", tyx, axes="TYX")
     (data, kw, kind), = _logic.read_layers(tmp_path / "t.tif")
     assert kw["metadata"]["axes"] == "TYX" and kw["axis_labels"] == ("t", "y", "x")
+
+
+def _rgba(seed=0):
+    image, gt = synthetic_cells((64, 64), n_cells=6, seed=seed)
+    grey = (image / image.max() * 255).astype(np.uint8)
+    red = np.random.default_rng(seed).integers(0, 20, grey.shape).astype(np.uint8)
+    return np.stack([red, grey, 255 - grey, np.full_like(grey, 255)], axis=-1), gt
+
+
+def test_training_channel_choice_and_colour_layers():
+    """An RGB(A) layer trains in colour (3 channels, alpha dropped: the constant alpha made
+    '1 of 4 normalization groups ... are constant'), or on one chosen channel."""
+    from cellseg.train.general import to_rgb3
+
+    rgba, gt = _rgba()
+    ch = _logic.training_channel_choices(rgba.shape, "YXC", rgb=True)
+    assert ch[0] == ("colour (RGB, alpha dropped)", _logic.COLOUR)
+    assert [v for _, v in ch[1:]] == [0, 1, 2, 3] and ch[2][0] == "green only"
+    pairs, names, n_in = _logic.training_pairs_from_layers(rgba, gt, "YXC", channel=_logic.COLOUR)
+    assert n_in == 3 and names == ["layer"]
+    np.testing.assert_array_equal(pairs[0][0], to_rgb3(rgba, "YXC", "x"))  # the library's colour conversion
+    data = _logic.training_data(pairs, names, in_channels=3)
+    assert data.in_channels == 3 and data.samples[0].image.shape == (3, 64, 64)
+    pairs, _, n_in = _logic.training_pairs_from_layers(rgba, gt, "YXC", channel=1)
+    assert n_in == 1 and pairs[0][0].shape == (64, 64)
+    np.testing.assert_array_equal(pairs[0][0], rgba[..., 1])
+    # an empty colour channel reads as background (0), as the Segmenter reads it
+    rgb = rgba[..., :3].copy()
+    rgb[..., 0] = 0
+    pairs, names, _ = _logic.training_pairs_from_layers(rgb, gt, "YXC", channel=_logic.COLOUR)
+    x = _logic.training_data(pairs, names, in_channels=3).samples[0].image
+    assert np.all(x[0] == 0) and x[1].max() > 0.9 and x[2].max() > 0.9
+    # a grey image for a 3-channel model (fine-tuning a general model): repeated
+    x = _logic.training_data([(rgba[..., 1], gt)], in_channels=3).samples[0].image
+    assert x.shape == (3, 64, 64) and np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])
+    # grey stored as RGB: grey first; a 2-channel layer: all channels first
+    g3 = np.stack([rgba[..., 1]] * 3, axis=-1)
+    assert _logic.training_channel_choices(g3.shape, "YXC", rgb=True, equal=True)[0] == (
+        "grey (equal colour channels)", 0)
+    two = _logic.training_channel_choices((2, 64, 64), "CYX", metadata={"channel_names": ["dapi", "gfp"]})
+    assert two == [("all 2 channels", None), ("dapi only", 0), ("gfp only", 1)]
+    assert _logic.training_channel_choices((64, 64), "YX") == []
+
+
+def test_training_job_on_an_rgba_layer_and_its_history_line(tmp_path):
+    """The default representation is flows (the best of the bundled models); the last epoch's
+    line says "finishing…" while the model is saved, its summary (the history) does not."""
+    _need_loss("flows")
+    from cellseg.models import load_model
+
+    assert _logic.DEFAULT_REPRESENTATION == "flows"
+    rgba, gt = _rgba()
+    pairs, names, n_in = _logic.training_pairs_from_layers(rgba, gt, "YXC", channel=_logic.COLOUR)
+    job = _logic.TrainingJob(pairs, tmp_path / "c.pt", epochs=1, steps_per_epoch=2, patch_size=32,
+                             batch_size=2, network={"depth": 1, "width": 4}, names=names, in_channels=n_in)
+    path, events = _drive(job.run())
+    assert path == str(tmp_path / "c.pt")
+    last = [e for e in events if e["event"] == "epoch"][-1]
+    assert last["message"].endswith("(finishing…)") and "finishing" not in last["summary"]
+    model = load_model(path)
+    assert model.representation.name == "flows" and model.config["in_channels"] == 3
