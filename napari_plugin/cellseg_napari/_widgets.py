@@ -82,12 +82,91 @@ def _set_or_add(viewer, data, kwargs: dict, kind: str):
             meta = kwargs.get("metadata")
             if meta:
                 lyr.metadata.update(meta)
+            if "axis_labels" in kwargs:
+                lyr.axis_labels = kwargs["axis_labels"]
             return lyr
         viewer.layers.remove(name)
     add = getattr(viewer, f"add_{kind}")
     kw = {k: v for k, v in kwargs.items()}
     return add(data, **kw)
 
+
+
+def _message_label(value: str = "") -> Label:
+    """A Label for messages (status, errors): it wraps at the dock's width instead of
+    widening the dock (a long error was cut off at its edge), and its text can be
+    selected and copied."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    lab = Label(label="", value=value)
+    native = lab.native
+    native.setWordWrap(True)
+    native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    policy = native.sizePolicy()
+    policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)  # the text never sets the dock's width
+    native.setSizePolicy(policy)
+    return lab
+
+
+def _set_choices(combo: ComboBox, choices, keep: bool = True) -> None:
+    """Set ``(label, value)`` choices in their order, the first being the default (magicgui
+    appends new items after the kept ones), keeping the chosen value when ``keep`` and it
+    is still offered. The list becomes the combo's own (a callable), so a ``reset_choices``
+    on layer changes keeps it, and the chosen value. One ``changed`` at most, at the end."""
+    new = list(choices)
+    labels = [combo.native.itemText(i) for i in range(combo.native.count())]
+    if labels == [lab for lab, _ in new] and list(combo.choices) == [v for _, v in new]:
+        if not keep and new and combo.value != new[0][1]:
+            combo.value = new[0][1]
+        return
+    before = combo.value
+    with combo.changed.blocked():
+        combo.choices = []
+        combo.choices = lambda w, new=new: new
+        if keep and before in [v for _, v in new]:
+            combo.value = before
+    if combo.value != before:
+        combo.changed.emit(combo.value)
+
+
+def _layer_axis_labels(layer) -> tuple | None:
+    """napari's axis labels of the layer's dimensions (an RGB layer: without its colour axis).
+    Not the viewer's: those come from whichever layers have labels."""
+    return tuple(getattr(layer, "axis_labels", ()) or ()) or None
+
+
+def _axes_combo_choices(layer) -> list:
+    if layer is None:
+        return []
+    try:
+        return _logic.axes_combo_choices(_layer_data_shape(layer), rgb=bool(getattr(layer, "rgb", False)),
+                                         metadata=dict(layer.metadata),
+                                         axis_labels=_layer_axis_labels(layer))
+    except ValueError:
+        return []
+
+
+def _remember_axes(layer, axes: str) -> None:
+    """Record the axes chosen for a layer: in its metadata (Segment and Train read them) and,
+    when napari only numbers its axes, as its axis labels (the sliders show T or Z)."""
+    layer.metadata["axes"] = axes
+    own = tuple(getattr(layer, "axis_labels", ()) or ())
+    dims = axes[:-1] if getattr(layer, "rgb", False) else axes
+    if own and _logic.default_axis_labels(own) and len(own) == len(dims):
+        try:
+            layer.axis_labels = _logic.display_axis_labels(dims)
+        except (AttributeError, ValueError, TypeError):  # napari without settable axis labels
+            pass
+
+
+def _result_axis_labels(layer, axes: str, result_axes: str) -> tuple:
+    """Axis labels for a result with ``result_axes`` made from ``layer`` with ``axes``: the
+    layer's labels of those axes (one naming for the image and its labels), else letters."""
+    own = tuple(getattr(layer, "axis_labels", ()) or ()) if layer is not None else ()
+    dims = axes[:-1] if layer is not None and getattr(layer, "rgb", False) else axes
+    names = dict(zip(dims, own)) if len(own) == len(dims) and not _logic.default_axis_labels(own) else {}
+    return tuple(str(names.get(a, a.lower())) for a in result_axes)
 
 
 def _show_decimals(w, value: float) -> None:
@@ -107,9 +186,19 @@ class _ViewerWidget(Container):
     def _set_viewer(self, napari_viewer):
         object.__setattr__(self, "viewer", napari_viewer)
 
+    #: the widget scrolls in its dock, so a tall one (Segment, Train) can make room for
+    #: another docked under it
+    _scrollable = True
+
+    @property
+    def native(self):
+        # napari docks ``native``; for a scrollable Container magicgui's ``native`` is the
+        # inner widget, which napari would take out of its scroll area
+        return self.root_native_widget
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer", **kwargs):
         self._set_viewer(napari_viewer)
-        super().__init__(**kwargs)
+        super().__init__(scrollable=self._scrollable, **kwargs)
         ev = napari_viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(ev, name).connect(self._reset_choices_safe)
@@ -154,18 +243,21 @@ class SegmentWidget(_ViewerWidget):
         self._hidden_params: dict[str, Any] = {}
         self._has_polygons = False
         self._load_token = 0
+        self._ps_default: float | None = None  # the pixel size set from the layer's scale
         self.n_predict_runs = 0     # finished segmentations (network runs)
         self.n_redecodes = 0
 
         self._image = ComboBox(label="image", choices=self._image_choices)
-        self._axes = ComboBox(label="axes", choices=self._axes_choices,
-                              tooltip="axes of the image data: T time, Z depth, C channel, Y, X")
+        # set by _reset_axes_choices: a stack whose axes napari does not know starts at CHOOSE_AXES
+        self._axes = ComboBox(label="axes", choices=[],
+                              tooltip="axes of the image data: T time (frames segmented one by one), Z depth "
+                                      "(planes stitched into 3-D objects), C channel, Y, X")
         # set by _reset_channel_choices (in order, the default first), not by a callable
         self._channel = ComboBox(label="channel", choices=[])
         self._model_choice = ComboBox(label="model", choices=lambda w: _logic.model_choices(),
                                       value=_logic.default_model_choice())
         self._model_file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
-        self._model_status = Label(label="", value="")
+        self._model_status = _message_label()
         self._diameter = ComboBox(label="object diameter", choices=_logic.diameter_choices(None),
                                   tooltip="the objects' diameter in this image: the image is resampled so they "
                                           "get the size the model was trained on, and the labels are mapped back")
@@ -182,7 +274,7 @@ class SegmentWidget(_ViewerWidget):
             if native is not None and hasattr(native, "setSpecialValueText"):
                 native.setDecimals(4)
                 native.setSpecialValueText("not set")
-        self._scale_info = Label(label="", value="")
+        self._scale_info = _message_label()
         self._params_header = Label(label="", value="decode thresholds (changes re-decode at once):")
         self._params = Container(label="", labels=True)
         self._tile = SpinBox(label="tile size", value=0, min=0, max=8192, step=64,
@@ -197,7 +289,7 @@ class SegmentWidget(_ViewerWidget):
         self._run_button = PushButton(text="Segment")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=_PROGRESS_MAX, value=0)
-        self._status = Label(label="", value="")
+        self._status = _message_label()
         super().__init__(
             napari_viewer,
             widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
@@ -228,15 +320,10 @@ class SegmentWidget(_ViewerWidget):
             return None
         return self.viewer.layers[name]
 
-    def _axes_choices(self, widget=None):
-        layer = self._image_layer()
-        if layer is None:
-            return []
-        try:
-            return _logic.axes_choices(_layer_data_shape(layer), rgb=bool(getattr(layer, "rgb", False)),
-                                       metadata=dict(layer.metadata))
-        except ValueError:
-            return []
+    def _reset_axes_choices(self, keep: bool = True):
+        """The axes of the chosen layer: its known axes first (metadata, axis labels, 2-D),
+        else "choose the axes…" first; ``keep`` the chosen axes (same layer)."""
+        _set_choices(self._axes, _axes_combo_choices(self._image_layer()), keep=keep)
 
     def _channel_choices(self, widget=None):
         layer = self._image_layer()
@@ -255,13 +342,20 @@ class SegmentWidget(_ViewerWidget):
                                       metadata=dict(layer.metadata), in_channels=n_in, equal=equal)
 
     def _on_image_changed(self, *_):
-        self._axes.reset_choices()
+        self._ps_default = None  # a new layer: its own pixel size
+        self._reset_axes_choices(keep=False)
         self._on_axes_changed()
-        # the pixel size defaults to the layer's scale (napari's default scale 1: not known)
+
+    def _set_default_pixel_size(self):
+        """The pixel size defaults to the layer's scale (napari's default scale 1: not known);
+        known once the axes are. A value the user typed is kept."""
+        if self._ps_default is not None and float(self._pixel_size.value) != self._ps_default:
+            return
         layer = self._image_layer()
         axes = self._axes.value or ""
         ps = _logic.pixel_size_from_scale(_scale_without_c(layer, axes), axes) if layer is not None and axes else None
         self._pixel_size.value = float(ps) if ps else 0.0
+        self._ps_default = float(self._pixel_size.value)
 
     def _on_diameter_mode(self, *_):
         self._diameter_px.enabled = self._diameter.value == "px"
@@ -279,24 +373,16 @@ class SegmentWidget(_ViewerWidget):
 
     def _reset_channel_choices(self):
         """Offer the channels of the chosen layer for the model, the default first ("all
-        channels" for a model that takes them, "grey" for grey stored as RGB). magicgui
-        appends new items after the kept ones, so a changed list is set anew; the chosen
+        channels" for a model that takes them, "grey" for grey stored as RGB); the chosen
         channel is kept only when the default did not change (another model or layer)."""
-        combo = self._channel
         new = self._channel_choices()
-        old = list(combo.choices)
-        labels = [combo.native.itemText(i) for i in range(combo.native.count())]
-        if old == [v for _, v in new] and labels == [lab for lab, _ in new]:
-            return
-        value = combo.value
-        keep = bool(old) and bool(new) and old[0] == new[0][1] and value in [v for _, v in new]
-        combo.choices = []
-        combo.choices = new
-        if keep:
-            combo.value = value
+        old = list(self._channel.choices)
+        keep = bool(old) and bool(new) and old[0] == new[0][1]
+        _set_choices(self._channel, new, keep=keep)
 
     def reset_choices(self, *_):
         super().reset_choices()
+        self._reset_axes_choices(keep=True)  # e.g. axis labels or axes given to the layer meanwhile
         self._reset_channel_choices()
 
     def _on_axes_changed(self, *_):
@@ -304,6 +390,7 @@ class SegmentWidget(_ViewerWidget):
         axes = self._axes.value or ""
         self._channel.visible = "C" in axes
         self._link.visible = "T" in axes
+        self._set_default_pixel_size()
 
     def _on_models_changed(self):
         try:
@@ -467,7 +554,8 @@ class SegmentWidget(_ViewerWidget):
             return
         axes = self._axes.value
         if not axes:
-            self._status.value = "cannot tell the image's axes"
+            self._status.value = (_logic.axes_hint(layer.name, _layer_data_shape(layer), self._axes.choices)
+                                  if self._axes.choices else "cannot segment this layer: unsupported dimensions")
             return
         channel = self._channel.value if "C" in axes else None
         try:
@@ -484,8 +572,9 @@ class SegmentWidget(_ViewerWidget):
             params=params, tile=tile, normalize=(float(self._pmin.value), float(self._pmax.value)), link=link,
             augment=bool(self._augment.value), diameter=diameter, pixel_size=self.pixel_size(),
         )
+        _remember_axes(layer, axes)  # answered once: Segment and Train know the layer's axes from now on
         self._run_info = {"image": layer.name, "axes": axes, "scale": _scale_without_c(layer, axes),
-                          "translate": None, "t0": time.perf_counter(), "spec": spec}
+                          "axis_labels": None, "translate": None, "t0": time.perf_counter(), "spec": spec}
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_segmented)
         worker.errored.connect(self._on_error)
@@ -540,6 +629,10 @@ class SegmentWidget(_ViewerWidget):
               "metadata": {"axes": result.axes, "source": info["image"], "model": str(info.get("spec"))}}
         if scale is not None:
             kw["scale"] = scale
+        if info.get("axis_labels") is None:
+            layer = self.viewer.layers[info["image"]] if info["image"] in self.viewer.layers else None
+            info["axis_labels"] = _result_axis_labels(layer, info["axes"], result.axes)
+        kw["axis_labels"] = info["axis_labels"]  # the sliders say T or Z
         _set_or_add(self.viewer, result.labels, kw, "labels")
         run = self._run
         if outputs and run is not None:
@@ -627,7 +720,12 @@ class EvaluateWidget(_ViewerWidget):
     the categories of :data:`cellseg_napari._logic.ERROR_CATEGORIES`: correct
     (green), false positive (red), false negative (blue, on GT pixels), merge
     (magenta) and split (orange).
+
+    Not scrollable: the table keeps the height of all its rows, and the (scrollable)
+    Segment and Train docks make room for it.
     """
+
+    _scrollable = False
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         self._set_viewer(napari_viewer)
@@ -637,12 +735,13 @@ class EvaluateWidget(_ViewerWidget):
         self._error_iou = FloatSpinBox(label="error map IoU", value=0.5, min=0.05, max=1.0, step=0.05)
         self._button = PushButton(text="Evaluate")
         self.table = Table(value={"data": [], "index": [], "columns": ["value"]}, label="")
-        self._summary = Label(label="", value="")
+        self._summary = _message_label()
         super().__init__(napari_viewer,
                          widgets=[self._pred, self._truth, self._thresholds, self._error_iou, self._button,
                                   self.table, self._summary],
                          labels=True)
         self._button.changed.connect(self.evaluate)
+        self._fit_table(len(self._thresholds_list()) + 8)
         self.reset_choices()
         truth = [n for n in _layer_names(self.viewer, "labels") if "truth" in n.lower() or "gt" in n.lower()]
         if truth:
@@ -652,6 +751,17 @@ class EvaluateWidget(_ViewerWidget):
                 self._pred.value = others[0]
         self.rows: list[tuple[str, float]] = []
         self.counts: dict[str, int] = {}
+
+    def _fit_table(self, n_rows: int) -> None:
+        """Compact rows, and a minimum height that shows ``n_rows`` of them: docked under
+        Segment the table got squeezed to one and a half rows."""
+        t = self.table.native
+        vh = t.verticalHeader()
+        vh.setDefaultSectionSize(t.fontMetrics().height() + 6)
+        for i in range(t.rowCount()):
+            t.setRowHeight(i, vh.defaultSectionSize())
+        header = t.horizontalHeader().sizeHint().height()
+        t.setMinimumHeight(header + n_rows * vh.defaultSectionSize() + 2 * t.frameWidth() + 2)
 
     def _thresholds_list(self) -> list[float]:
         vals = [float(v) for v in self._thresholds.value.replace(";", ",").split(",") if v.strip()]
@@ -680,6 +790,7 @@ class EvaluateWidget(_ViewerWidget):
         self.rows, self.counts = rows, counts
         self.table.value = {"data": [[_fmt(v)] for _, v in rows], "index": [k for k, _ in rows],
                             "columns": ["value"]}
+        self._fit_table(len(rows))
         cmap = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), **_logic.ERROR_COLORS})
         kw = {"name": f"{pred_layer.name} errors", "colormap": cmap, "opacity": 0.8,
               "scale": tuple(pred_layer.scale), "metadata": {"categories": dict(_logic.ERROR_CATEGORIES)}}
@@ -702,7 +813,12 @@ class TrainWidget(_ViewerWidget):
     with its Labels layer (T/Z planes with labels become samples) or on a folder
     (``images/`` + ``masks/``, or the Cell Tracking Challenge layout). Training runs
     in a worker with loss/validation progress; the model is saved to the chosen
-    ``.pt`` file and registered, so the Segment widget lists it at once."""
+    ``.pt`` file and registered, so the Segment widget lists it at once.
+
+    The layer's axes are asked as in Segment (a stack napari does not label starts at
+    "choose the axes…"); with a channel axis the channel choice says what the model
+    gets: colour (RGB, alpha dropped) for an RGB(A) layer, all channels, or one channel.
+    A model fine-tuned from a 3-channel model gets grey repeated to 3 channels."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         self._set_viewer(napari_viewer)
@@ -712,12 +828,18 @@ class TrainWidget(_ViewerWidget):
         self._source = ComboBox(label="training data", choices=["layers", "folder"], value="layers")
         self._image = ComboBox(label="image", choices=lambda w: _layer_names(self.viewer, "image"))
         self._labels_layer = ComboBox(label="labels", choices=lambda w: _layer_names(self.viewer, "labels"))
+        # both set in order by _set_choices (_on_image_changed, _reset_channel_choices)
+        self._axes = ComboBox(label="axes", choices=[],
+                              tooltip="axes of the image data: T time, Z depth (planes of either become "
+                                      "training samples), C channel, Y, X")
+        self._channel = ComboBox(label="channel", choices=[], visible=False,
+                                 tooltip="what the model gets from a layer with channels")
         self._folder = FileEdit(label="folder", mode="d", visible=False)
         self._start = ComboBox(label="start from",
                                choices=lambda w: [FRESH_MODEL] + [c for c in _logic.model_choices()
                                                                   if c != CUSTOM_MODEL])
         self._rep = ComboBox(label="representation", choices=reps,
-                             value="stardist" if "stardist" in reps else reps[0])
+                             value=_logic.DEFAULT_REPRESENTATION if _logic.DEFAULT_REPRESENTATION in reps else reps[0])
         self._network = ComboBox(label="network", choices=list(_logic.NETWORKS),
                                  value=next(iter(_logic.NETWORKS)))
         self._epochs = SpinBox(label="epochs", value=10, min=1, max=10000)
@@ -729,15 +851,18 @@ class TrainWidget(_ViewerWidget):
         self._button = PushButton(text="Train")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=_PROGRESS_MAX, value=0)
-        self._status = Label(label="", value="")
-        self._history = Label(label="", value="")
+        self._status = _message_label()
+        self._history = _message_label()
         super().__init__(napari_viewer,
-                         widgets=[self._source, self._image, self._labels_layer, self._folder, self._start, self._rep,
+                         widgets=[self._source, self._image, self._labels_layer, self._axes, self._channel,
+                                  self._folder, self._start, self._rep,
                                   self._network, self._epochs, self._steps, self._batch, self._patch, self._out,
                                   self._button, self._cancel_button, self._progress, self._status,
                                   self._history],
                          labels=True)
         self._source.changed.connect(self._on_source)
+        self._image.changed.connect(self._on_image_changed)
+        self._axes.changed.connect(self._on_axes_changed)
         self._start.changed.connect(self._on_start)
         self._button.changed.connect(self.train)
         self._cancel_button.changed.connect(self.cancel)
@@ -747,6 +872,7 @@ class TrainWidget(_ViewerWidget):
         self.registered_name: str | None = None
         self.events: list[dict] = []
         TRAINED_MODELS.changed.connect(self._on_models_changed)
+        self._on_image_changed()
 
     def _on_models_changed(self):
         try:
@@ -754,9 +880,41 @@ class TrainWidget(_ViewerWidget):
         except RuntimeError:
             pass
 
+    def _image_layer(self):
+        name = self._image.value
+        return self.viewer.layers[name] if name is not None and name in self.viewer.layers else None
+
+    def _on_image_changed(self, *_):
+        _set_choices(self._axes, _axes_combo_choices(self._image_layer()), keep=False)
+        self._on_axes_changed()
+
+    def _on_axes_changed(self, *_):
+        self._reset_channel_choices()
+        self._channel.visible = self._source.value == "layers" and "C" in (self._axes.value or "")
+
+    def _reset_channel_choices(self):
+        layer = self._image_layer()
+        axes = self._axes.value or ""
+        new = []
+        if layer is not None and "C" in axes:
+            shape = _layer_data_shape(layer)
+            if len(shape) == len(axes):
+                data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+                equal = shape[axes.index("C")] in (3, 4) and _logic.channels_equal(data, axes.index("C"))
+                new = _logic.training_channel_choices(shape, axes, rgb=bool(getattr(layer, "rgb", False)),
+                                                      metadata=dict(layer.metadata), equal=equal)
+        old = list(self._channel.choices)
+        _set_choices(self._channel, new, keep=bool(old) and bool(new) and old[0] == new[0][1])
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        _set_choices(self._axes, _axes_combo_choices(self._image_layer()), keep=True)
+        self._reset_channel_choices()
+
     def _on_source(self, *_):
         layers = self._source.value == "layers"
-        self._image.visible = self._labels_layer.visible = layers
+        self._image.visible = self._labels_layer.visible = self._axes.visible = layers
+        self._channel.visible = layers and "C" in (self._axes.value or "")
         self._folder.visible = not layers
 
     def _on_start(self, *_):
@@ -776,10 +934,14 @@ class TrainWidget(_ViewerWidget):
                 raise ValueError("choose an image layer and a labels layer")
             img_layer = self.viewer.layers[self._image.value]
             lab_layer = self.viewer.layers[self._labels_layer.value]
-            axes = _logic.axes_choices(_layer_data_shape(img_layer), rgb=bool(getattr(img_layer, "rgb", False)),
-                                       metadata=dict(img_layer.metadata))[0]
+            axes = self._axes.value
+            if not axes:
+                raise ValueError(_logic.axes_hint(img_layer.name, _layer_data_shape(img_layer), self._axes.choices)
+                                 if self._axes.choices else "cannot train on this layer: unsupported dimensions")
+            channel = self._channel.value if "C" in axes else None
             pairs, names, n_in = _logic.training_pairs_from_layers(_layer_data(img_layer), _layer_data(lab_layer),
-                                                                   axes)
+                                                                   axes, channel=channel)
+            _remember_axes(img_layer, axes)
             data = pairs
             kw.update(names=names, in_channels=n_in)
         else:
@@ -831,7 +993,7 @@ class TrainWidget(_ViewerWidget):
         if ev.get("fraction") is not None:
             self._progress.value = int(round(float(ev["fraction"]) * _PROGRESS_MAX))
         if ev.get("event") == "epoch":
-            self._history.value = ev.get("message", "")
+            self._history.value = ev.get("summary", ev.get("message", ""))
         self._status.value = ev.get("message", "")
 
     def _on_trained(self, path):
