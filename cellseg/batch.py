@@ -14,6 +14,11 @@
   failure into a non-zero exit status. A write failure names the output path; one
   that concerns the whole output location (disk full, quota, read-only file
   system) stops the batch, since every later file would fail too.
+* The settings that made the outputs (model fingerprint, decode parameters,
+  normalization, object size, axes, channel, linking) are recorded per output in
+  ``OUT/cellseg_run.json`` (:class:`RunRecord`), so a rerun with another model or
+  other parameters is told apart from a resume: ``cellseg segment`` refuses it
+  (naming what changed) unless ``--overwrite``.
 * ``workers=N`` runs files on a local Dask cluster; ``scheduler=ADDRESS`` sends
   them to an existing Dask cluster. Workers build the segmenter themselves from
   a picklable :class:`SegmenterSpec`, once per process.
@@ -30,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 __all__ = ["SegmenterSpec", "FileResult", "expand_inputs", "output_names", "output_paths", "segment_file",
-           "run_batch"]
+           "run_batch", "run_settings", "RunRecord", "RUN_RECORD"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -180,6 +185,147 @@ def _overlay_frame(image: np.ndarray, labels: np.ndarray, axes: str) -> tuple[np
             img, lab = np.take(img, k, axis=i), np.take(lab, k, axis=i)
             ax = ax.replace(a, "")
     return img, lab
+
+
+RUN_RECORD = "cellseg_run.json"
+
+
+def _fingerprint(model) -> str:
+    """sha256 of a model's config and weights: equal for the same model wherever its file lies."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(model.config, sort_keys=True, default=str).encode())
+    for k, v in sorted(model.network.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_settings(spec: SegmenterSpec, model, axes: str | None = None, channel=None, link: bool = False) -> dict:
+    """The settings that determine the outputs of a batch, as plain JSON values: the model (its
+    name and a fingerprint of its config and weights), the decode parameters in full (the model's
+    thresholds with the overrides of ``spec``), normalization and intensity transform, test-time
+    augmentation, object size, pixel size, axes, channel and linking (``None``: the model's or
+    the file's own). Tiling is left out: tiled and untiled runs give the same labels."""
+    import dataclasses
+
+    from .models.network import _jsonable
+
+    rep = model.representation
+    decode = dataclasses.asdict(rep.params(dict(model.thresholds or {}), **dict(spec.params)))
+    return _jsonable({
+        "model": spec.model, "model_sha256": _fingerprint(model), "representation": rep.name,
+        "decode": decode, "normalize": list(spec.normalize) if spec.normalize else None,
+        "transform": getattr(spec, "transform", "linear"),
+        "augment": spec.augment, "diameter": spec.diameter, "pixel_size": spec.pixel_size,
+        "axes": axes, "channel": channel, "link": bool(link),
+    })
+
+
+def _settings_id(settings: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What changed between two :func:`run_settings`, one line per setting."""
+    out = []
+    other_rep = old.get("representation") != new.get("representation")
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if k == "model_sha256" or a == b or (k == "decode" and other_rep):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{k} {n}: was {a.get(n)!r}, now {b.get(n)!r}" for n in sorted(set(a) | set(b))
+                    if a.get(n) != b.get(n)]
+        else:
+            out.append(f"{k}: was {a!r}, now {b!r}")
+    if old.get("model_sha256") != new.get("model_sha256") and old.get("model") == new.get("model"):
+        out.append(f"model: {new.get('model')!r} is not the model of that name used then (other weights or config)")
+    return out
+
+
+class RunRecord:
+    """The settings each output in an output folder was made with (``OUT/cellseg_run.json``).
+
+    ``{"format": "cellseg-run-record", "settings": {id: {...}}, "outputs": {name: id}}``
+    with the settings of :func:`run_settings` and the cellseg version. Written
+    atomically, at most every ``interval`` seconds while a batch runs
+    (:meth:`set`) and by :meth:`flush`. An output without an entry (written
+    before records existed, or the record deleted) has unknown settings.
+    """
+
+    FORMAT = "cellseg-run-record"
+
+    def __init__(self, out_dir: str | Path, interval: float = 2.0):
+        import json
+
+        self.path = Path(out_dir) / RUN_RECORD
+        self.interval = interval
+        self.settings: dict[str, dict] = {}
+        self.outputs: dict[str, str] = {}
+        self._dirty = False
+        self._last = 0.0
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("format") == self.FORMAT:
+            self.settings = {str(k): v for k, v in (data.get("settings") or {}).items() if isinstance(v, dict)}
+            self.outputs = {str(k): str(v) for k, v in (data.get("outputs") or {}).items()
+                            if str(v) in self.settings}
+
+    def recorded(self, name: str) -> dict | None:
+        """The settings output ``name`` was made with (without the version), or None when unknown."""
+        sid = self.outputs.get(name)
+        if sid is None:
+            return None
+        return {k: v for k, v in self.settings[sid].items() if k != "cellseg"}
+
+    def conflicts(self, names: Sequence[str], settings: dict, existing: Callable[[str], bool]) -> dict[str, list]:
+        """``{name: differences}`` for the outputs in ``names`` that exist (``existing(name)``) and were
+        made with other settings than ``settings``."""
+        out = {}
+        for n in names:
+            old = self.recorded(n)
+            if old is not None and old != settings and existing(n):
+                out[n] = _differences(old, settings)
+        return out
+
+    def set(self, name: str, settings: dict) -> None:
+        """Record that output ``name`` was made with ``settings``; written now and then."""
+        import time
+
+        from . import __version__
+
+        sid = _settings_id(settings)
+        if sid not in self.settings:
+            self.settings[sid] = {"cellseg": __version__, **settings}
+        if self.outputs.get(name) != sid:
+            self.outputs[name] = sid
+            self._dirty = True
+        if self._dirty and time.monotonic() - self._last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the record (atomically) when it changed."""
+        import json
+        import time
+
+        from ._files import atomic_write
+
+        if not self._dirty:
+            return
+        used = set(self.outputs.values())
+        data = {"format": self.FORMAT, "settings": {k: v for k, v in self.settings.items() if k in used},
+                "outputs": dict(sorted(self.outputs.items()))}
+        text = json.dumps(data, indent=1, sort_keys=False) + "\n"
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
+        self._dirty = False
+        self._last = time.monotonic()
 
 
 def _within_float32(data: np.ndarray) -> np.ndarray:

@@ -109,7 +109,10 @@ def _add_segment(sub):
                    help="also write the CTC result layout OUT/SEQ_RES/maskNNN.tif (T stacks: one file per frame)")
     p.add_argument("--no-csv", action="store_true", help="do not write the per-object CSV")
     p.add_argument("--no-overlay", action="store_true", help="do not write the PNG overlay")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo inputs whose outputs already exist (without it they are skipped, so a rerun resumes; "
+                        "outputs made with another model or other parameters, as recorded in OUT/cellseg_run.json, "
+                        "are refused before any work)")
     p.add_argument("--workers", type=int, default=None, help="run files on a local Dask cluster with N workers")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -156,7 +159,16 @@ def _counts(r, link: bool) -> str:
 
 def _cmd_segment(args) -> int:
     from ._files import OutputError, check_output_dir, remove_stale_temporaries
-    from .batch import SegmenterSpec, _split_name, expand_inputs, output_names, run_batch
+    from .batch import (
+        RunRecord,
+        SegmenterSpec,
+        _split_name,
+        expand_inputs,
+        output_names,
+        output_paths,
+        run_batch,
+        run_settings,
+    )
     from .models import default_model_name, load_model
 
     files, missing = expand_inputs(_resolve_inputs(args.inputs))
@@ -237,6 +249,23 @@ def _cmd_segment(args) -> int:
     if stale:
         print(f"note: removed {len(stale)} temporary file{'s' if len(stale) != 1 else ''} that an interrupted "
               f"earlier run left in {out_dir}", file=sys.stderr)
+    # outputs made with other settings (model, parameters...) are not skipped as a resume would
+    settings = run_settings(spec, model, axes=args.axes, channel=args.channel, link=args.link)
+    record = RunRecord(out_dir)
+    name_of = {str(f): n for f, n in zip(files, out_names)}
+    if not args.overwrite:
+        clash = record.conflicts(out_names, settings,
+                                 lambda n: output_paths(Path(n), out_dir, name=n)["labels"].exists())
+        if clash:
+            diffs = sorted({d for ds in clash.values() for d in ds})
+            shown = ", ".join(list(clash)[:3]) + (", ..." if len(clash) > 3 else "")
+            print(f"error: {out_dir} holds the outputs of {len(clash)} of these inputs ({shown}) made with other "
+                  f"settings (see {record.path.name}):", file=sys.stderr)
+            for d in diffs:
+                print(f"  {d}", file=sys.stderr)
+            print("use --overwrite to redo them with the new settings, or choose another output folder (-o)",
+                  file=sys.stderr)
+            return 2
     kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
                   overlay=not args.no_overlay, link=args.link)
     bar = None
@@ -294,14 +323,25 @@ def _cmd_segment(args) -> int:
             failed += 1
             msg = f"FAILED {_cli_message(r.message)}"
         elif r.status == "skipped":
-            msg = f"skipped {r.input}: {r.message}"
+            known = record.recorded(name_of.get(r.input, "")) is not None
+            msg = (f"skipped {r.input}: outputs exist, made with the same settings (--overwrite redoes them)" if known
+                   else f"skipped {r.input}: outputs exist, made by a run that did not record its settings "
+                        f"(--overwrite redoes them)")
         else:
+            record.set(name_of[r.input], settings)
             msg = f"done {r.input}: {_counts(r, args.link)} -> {r.outputs['labels']}"
         say(msg)
         if bar is not None:
             bar.update(1)
 
     finished: list = []  # results so far, for the message on Ctrl-C
+
+    def save_record():
+        try:
+            record.flush()
+        except OSError as exc:
+            print(f"warning: cannot write {record.path}: {exc.strerror or exc}; a rerun cannot tell which "
+                  "settings made these outputs", file=sys.stderr)
 
     def on_result_kept(r):
         finished.append(r)
@@ -314,6 +354,7 @@ def _cmd_segment(args) -> int:
         close_sub_bars()
         if bar is not None:
             bar.close()
+        save_record()
         n = len(finished)
         print(f"interrupted after {n} file{'s' if n != 1 else ''} of {len(files)}; rerun the same command to "
               f"resume (finished files are kept and skipped; no file is half-written)",
@@ -322,6 +363,7 @@ def _cmd_segment(args) -> int:
     close_sub_bars()
     if bar is not None:
         bar.close()
+    save_record()
     n_left = len(files) - len(results)
     fatal = next((r for r in results if r.fatal), None)
     if fatal is not None:

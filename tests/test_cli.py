@@ -21,7 +21,8 @@ def images(tmp_path_factory):
 
 
 def _outputs(d):
-    return sorted(p.name for p in d.iterdir())
+    """The output files in ``d``, without the record of the settings (cellseg_run.json)."""
+    return sorted(p.name for p in d.iterdir() if p.name != "cellseg_run.json")
 
 
 def test_segment_folder_writes_labels_csv_overlay(images, tmp_path, tiny_model_path, capsys):
@@ -211,7 +212,7 @@ def test_inputs_with_the_same_stem_get_distinct_outputs(images, tmp_path, tiny_m
     assert "3 segmented, 0 skipped, 0 failed" in text.out
     assert "share a file name" in text.err
     got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert got == ["a/img_png_labels.tif", "a/img_tif_labels.tif", "b/img_labels.tif"]
+    assert got == ["a/img_png_labels.tif", "a/img_tif_labels.tif", "b/img_labels.tif", "cellseg_run.json"]
     assert not np.array_equal(read_labels(out / "a" / "img_tif_labels.tif"), read_labels(out / "b" / "img_labels.tif"))
     assert main(args) == 0
     assert "0 segmented, 3 skipped" in capsys.readouterr().out
@@ -509,7 +510,8 @@ def test_ctrl_c_in_segment_is_a_message_and_exit_130(images, tmp_path, tiny_mode
     assert rc == 130
     assert "interrupted after 1 file of 2; rerun" in text.err
     assert "Traceback" not in text.out + text.err
-    assert sorted(p.name for p in out.iterdir()) == ["img0_labels.tif", "img0_objects.csv", "img0_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["cellseg_run.json",  # recorded on the way out
+                                                     "img0_labels.tif", "img0_objects.csv", "img0_overlay.png"]
     monkeypatch.setattr(batch, "segment_file", real)
     assert main(["segment", str(images), "-o", str(out), "--model", str(tiny_model_path), "-q"]) == 0
     assert "skipped" in capsys.readouterr().out and (out / "img1_labels.tif").exists()
@@ -564,3 +566,49 @@ def test_time_lapse_outputs_keep_the_frame_interval_and_done_says_what_it_counts
         assert f": {len(rows)} objects in 3 frames (one CSV row each)" in done
         tracks = len(np.unique(lab.data)) - 1
         assert (f", {tracks} cells tracked over the frames" in done) == link
+
+
+def test_rerun_with_other_settings_is_refused_not_skipped(images, tmp_path, tiny_model_path, capsys):
+    # issue 14, item 12: a rerun with other thresholds (or another model) skipped every image as "outputs exist"
+    import shutil
+
+    from cellseg.models import load_model
+
+    model = tmp_path / "m.pt"
+    shutil.copy(tiny_model_path, model)
+    out = tmp_path / "out"
+    base = ["segment", str(images), "-o", str(out), "--model", str(model), "-q"]
+    assert main(base) == 0
+    record = json.loads((out / "cellseg_run.json").read_text())
+    assert sorted(record["outputs"]) == ["img0", "img1"]
+    (sid,) = set(record["outputs"].values())
+    assert record["settings"][sid]["model"] == str(model) and "fg_thresh" in record["settings"][sid]["decode"]
+    capsys.readouterr()
+    mtime = (out / "img0_labels.tif").stat().st_mtime_ns
+    # other thresholds: refused before any work, naming what changed
+    assert main(base + ["--prob-thresh", "0.8"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the outputs of 2 of these inputs (img0, img1) made with other settings" in err
+    assert "decode fg_thresh: was " in err and "now 0.8" in err and "--overwrite" in err
+    assert (out / "img0_labels.tif").stat().st_mtime_ns == mtime
+    # --overwrite redoes them and records the new settings; a rerun with them resumes (skips)
+    assert main(base + ["--prob-thresh", "0.8", "--overwrite"]) == 0
+    assert main(base + ["--prob-thresh", "0.8"]) == 0
+    assert capsys.readouterr().out.count("outputs exist, made with the same settings") == 2
+    # the same model file with other weights is another model
+    m = load_model(model)
+    with torch_no_grad():
+        next(iter(m.network.parameters())).add_(0.01)
+    m.save(model)
+    assert main(base + ["--prob-thresh", "0.8"]) == 2
+    assert "is not the model of that name used then" in capsys.readouterr().err
+    # outputs without a record (an earlier version, the record deleted): skipped as before, and said so
+    (out / "cellseg_run.json").unlink()
+    assert main(base) == 0
+    assert capsys.readouterr().out.count("made by a run that did not record its settings") == 2
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
