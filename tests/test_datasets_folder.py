@@ -77,7 +77,7 @@ def test_unpaired_and_empty_folders_listed(tmp_path):
 def test_shape_mismatch_and_bad_mask_named(tmp_path):
     root = _make(tmp_path / "d")
     tifffile.imwrite(root / "masks" / "a.tif", np.zeros((5, 5), np.uint16))
-    tifffile.imwrite(root / "masks" / "c.tif", np.full((12, 16), 0.5, np.float32))  # fractions (whole-number floats are labels)
+    tifffile.imwrite(root / "masks" / "c.tif", np.full((12, 16), 0.5, np.float32))  # whole-number floats would pass
     ds = FolderDataset(root)
     with pytest.raises(DatasetError, match=r"a\.tif: mask of shape \(5, 5\) does not match"):
         ds["a"]
