@@ -79,16 +79,27 @@ class FileResult:
     fatal: bool = False
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """Files for the given files / folders / globs, and the inputs that matched nothing."""
+def expand_inputs(inputs: Sequence[str | Path], skipped: list | None = None) -> tuple[list[Path], list[str]]:
+    """Files for the given files / folders / globs, and the inputs that matched nothing.
+
+    A folder gives its ``.tif``/``.tiff``/``.png`` files (not hidden ones), not
+    those of its subfolders; ``skipped``, when given a list, receives
+    ``(folder, subfolders, other files)`` for each folder where something was left
+    out, so the caller can say so.
+    """
     files: list[Path] = []
     missing: list[str] = []
     for item in inputs:
         s = str(item)
         p = Path(s)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
-                           and not q.name.startswith("."))
+            entries = [q for q in p.iterdir() if not q.name.startswith(".")]
+            found = sorted(q for q in entries if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if skipped is not None:
+                subs = sorted(q for q in entries if q.is_dir())
+                other = sorted(q for q in entries if q.is_file() and q.suffix.lower() not in IMAGE_SUFFIXES)
+                if subs or other:
+                    skipped.append((p, subs, other))
             if not found:
                 missing.append(f"{s} (folder without .tif/.tiff/.png files)")
             files += found
@@ -328,6 +339,19 @@ class RunRecord:
         self._last = time.monotonic()
 
 
+#: the end of the hint for a stack read as channels (the CLI names its option instead)
+AXES_HINT = "pass axes='ZYX' (a Z stack) or axes='TYX' (time)"
+
+
+def _match_channel(channel, names):
+    """A channel name as the file spells it when it matches ``channel`` ignoring case (``dapi``
+    for ``DAPI``) and no name matches exactly; anything else unchanged."""
+    if not isinstance(channel, str) or not names or channel in names or channel.lstrip("-").isdigit():
+        return channel
+    hits = [n for n in names if str(n).casefold() == channel.casefold()]
+    return hits[0] if len(hits) == 1 else channel
+
+
 def _within_float32(data: np.ndarray) -> np.ndarray:
     """Float data whose finite values exceed the float32 range (the network's precision) scaled
     by a power of two into it: exact, and percentile normalization makes the scale irrelevant."""
@@ -365,8 +389,10 @@ def segment_file(
     if not overwrite and all(p.exists() for p in outs.values()):
         return FileResult(str(path), "skipped", {k: str(v) for k, v in outs.items()},
                           message="outputs exist (use --overwrite to redo)")
+    img = None
     try:
         img = io.read_image(path, axes=axes)
+        channel = _match_channel(channel, img.channel_names)
         data = img.data
         if data.size == 0:
             raise ValueError("the image is empty (size 0)")
@@ -394,8 +420,14 @@ def segment_file(
             msg = f"{type(exc).__name__}: {msg}\n{traceback.format_exc(limit=3)}"
         if not msg.startswith(str(path)):
             msg = f"{path}: {msg}"
+        if (img is not None and axes is None and channel is None and img.axes == "CYX" and not img.channel_names
+                and "channel" in msg):  # a plain or planar stack that tifffile calls colour samples (SYX)
+            msg += (f"; if its {img.data.shape[0]} planes are Z slices or time points rather than channels, "
+                    f"{AXES_HINT}")
         return FileResult(str(path), "failed", message=msg)
     warnings = [str(w) for w in (getattr(res, "warnings", None) or [])]
+    if axes is not None and img.file_axes and img.file_axes != img.axes:
+        warnings.insert(0, f"the given axes {img.axes} override the axes the file declares ({img.file_axes})")
     # intensity image without C for measurements
     inten = img.data
     if "C" in img.axes:

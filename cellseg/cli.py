@@ -27,6 +27,10 @@ def _parse_value(v: str):
         return v
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _tile(v: str | None):
     """``--tile``: ``512``, ``256,512`` or ``256x512``; ``0`` means the whole image at once."""
     if v is None:
@@ -124,7 +128,9 @@ _CLI_HINTS = (
     ("choose one with channel=", "--channel", "on the command line: --channel INDEX or --channel NAME"),
 )
 #: keyword arguments named by library messages, and the option that sets them
-_CLI_NAMES = (("pass allow_missing=True", "pass --allow-missing"),)
+_CLI_NAMES = (("pass allow_missing=True", "pass --allow-missing"),
+              ("pass axes='ZYX' (a Z stack) or axes='TYX' (time)", "pass --axes ZYX (a Z stack) or --axes TYX (time)"),
+              ("choose one with channel= (index", "choose one with --channel (an index"))
 
 
 def _cli_message(msg: str) -> str:
@@ -171,9 +177,20 @@ def _cmd_segment(args) -> int:
     )
     from .models import default_model_name, load_model
 
-    files, missing = expand_inputs(_resolve_inputs(args.inputs))
+    left_out: list = []
+    files, missing = expand_inputs(_resolve_inputs(args.inputs), skipped=left_out)
     for m in missing:
         print(f"error: {m}", file=sys.stderr)
+    if left_out:  # once for all folders
+        n_sub = sum(len(s) for _, s, _ in left_out)
+        other = [f for _, _, o in left_out for f in o]
+        kinds = sorted({f.suffix.lower() or "(no extension)" for f in other})
+        kinds_text = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
+        parts = ([_plural(n_sub, "subfolder")] if n_sub else []) + (
+            [f"{_plural(len(other), 'file')} of other types ({kinds_text})"] if other else [])
+        print(f"note: left out {' and '.join(parts)} in the input folder{'s' if len(left_out) > 1 else ''}: only "
+              ".tif, .tiff and .png files directly in a folder are segmented (for subfolders give them, or a "
+              "pattern such as 'DIR/**/*.tif')", file=sys.stderr)
     if not files:
         print("error: no input files", file=sys.stderr)
         return 2
@@ -460,20 +477,23 @@ def _cmd_evaluate(args) -> int:
 
 # -- models / download / train ----------------------------------------------------
 def _add_models(sub):
-    p = sub.add_parser("models", help="list the bundled pretrained models")
+    p = sub.add_parser("models", help="list the bundled pretrained models (the default one marked)")
     p.set_defaults(func=_cmd_models)
 
 
 def _cmd_models(args) -> int:
-    from .models import list_models, model_info
+    from .models import default_model_name, list_models, model_info
 
     names = list_models()
     if not names:
         print("no bundled models")
         return 0
+    default = default_model_name()
     for n in names:
         info = model_info(n)
-        print(f"{n:24s} {info.get('summary', '')}")
+        label = f"{n} (default)" if n == default else n
+        print(f"{label:24s} {info.get('summary', '')}")
+    print("(default): used when 'cellseg segment' is given no --model")
     return 0
 
 

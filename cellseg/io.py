@@ -277,11 +277,13 @@ def _read_tiff(path: Path):
             raw_axes = series.axes
             data = series.asarray()
             page = series.pages[0] if series.pages else tif.pages[0]
+            if data.size == 0:  # before the truncation check: an empty page's offset may point anywhere
+                raise ImageReadError(f"{path}: image is empty (shape {data.shape})")
             fsize = os.path.getsize(path)
             for p in tif.pages:  # every strip/tile must lie inside the file
                 offs = getattr(p, "dataoffsets", ()) or ()
                 cnts = getattr(p, "databytecounts", ()) or ()
-                if offs and max(o + c for o, c in zip(offs, cnts)) > fsize:
+                if any(c and o + c > fsize for o, c in zip(offs, cnts)):
                     raise ImageReadError(f"{path}: TIFF file is truncated (image data runs past the end of the file)")
             sizes: dict[str, float] = {}
             names = None

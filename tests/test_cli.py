@@ -612,3 +612,67 @@ def torch_no_grad():
     import torch
 
     return torch.no_grad()
+
+
+def test_models_marks_the_default_and_every_entry_states_its_test_figure(capsys):
+    # issue 14, item 21: no default marked; nuclei-flows lacked its test figure
+    import re
+
+    from cellseg.models import default_model_name, list_models, model_card, model_info
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    default = default_model_name()
+    assert [ln.split()[0] for ln in lines if ln.split("  ")[0].endswith(" (default)")] == [default]
+    assert lines[-1].startswith("(default): used when")
+    for name in list_models():
+        summary = model_info(name)["summary"]
+        m = re.search(r"test (AP@0\.5|SEG) (0\.\d{3})", summary)
+        assert m, f"{name}: {summary!r} states no test figure"
+        assert m.group(2) in model_card(name), name
+
+
+def test_small_things_of_the_first_week(images, tmp_path, tiny_model_path, capsys):
+    # issue 14, item 21: hints, warnings and notes a new user needs
+    from cellseg.io import write_image
+
+    img = tifffile.imread(images / "img0.tif")
+    src = tmp_path / "src"
+    src.mkdir()
+    # a 4-plane planar stack that tifffile calls colour samples (SYX): the hint names --axes
+    tifffile.imwrite(src / "planes.tif", np.stack([img, img[::-1], img[:, ::-1], img[::-1, ::-1]]),
+                     planarconfig="separate", photometric="minisblack")
+    # --axes TYX against ImageJ metadata that says ZYX: accepted, with a warning
+    tifffile.imwrite(tmp_path / "zstack.tif", np.stack([img] * 3), imagej=True, metadata={"axes": "ZYX"})
+    # a channel named DAPI, asked for as dapi
+    write_image(tmp_path / "two.ome.tif", np.stack([img, img[::-1]]), "CYX", channel_names=["DAPI", "GFP"])
+    # a subfolder and other files in an input folder: said once
+    (src / "sub").mkdir()
+    (src / "sub" / "deeper.tif").write_bytes(b"")
+    (src / "notes.txt").write_text("x")
+    (src / "table.csv").write_text("x")
+    out = tmp_path / "out"
+    rc = main(["segment", str(src), "-o", str(out), "--model", str(tiny_model_path), "-q"])
+    text = capsys.readouterr()
+    assert rc == 1
+    failed = [ln for ln in text.out.splitlines() if ln.startswith("FAILED")]
+    assert len(failed) == 1 and "planes.tif" in failed[0]
+    assert "if its 4 planes are Z slices or time points rather than channels, pass --axes ZYX" in failed[0]
+    notes = [ln for ln in text.err.splitlines() if ln.startswith("note: left out")]
+    assert notes == ["note: left out 1 subfolder and 2 files of other types (.csv, .txt) in the input folder: only "
+                     ".tif, .tiff and .png files directly in a folder are segmented (for subfolders give them, or a "
+                     "pattern such as 'DIR/**/*.tif')"]
+    assert main(["segment", str(tmp_path / "zstack.tif"), "-o", str(out), "--model", str(tiny_model_path), "-q",
+                 "--axes", "TYX"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "axes TYX override the axes the file declares (ZYX)" in err
+    assert read_image(out / "zstack_labels.tif").axes == "TYX"
+    assert main(["segment", str(tmp_path / "two.ome.tif"), "-o", str(out), "--model", str(tiny_model_path), "-q",
+                 "--channel", "dapi"]) == 0
+    capsys.readouterr()
+    # an empty (0 x 10) TIFF is empty, not "truncated"
+    tifffile.imwrite(tmp_path / "empty.tif", np.zeros((0, 10), np.uint8))
+    assert main(["segment", str(tmp_path / "empty.tif"), "-o", str(out), "--model", str(tiny_model_path),
+                 "-q"]) == 1
+    failed = capsys.readouterr().out
+    assert "image is empty" in failed and "truncated" not in failed

@@ -240,3 +240,15 @@ def test_pair_plain_folders_with_what_cellseg_segment_writes(tmp_path):
     for allow in (False, True):
         with pytest.raises(PairingError, match=r"none of the 2 ground-truth files .*X_labels.tif.*other_labels"):
             pair_label_folders(gt, pr, allow_missing=allow)
+
+
+def test_one_ground_truth_file_is_not_called_files(tmp_path):
+    # issue 14, item 21: "none of the 1 ground-truth files"
+    gt, pr = tmp_path / "gt", tmp_path / "pr"
+    gt.mkdir()
+    pr.mkdir()
+    tifffile.imwrite(gt / "a.tif", _lab(1))
+    tifffile.imwrite(pr / "other_labels.tif", _lab(1))
+    with pytest.raises(PairingError) as info:
+        pair_label_folders(gt, pr)
+    assert str(info.value).startswith(f"the ground-truth file in {gt} has no prediction in {pr}")

@@ -205,3 +205,11 @@ def test_useless_model_message_rules():
     assert "finds 7 objects in the 3 validation images, none of which matches" in msg
     assert loop_mod._useless_model_message(hist, {"best_epoch": 1, "tuning": {"score": 0.2}}, 3) is None
     assert loop_mod._useless_model_message([], {}, 3) is None  # no validation: nothing to say
+
+
+def test_training_log_counts_one_image_as_one_image(plain_loss, capsys):
+    # issue 14, item 21: "training distance on 1 images"
+    fit("distance", data(1), val=data(1, seed0=40), config=cfg(epochs=1, steps_per_epoch=1, verbose=True),
+        backbone=BB)
+    err = capsys.readouterr().err
+    assert "training distance on 1 image (" in err and "validating on 1;" in err

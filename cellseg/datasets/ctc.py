@@ -344,7 +344,8 @@ def pair_label_folders(gt_dir, pred_dir, allow_missing: bool = False) -> list[tu
     missing = [k for k in gkeys if k not in pkeys]
     extra = [k for k in pkeys if k not in gkeys]
     if len(missing) == len(gkeys):
-        msg = (f"none of the {len(gkeys)} ground-truth files in {gt_where} has a prediction in {pred_where} "
+        which = "the ground-truth file" if len(gkeys) == 1 else f"none of the {len(gkeys)} ground-truth files"
+        msg = (f"{which} in {gt_where} has {'no' if len(gkeys) == 1 else 'a'} prediction in {pred_where} "
                f"(paired as {naming})")
         if extra:
             msg += f"; the predictions there: {_listing(pkeys[k].name for k in extra)}"

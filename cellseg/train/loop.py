@@ -443,8 +443,9 @@ def fit(
     t_start = time.perf_counter() - state["elapsed"]
     t_ckpt = time.perf_counter()
     stopped = False
-    _log(cfg, f"training {rep.name} on {len(train)} images ({train.source}); "
-              f"{'validating on %d' % len(validator.samples) if validator else 'no validation'}; "
+    n_train, n_val = len(train), len(validator.samples) if validator else 0
+    _log(cfg, f"training {rep.name} on {n_train} image{'s' if n_train != 1 else ''} ({train.source}); "
+              f"{f'validating on {n_val}' if validator else 'no validation'}; "
               f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, patch {patch}, "
               f"device {dev}, {cfg.num_threads or torch.get_num_threads()} threads")
     try:
