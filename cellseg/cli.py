@@ -65,7 +65,10 @@ def _add_segment(sub):
         "segment",
         help="segment TIFF images and stacks",
         description="Segment images: one label TIFF per input (named after its stem, same axes), "
-        "a per-object CSV and a PNG overlay. Inputs are files, folders, glob patterns or "
+        "a per-object CSV and a PNG overlay (each object tinted and outlined in its own colour; of a stack, "
+        "the first T frame and the middle Z slice); OUT/cellseg_run.json records the model and parameters "
+        "of every output, and a rerun with other ones is refused unless --overwrite. Inputs are files, "
+        "folders (their .tif/.tiff/.png files, not subfolders), glob patterns or "
         "sample:NAME for a bundled sample. Inputs with the same stem (a/img.tif, a/img.png, b/img.tif) "
         "keep their folder under OUT (OUT/a/..., OUT/b/...) and, within one folder, their extension "
         "(img_tif_labels.tif, img_png_labels.tif); this is said before any work. The output folder is "
