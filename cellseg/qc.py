@@ -43,18 +43,19 @@ def image_features(x: np.ndarray, channel_axis: int | None = None, pmin: float =
     """
     from .preprocess import normalize_percentile
 
-    a = np.asarray(x, dtype=np.float32)
+    a = np.asarray(x)
     if channel_axis is not None:
         a = np.moveaxis(a, channel_axis, 0)
     else:
         a = a[None]
     flat = a.reshape(a.shape[0], -1)
     step = max(1, flat.shape[1] // _MAX_SAMPLES)
-    flat = flat[:, ::step]
+    # a sample of the pixels, in float64: finite float64 images beyond float32's range stay finite
+    flat = flat[:, ::step].astype(np.float64)
     const = np.all(flat == flat[:, :1], axis=1)
     if const.all():
         return {"median": 0.0, "skew": 0.0, "colour": 0.0}
-    norm = np.zeros(flat.shape, np.float32)
+    norm = np.zeros(flat.shape, np.float64)
     norm[~const] = normalize_percentile(flat[~const], pmin, pmax, axis=1)
     grey = norm.mean(axis=0)
     med = float(np.median(grey))

@@ -30,6 +30,9 @@ def test_features_tell_fluorescence_from_relief_and_colour():
     grey_rgb = np.stack([_fluo(1)] * 3, axis=0)
     assert image_features(grey_rgb, channel_axis=0) == pytest.approx(image_features(_fluo(1)), abs=1e-6)
     assert image_features(np.zeros((8, 8))) == {"median": 0.0, "skew": 0.0, "colour": 0.0}
+    # finite float64 values beyond float32's range: the same statistics as the image scaled down
+    huge = image_features(_fluo(3).astype(np.float64) * 1e300)
+    assert huge == pytest.approx(image_features(_fluo(3)), abs=1e-4)
 
 
 def test_unlike_training_names_the_statistics():
