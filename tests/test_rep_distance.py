@@ -113,7 +113,7 @@ def test_normalized_distance_edge_cases():
 
 def test_normalized_distance_rejects_bad_input():
     with pytest.raises(ValueError):
-        normalized_distance(np.zeros((4, 4), np.float32))
+        normalized_distance(np.full((4, 4), 0.5, np.float32))  # fractional (whole-number floats are labels)
     with pytest.raises(ValueError):
         normalized_distance(-np.ones((4, 4), np.int32))
     with pytest.raises(ValueError):

@@ -159,7 +159,7 @@ def test_decode_validates_outputs():
 def test_encode_validates_labels():
     rep = F.Flows()
     with pytest.raises(ValueError):
-        rep.encode(np.zeros((4, 4), np.float32))
+        rep.encode(np.full((4, 4), 0.5, np.float32))  # fractional labels (whole-number floats are labels)
     with pytest.raises(ValueError):
         rep.encode(-np.ones((4, 4), np.int32))
     with pytest.raises(ValueError):
