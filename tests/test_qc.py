@@ -5,6 +5,7 @@ import pytest
 from cellseg import io
 from cellseg.datasets.synthetic import synthetic_cells
 from cellseg.qc import image_features, training_image_stats, unlike_training
+from tests._events import events_and_result
 
 
 def _fluo(seed):
@@ -53,14 +54,7 @@ def test_segmenter_warns_once_per_image(tiny_model_path):
     seg = Segmenter(m)
     assert seg.segment(_fluo(11)).warnings == []
     stack = np.stack([_dic_like(3), _dic_like(4)])
-    events = []
-    gen = seg.iter_segment(stack, axes="TYX")
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    events, res = events_and_result(seg.iter_segment(stack, axes="TYX"))
     assert len(res.warnings) == 1 and "looks unlike" in res.warnings[0]
     assert [e.stage for e in events].count("warning") == 1
 

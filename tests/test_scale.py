@@ -10,6 +10,7 @@ from cellseg.models import load_model
 from cellseg.models.network import CellsegModel
 from cellseg.scale import equivalent_diameters, median_diameter, resize_labels, scale_factor, scaled_shape, zoom_image
 from cellseg.segmenter import Segmenter, SegmenterError
+from tests._events import events_and_result
 from tests.reference.ref_scale import ref_resize_labels
 
 
@@ -149,14 +150,7 @@ def test_auto_diameter_follows_the_object_size(sized_model):
     for f in (0.6, 1.0, 1.8):
         x, g = _scaled(img, gt, f)
         seg = Segmenter(sized_model, diameter="auto")
-        events = []
-        gen = seg.iter_segment(x)
-        while True:
-            try:
-                events.append(next(gen))
-            except StopIteration as stop:
-                res = stop.value
-                break
+        events, res = events_and_result(seg.iter_segment(x))
         assert res.labels.shape == x.shape
         assert any(e.stage == "scale" and "diameter" in e.message for e in events)
         assert res.scale == pytest.approx(sized_model.config["object_size"]["diameter"] / res.diameter, rel=0.03)

@@ -5,6 +5,7 @@ from cellseg.datasets.synthetic import synthetic_cells, synthetic_stack
 from cellseg.metrics import matching
 from cellseg.models import load_model
 from cellseg.segmenter import Segmenter, SegmenterError
+from tests._events import events_and_result
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +32,7 @@ def test_tiled_equals_untiled(seg, tile):
 
 def test_progress_events_and_result(seg):
     img, _ = synthetic_cells((128, 192), n_cells=10, seed=5)
-    events = []
-    gen = Segmenter(seg.model, tile=64).iter_segment(img)
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            res = stop.value
-            break
+    events, res = events_and_result(Segmenter(seg.model, tile=64).iter_segment(img))
     predict = [e for e in events if e.stage == "predict"]
     assert predict and predict[-1].done == predict[-1].total > 1
     assert events[-1].fraction == 1.0
