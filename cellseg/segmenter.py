@@ -314,6 +314,17 @@ class Segmenter:
             d, reuse = measure(2 * window, 0.5)
         if d is None:
             return None, None
+        # Objects far larger than the training size come out of the network as fragments of about
+        # the training size, so the estimate is checked at coarser scales: when the image shrunk
+        # by 2 (then 4) still shows objects of nearly the model's size, at least 1.5x the first
+        # estimate, the objects are that large and the first pass saw fragments.
+        s = 0.5
+        while s >= 0.25 and d < 1.5 * d0 / s:
+            dc, _ = measure(int(window / s), s)
+            if dc is None or dc * s < 0.67 * d0 or dc < 1.5 * d:
+                break
+            d, reuse = dc, None
+            s /= 2
         if not 0.67 <= d0 / d <= 1.5:
             side = int(min(max(full), max(window, round(objects_across * d))))
             d2, _ = measure(side, d0 / d)
