@@ -52,6 +52,7 @@ class SegmenterSpec:
     diameter: Any = None  # px, "auto", "off"; None: the model's choice
     pixel_size: float | None = None  # µm/px for every input (None: from each file)
     transform: str = "linear"  # intensity transform after normalization (Segmenter.transform)
+    device: str = "auto"  # where the network runs (models.network.resolve_device); not in the run record
 
     def build(self):
         from .segmenter import Segmenter
@@ -59,7 +60,7 @@ class SegmenterSpec:
         return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
                                          normalize=self.normalize, augment=self.augment,
                                          diameter=self.diameter, pixel_size=self.pixel_size,
-                                         transform=self.transform)
+                                         transform=self.transform, device=self.device)
 
 
 @dataclass

@@ -106,6 +106,8 @@ def _add_segment(sub):
     p.add_argument("--norm", nargs=2, type=float, default=None, metavar=("PMIN", "PMAX"),
                    help="intensity normalization percentiles (default: the model's, usually 1 99.8); a "
                         "lower PMAX (e.g. 99) brightens dim objects next to very bright ones")
+    p.add_argument("--device", default="auto",
+                   help="where the network runs: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--norm-transform", default="linear", choices=("linear", "sqrt", "log"),
                    help="intensity transform after the normalization: sqrt or log lift dim objects next to "
                         "very bright ones (default: linear)")
@@ -211,6 +213,9 @@ def _cmd_segment(args) -> int:
             print(f"  {f} -> {out_dir / n}_labels.tif", file=sys.stderr)
     model_name = args.model or default_model_name()
     try:
+        from .models.network import resolve_device
+
+        resolve_device(args.device)  # a device this machine lacks: an error before any work
         model = load_model(model_name)  # fail early with a clear message
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -255,7 +260,7 @@ def _cmd_segment(args) -> int:
         return 2
     spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=args.tile,
                          augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
-                         transform=args.norm_transform,
+                         transform=args.norm_transform, device=args.device,
                          normalize=tuple(args.norm) if args.norm else None)
     try:  # a read-only folder, or -o naming a file or a path below one: say so before any work
         check_output_dir(out_dir)

@@ -336,11 +336,12 @@ class Segmenter:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "Segmenter":
-        """A bundled model by name (see ``cellseg.models.list_models()``) or a model file."""
+    def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", **kwargs) -> "Segmenter":
+        """A bundled model by name (see ``cellseg.models.list_models()``) or a model file, on
+        ``device`` (``"auto"``: CUDA, else MPS, else CPU)."""
         from .models import load_model
 
-        return cls(load_model(name_or_path), **kwargs)
+        return cls(load_model(name_or_path, device=device), **kwargs)
 
     def _default_params(self) -> dict:
         th = getattr(self.model, "thresholds", None) or {}

@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "on the validation data, keep the better; the choice becomes the model's default)")
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:1, mps")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g.add_argument("--checkpoint-minutes", type=float, default=10.0)
     g.add_argument("--quiet", action="store_true")
@@ -125,6 +125,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".pt":
         print(f"error: --out must name a .pt file, got {out}", file=sys.stderr)
+        return 2
+    from cellseg.models.network import resolve_device
+
+    try:  # a device this machine lacks: say so before loading any data
+        resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: --device: {exc}", file=sys.stderr)
         return 2
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + "_checkpoints")
     from cellseg._files import OutputError, check_output_dir, remove_stale_temporaries
