@@ -14,15 +14,12 @@ from cellseg.metrics import matching  # noqa: E402
 from cellseg.segmenter import Segmenter  # noqa: E402
 from cellseg_napari import _logic  # noqa: E402
 from cellseg_napari._testing import OracleModel  # noqa: E402
+from tests._events import events_and_result  # noqa: E402
 
 
 def _drive(gen):
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, events
+    events, value = events_and_result(gen)
+    return value, events
 
 
 @pytest.fixture(scope="module")

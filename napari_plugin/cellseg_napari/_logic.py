@@ -414,11 +414,7 @@ def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata
     if "C" not in axes:
         return []
     n = int(shape[axes.index("C")])
-    names = (metadata or {}).get("channel_names")
-    if rgb and n in (3, 4):
-        names = ["red", "green", "blue", "alpha"][:n]
-    if not (isinstance(names, (list, tuple)) and len(names) == n):
-        names = [f"channel {i}" for i in range(n)]
+    names = _channel_names(shape, axes, rgb, metadata)
     out: list[tuple[str, int | None]] = []
     if in_channels == n and n > 1:
         out.append(("all channels", None))
