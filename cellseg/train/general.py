@@ -103,16 +103,12 @@ def rescale_sample(name: str, image: np.ndarray, labels: np.ndarray, diameter: f
     return TrainingSample(name, img, lab), f
 
 
-def _split_names(names, test_frac, seed_test, val_frac, seed_val):
-    def pick(ns, frac, seed):
-        ns = sorted(ns)
-        n = min(len(ns) - 1, max(1, int(round(len(ns) * frac))))
-        perm = np.random.default_rng(seed).permutation(len(ns))
-        return sorted(ns[i] for i in perm[n:]), sorted(ns[i] for i in perm[:n])
-
-    rest, test = pick(names, test_frac, seed_test)
-    train, val = pick(rest, val_frac, seed_val)
-    return train, val, test
+def _folder_parts(ds, source: str, test_frac: float, val_frac: float) -> dict[str, list[tuple[str, Path, Path]]]:
+    """Test split by name (seed 2018), then validation from the rest (seed 2019), as items."""
+    rest, test = ds.split(test_frac, seed=2018)
+    train, val = ds.subset(rest).split(val_frac, seed=2019)
+    parts = {"train": train, "val": val, "test": test}
+    return {k: [(f"{source}/{n}", ds.image_path(n), ds.mask_path(n)) for n in v] for k, v in parts.items()}
 
 
 def _source_items(source: str, root: Path) -> tuple[dict[str, list[tuple[str, Path, Path]]], str]:
@@ -121,17 +117,12 @@ def _source_items(source: str, root: Path) -> tuple[dict[str, list[tuple[str, Pa
 
     if source in _DSB_TAGS:
         ds = FolderDataset.dsb2018(root / _DSB, modality=_DSB_TAGS[source])
-        rest, test = ds.split(0.1, seed=2018)
-        train, val = ds.subset(rest).split(0.1, seed=2019)
         rule = "test FolderDataset.split(0.1, seed=2018) of the tag's names, val split(0.1, seed=2019) of the rest"
-        parts = {"train": train, "val": val, "test": test}
-        return {k: [(f"{source}/{n}", ds.image_path(n), ds.mask_path(n)) for n in v] for k, v in parts.items()}, rule
+        return _folder_parts(ds, source, 0.1, 0.1), rule
     if source in ("he-kong", "he-miccai2015"):
         ds = FolderDataset(root / _FOLDERS[source])
-        train, val, test = _split_names(ds.names, 0.2, 2018, 0.15, 2019)
         rule = "20% test (seed 2018), 15% of the rest validate (seed 2019), by name"
-        parts = {"train": train, "val": val, "test": test}
-        return {k: [(f"{source}/{n}", ds.image_path(n), ds.mask_path(n)) for n in v] for k, v in parts.items()}, rule
+        return _folder_parts(ds, source, 0.2, 0.15), rule
     if source == "usiigaci-phase":
         ds = FolderDataset(root / _FOLDERS[source])
         num = {n: int(re.sub(r"\D", "", n) or -1) for n in ds.names}
