@@ -20,8 +20,9 @@ DET (Matula et al. 2015, AOGM-D; Ulman et al. 2017)
     ``AOGM-D = 5 · NS + 10 · FN + 1 · FP`` where FN counts reference objects
     matched by nothing, FP computed objects matching no reference, and NS the
     splitting operations: a computed object matching ``k > 1`` references needs
-    ``k - 1`` splits (as in the official Java/C++ implementation; note that
-    ``py-ctcmetrics`` counts ``k`` and ``traccuracy`` counts 1 per such object).
+    ``k - 1`` splits (as in the official Java/C++ implementation and in
+    ``py-ctcmetrics`` 1.3.3, checked by ``tests/test_metrics_ctc_peer.py``;
+    ``traccuracy`` counts 1 per such object).
     ``AOGM-D0 = 10 · (number of reference objects)`` (building the reference
     from scratch) and ``DET = 1 - min(AOGM-D, AOGM-D0) / AOGM-D0``. Over a
     sequence the AOGM-D and AOGM-D0 of all frames are summed first.
@@ -29,7 +30,10 @@ DET (Matula et al. 2015, AOGM-D; Ulman et al. 2017)
     Simplification: the CTC computes DET against the *tracking* markers
     (``TRA/man_track*.tif``, often smaller than the cells) on every frame of a
     sequence; here the reference is whatever label image is passed, normally
-    the segmentation truth, and there are no edges (detection only).
+    the segmentation truth, and there are no edges (detection only). Given the
+    TRA markers as reference, DET equals the challenge's (py-ctcmetrics').
+    With no reference object at all SEG and DET are NaN here, while
+    py-ctcmetrics gives SEG 0 and fails on DET (division by zero).
 
 All values come from the same sparse overlap table as
 :mod:`cellseg.metrics.matching`, computed once per frame.
