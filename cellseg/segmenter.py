@@ -270,8 +270,13 @@ class Segmenter:
             return "fixed", float(size["diameter_um"]) / float(ps)
         return "auto", None
 
+    #: the first pass's outputs are used as the result when its scale is within this ratio of
+    #: the scale the estimate asks for (the general models are trained with scale augmentation
+    #: of 0.55-1.8x, so a mismatch of up to 25% costs them nothing measurable; see bench_scale.py)
+    REUSE_RATIO = 1.25
+
     def estimate_diameter(self, image: np.ndarray, window: int = 256,
-                          objects_across: float = 10.0) -> tuple[float | None, dict | None]:
+                          objects_across: float = 10.0) -> tuple[float | None, tuple[float, dict] | None]:
         """The objects' median diameter (px) in one frame ``(C?, *spatial)``, from a first pass.
 
         1. The network and decoder run at the image's own scale on its most textured
@@ -279,15 +284,20 @@ class Segmenter:
            equivalent diameter of the decoded objects not touching the window's border
            is a first estimate ``d1``. Nothing found: the same is tried on a window twice
            as large shrunk by 2 (objects too large for the network to see whole).
-        2. When ``d1`` is far from the model's size (outside 0.67-1.5x), a window of about
-           ``objects_across`` objects a side is resampled to the model's size and measured
-           again (the network sees objects best near its training size). Both passes cost
-           about ``window²`` and ``(objects_across · model diameter)²`` pixels, whatever the
-           image's size.
+        2. Objects far larger than the model's size come out of the network as fragments
+           of about its size, so when ``d1`` is at least half the model's size the image is
+           also measured shrunk by 2 (then 4), on a window of ``window / sqrt(s)`` pixels a
+           side shrunk by ``s`` (half, then a quarter of the first pass's pixels).
+        3. When the estimate is far from the model's size (outside 0.67-1.5x), a window of
+           about ``objects_across`` objects a side is resampled to the model's size and
+           measured again (the network sees objects best near its training size).
 
-        Returns ``(diameter or None when nothing was found, the head outputs of the whole
-        frame when the first window was the whole frame and the size is within 10% of the
-        model's, so the caller can use them as the result; else None)``.
+        Every pass costs at most ``window²`` or ``(objects_across · model diameter)²``
+        pixels, whatever the image's size. Returns ``(diameter or None when nothing was
+        found, reuse)``: ``reuse = (factor, outputs)`` holds the head outputs of the whole
+        frame resampled by ``factor`` when a pass covered the whole frame at a scale within
+        :attr:`REUSE_RATIO` of the one the estimate asks for (the caller can use them as the
+        result instead of running the network again); else ``None``.
         """
         from .scale import median_diameter, zoom_image
 
@@ -296,6 +306,7 @@ class Segmenter:
         sp = self.spatial_ndim
         lead = x.ndim - sp
         full = x.shape[lead:]
+        whole_runs: list[tuple[float, dict]] = []  # (factor, outputs) of passes over the whole frame
 
         def measure(side: int, factor: float):
             win = _texture_window(x, sp, side)
@@ -303,36 +314,41 @@ class Segmenter:
             whole = all(w.stop - w.start == n for w, n in zip(win, full))
             xi = crop if factor == 1.0 else zoom_image(crop, factor, sp)
             if min(xi.shape[lead:]) < 8:
-                return None, None
+                return None
             outputs = _drain(self.predict(xi))
             lab = self.rep.decode(outputs, self.params).labels
+            if whole:
+                whole_runs.append((float(factor), outputs))
             di = median_diameter(lab, exclude_border=not whole)
-            return (None if di is None else di / factor), (outputs if whole and factor == 1.0 else None)
+            return None if di is None else di / factor
 
-        d, reuse = measure(window, 1.0)
+        d = measure(window, 1.0)
         if d is None:
-            d, reuse = measure(2 * window, 0.5)
+            d = measure(2 * window, 0.5)
         if d is None:
             return None, None
         # Objects far larger than the training size come out of the network as fragments of about
         # the training size, so the estimate is checked at coarser scales: when the image shrunk
         # by 2 (then 4) still shows objects of nearly the model's size, at least 1.5x the first
-        # estimate, the objects are that large and the first pass saw fragments.
+        # estimate, the objects are that large and the first pass saw fragments. Objects under
+        # half the model's size are not such fragments: the check is skipped for them.
         s = 0.5
-        while s >= 0.25 and d < 1.5 * d0 / s:
-            dc, _ = measure(int(window / s), s)
+        while s >= 0.25 and 0.5 * d0 <= d < 1.5 * d0 / s:
+            dc = measure(int(round(window / math.sqrt(s))), s)
             if dc is None or dc * s < 0.67 * d0 or dc < 1.5 * d:
                 break
-            d, reuse = dc, None
+            d = dc
             s /= 2
         if not 0.67 <= d0 / d <= 1.5:
             side = int(min(max(full), max(window, round(objects_across * d))))
-            d2, _ = measure(side, d0 / d)
+            d2 = measure(side, d0 / d)
             if d2 is not None:
-                d, reuse = d2, None
-        if reuse is not None and not (0.9 <= d0 / d <= 1.11):
-            reuse = None
-        return d, reuse
+                d = d2
+        want = self._clip_factor(d0 / d)
+        for f, outputs in reversed(whole_runs):  # the latest pass is the best informed
+            if 1 / self.REUSE_RATIO <= want / f <= self.REUSE_RATIO:
+                return d, (f, outputs)
+        return d, None
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -511,7 +527,7 @@ class Segmenter:
             if mode == "auto" and diam is None:
                 # one estimate for the whole stack, from its first non-constant frame
                 yield Progress("scale", 0, 1, fi, n_frames, "estimating the object size")
-                diam, outputs = self.estimate_diameter(x)
+                diam, reuse = self.estimate_diameter(x)
                 if diam is None:
                     diam = float(self.object_size["diameter"])
                     msg = "no objects found by the size estimate: segmenting at the image's own scale"
@@ -523,10 +539,9 @@ class Segmenter:
                 if factor < self.MIN_FACTOR or factor > self.MAX_FACTOR:
                     warnings.append(self._range_message(diam, clipped))
                 factor = clipped
-                if outputs is not None and norm_range is None:
-                    factor = 1.0  # the estimate ran on the whole frame at nearly the model's size: reuse it
-                else:
-                    outputs = None
+                if reuse is not None and norm_range is None:
+                    # a pass of the estimate covered the whole frame at nearly this scale: its outputs are the result
+                    factor, outputs = reuse
                 yield Progress("scale", 1, 1, fi, n_frames, msg)
             elif mode != "off":
                 if (factor < self.MIN_FACTOR or factor > self.MAX_FACTOR) and not any("bridge" in w for w in warnings):

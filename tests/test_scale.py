@@ -153,7 +153,9 @@ def test_auto_diameter_follows_the_object_size(sized_model):
         events, res = events_and_result(seg.iter_segment(x))
         assert res.labels.shape == x.shape
         assert any(e.stage == "scale" and "diameter" in e.message for e in events)
-        assert res.scale == pytest.approx(sized_model.config["object_size"]["diameter"] / res.diameter, rel=0.03)
+        # segmented at the scale the estimate asks for, or at a pass's scale within REUSE_RATIO of it
+        ratio = res.scale / (sized_model.config["object_size"]["diameter"] / res.diameter)
+        assert 1 / Segmenter.REUSE_RATIO - 1e-6 <= ratio <= Segmenter.REUSE_RATIO + 1e-6
         est[f] = res.diameter
     assert est[0.6] / est[1.0] == pytest.approx(0.6, rel=0.2)
     assert est[1.8] / est[1.0] == pytest.approx(1.8, rel=0.2)
@@ -299,3 +301,36 @@ def test_blockwise_estimates_the_size_once(sized_model, tmp_path, monkeypatch):
     assert len(calls) == 1 and lab.shape == big.shape
     assert matching(big_gt, lab, 0.5).accuracy > 0.5 * matching(gt, Segmenter(sized_model).segment(img).labels,
                                                                  0.5).accuracy
+
+
+def test_auto_reuses_a_whole_frame_pass(sized_model, monkeypatch):
+    """A frame smaller than the estimate's window, with objects near the model's size, is not run
+    through the network again after the estimate: a pass of the estimate is the result."""
+    img, gt = synthetic_cells((128, 128), n_cells=14, seed=22)
+    sizes = []
+    orig = Segmenter.predict
+
+    def counting(self, x, *a, **k):
+        sizes.append(x.shape[-2:])
+        return (yield from orig(self, x, *a, **k))
+
+    monkeypatch.setattr(Segmenter, "predict", counting)
+    seg = Segmenter(sized_model, diameter="auto")
+    d0 = sized_model.config["object_size"]["diameter"]
+    # the image resampled so that the network's objects have the model's size (the barely trained
+    # test network merges some cells, so its sizes are not the truth's)
+    img, _ = _scaled(img, gt, d0 / seg.estimate_diameter(img)[0])
+    sizes.clear()
+    d, reuse = seg.estimate_diameter(img)
+    estimate_passes = list(sizes)
+    assert reuse is not None  # the frame fits the window: a pass covered it whole near the wanted scale
+    f, outputs = reuse
+    assert 1 / Segmenter.REUSE_RATIO <= seg._clip_factor(d0 / d) / f <= Segmenter.REUSE_RATIO
+    sizes.clear()
+    res = seg.segment(img)
+    assert sizes == estimate_passes  # the estimate's passes and no pass for the result
+    assert res.scale == pytest.approx(f) and res.labels.shape == img.shape
+    sizes.clear()
+    given = Segmenter(sized_model, diameter=res.diameter).segment(img)
+    assert len(sizes) == 1  # a given diameter: one pass
+    assert matching(given.labels, res.labels, 0.5).accuracy > 0.8
