@@ -14,7 +14,17 @@ from torch import nn
 
 from cellseg.representations.base import HeadSpec
 
-__all__ = ["Heads", "activate", "ACTIVATION_FUNCTIONS"]
+__all__ = ["Heads", "activate", "ACTIVATION_FUNCTIONS", "DENOISE_HEAD", "denoise_head"]
+
+#: the name of the DenoiSeg denoising head (the key of its output in ``CellsegModel.predict``);
+#: a model config with ``"denoise": true`` grows it beside the representation's heads
+DENOISE_HEAD = "denoised"
+
+
+def denoise_head(in_channels: int) -> HeadSpec:
+    """The denoising head: one channel per input channel, identity activation (normalized
+    intensities, see :mod:`cellseg.train.denoiseg`)."""
+    return HeadSpec(DENOISE_HEAD, int(in_channels), "identity")
 
 ACTIVATION_FUNCTIONS = {
     "identity": lambda t: t,

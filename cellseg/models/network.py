@@ -14,6 +14,8 @@ A model is a JSON-able dict plus weights::
       "normalization": {"pmin": 1.0, "pmax": 99.8},
       "thresholds": {"prob_thresh": 0.5, "nms_thresh": 0.4},
       "augment": false,   (optional: test-time augmentation by default, see CellsegModel.predict)
+      "denoise": true,    (optional, default false: a DenoiSeg denoising head "denoised" beside
+                           the representation's heads, see cellseg.train.denoiseg)
       "training": {...free-form record: data, split, schedule, metrics...}
     }
 
@@ -52,7 +54,7 @@ from torch import nn
 from cellseg import representations
 from cellseg.representations.base import Decoded, HeadSpec, Representation
 
-from .heads import Heads, activate
+from .heads import DENOISE_HEAD, Heads, activate, denoise_head
 from .unet import BackboneConfig, build_backbone, receptive_field_extent
 
 __all__ = [
@@ -71,7 +73,7 @@ _FILE_FORMAT = "cellseg-model"
 _TOP_KEYS = {
     "format_version", "backbone", "representation", "in_channels", "ndim", "axes",
     "normalization", "thresholds", "training", "name", "description", "augment", "object_size",
-    "image_stats",
+    "image_stats", "denoise",
 }
 
 
@@ -194,6 +196,8 @@ def validate_config(cfg: Mapping[str, Any], source: str = "model config") -> Non
         raise ModelFormatError(f"{source}: thresholds must be an object")
     if not isinstance(cfg.get("augment", False), bool):
         raise ModelFormatError(f"{source}: augment must be true or false, got {cfg['augment']!r}")
+    if not isinstance(cfg.get("denoise", False), bool):
+        raise ModelFormatError(f"{source}: denoise must be true or false, got {cfg['denoise']!r}")
 
 
 class Network(nn.Module):
@@ -218,6 +222,8 @@ class Network(nn.Module):
             if bb.ndim not in getattr(rep, "ndims", (bb.ndim,)) or getattr(rep, "ndim", bb.ndim) != bb.ndim:
                 raise ModelFormatError(f"representation {rep.name!r} supports {rep.ndims}D, the backbone is {bb.ndim}D")
             heads = rep.heads()
+            if config.get("denoise", False):  # DenoiSeg: one denoised channel per input channel
+                heads = (*heads, denoise_head(int(config.get("in_channels", 1))))
         self.backbone_config = bb
         self.head_specs = tuple(heads)
         with torch.random.fork_rng(devices=[]):
@@ -286,6 +292,12 @@ class CellsegModel:
     @property
     def in_channels(self) -> int:
         return int(self.config["in_channels"])
+
+    @property
+    def denoises(self) -> bool:
+        """True when the model has a denoising head (``config["denoise"]``); its output is
+        ``predict(image)["denoised"]``, normalized intensities like the input."""
+        return bool(self.config.get("denoise", False))
 
     @property
     def thresholds(self) -> dict[str, Any]:
@@ -422,7 +434,10 @@ class CellsegModel:
                 if flipped:
                     o = np.flip(o, flipped)
                 o = np.transpose(o, inv)
-                src, sign = rep.channel_map(head, perm, flips)
+                if head == DENOISE_HEAD:  # intensities: the channels stay as they are
+                    src, sign = np.arange(o.shape[0]), np.ones(o.shape[0], np.float32)
+                else:
+                    src, sign = rep.channel_map(head, perm, flips)
                 o = o[src] * sign.reshape((-1,) + (1,) * (o.ndim - 1))
                 if head in acc:
                     acc[head] += o

@@ -48,6 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pmin", type=float, default=1.0, help="normalization lower percentile (default 1)")
     g.add_argument("--pmax", type=float, default=99.8, help="normalization upper percentile (default 99.8)")
 
+    g = parser.add_argument_group("DenoiSeg: joint denoising (Noise2Void) and segmentation")
+    g.add_argument("--denoise", action="store_true",
+                   help="grow a denoising head beside the segmentation heads and train it on every image with "
+                        "Noise2Void masking (segmentation losses on annotated images only); the model can then "
+                        "denoise ('cellseg denoise', Segmenter(denoise=True))")
+    g.add_argument("--unlabeled", default=None, metavar="DIR",
+                   help="folder of images without masks (its images/ subfolder when it has one) that train the "
+                        "denoising head (needs --denoise)")
+    g.add_argument("--denoise-weight", type=float, default=0.5, metavar="W",
+                   help="weight of the denoising loss: total = (1 - W) * segmentation + W * denoising "
+                        "(DenoiSeg's alpha = 1 - W; default 0.5)")
+    g.add_argument("--labeled-fraction", type=float, default=0.5, metavar="P",
+                   help="with --unlabeled: probability that a training patch comes from an annotated image "
+                        "(default 0.5)")
+
     g = parser.add_argument_group("model")
     g.add_argument("--out", required=True, help="where to write the trained model (.pt)")
     g.add_argument("--checkpoint-dir", default=None,
@@ -123,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     out = Path(args.out)
+    if args.unlabeled and not args.denoise:
+        print("error: --unlabeled images train the denoising head only: add --denoise", file=sys.stderr)
+        return 2
     if out.suffix != ".pt":
         print(f"error: --out must name a .pt file, got {out}", file=sys.stderr)
         return 2
@@ -170,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
                           warmup_steps=args.warmup_steps, seed=args.seed, val_max_images=args.val_max_images,
                           checkpoint_minutes=args.checkpoint_minutes, num_threads=args.threads,
                           tune_thresholds=args.tune_thresholds, tune_metric=args.tune_metric,
-                          tune_augment=args.tune_augment, loss=args.loss,
+                          tune_augment=args.tune_augment, loss=args.loss, denoise=args.denoise,
+                          denoise_weight=args.denoise_weight, labeled_fraction=args.labeled_fraction,
                           augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
                           verbose=not args.quiet)
         train = _load(args.data, args.sequences, args.truth, args.modality, ndim, in_ch, norm)
@@ -189,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():  # said below, after the model is saved
             warnings.filterwarnings("ignore", category=TrainingWarning)
             result = fit(rep, train, val=val, config=cfg, out_dir=ckpt, resume=args.resume, device=args.device,
-                         backbone=backbone, model=model, val_fraction=val_fraction, name=out.stem)
+                         backbone=backbone, model=model, val_fraction=val_fraction, name=out.stem,
+                         unlabeled=args.unlabeled)
     except (DataError, ModelFormatError, ValueError, FileNotFoundError, FileExistsError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -102,6 +102,19 @@ class TrainConfig:
     #: the BCE of StarDist's prob, the flows' cell probability and the distance map's fg head;
     #: regression heads keep their losses; offsets (seediness is a regression) take only "default".
     loss: str = "default"
+    #: DenoiSeg (:mod:`cellseg.train.denoiseg`): grow a denoising head and train it with
+    #: Noise2Void masking on every patch, beside the segmentation heads (trained on annotated
+    #: patches only); ``fit(..., unlabeled=...)`` adds images without masks
+    denoise: bool = False
+    #: weight of the denoising loss: ``total = (1 - w) * segmentation + w * denoising``
+    #: (DenoiSeg's alpha is ``1 - w``; 0.5 as in the paper)
+    denoise_weight: float = 0.5
+    #: fraction of the pixels of each patch that Noise2Void masks, and the radius of the
+    #: window their replacement is drawn from
+    n2v_fraction: float = 0.02
+    n2v_radius: int = 2
+    #: with unlabelled images: the probability that a patch comes from an annotated image
+    labeled_fraction: float = 0.5
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "val_every"):
@@ -122,6 +135,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.loss: {exc}") from None
         if isinstance(self.augment, Mapping):
             self.augment = AugmentConfig.from_dict(self.augment)
+        if not isinstance(self.denoise, (bool, np.bool_)):
+            raise ValueError(f"TrainConfig.denoise must be True or False, got {self.denoise!r}")
+        if not 0.0 <= float(self.denoise_weight) <= 1.0:
+            raise ValueError(f"TrainConfig.denoise_weight must be in [0, 1], got {self.denoise_weight}")
+        if not 0.0 < float(self.n2v_fraction) <= 0.5:
+            raise ValueError(f"TrainConfig.n2v_fraction must be in (0, 0.5], got {self.n2v_fraction}")
+        if not isinstance(self.n2v_radius, (int, np.integer)) or self.n2v_radius < 1:
+            raise ValueError(f"TrainConfig.n2v_radius must be a positive integer, got {self.n2v_radius!r}")
+        if not 0.0 < float(self.labeled_fraction) <= 1.0:
+            raise ValueError(f"TrainConfig.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
         ps = (self.patch_size,) if isinstance(self.patch_size, (int, np.integer)) else tuple(self.patch_size)
         if not all(int(p) >= 1 for p in ps):
             raise ValueError(f"TrainConfig.patch_size must be positive, got {self.patch_size!r}")
@@ -300,6 +323,7 @@ def fit(
     val_fraction: float | None = None,
     normalization: Mapping[str, float] | None = None,
     name: str | None = None,
+    unlabeled=None,
 ) -> CellsegModel:
     """Train a model and return it (best validation weights, tuned thresholds).
 
@@ -318,6 +342,9 @@ def fit(
     backbone : backbone options for a new model (see :class:`cellseg.models.BackboneConfig`).
     model : an existing :class:`CellsegModel` to fine-tune.
     val_fraction : split a validation set off ``train`` when ``val`` is None.
+    unlabeled : images without masks for DenoiSeg (``config.denoise``): an
+        :class:`~cellseg.train.denoiseg.UnlabeledData`, a folder of images or a list of raw
+        images; they train the denoising head only (see :mod:`cellseg.train.denoiseg`).
     """
     cfg = config or TrainConfig()
     if cfg.num_threads:
@@ -346,15 +373,38 @@ def fit(
         if overlap:
             raise DataError(f"{len(overlap)} sample(s) are in both the training and validation sets, "
                             f"e.g. {overlap[:3]}")
+    if unlabeled is not None and not cfg.denoise:
+        raise ValueError("unlabelled images train the denoising head only: set TrainConfig(denoise=True) "
+                         "(cellseg train --denoise)")
+    if model is not None and cfg.denoise != model.denoises:
+        what = "has no denoising head" if cfg.denoise else "has a denoising head"
+        raise ValueError(f"the model to fine-tune ({model.name or 'unnamed'}) {what}; "
+                         f"{'train a new model with --denoise' if cfg.denoise else 'fine-tune it with --denoise'}")
+    if unlabeled is not None:
+        from .denoiseg import UnlabeledData, load_unlabeled
+
+        if isinstance(unlabeled, (str, os.PathLike)):
+            unlabeled = load_unlabeled(unlabeled, ndim=bb.ndim, in_channels=in_ch,
+                                       normalization=train.normalization)
+        elif not isinstance(unlabeled, UnlabeledData):
+            unlabeled = UnlabeledData.from_arrays(list(unlabeled), ndim=bb.ndim, in_channels=in_ch,
+                                                  normalization=train.normalization)
+        if unlabeled.in_channels != in_ch:
+            raise DataError(f"the unlabelled images have {unlabeled.in_channels} channels, the model takes {in_ch}")
 
     training_record = {
         "train_config": cfg.to_dict(),
         "train_data": {"source": train.source, "n_images": len(train), "names": train.names},
         "val_data": None if val is None else {"source": val.source, "n_images": len(val), "names": val.names},
     }
+    if unlabeled is not None:
+        training_record["unlabeled_data"] = {"source": unlabeled.source, "n_images": len(unlabeled),
+                                             "names": unlabeled.names}
     if model is None:
         mcfg = make_config(rep, bb, in_channels=in_ch, normalization=train.normalization,
                            training=training_record, name=name)
+        if cfg.denoise:
+            mcfg["denoise"] = True
         model = CellsegModel(mcfg, device=dev)
         if getattr(train, "object_size", None):
             model.config["object_size"] = dict(train.object_size)
@@ -376,6 +426,12 @@ def fit(
     # "default" asks for the representation's own loss as it always was
     loss_fn = representation_loss(rep) if cfg.loss == "default" else representation_loss(rep, head_loss=cfg.loss)
     sampler = PatchSampler(train, rep, patch, cfg.augment, cfg.fg_prob)
+    joint = joint_loss = None
+    if cfg.denoise:
+        from .denoiseg import JointLoss, JointSampler
+
+        joint = JointSampler(sampler, unlabeled, cfg.labeled_fraction, cfg.n2v_fraction, cfg.n2v_radius)
+        joint_loss = JointLoss(loss_fn, cfg.denoise_weight)
     validator = _Validator(val, rep, cfg.val_max_images) if val is not None else None
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -412,6 +468,11 @@ def fit(
             raise ValueError(f"{last}: the checkpoint was trained with loss {ckpt_loss!r}, this run asks for "
                              f"{cfg.loss!r}; resume with loss {ckpt_loss!r} (--loss {ckpt_loss}) or use another "
                              "out_dir")
+        if ckpt.denoises != model.denoises:
+            raise ValueError(f"{last}: the checkpoint was trained {'with' if ckpt.denoises else 'without'} the "
+                             f"denoising head, this run {'asks for' if model.denoises else 'has'} "
+                             f"{'it' if model.denoises else 'none'}; resume with the same --denoise setting or use "
+                             "another out_dir")
         ts = payload.get("training_state")
         if not isinstance(ts, Mapping):
             raise ValueError(f"{last}: not a training checkpoint (no training_state)")
@@ -457,7 +518,10 @@ def fit(
                 seed = _step_seed(cfg.seed, epoch, step)
                 rng = np.random.default_rng(seed)
                 torch.manual_seed(seed)
-                x, tg = sampler.batch(rng, cfg.batch_size)
+                if joint is not None:  # DenoiSeg: masked patches, annotated flags, clean targets
+                    x, tg, extra = joint.batch(rng, cfg.batch_size)
+                else:
+                    x, tg = sampler.batch(rng, cfg.batch_size)
                 xt, tt = _to_tensors(x, tg, dev)
                 if cfg.num_threads and torch.get_num_threads() != cfg.num_threads:
                     # numba's parallel kernels (target encoding) reset the OpenMP thread count
@@ -467,7 +531,7 @@ def fit(
                 with _autocast(cfg, dev):
                     raw = net(xt)
                 raw = {k: v.float() for k, v in raw.items()}
-                total, parts = loss_fn(raw, tt)
+                total, parts = loss_fn(raw, tt) if joint is None else joint_loss(raw, tt, extra)
                 if not torch.isfinite(total):
                     raise FloatingPointError(f"loss became {total.item()} at epoch {epoch + 1} step {step + 1}; "
                                              "lower the learning rate")
