@@ -1,4 +1,4 @@
-"""Command line: ``cellseg segment | evaluate | train | models | download``.
+"""Command line: ``cellseg segment | evaluate | train | denoise | models | download``.
 
 A thin shell over the library: argument parsing, progress bars, exit codes.
 """
@@ -539,6 +539,12 @@ def _add_train(sub):
     p.set_defaults(func=train_cli.run)
 
 
+def _add_denoise(sub):
+    from .denoise import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -548,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     _add_evaluate(sub)
     _add_train(sub)
+    _add_denoise(sub)
     _add_models(sub)
     _add_download(sub)
     return parser

@@ -90,6 +90,10 @@ class SegmentationResult:
     #: training data, the object size is outside what resampling can bridge...); the CLI
     #: prints them per file and napari shows them
     warnings: list[str] = field(default_factory=list)
+    #: with ``Segmenter(denoise=True)``: the denoised image (float32, the input's intensity units,
+    #: the axes of the image the model was given, i.e. ``axes`` plus ``C`` unless one channel was
+    #: picked; see :mod:`cellseg.denoise`); None otherwise
+    denoised: np.ndarray | None = None
 
     @property
     def n_objects(self) -> int:
@@ -186,6 +190,9 @@ class Segmenter:
     transform : intensity transform after the percentile normalization: ``"linear"``
         (none, the default), ``"sqrt"`` or ``"log"`` (``log(1 + 99 x) / log(100)``): both
         lift dim objects next to very bright ones (a field with a wide intensity range).
+    denoise : also return the denoised image (``SegmentationResult.denoised``); the model
+        needs a denoising head (``cellseg train --denoise``). It is computed at the image's
+        own scale: a frame resampled to the model's object size costs one more network run.
     """
 
     def __init__(
@@ -201,6 +208,7 @@ class Segmenter:
         diameter: float | str | None = None,
         pixel_size: float | None = None,
         transform: str = "linear",
+        denoise: bool = False,
     ):
         self.model = model
         self.rep = model.representation
@@ -224,6 +232,11 @@ class Segmenter:
         if transform not in TRANSFORMS:
             raise SegmenterError(f"transform must be one of {sorted(TRANSFORMS)}, got {transform!r}")
         self.transform = transform
+        if denoise:
+            from .denoise import check_denoises
+
+            check_denoises(model)
+        self.denoise = bool(denoise)
 
     # -- scale ----------------------------------------------------------------------
     @property
@@ -501,6 +514,8 @@ class Segmenter:
         out_axes = "".join(a for a in order if a != "C")
         spatial_shape = data.shape[n_frame_dims + (1 if chan_last else 0):]
         labels = np.zeros(frame_shape + spatial_shape, np.int32)
+        # denoised frames (constant frames stay as they are)
+        den = np.array(data, np.float32) if self.denoise else None
         frames: list[dict] = []
         n_frames = int(np.prod(frame_shape)) if frame_shape else 1
         next_id = 1
@@ -558,6 +573,10 @@ class Segmenter:
                         break
                     yield Progress("predict", done, total, fi, n_frames)
             fr, next_id = self._decode_frame(idx, outputs, params, next_id, labels)
+            if den is not None:
+                from .denoise import denoised_like
+
+                den[idx] = denoised_like(self, data[idx], x, outputs if factor == 1.0 else None, norm_range)
             if not self.keep_outputs:
                 fr.pop("outputs")
             frames.append(fr)  # outputs of earlier frames are not kept unless asked: memory stays bounded
@@ -567,6 +586,8 @@ class Segmenter:
         res.scale = float(factor)
         res.diameter = None if mode == "off" else diam
         res.warnings = warnings
+        if den is not None:
+            res.denoised = np.ascontiguousarray(np.transpose(den, np.argsort(perm)))
         return res
 
     def _range_message(self, diam: float, used: float) -> str:
@@ -678,6 +699,7 @@ class Segmenter:
         out = self._finish(labels, frames, result.canon_axes, result.axes, p, result.link, result.link_iou,
                            result.stitch_iou)
         out.scale, out.diameter = result.scale, result.diameter
+        out.denoised = result.denoised
         return out
 
     @staticmethod

@@ -1,0 +1,254 @@
+"""Denoised images from a model with a DenoiSeg denoising head (``cellseg denoise``).
+
+A model trained with ``TrainConfig(denoise=True)`` (``cellseg train ... --denoise``, see
+:mod:`cellseg.train.denoiseg`) has a ``"denoised"`` head: the network's estimate of the
+clean, *normalized* input. Here it is mapped back to the input's intensities: the
+percentile normalization (and the segmenter's ``transform``) is undone per frame and
+channel, so a denoised image can be compared with, and shown over, the raw one.
+
+Output policy: the denoised image has the input's shape and axes and is float32 in the
+input's intensity units (an integer input is not rounded back: the estimate lies between
+the integer levels). A constant frame (or channel) is its own denoised version.
+Frames (T, and Z for a 2D model) are denoised one by one; a multi-channel image given to
+a one-channel model is denoised channel by channel. The network runs at the image's own
+scale (Noise2Void learns the noise of the pixel grid it was trained on), with tiles when
+``tile`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["NoDenoisingHead", "check_denoises", "denoise_image", "denoised_frame", "denoised_like", "add_parser", "run"]
+
+HEAD = "denoised"  # cellseg.models.heads.DENOISE_HEAD (not imported here: no torch at import)
+
+
+class NoDenoisingHead(ValueError):
+    """The model has no denoising head; the message names the model."""
+
+
+def check_denoises(model, what: str | None = None) -> None:
+    """Raise :class:`NoDenoisingHead` naming the model when it cannot denoise."""
+    if not bool(getattr(model, "config", {}).get("denoise", False)):
+        name = what or getattr(model, "name", None) or "the model"
+        raise NoDenoisingHead(
+            f"model {name} has no denoising head (it was trained without --denoise); train one with "
+            "'cellseg train ... --denoise [--unlabeled DIR]' (TrainConfig(denoise=True))")
+
+
+def _inverse_transform(y: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "sqrt":
+        return np.sign(y) * y * y
+    if transform == "log":
+        return (np.power(np.float32(100.0), y) - 1) / np.float32(99.0)
+    return y
+
+
+def _normalized(segmenter, x: np.ndarray, norm_range) -> np.ndarray:
+    """The normalized frame exactly as :meth:`Segmenter.predict` computes it (before the transform)."""
+    from .preprocess import normalize_percentile
+
+    sp = segmenter.spatial_ndim
+    if norm_range is not None:
+        lo, hi = (np.float32(v) for v in norm_range)
+        return (np.asarray(x, np.float32) - lo) / (hi - lo + np.float32(1e-20))
+    if x.ndim > sp:
+        flat = np.asarray(x).reshape(x.shape[0], -1)
+        const = np.all(flat == flat[:, :1], axis=1)
+        if const.any() and not const.all():
+            out = np.zeros(x.shape, np.float32)
+            out[~const] = normalize_percentile(np.asarray(x)[~const], *segmenter.normalize,
+                                               axis=tuple(range(1, x.ndim)))
+            return out
+        return normalize_percentile(x, *segmenter.normalize, axis=tuple(range(1, x.ndim)))
+    return normalize_percentile(x, *segmenter.normalize)
+
+
+def denoised_frame(segmenter, x: np.ndarray, outputs: dict | None = None, norm_range=None) -> np.ndarray:
+    """The denoised version of one frame ``x`` (``(*spatial)`` or ``(C, *spatial)`` with the
+    model's channels), float32 of ``x``'s shape in ``x``'s intensities.
+
+    ``outputs``: head outputs of this frame at its own scale when the caller has them (else the
+    network runs here, tiled as the segmenter says)."""
+    from .segmenter import _drain
+
+    x = np.asarray(x)
+    sp = segmenter.spatial_ndim
+    if not np.any(x != x.flat[0]):
+        return x.astype(np.float32)
+    if outputs is None or HEAD not in outputs:
+        outputs = _drain(segmenter.predict(x, norm_range))
+    y = _inverse_transform(np.asarray(outputs[HEAD], np.float32), segmenter.transform)
+    xc = x if x.ndim > sp else x[None]
+    xn = _normalized(segmenter, x, norm_range)
+    xn = xn if xn.ndim > sp else xn[None]
+    if y.shape != xc.shape:
+        raise ValueError(f"the denoising head gave shape {y.shape} for a frame of shape {xc.shape}")
+    out = np.empty(xc.shape, np.float32)
+    for c in range(xc.shape[0]):
+        raw = xc[c].astype(np.float64)
+        nrm = xn[c].astype(np.float64)
+        span = float(nrm.max() - nrm.min())
+        if span <= 0:  # a constant channel: nothing to denoise
+            out[c] = xc[c]
+            continue
+        a = float(raw.max() - raw.min()) / span  # normalized = (raw - b) / a, exactly affine
+        b = float(raw.min()) - a * float(nrm.min())
+        out[c] = (a * y[c].astype(np.float64) + b).astype(np.float32)
+    return out if x.ndim > sp else out[0]
+
+
+def denoised_like(segmenter, raw: np.ndarray, x: np.ndarray, outputs: dict | None = None,
+                  norm_range=None) -> np.ndarray:
+    """:func:`denoised_frame` of ``x`` (the frame as given to the model) in the channels of ``raw``
+    (the frame as read): a grey frame given to an RGB model gets the mean of the denoised
+    channels, an RGBA frame its alpha channel back."""
+    y = denoised_frame(segmenter, x, outputs, norm_range)
+    raw = np.asarray(raw)
+    if y.shape == raw.shape:
+        return y
+    sp = segmenter.spatial_ndim
+    if raw.ndim == sp and y.ndim == sp + 1:
+        return y.mean(axis=0)
+    if raw.ndim == sp + 1 and y.ndim == sp + 1 and raw.shape[0] > y.shape[0]:
+        return np.concatenate([y, raw[y.shape[0]:].astype(np.float32)], axis=0)
+    raise ValueError(f"cannot map a denoised frame of shape {y.shape} onto the input frame {raw.shape}")
+
+
+def _frames_layout(model, axes: str) -> tuple[list[str], bool]:
+    """(the axes iterated frame by frame, whether the model takes C) for an image with ``axes``."""
+    sp = int(model.config.get("ndim", 2))
+    model_c = int(model.config.get("in_channels", 1)) > 1
+    frame = [a for a in "TZC" if a in axes and not (a == "Z" and sp == 3) and not (a == "C" and model_c)]
+    return frame, model_c
+
+
+def denoise_image(model, image: np.ndarray, axes: str | None = None, tile=None, segmenter=None,
+                  progress=None) -> np.ndarray:
+    """Denoise ``image`` (any of ``YX``, ``ZYX``, ``TYX``, ``CYX``... with ``axes``; ``None`` means
+    ``YX``) with ``model``'s denoising head; returns float32 of the image's shape (module doc).
+
+    ``progress(done, total)`` is called after each frame."""
+    from .segmenter import Segmenter, SegmenterError, _resolve_axes
+
+    check_denoises(model)
+    image = np.asarray(image)
+    if image.size == 0:
+        raise SegmenterError("the image is empty (size 0)")
+    axes = _resolve_axes(image, axes)
+    seg = segmenter or Segmenter(model, tile=tile, diameter="off")
+    sp = seg.spatial_ndim
+    space = "ZYX" if sp == 3 else "YX"
+    if not set(space) <= set(axes):
+        raise SegmenterError(f"this model denoises {space} {'volumes' if sp == 3 else 'images'}; the image has "
+                             f"axes {axes!r}")
+    frame_axes, model_c = _frames_layout(model, axes)
+    order = frame_axes + (["C"] if model_c else []) + list(space)
+    if model_c:
+        want = int(model.config["in_channels"])
+        have = image.shape[axes.index("C")] if "C" in axes else 0
+        if have != want:
+            raise SegmenterError(f"the model takes {want} channels; the image has {have or 'none'} (axes {axes!r})")
+    perm = [axes.index(a) for a in order]
+    data = np.transpose(image, perm)
+    nf = len(frame_axes)
+    out = np.empty(data.shape, np.float32)
+    idxs = list(np.ndindex(*data.shape[:nf])) if nf else [()]
+    for i, idx in enumerate(idxs):
+        out[idx] = denoised_frame(seg, np.ascontiguousarray(data[idx]))
+        if progress is not None:
+            progress(i + 1, len(idxs))
+    return np.ascontiguousarray(np.transpose(out, np.argsort(perm)))
+
+
+# ----------------------------------------------------------------------------- command line
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "denoise",
+        help="write denoised images with a model that has a denoising head (cellseg train --denoise)",
+        description="Denoise images with the DenoiSeg head of a model trained with 'cellseg train --denoise': one "
+                    "float32 TIFF per input, OUT/<stem>_denoised.tif, with the input's shape and axes and its "
+                    "intensity units (the normalization undone). Inputs are files, folders (their .tif/.tiff/.png "
+                    "files) or globs. Existing outputs are skipped unless --overwrite; a file that fails is "
+                    "reported by name and the others go on. A model without a denoising head is an error.",
+    )
+    p.add_argument("inputs", nargs="+", help="files, folders or globs")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--model", required=True, help="a model file (.pt) trained with --denoise")
+    p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX)")
+    p.add_argument("--tile", default=None, help="tile size in pixels, e.g. 512 (default: the whole image at once)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """``cellseg denoise``: 0 when every input was written (or skipped), 1 when one failed,
+    2 for unusable arguments (a model without a denoising head, no input, a bad output folder)."""
+    from . import io
+    from ._files import OutputError, check_output_dir, remove_stale_temporaries
+    from .batch import expand_inputs
+    from .cli import _tile
+    from .models import load_model
+    from .segmenter import Segmenter
+
+    def err(msg: str) -> int:
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        tile = _tile(args.tile)
+    except argparse.ArgumentTypeError as exc:
+        return err(f"--tile: {exc}")
+    files, missing = expand_inputs(args.inputs)
+    if missing:
+        return err("no input matches " + ", ".join(missing))
+    if not files:
+        return err("no input files")
+    out_dir = Path(args.out)
+    try:
+        check_output_dir(out_dir, "output folder")
+    except OutputError as exc:
+        return err(str(exc))
+    remove_stale_temporaries(out_dir)
+    targets: dict[Path, Path] = {}
+    for f in files:
+        t = out_dir / f"{Path(f).stem}_denoised.tif"
+        if t in targets:
+            return err(f"{f} and {targets[t]} would both write {t}; denoise them into different folders")
+        targets[t] = Path(f)
+    try:
+        model = load_model(args.model, device=args.device)
+        check_denoises(model, str(args.model))
+        seg = Segmenter(model, tile=tile, diameter="off")
+    except (ValueError, FileNotFoundError) as exc:
+        return err(str(exc))
+    failed = done = skipped = 0
+    for t, f in targets.items():
+        if t.exists() and not args.overwrite:
+            skipped += 1
+            if not args.quiet:
+                print(f"skip {f}: {t} exists (--overwrite to redo)", file=sys.stderr)
+            continue
+        try:
+            im = io.read_image(f, axes=args.axes)
+            den = denoise_image(model, im.data, axes=im.axes, segmenter=seg)
+            canon = "".join(a for a in "TZCYX" if a in im.axes)
+            io.write_image(t, io.transpose_axes(den, im.axes, canon), canon, pixel_size=im.pixel_size,
+                           channel_names=im.channel_names, frame_interval=im.frame_interval)
+        except (ValueError, OSError) as exc:
+            failed += 1
+            print(f"FAILED {f}: {exc}", file=sys.stderr)
+            continue
+        done += 1
+        if not args.quiet:
+            print(f"{f} -> {t}", file=sys.stderr)
+    if not args.quiet or failed:
+        print(f"denoised {done} file(s), skipped {skipped}, failed {failed}", file=sys.stderr)
+    return 1 if failed else 0
