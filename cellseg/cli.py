@@ -124,15 +124,6 @@ def _add_segment(sub):
                         "are refused before any work)")
     p.add_argument("--workers", type=int, default=None, help="run files on a local Dask cluster with N workers")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
-    p.add_argument("--level", type=int, default=0, metavar="N",
-                   help="OME-Zarr inputs: the resolution level to segment (default 0, the full resolution); "
-                        "its pixel sizes come from the metadata")
-    p.add_argument("--output-format", choices=("zarr", "tiff"), default=None,
-                   help="where the labels go: zarr writes them into an OME-Zarr input's labels/NAME group "
-                        "(TIFF/PNG inputs: a new OUT/STEM.ome.zarr holding image and labels), tiff writes "
-                        "OUT/STEM_labels.tif (default: zarr for OME-Zarr inputs, tiff for the others)")
-    p.add_argument("--labels-name", default="cellseg", metavar="NAME",
-                   help="name of the label image in an OME-Zarr's labels/ group (default: cellseg)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_segment)
 
