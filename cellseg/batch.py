@@ -1,6 +1,12 @@
 """Batch segmentation of files: one label TIFF (+ CSV, + PNG overlay) per input.
 
-* Inputs are files, folders (their .tif/.tiff/.png files) or glob patterns.
+* Inputs are files, folders (their .tif/.tiff/.png files and OME-Zarr images) or glob
+  patterns; an OME-Zarr image (a folder, see :mod:`cellseg.omezarr`) is one input.
+* OME-Zarr inputs are read at one resolution level (``level``, default 0) with the pixel
+  sizes of their metadata, and their labels go into the image's own ``labels/<name>``
+  group (``output_format="zarr"``, their default) or into a label TIFF (``"tiff"``);
+  TIFF/PNG inputs with ``output_format="zarr"`` get a new OME-Zarr holding the image
+  and its labels, ``OUT/<name>.ome.zarr``.
 * Outputs are named after the input's stem (:func:`output_names`); inputs whose
   stems are equal (``a/img.tif``, ``a/img.png``, ``b/img.tif``) keep their
   folder, relative to the folder the clashing inputs share, under the output
@@ -35,7 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 __all__ = ["SegmenterSpec", "FileResult", "expand_inputs", "output_names", "output_paths", "segment_file",
-           "run_batch", "run_settings", "RunRecord", "RUN_RECORD"]
+           "run_batch", "run_settings", "RunRecord", "RUN_RECORD", "OUTPUT_FORMATS", "resolve_output_format"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -83,31 +89,34 @@ class FileResult:
 def expand_inputs(inputs: Sequence[str | Path], skipped: list | None = None) -> tuple[list[Path], list[str]]:
     """Files for the given files / folders / globs, and the inputs that matched nothing.
 
-    A folder gives its ``.tif``/``.tiff``/``.png`` files (not hidden ones), not
-    those of its subfolders; ``skipped``, when given a list, receives
+    A folder gives its ``.tif``/``.tiff``/``.png`` files (not hidden ones) and the
+    OME-Zarr images in it (folders that are zarr groups or named ``*.zarr``), not the
+    files of its other subfolders; a zarr folder given or matched is one input; ``skipped``, when given a list, receives
     ``(folder, subfolders, other files)`` for each folder where something was left
     out, so the caller can say so.
     """
+    from .omezarr import is_zarr
+
     files: list[Path] = []
     missing: list[str] = []
     for item in inputs:
         s = str(item)
         p = Path(s)
-        if p.is_dir():
+        if p.is_dir() and not is_zarr(p):
             entries = [q for q in p.iterdir() if not q.name.startswith(".")]
-            found = sorted(q for q in entries if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(q for q in entries if (q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(q))
             if skipped is not None:
-                subs = sorted(q for q in entries if q.is_dir())
+                subs = sorted(q for q in entries if q.is_dir() and not is_zarr(q))
                 other = sorted(q for q in entries if q.is_file() and q.suffix.lower() not in IMAGE_SUFFIXES)
                 if subs or other:
                     skipped.append((p, subs, other))
             if not found:
-                missing.append(f"{s} (folder without .tif/.tiff/.png files)")
+                missing.append(f"{s} (folder without .tif/.tiff/.png files or OME-Zarr images)")
             files += found
-        elif p.is_file():
+        elif p.is_file() or is_zarr(p):
             files.append(p)
         elif any(ch in s for ch in "*?["):
-            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
+            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file() or is_zarr(q))
             if not found:
                 missing.append(f"{s} (pattern matched no file)")
             files += found
@@ -122,7 +131,7 @@ def expand_inputs(inputs: Sequence[str | Path], skipped: list | None = None) -> 
     return unique, missing
 
 
-_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png")
+_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".ome.zarr", ".zarr")
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -174,12 +183,39 @@ def output_names(files: Sequence[str | Path]) -> list[str]:
     return names
 
 
+OUTPUT_FORMATS = ("zarr", "tiff")
+
+
+def resolve_output_format(inp: Path, fmt: str | None = None) -> str:
+    """The labels format of input ``inp``: ``fmt``, or by default ``"zarr"`` for an OME-Zarr
+    input and ``"tiff"`` for other inputs."""
+    from .omezarr import is_zarr
+
+    if fmt is None:
+        return "zarr" if is_zarr(inp) else "tiff"
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"output format {fmt!r}: choose one of {OUTPUT_FORMATS}")
+    return fmt
+
+
 def output_paths(inp: Path, out_dir: Path, csv: bool = True, overlay: bool = True,
-                 name: str | None = None) -> dict[str, Path]:
+                 name: str | None = None, output_format: str | None = None,
+                 labels_name: str = "cellseg") -> dict[str, Path]:
     """The output files of input ``inp``: ``name`` (default: the input's stem, see
-    :func:`output_names`) + ``_labels.tif``, ``_objects.csv``, ``_overlay.png``."""
+    :func:`output_names`) + ``_labels.tif``, ``_objects.csv``, ``_overlay.png``.
+
+    With zarr output the labels are the group ``INPUT/labels/<labels_name>`` of an
+    OME-Zarr input, or a new OME-Zarr ``OUT/<name>.ome.zarr`` (image and labels) for
+    other inputs (see :func:`resolve_output_format` for the default)."""
+    from .omezarr import is_zarr, labels_path
+
     stem = name if name is not None else _split_name(Path(inp).name)[0]
-    out = {"labels": out_dir / f"{stem}_labels.tif"}
+    fmt = resolve_output_format(Path(inp), output_format)
+    if fmt == "zarr":
+        labels = labels_path(inp, labels_name) if is_zarr(inp) else out_dir / f"{stem}.ome.zarr"
+    else:
+        labels = out_dir / f"{stem}_labels.tif"
+    out = {"labels": labels}
     if csv:
         out["csv"] = out_dir / f"{stem}_objects.csv"
     if overlay:
@@ -214,25 +250,30 @@ def _fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def run_settings(spec: SegmenterSpec, model, axes: str | None = None, channel=None, link: bool = False) -> dict:
+def run_settings(spec: SegmenterSpec, model, axes: str | None = None, channel=None, link: bool = False,
+                 level: int = 0) -> dict:
     """The settings that determine the outputs of a batch, as plain JSON values: the model (its
     name and a fingerprint of its config and weights), the decode parameters in full (the model's
     thresholds with the overrides of ``spec``), normalization and intensity transform, test-time
     augmentation, object size, pixel size, axes, channel and linking (``None``: the model's or
-    the file's own). Tiling is left out: tiled and untiled runs give the same labels."""
+    the file's own), and the OME-Zarr resolution level when it is not 0. Tiling is left out:
+    tiled and untiled runs give the same labels."""
     import dataclasses
 
     from .models.network import _jsonable
 
     rep = model.representation
     decode = dataclasses.asdict(rep.params(dict(model.thresholds or {}), **dict(spec.params)))
-    return _jsonable({
+    out = {
         "model": spec.model, "model_sha256": _fingerprint(model), "representation": rep.name,
         "decode": decode, "normalize": list(spec.normalize) if spec.normalize else None,
         "transform": getattr(spec, "transform", "linear"),
         "augment": spec.augment, "diameter": spec.diameter, "pixel_size": spec.pixel_size,
         "axes": axes, "channel": channel, "link": bool(link),
-    })
+    }
+    if level:
+        out["level"] = int(level)
+    return _jsonable(out)
 
 
 def _settings_id(settings: dict) -> str:
@@ -376,23 +417,39 @@ def segment_file(
     link: bool = False,
     progress: Callable | None = None,
     name: str | None = None,
+    level: int = 0,
+    output_format: str | None = None,
+    labels_name: str = "cellseg",
 ) -> FileResult:
     """Segment one file and write its outputs (named ``name``, default the input's stem;
-    see :func:`output_names`); never raises for a bad input or a failed write."""
-    from . import io
+    see :func:`output_names`); never raises for a bad input or a failed write.
+
+    OME-Zarr inputs are read at resolution ``level``; ``output_format`` (``"zarr"`` or
+    ``"tiff"``, default by input: see :func:`resolve_output_format`) and ``labels_name``
+    (the label group's name) choose where the labels go (:func:`output_paths`)."""
+    from . import io, omezarr
     from .measure import object_table, table_columns, write_csv
     from .visualize import overlay as make_overlay
     from .visualize import save_png
 
     path = Path(path)
     out_dir = Path(out_dir)
-    outs = output_paths(path, out_dir, csv=csv, overlay=overlay, name=name)
+    try:
+        fmt = resolve_output_format(path, output_format)
+        outs = output_paths(path, out_dir, csv=csv, overlay=overlay, name=name, output_format=fmt,
+                            labels_name=labels_name)
+    except ValueError as exc:
+        return FileResult(str(path), "failed", message=f"{path}: {exc}")
     if not overwrite and all(p.exists() for p in outs.values()):
         return FileResult(str(path), "skipped", {k: str(v) for k, v in outs.items()},
                           message="outputs exist (use --overwrite to redo)")
-    img = None
+    img = source = None
     try:
-        img = io.read_image(path, axes=axes)
+        if omezarr.is_zarr(path):
+            source = omezarr.open_image(path)
+            img = source.read(level, axes=axes)
+        else:
+            img = io.read_image(path, axes=axes)
         channel = _match_channel(channel, img.channel_names)
         data = img.data
         if data.size == 0:
@@ -446,8 +503,13 @@ def segment_file(
         frame_objects = sum(int(np.count_nonzero(np.unique(np.take(res.labels, t, axis=t_ax))))
                             for t in range(n_frames))
     try:
-        io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size,
-                        frame_interval=img.frame_interval if "T" in res.axes else None)
+        if fmt == "zarr" and source is not None:
+            omezarr.write_labels(source, res.labels, res.axes, name=labels_name, level=level, overwrite=True)
+        elif fmt == "zarr":
+            omezarr.write_image(outs["labels"], img, res.labels, res.axes, name=labels_name, overwrite=True)
+        else:
+            io.write_labels(outs["labels"], res.labels, axes=res.axes, pixel_size=img.pixel_size,
+                            frame_interval=img.frame_interval if "T" in res.axes else None)
         if csv:
             pix = dict(img.pixel_size or {})
             if getattr(segmenter, "pixel_size", None):
@@ -460,9 +522,14 @@ def segment_file(
     except OSError as exc:  # full disk, read-only folder...: name the file, the batch decides whether to go on
         from ._files import LOCATION_ERRNOS
 
-        where = exc.filename or out_dir
+        where = exc.filename or (outs["labels"] if fmt == "zarr" else out_dir)
+        # labels written into an OME-Zarr input: its store, not the output folder, is what failed
+        in_place = fmt == "zarr" and source is not None and Path(str(where)).is_relative_to(path)
         return FileResult(str(path), "failed", message=f"{path}: cannot write {where}: {exc.strerror or exc}",
-                          warnings=warnings, fatal=exc.errno in LOCATION_ERRNOS)
+                          warnings=warnings, fatal=exc.errno in LOCATION_ERRNOS and not in_place)
+    except ValueError as exc:  # labels that do not fit an OME-Zarr, a bad label-group name...
+        return FileResult(str(path), "failed", message=f"{path}: cannot write {outs['labels']}: {exc}",
+                          warnings=warnings)
     return FileResult(str(path), "done", {k: str(v) for k, v in outs.items()}, n_objects=res.n_objects,
                       n_frames=n_frames, frame_objects=frame_objects, warnings=warnings)
 
