@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from cellseg.train.denoiseg import (  # noqa: E402
     n2v_mask_batch,
     neighbour_offsets,
 )
+from tests._events import events_and_result  # noqa: E402
 from tests.reference.ref_n2v import ref_n2v_mask  # noqa: E402
 
 BB = {"depth": 2, "width": 8, "norm": "batch"}
@@ -341,3 +343,43 @@ def test_cli_train_with_unlabeled(tmp_path, capsys):
     m = CellsegModel.load(out, device="cpu")
     assert m.denoises and m.config["training"]["train_config"]["denoise_weight"] == 0.3
     assert m.config["training"]["unlabeled_data"]["names"] == ["u"]
+
+
+# ----------------------------------------------------------------------------- napari (logic, no viewer)
+def test_napari_segment_adds_a_denoised_layer(denoise_model):
+    pytest.importorskip("napari")
+    from cellseg_napari import _logic
+
+    model, _ = denoise_model
+    img = (_noisy(1, seed0=31)[0][0] * 100 + 50).astype(np.float32)
+    _, run = events_and_result(_logic.segmentation_task(model, img, "YX", denoise=True))
+    data, kw, kind = _logic.denoised_layer(run, "cells", scale=(0.5, 0.5))
+    assert kind == "image" and kw["name"] == "cells denoised" and kw["scale"] == (0.5, 0.5)
+    assert data.shape == img.shape and kw["metadata"]["axes"] == "YX"
+    np.testing.assert_allclose(data, denoise_image(model, img), rtol=1e-5, atol=1e-3)
+    _, plain = events_and_result(_logic.segmentation_task(model, img, "YX"))
+    assert _logic.denoised_layer(plain, "cells") is None
+    assert _logic.model_denoises(model) and not _logic.model_denoises(
+        CellsegModel(make_config("distance", BB), device="cpu"))
+
+
+def test_napari_training_job_takes_an_unlabelled_folder(tmp_path):
+    pytest.importorskip("napari")
+    from cellseg.train import TrainingWarning
+    from cellseg_napari import _logic
+
+    unl = tmp_path / "unl"
+    unl.mkdir()
+    io.write_image(unl / "u.tif", _noisy(1, seed0=71)[0][0], "YX")
+    pairs = _noisy(3)
+    with pytest.raises(ValueError, match="tick 'denoise'"):
+        _logic.TrainingJob(pairs, tmp_path / "m.pt", unlabeled=unl)
+    job = _logic.TrainingJob(pairs, tmp_path / "m.pt", representation="distance", epochs=1, steps_per_epoch=2,
+                             patch_size=32, batch_size=2, network=BB, denoise=True, unlabeled=unl)
+    from tests._events import events_and_result
+
+    with warnings.catch_warnings():  # two steps may find no object; the warning is not the point here
+        warnings.simplefilter("ignore", TrainingWarning)
+        _, path = events_and_result(job.run())
+    m = CellsegModel.load(path, device="cpu")
+    assert m.denoises and m.config["training"]["unlabeled_data"]["names"] == ["u"]

@@ -388,6 +388,48 @@ def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_vi
             _logic.TRAINED_MODELS.remove(name)
 
 
+def test_train_widget_denoise_and_segment_widget_denoised_layer(make_napari_viewer_proxy, qtbot, tmp_path):
+    from cellseg import io
+
+    viewer = make_napari_viewer_proxy()
+    image, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
+    noisy = (image + np.random.default_rng(0).normal(0, 0.1, image.shape)).astype(np.float32)
+    viewer.add_image(noisy, name="img")
+    viewer.add_labels(gt, name="gt")
+    unl = tmp_path / "unlabelled"
+    unl.mkdir()
+    io.write_image(unl / "u.tif", synthetic_cells((64, 64), n_cells=6, seed=5)[0], "YX")
+    seg = _open(viewer, "Segment", qtbot)
+    train = _open(viewer, "Train", qtbot)
+    train._image.value, train._labels_layer.value = "img", "gt"
+    train._rep.value = "distance"
+    train._network.value = next(k for k in _logic.NETWORKS if k.startswith("tiny"))
+    train._epochs.value, train._steps.value, train._batch.value, train._patch.value = 1, 2, 2, 32
+    train._denoise.value = True
+    train._unlabeled.value = str(unl)
+    train._out.value = str(tmp_path / "denoiser.pt")
+    train.train()
+    qtbot.waitUntil(lambda: not train.busy, timeout=WAIT_MS)
+    name = train.registered_name
+    try:
+        assert train.saved_as == str(tmp_path / "denoiser.pt"), train._status.value
+        # shown only for a model with a denoising head (isHidden: the widget's own setting)
+        assert seg._show_denoised.native.isHidden()
+        seg._model_choice.value = name
+        _wait_idle(qtbot, seg)
+        assert seg.model.config["denoise"] and not seg._show_denoised.native.isHidden()
+        seg._show_denoised.value = True
+        seg._image.value = "img"
+        seg.run()
+        qtbot.waitUntil(lambda: not seg.busy, timeout=WAIT_MS)
+        assert "img labels" in viewer.layers, seg._status.value
+        layer = viewer.layers["img denoised"]
+        assert layer.data.shape == noisy.shape and layer.metadata["head"] == "denoised"
+    finally:
+        if name:
+            _logic.TRAINED_MODELS.remove(name)
+
+
 # ----------------------------------------------------------------------------- bundled model
 
 

@@ -49,7 +49,9 @@ __all__ = [
     "network_scale",
     "scale_summary",
     "build_segmenter",
+    "model_denoises",
     "segmentation_task",
+    "denoised_layer",
     "redecode",
     "output_layers",
     "polygon_layer",
@@ -552,18 +554,25 @@ def scale_summary(result, model=None) -> str:
 
 def build_segmenter(model, params: dict | None = None, tile: int | None = None,
                     normalize: tuple[float, float] | None = None, augment: bool | None = None,
-                    diameter: float | str | None = None, pixel_size: float | None = None):
+                    diameter: float | str | None = None, pixel_size: float | None = None,
+                    denoise: bool = False):
     """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).
 
     ``tile`` of 0 or None runs the whole image at once; ``augment`` None: the model's choice.
     ``diameter`` (px, ``"auto"``, ``"off"``; None: the model's default) and ``pixel_size``
-    (µm/px, or None/0 when unknown) set the scale the image is segmented at.
+    (µm/px, or None/0 when unknown) set the scale the image is segmented at. ``denoise``:
+    also compute the denoised image (models with a denoising head, see :func:`denoised_layer`).
     """
     from cellseg.segmenter import Segmenter
 
     return Segmenter(model, params=params or None, tile=int(tile) if tile else None,
                      normalize=normalize, keep_outputs=True, augment=augment, diameter=diameter,
-                     pixel_size=pixel_size or None)
+                     pixel_size=pixel_size or None, denoise=bool(denoise))
+
+
+def model_denoises(model) -> bool:
+    """True when ``model`` has a DenoiSeg denoising head (trained with ``--denoise``)."""
+    return bool(getattr(model, "config", {}).get("denoise", False))
 
 
 @dataclass
@@ -582,11 +591,12 @@ def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel
                       channel_names: Sequence[str] | None = None, params: dict | None = None,
                       tile: int | None = None, normalize: tuple[float, float] | None = None,
                       link: bool = False, augment: bool | None = None, diameter: float | str | None = None,
-                      pixel_size: float | None = None) -> Iterator:
+                      pixel_size: float | None = None, denoise: bool = False) -> Iterator:
     """Generator for a thread worker: loads the model, yields
     :class:`cellseg.segmenter.Progress` events, returns a :class:`SegmentRun`.
 
-    ``image`` with ``axes`` as the layer holds it (an RGB layer: ``...YXC``)."""
+    ``image`` with ``axes`` as the layer holds it (an RGB layer: ``...YXC``); ``denoise``: the
+    result also holds the denoised image (:func:`denoised_layer`)."""
     from cellseg.segmenter import Progress
 
     if isinstance(model_spec_or_model, (str, os.PathLike)):
@@ -595,10 +605,39 @@ def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel
     else:
         model = model_spec_or_model
     seg = build_segmenter(model, params=params, tile=tile, normalize=normalize, augment=augment,
-                          diameter=diameter, pixel_size=pixel_size)
+                          diameter=diameter, pixel_size=pixel_size, denoise=denoise)
     result = yield from seg.iter_segment(np.asarray(image), axes=axes, channel=channel,
                                          channel_names=channel_names, link=link)
-    return SegmentRun(seg, result, link=link)
+    return SegmentRun(seg, result, link=link, meta={"axes": axes})
+
+
+def denoised_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
+    """``(data, kwargs, "image")`` of the denoised image of ``run`` (None when it was not asked
+    for): grey, on the image's grid, in the image's intensity units; it keeps a channel axis
+    the model took (an RGB layer stays RGB)."""
+    den = getattr(run.result, "denoised", None)
+    if den is None:
+        return None
+    axes = run.result.axes
+    if den.ndim != len(axes):  # the model took the channels: the layer's own axes (C included)
+        axes = str(run.meta.get("axes", ""))
+        if len(axes) != den.ndim or "C" not in axes:
+            raise ValueError(f"denoised image of shape {den.shape} does not fit axes {axes!r}")
+    kw = {"name": f"{name} denoised", "colormap": "gray", "metadata": {"axes": axes, "head": "denoised"}}
+    c = axes.find("C")
+    rgb = c == len(axes) - 1 and den.shape[c] in (3, 4)
+    if rgb:
+        kw["rgb"] = True
+        lo, hi = float(den.min()), float(den.max())
+        den = np.clip((den - lo) / (hi - lo), 0, 1).astype(np.float32) if hi > lo else np.zeros_like(den)
+        del kw["colormap"]
+    if scale is not None:
+        sc = list(scale)
+        if c >= 0 and not rgb:
+            sc.insert(c, 1.0)
+        kw["scale"] = tuple(sc)
+    kw["axis_labels"] = display_axis_labels(axes[:-1] if rgb else axes)
+    return den, kw, "image"
 
 
 def _canonical(result, spatial_ndim: int) -> tuple[str, str]:
@@ -1081,7 +1120,8 @@ class TrainingJob:
     def __init__(self, data, out_path: str | os.PathLike, representation: str = DEFAULT_REPRESENTATION,
                  start: str | None = None, epochs: int = 10, steps_per_epoch: int = 20, patch_size: int = 128,
                  batch_size: int = 4, network: dict | None = None, names: Sequence[str] | None = None,
-                 in_channels: int = 1, val_fraction: float = 0.2, seed: int = 0):
+                 in_channels: int = 1, val_fraction: float = 0.2, seed: int = 0, denoise: bool = False,
+                 unlabeled: str | os.PathLike | None = None):
         self.data = data
         self.out_path = Path(out_path)
         if self.out_path.suffix != ".pt":
@@ -1095,6 +1135,13 @@ class TrainingJob:
         self.in_channels = int(in_channels)
         self.val_fraction = float(val_fraction)
         self.seed = int(seed)
+        # DenoiSeg: a denoising head, trained on every image and on the unlabelled folder's images
+        self.denoise = bool(denoise)
+        self.unlabeled = Path(unlabeled) if unlabeled else None
+        if self.unlabeled is not None and not self.denoise:
+            raise ValueError("unlabelled images train the denoising head only: tick 'denoise'")
+        if self.unlabeled is not None and not self.unlabeled.is_dir():
+            raise ValueError(f"{self.unlabeled} is not a folder")
         import threading
 
         self._stop = threading.Event()
@@ -1130,9 +1177,9 @@ class TrainingJob:
             patch = max(div, min(patch, smallest // div * div))
         val_fraction = self.val_fraction if (n_images is None or n_images >= 3) else None
         cfg = TrainConfig(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size,
-                          patch_size=patch, seed=self.seed, verbose=False)
+                          patch_size=patch, seed=self.seed, verbose=False, denoise=self.denoise)
         return fit(self.representation, data, config=cfg, model=model, backbone=self.network,
-                   val_fraction=val_fraction, callback=emit, name=self.out_path.stem)
+                   val_fraction=val_fraction, callback=emit, name=self.out_path.stem, unlabeled=self.unlabeled)
 
     def run(self) -> Iterator[dict]:
         import queue

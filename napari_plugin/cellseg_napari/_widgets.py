@@ -286,6 +286,10 @@ class SegmentWidget(_ViewerWidget):
         self._link = CheckBox(text="link objects over time (T)", value=False, visible=False)
         self._show_outputs = CheckBox(text="add head outputs", value=False)
         self._show_polygons = CheckBox(text="add polygons (StarDist)", value=False, visible=False)
+        # shown for models with a denoising head (trained with DenoiSeg, cellseg train --denoise)
+        self._show_denoised = CheckBox(text="add denoised image", value=False, visible=False,
+                                       tooltip="also add the image as the model's denoising head sees it clean "
+                                               "(in the image's intensity units)")
         self._run_button = PushButton(text="Segment")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=_PROGRESS_MAX, value=0)
@@ -295,7 +299,8 @@ class SegmentWidget(_ViewerWidget):
             widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
                      self._model_status, self._diameter, self._diameter_px, self._pixel_size, self._scale_info,
                      self._params_header, self._params, self._tile, self._pmin, self._pmax, self._augment, self._link,
-                     self._show_outputs, self._show_polygons, self._run_button, self._cancel_button,
+                     self._show_outputs, self._show_polygons, self._show_denoised, self._run_button,
+                     self._cancel_button,
                      self._progress, self._status],
             labels=True,
         )
@@ -464,6 +469,10 @@ class SegmentWidget(_ViewerWidget):
         n_in = int(model.config.get("in_channels", 1))
         self._has_polygons = rep.name == "stardist" and ndim == 2
         self._show_polygons.visible = self._has_polygons
+        denoises = _logic.model_denoises(model)
+        self._show_denoised.visible = denoises
+        if not denoises:
+            self._show_denoised.value = False
         self._model_status.value = f"{rep.name}, {ndim}D, {n_in} channel{'s' if n_in > 1 else ''}"
         self._reset_channel_choices()
         had_size = self._diameter.enabled
@@ -571,6 +580,7 @@ class SegmentWidget(_ViewerWidget):
             _logic.segmentation_task, model, data, axes, channel=channel,
             params=params, tile=tile, normalize=(float(self._pmin.value), float(self._pmax.value)), link=link,
             augment=bool(self._augment.value), diameter=diameter, pixel_size=self.pixel_size(),
+            denoise=bool(self._show_denoised.value),
         )
         _remember_axes(layer, axes)  # answered once: Segment and Train know the layer's axes from now on
         self._run_info = {"image": layer.name, "axes": axes, "scale": _scale_without_c(layer, axes),
@@ -611,6 +621,9 @@ class SegmentWidget(_ViewerWidget):
         self._run = run
         info["labels"] = f"{info['image']} labels"
         self._show_result(run.result, outputs=bool(self._show_outputs.value))
+        den = _logic.denoised_layer(run, info["image"], scale=info.get("scale"))
+        if den is not None:
+            _set_or_add(self.viewer, *den)
         dt = time.perf_counter() - info["t0"]
         d = getattr(run.result, "diameter", None)
         size = f"; diameter {d:.1f} px" if d is not None else ""
@@ -835,6 +848,11 @@ class TrainWidget(_ViewerWidget):
         self._channel = ComboBox(label="channel", choices=[], visible=False,
                                  tooltip="what the model gets from a layer with channels")
         self._folder = FileEdit(label="folder", mode="d", visible=False)
+        self._denoise = CheckBox(text="denoise (DenoiSeg)", value=False,
+                                 tooltip="also train a denoising head (Noise2Void on every image; the "
+                                         "segmentation learns from the annotated ones only)")
+        self._unlabeled = FileEdit(label="unlabelled images", mode="d", visible=False,
+                                   tooltip="optional folder of images without masks for the denoising head")
         self._start = ComboBox(label="start from",
                                choices=lambda w: [FRESH_MODEL] + [c for c in _logic.model_choices()
                                                                   if c != CUSTOM_MODEL])
@@ -855,12 +873,13 @@ class TrainWidget(_ViewerWidget):
         self._history = _message_label()
         super().__init__(napari_viewer,
                          widgets=[self._source, self._image, self._labels_layer, self._axes, self._channel,
-                                  self._folder, self._start, self._rep,
+                                  self._folder, self._denoise, self._unlabeled, self._start, self._rep,
                                   self._network, self._epochs, self._steps, self._batch, self._patch, self._out,
                                   self._button, self._cancel_button, self._progress, self._status,
                                   self._history],
                          labels=True)
         self._source.changed.connect(self._on_source)
+        self._denoise.changed.connect(self._on_denoise)
         self._image.changed.connect(self._on_image_changed)
         self._axes.changed.connect(self._on_axes_changed)
         self._start.changed.connect(self._on_start)
@@ -917,6 +936,9 @@ class TrainWidget(_ViewerWidget):
         self._channel.visible = layers and "C" in (self._axes.value or "")
         self._folder.visible = not layers
 
+    def _on_denoise(self, *_):
+        self._unlabeled.visible = bool(self._denoise.value)
+
     def _on_start(self, *_):
         fresh = self._start.value == FRESH_MODEL
         # fine-tuning keeps the starting model's representation and network
@@ -954,10 +976,13 @@ class TrainWidget(_ViewerWidget):
         out = Path(self._out.value)
         if out.suffix != ".pt":
             out = out.with_suffix(".pt")
+        # an empty field means no unlabelled folder (FileEdit's value would be the current folder)
+        unlabeled = str(self._unlabeled.line_edit.value).strip() if self._denoise.value else ""
         return _logic.TrainingJob(
             data, out, representation=self._rep.value, start=start_spec, epochs=int(self._epochs.value),
             steps_per_epoch=int(self._steps.value), patch_size=int(self._patch.value),
-            batch_size=int(self._batch.value), network=_logic.NETWORKS[self._network.value], **kw)
+            batch_size=int(self._batch.value), network=_logic.NETWORKS[self._network.value],
+            denoise=bool(self._denoise.value), unlabeled=unlabeled or None, **kw)
 
     def train(self, *_):
         """Start training in a worker (the button)."""
