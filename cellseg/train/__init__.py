@@ -15,6 +15,8 @@ _EXPORTS = {
     "DataError": "dataset",
     "TrainingSample": "dataset",
     "PatchSampler": "dataset",
+    "UnlabeledData": "denoiseg",
+    "load_unlabeled": "denoiseg",
     "AugmentConfig": "augment",
     "augment_pair": "augment",
     "tune_thresholds": "tune",
