@@ -49,6 +49,7 @@ __all__ = [
     "n2v_mask",
     "n2v_mask_batch",
     "masked_mse",
+    "UnlabeledSample",
     "UnlabeledData",
     "load_unlabeled",
     "JointSampler",
@@ -136,6 +137,8 @@ def masked_mse(pred, target, mask):
 # ----------------------------------------------------------------------------- unlabelled data
 @dataclass
 class UnlabeledSample:
+    """One normalized image without annotation."""
+
     name: str
     image: np.ndarray  # float32 (C, *spatial), normalized
 
@@ -306,13 +309,10 @@ class JointLoss:
         if bool(labeled.any()):
             seg_raw = {k: v[labeled] for k, v in raw.items() if k != DENOISE_HEAD}
             seg_t = {k: t(v)[labeled] for k, v in targets.items()}
-            seg, parts = seg_loss_parts(self.seg_loss(seg_raw, seg_t))
+            seg, seg_parts = self.seg_loss(seg_raw, seg_t)
+            parts = {k: float(v) for k, v in dict(seg_parts).items()}
         else:
             seg = pred.sum() * 0.0
         total = (1.0 - self.w) * seg + self.w * den
         return total, {**parts, "seg": float(seg.detach()), "denoise": float(den.detach())}
 
-
-def seg_loss_parts(result) -> tuple[Any, dict[str, float]]:
-    total, parts = result
-    return total, {k: float(v) for k, v in dict(parts).items()}
