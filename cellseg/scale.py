@@ -35,6 +35,11 @@ def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
 
     2D: the diameter of the disc of the same area, ``sqrt(4 A / pi)``; 3D: of the
     ball of the same volume, ``(6 V / pi) ** (1/3)``.
+
+    >>> import numpy as np
+    >>> lab = np.zeros((20, 20), np.int32); lab[2:12, 2:12] = 1; lab[15:17, 15:17] = 5
+    >>> equivalent_diameters(lab).round(2)   # areas 100 and 4
+    array([11.28,  2.26])
     """
     lab = np.asarray(labels)
     if lab.ndim not in (2, 3):
@@ -51,6 +56,13 @@ def median_diameter(labels: np.ndarray, exclude_border: bool = False) -> float |
 
     ``exclude_border=True`` leaves out objects touching the image border (cut objects
     look smaller) unless that would leave fewer than 3 objects.
+
+    >>> import numpy as np
+    >>> lab = np.zeros((30, 30), np.int32)
+    >>> for i, (y, x) in enumerate([(2, 2), (2, 16), (16, 2)], start=1):
+    ...     lab[y:y + 10, x:x + 10] = i
+    >>> round(median_diameter(lab), 2), median_diameter(np.zeros((4, 4), int)) is None
+    (11.28, True)
     """
     lab = np.asarray(labels)
     if exclude_border and lab.size:
@@ -117,6 +129,14 @@ def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     keeps the output pixel under its centroid when that pixel is background, so ids
     survive downsampling where there is room. Ids are not renumbered.
     Same shape: a copy.
+
+    >>> import numpy as np
+    >>> lab = np.zeros((6, 6), np.int32); lab[0:2, 0:2] = 3; lab[3:6, 3:6] = 9
+    >>> big = resize_labels(lab, (12, 12))
+    >>> big.shape, sorted(np.unique(big).tolist()), int((big == 9).sum())
+    ((12, 12), [0, 3, 9], 36)
+    >>> sorted(np.unique(resize_labels(big, (6, 6))).tolist())   # and back: every id kept
+    [0, 3, 9]
     """
     lab = np.asarray(labels)
     shape = tuple(int(s) for s in shape)
@@ -147,7 +167,9 @@ def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
         crop = (lab[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))] == oid).astype(np.float32)
         axes = [_source_coords(n, d, lo, hi) - s0 for n, d, lo, hi, s0 in zip(lab.shape, shape, o_lo, o_hi, src_lo)]
         grid = np.meshgrid(*axes, indexing="ij")
-        val = ndi.map_coordinates(crop, grid, order=1, mode="constant", cval=0.0, prefilter=False)
+        # beyond the image the edge pixels continue (an object touching the border keeps its outer
+        # half pixel when enlarged); inside it the box is padded by one pixel, so this reads 0 there
+        val = ndi.map_coordinates(crop, grid, order=1, mode="nearest", prefilter=False)
         region = tuple(slice(a, b) for a, b in zip(o_lo, o_hi))
         win = (val >= 0.5) & (val > best[region])
         if not win.any():

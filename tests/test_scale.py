@@ -334,3 +334,21 @@ def test_auto_reuses_a_whole_frame_pass(sized_model, monkeypatch):
     given = Segmenter(sized_model, diameter=res.diameter).segment(img)
     assert len(sizes) == 1  # a given diameter: one pass
     assert matching(given.labels, res.labels, 0.5).accuracy > 0.8
+
+
+@pytest.mark.parametrize("f", [2, 3])
+def test_resize_labels_keeps_objects_at_the_image_border(f):
+    """Objects touching the image's edges keep their outer pixels when enlarged (the edge
+    pixels continue beyond the image, as in the reference twin): the border rows and columns
+    are those of the block-enlarged labels, and at 2x every pixel becomes a 2 x 2 block
+    (at 3x linear interpolation rounds the objects' corners, inside and at the border alike)."""
+    lab = np.zeros((6, 7), np.int32)
+    lab[0:2, 0:3] = 4  # top-left corner
+    lab[3:6, 4:7] = 9  # bottom-right corner
+    lab[2:4, 1:3] = 2  # interior
+    big = resize_labels(lab, (6 * f, 7 * f))
+    expected = np.kron(lab, np.ones((f, f), np.int32))
+    assert np.array_equal(big, ref_resize_labels(lab, big.shape))
+    assert np.array_equal(big[[0, -1]], expected[[0, -1]]) and np.array_equal(big[:, [0, -1]], expected[:, [0, -1]])
+    if f == 2:
+        assert np.array_equal(big, expected)

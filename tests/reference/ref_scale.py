@@ -7,7 +7,8 @@ from scipy import ndimage as ndi
 
 def ref_resize_labels(labels: np.ndarray, shape) -> np.ndarray:
     """Every object's indicator interpolated linearly over the *whole* output grid
-    (pixel-centre convention), the largest value >= 0.5 wins (ties: lower id);
+    (pixel-centre convention, the image extended by its edge pixels), the largest value
+    >= 0.5 wins (ties: lower id);
     objects left without a pixel get the output pixel under their centroid if it is
     background."""
     lab = np.asarray(labels)
@@ -18,7 +19,7 @@ def ref_resize_labels(labels: np.ndarray, shape) -> np.ndarray:
     missing = []
     for oid in np.unique(lab[lab > 0]):
         ind = (lab == oid).astype(np.float32)
-        val = ndi.map_coordinates(ind, coords, order=1, mode="constant", cval=0.0, prefilter=False)
+        val = ndi.map_coordinates(ind, coords, order=1, mode="nearest", prefilter=False)
         win = (val >= 0.5) & (val > best)
         if not win.any():
             missing.append(oid)
