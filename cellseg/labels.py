@@ -134,7 +134,13 @@ def check_not_binary(stats, what: str = "label images") -> None:
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Map ids to 1..n in order of first appearance of the sorted ids (0 stays 0)."""
+    """Map ids to 1..n in order of first appearance of the sorted ids (0 stays 0).
+
+    >>> import numpy as np
+    >>> relabel_sequential(np.array([[0, 7, 7], [42, 0, 3]]))
+    array([[0, 2, 2],
+           [3, 0, 1]], dtype=int32)
+    """
     lab = as_labels(labels)
     ids = np.unique(lab)
     ids = ids[ids != 0]
@@ -176,7 +182,12 @@ def _fill_holes_inplace(lab: np.ndarray) -> None:
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Set objects with fewer than ``min_size`` pixels to background."""
+    """Set objects with fewer than ``min_size`` pixels to background.
+
+    >>> import numpy as np
+    >>> remove_small(np.array([[1, 1, 1, 0, 2]]), min_size=2)
+    array([[1, 1, 1, 0, 0]], dtype=int32)
+    """
     lab = as_labels(labels).copy()
     if min_size <= 0 or lab.max() == 0:
         return lab

@@ -53,6 +53,13 @@ def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, 
     missing bound so the signal is kept. NaN or infinite values raise
     ``ValueError``. Computed in float32, or in float64 for float64 data whose
     values do not fit float32 (finite values up to 1e308 are fine).
+
+    >>> import numpy as np
+    >>> x = normalize_percentile(np.arange(101, dtype=np.uint16), 1, 99)
+    >>> x.dtype, float(x[1]), float(x[99])
+    (dtype('float32'), 0.0, 1.0)
+    >>> float(normalize_percentile(np.arange(101.0), 1, 99, clip=True).max())
+    1.0
     """
     x = np.asarray(img)
     if x.dtype == bool or x.dtype.kind not in "uif":

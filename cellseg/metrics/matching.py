@@ -511,6 +511,17 @@ def matching(y_true, y_pred, thresh=0.5, criterion: str = "iou", report_matches:
     iff its score is ``>= thresh`` (compared in float32, see the module notes)
     under the optimal one-to-one matching — the DSB 2018 / StarDist / Cellpose
     convention. TP/FP/FN equal ``stardist.matching.matching``'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> gt = np.zeros((8, 8), np.int32); gt[1:4, 1:4] = 1; gt[5:8, 5:8] = 2
+    >>> pred = np.zeros_like(gt); pred[1:4, 1:3] = 7   # 6 of object 1's 9 pixels: IoU 2/3
+    >>> m = matching(gt, pred, thresh=0.5)
+    >>> (m.tp, m.fp, m.fn), round(m.accuracy, 3)
+    ((1, 0, 1), 0.5)
+    >>> [r.tp for r in matching(gt, pred, thresh=[0.5, 0.7])]   # one overlap table, two thresholds
+    [1, 0]
     """
     crit = _check_criterion(criterion)
     thresholds, single = _check_thresholds(thresh)
