@@ -383,3 +383,23 @@ def test_napari_training_job_takes_an_unlabelled_folder(tmp_path):
         _, path = events_and_result(job.run())
     m = CellsegModel.load(path, device="cpu")
     assert m.denoises and m.config["training"]["unlabeled_data"]["names"] == ["u"]
+
+
+@pytest.mark.filterwarnings("ignore::cellseg.train.TrainingWarning")  # a few steps find no object
+def test_joint_run_resumes_exactly_and_refuses_a_changed_head(tmp_path):
+    c = _cfg(epochs=2, steps_per_epoch=3, batch_size=2, val_every=1)
+    train, val, unl = _noisy(2), _noisy(1, seed0=10), [im for im, _ in _noisy(1, seed0=40)]
+    kw = dict(val=val, config=c, backbone=BB, unlabeled=unl, device="cpu")
+    ref = fit("distance", train, out_dir=tmp_path / "a", **kw)
+    fit("distance", train, out_dir=tmp_path / "b", callback=lambda ev: False if ev["event"] == "epoch" else None,
+        **kw)
+    resumed = fit("distance", train, out_dir=tmp_path / "b", resume=True, **kw)
+    wa, wb = ref.network.state_dict(), resumed.network.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [h["loss_denoise"] for h in ref.config["training"]["history"]] == \
+        [h["loss_denoise"] for h in resumed.config["training"]["history"]]
+    fit("distance", train, out_dir=tmp_path / "c", callback=lambda ev: False if ev["event"] == "step" else None,
+        **kw)
+    with pytest.raises(ValueError, match="denoising head"):
+        fit("distance", train, val=val, config=_cfg(epochs=2, steps_per_epoch=3, batch_size=2, denoise=False),
+            backbone=BB, out_dir=tmp_path / "c", resume=True, device="cpu")
