@@ -24,4 +24,7 @@ PIP=".venv/bin/pip --disable-pip-version-check -q"
 $PIP install -c constraints.txt -e ".[dev,bench]" 2>&1 | sed "/is ignored: it is neither a file nor a directory/d"
 # cellpose (a benchmark peer only) without its torchvision dependency; see benchmarks/_peers.py
 $PIP install -c constraints.txt --no-deps "cellpose==4.2.1.1" 2>&1 | sed "/is ignored: it is neither a file nor a directory/d"
+# bioimageio.core (runs 'bioimageio test' on exported packages) without its pin of bioimageio.spec
+# 0.5.12, which fails with the locked pydantic; it runs with the spec 0.5.14 of the dev extra
+$PIP install -c constraints.txt --no-deps "bioimageio.core==0.11.0" 2>&1 | sed "/is ignored: it is neither a file nor a directory/d"
 .venv/bin/python -c "import cellseg, torch, numba, napari; print('cellseg', cellseg.__version__, 'installed; torch', torch.__version__)"

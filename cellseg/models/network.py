@@ -568,7 +568,8 @@ def _jsonable(obj):
 
 
 def load_model(name_or_path: str | os.PathLike, device: Any = "auto") -> CellsegModel:
-    """A model file path, or the name of a bundled model (see :func:`cellseg.models.list_models`).
+    """A model file path, a ``.zip`` bioimage.io package that :func:`cellseg.export.export_bioimageio`
+    wrote, or the name of a bundled model (see :func:`cellseg.models.list_models`).
 
     An argument that looks like a path (a ``PathLike``, or a string with a folder
     separator or a suffix such as ``.pt``) is a file; a bare name is a bundled
@@ -577,6 +578,10 @@ def load_model(name_or_path: str | os.PathLike, device: Any = "auto") -> Cellseg
     file of that name is loaded."""
     s = os.fspath(name_or_path)
     p = Path(s)
+    if p.suffix.lower() == ".zip":  # a bioimage.io package written by cellseg export
+        from cellseg.export import load_bioimageio
+
+        return load_bioimageio(p, device=device)
     seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
     if not isinstance(name_or_path, str) or any(c in s for c in seps) or p.suffix:
         return CellsegModel.load(p, device=device)
