@@ -42,8 +42,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BioimageioError", "export_bioimageio", "load_bioimageio", "is_bioimageio_package",
-           "CONFIG_FILE", "INPUT_ID"]
+__all__ = ["BioimageioError", "export_bioimageio", "load_bioimageio", "CONFIG_FILE", "INPUT_ID"]
 
 #: the attachment holding the cellseg model config (what :func:`load_bioimageio` reads)
 CONFIG_FILE = "cellseg_config.json"
@@ -434,8 +433,7 @@ def export_bioimageio(model, out: str | os.PathLike, *, image: str | os.PathLike
     if not isinstance(model, CellsegModel):
         model = load_model(model, device="cpu")
     else:
-        model = CellsegModel.from_payload(model.state(), device="cpu", source=model.name or "model")
-        model.config = dict(model.config)
+        model = CellsegModel.from_payload(model.state(), device="cpu", source=model.name or "model")  # a CPU copy
     if model.ndim != 2:
         raise BioimageioError(f"model {model.name or '?'}: only 2D models can be exported (this one is {model.ndim}D)")
     spec = _need("bioimageio.spec", "bioimage.io export")
@@ -578,11 +576,6 @@ def _validated(rdf: dict, folder: Path):
 
 
 # --------------------------------------------------------------------------- load
-
-
-def is_bioimageio_package(path: str | os.PathLike) -> bool:
-    """True for a ``.zip`` path (the file is checked when it is loaded)."""
-    return Path(os.fspath(path)).suffix.lower() == ".zip"
 
 
 def load_bioimageio(path: str | os.PathLike, device: Any = "auto"):
