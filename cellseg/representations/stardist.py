@@ -355,6 +355,9 @@ class StarDistParams:
 class StarDist(Representation):
     """Star-convex polygons: object probability + ``n_rays`` boundary distances (2D).
 
+    ``StarDist(ndim=3, ...)`` (and ``get("stardist", ndim=3, ...)``) returns the 3D
+    polyhedra instead, :class:`~cellseg.representations.stardist3d.StarDist3D`.
+
     Heads
         ``prob`` (1 channel, sigmoid): normalised per-object EDT (1 at the
         object's innermost pixels, towards 0 at its boundary, 0 on background).
@@ -378,7 +381,18 @@ class StarDist(Representation):
     Params = StarDistParams
     ndims = (2,)
 
-    def __init__(self, n_rays: int = 32, grid: Sequence[int] | int = (1, 1)):
+    def __new__(cls, *args, ndim: int = 2, **kwargs):
+        # StarDist(ndim=3, ...) / get("stardist", ndim=3): the 3D polyhedra (another class,
+        # whose config carries ndim=3, so saved 3D models come back as StarDist3D)
+        if cls is StarDist and ndim == 3:
+            from .stardist3d import StarDist3D
+
+            return StarDist3D(*args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, n_rays: int = 32, grid: Sequence[int] | int = (1, 1), ndim: int = 2):
+        if ndim != 2:
+            raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
         self.n_rays = _check_n_rays(n_rays)
         self.grid = _normalize_grid(grid)
 

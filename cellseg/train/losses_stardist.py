@@ -2,7 +2,9 @@
 
 ``loss(raw, targets, rep) -> (total, parts)`` with ``raw`` the PRE-activation
 heads ``{"prob": (B, 1, H, W), "dist": (B, n_rays, H, W)}`` and ``targets`` the
-batched :meth:`StarDist.encode` outputs (same names and shapes).
+batched :meth:`StarDist.encode` outputs (same names and shapes). StarDist 3D
+(:class:`~cellseg.representations.stardist3d.StarDist3D`) uses the same loss on
+``(B, C, Z, Y, X)`` tensors (means over voxels).
 
     total = BCE(prob) + dist_weight * L1(dist) + background_reg * reg
 
@@ -43,8 +45,9 @@ def _get(d, name, what):
     if name not in d:
         raise KeyError(f"{what}: missing {name!r}; got {sorted(d)}")
     t = d[name]
-    if not isinstance(t, torch.Tensor) or t.ndim != 4:
-        raise ValueError(f"{what}[{name!r}] must be a (B, C, H, W) tensor, got {getattr(t, 'shape', type(t))}")
+    if not isinstance(t, torch.Tensor) or t.ndim not in (4, 5):
+        raise ValueError(f"{what}[{name!r}] must be a (B, C, H, W) or, in 3D, (B, C, Z, Y, X) tensor, got "
+                         f"{getattr(t, 'shape', type(t))}")
     return t
 
 
