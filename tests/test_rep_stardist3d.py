@@ -294,3 +294,13 @@ def test_loss_and_a_tiny_3d_model_save_and_load(tmp_path):
     path = model.save(tmp_path / "m.pt")
     back = CellsegModel.load(path, device="cpu")
     assert back.representation == rep and isinstance(back.representation, S3.StarDist3D)
+
+
+def test_nms_with_absurd_distances_counts_from_the_planes():
+    """A kept polyhedron whose box is too large to hold as a mask (distances of a diverged
+    network) still suppresses what lies inside it; a polyhedron beside the volume stays."""
+    rays, faces = S3.rays_golden_spiral(16)
+    d = np.concatenate([np.full((1, 16), 2000.0), np.full((2, 16), 3.0)]).astype(np.float32)
+    pts = np.array([[5, 5, 5], [6, 6, 6], [5, 5, 4500]], np.float32)
+    keep, n_counts = S3._nms_sorted(d, pts, rays, faces, 0.5)
+    assert keep.tolist() == [True, False, True]

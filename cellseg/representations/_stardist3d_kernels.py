@@ -351,23 +351,72 @@ def _bbox_inter(b1, b2):
     return out
 
 
+#: most voxels of kept-polyhedron masks held by the NMS (256 MiB of uint8)
+POOL_MAX = 1 << 28
+
+
 @jit
-def overlap_count(ni, ai, ti, bi, nj, aj, tj, bj, limit, mi, mj):
-    """Voxels inside both polyhedra (within both boxes); stops once above ``limit``."""
+def _center_out(lo, hi, c, out):
+    """lo..hi ordered by distance from c (c, c+1, c-1, c+2, ...); returns the count."""
+    c = min(max(c, lo), hi)
+    m = 0
+    out[m] = c
+    m += 1
+    k = 1
+    while m < hi - lo + 1:
+        if c + k <= hi:
+            out[m] = c + k
+            m += 1
+        if c - k >= lo:
+            out[m] = c - k
+            m += 1
+        k += 1
+    return m
+
+
+@jit
+def render_mask(normals, anchors, tbox, bbox, mask, marks):
+    """mask (flat uint8, the inclusive box in z, y, x order) = voxels inside the polyhedron."""
+    x0, x1 = bbox[4], bbox[5]
+    W = x1 - x0 + 1
+    H = bbox[3] - bbox[2] + 1
+    for z in range(bbox[0], bbox[1] + 1):
+        for y in range(bbox[2], bbox[3] + 1):
+            row = ((z - bbox[0]) * H + (y - bbox[2])) * W
+            row_marks(normals, anchors, tbox, z, y, x0, x1, marks)
+            for t in range(W):
+                mask[row + t] = marks[t]
+
+
+@jit
+def overlap_count(mask_i, has_mask, ni, ai, ti, bi, nj, aj, tj, bj, cj, limit, mi, mj, zs, ys):
+    """Voxels inside both polyhedra: kept ``i`` given by its mask over its box ``bi`` (or,
+    when not ``has_mask``, by its planes), ``j`` by its planes. Rows are visited from j's
+    centre outwards; stops once above ``limit``."""
     z0, z1 = max(bi[0], bj[0]), min(bi[1], bj[1])
     y0, y1 = max(bi[2], bj[2]), min(bi[3], bj[3])
     x0, x1 = max(bi[4], bj[4]), min(bi[5], bj[5])
-    cnt = 0
     if z0 > z1 or y0 > y1 or x0 > x1:
         return 0
-    for z in range(z0, z1 + 1):
-        for y in range(y0, y1 + 1):
-            if row_marks(ni, ai, ti, z, y, x0, x1, mi) == 0:
-                continue
+    W = bi[5] - bi[4] + 1
+    H = bi[3] - bi[2] + 1
+    nz = _center_out(z0, z1, np.int64(np.rint(cj[0])), zs)
+    ny = _center_out(y0, y1, np.int64(np.rint(cj[1])), ys)
+    cnt = 0
+    for a in range(nz):
+        z = zs[a]
+        for b in range(ny):
+            y = ys[b]
             if row_marks(nj, aj, tj, z, y, x0, x1, mj) == 0:
                 continue
-            for t in range(x1 - x0 + 1):
-                cnt += mi[t] & mj[t]
+            if has_mask:
+                row = ((z - bi[0]) * H + (y - bi[2])) * W + (x0 - bi[4])
+                for t in range(x1 - x0 + 1):
+                    cnt += mask_i[row + t] & mj[t]
+            else:
+                row_marks(ni, ai, ti, z, y, x0, x1, mi)
+                for t in range(x1 - x0 + 1):
+                    cnt += mi[t] & mj[t]
             if cnt > limit:
                 return cnt
     return cnt
@@ -382,7 +431,10 @@ def nms3d_kernel(dist, points, rays, faces, thresh):
     voxels inside both / volume of the smaller. StarDist's cheap bounds decide
     first (an upper bound: the smaller of the isotropic outer-ball intersection
     and the box overlap, <= thresh keeps; a lower bound: the inner-ball
-    intersection, > thresh suppresses); the voxel count decides the rest.
+    intersection, > thresh suppresses); the voxel count decides the rest. Kept
+    polyhedra are found through a bucket grid over their boxes and rendered once
+    into a mask over their box; a count walks the candidate's rows from its
+    centre outwards and stops as soon as the overlap exceeds the threshold.
     Returns (keep bool (n,), number of voxel counts done).
     """
     n = dist.shape[0]
@@ -444,6 +496,13 @@ def nms3d_kernel(dist, points, rays, faces, thresh):
         wmax = max(wmax, cs[a])
     mi = np.empty(wmax + 1, np.uint8)
     mj = np.empty(wmax + 1, np.uint8)
+    zs = np.empty(wmax + 1, np.int64)
+    ys = np.empty(wmax + 1, np.int64)
+    # masks of the kept polyhedra over their boxes, in one growing pool of at most
+    # POOL_MAX voxels (boxes beyond it -- absurd distances -- are counted from their planes)
+    mask_at = -np.ones(n, np.int64)
+    pool = np.empty(1 << 16, np.uint8)
+    pool_used = 0
     n_counts = 0
     for j in range(n):
         bj = bboxes[j]
@@ -476,9 +535,12 @@ def nms3d_kernel(dist, points, rays, faces, thresh):
                         if not planes_j:
                             tetra_planes(pvs[j], points[j], faces, nj, aj, tj)
                             planes_j = True
-                        tetra_planes(pvs[i], points[i], faces, ni, ai, ti)
                         limit = (amin + 1e-10) * thresh
-                        cnt = overlap_count(ni, ai, ti, bboxes[i], nj, aj, tj, bj, limit, mi, mj)
+                        has_mask = mask_at[i] >= 0
+                        if not has_mask:
+                            tetra_planes(pvs[i], points[i], faces, ni, ai, ti)
+                        cnt = overlap_count(pool[max(mask_at[i], 0):], has_mask, ni, ai, ti, bboxes[i],
+                                            nj, aj, tj, bj, c64[j], limit, mi, mj, zs, ys)
                         n_counts += 1
                         if cnt / (amin + 1e-10) > thresh:
                             suppressed = True
@@ -492,6 +554,17 @@ def nms3d_kernel(dist, points, rays, faces, thresh):
         if suppressed:
             continue
         keep[j] = True
+        size = (bj[1] - bj[0] + 1) * (bj[3] - bj[2] + 1) * (bj[5] - bj[4] + 1)
+        if pool_used + size <= POOL_MAX:
+            if pool_used + size > pool.shape[0]:
+                grown = np.empty(max(2 * pool.shape[0], pool_used + size), np.uint8)
+                grown[:pool_used] = pool[:pool_used]
+                pool = grown
+            if not planes_j:
+                tetra_planes(pvs[j], points[j], faces, nj, aj, tj)
+            mask_at[j] = pool_used
+            render_mask(nj, aj, tj, bj, pool[pool_used:pool_used + size], mj)
+            pool_used += size
         for cz in range(c0[0], c1[0] + 1):
             for cy in range(c0[1], c1[1] + 1):
                 for cx in range(c0[2], c1[2] + 1):

@@ -107,8 +107,8 @@ def _radii(pv, center, faces, an):
     r_out = float(np.sqrt((q ** 2).sum(1).max()))
     r_in = np.inf
     for a, b, c in faces:
-        p, s = q[b] - q[a], q[c] - q[a]
-        n = np.array([p[1] * s[2] - p[2] * s[1], p[2] * s[0] - p[0] * s[2], p[0] * s[1] - p[1] * s[0]])
+        p, s = q[b] - q[a], q[c] - q[a]  # (z, y, x); n = p x s in x, y, z order, listed z, y, x
+        n = np.array([p[2] * s[1] - p[1] * s[2], p[0] * s[2] - p[2] * s[0], p[1] * s[0] - p[0] * s[1]])
         r_in = min(r_in, float(q[a] @ n) / (np.linalg.norm(n) + 1e-10))
     return r_out, r_in
 
