@@ -63,12 +63,13 @@ def _resolve_inputs(inputs: list[str]) -> list[str]:
 def _add_segment(sub):
     p = sub.add_parser(
         "segment",
-        help="segment TIFF images and stacks",
+        help="segment TIFF/PNG images and stacks, and OME-Zarr images",
         description="Segment images: one label TIFF per input (named after its stem, same axes), "
         "a per-object CSV and a PNG overlay (each object tinted and outlined in its own colour; of a stack, "
         "the first T frame and the middle Z slice); OUT/cellseg_run.json records the model and parameters "
         "of every output, and a rerun with other ones is refused unless --overwrite. Inputs are files, "
-        "folders (their .tif/.tiff/.png files, not subfolders), glob patterns or "
+        "OME-Zarr images (labels into their labels/ group; see --output-format), folders (their "
+        ".tif/.tiff/.png files and OME-Zarr images, not other subfolders), glob patterns or "
         "sample:NAME for a bundled sample. Inputs with the same stem (a/img.tif, a/img.png, b/img.tif) "
         "keep their folder under OUT (OUT/a/..., OUT/b/...) and, within one folder, their extension "
         "(img_tif_labels.tif, img_png_labels.tif); this is said before any work. The output folder is "
@@ -79,7 +80,8 @@ def _add_segment(sub):
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--model", default=None,
                    help="bundled model name, or a model file: a path with a folder separator or a suffix such as "
-                        ".pt (a bundled name wins over a file or folder of that name in the current folder: write "
+                        ".pt, or a bioimage.io package that 'cellseg export' wrote (.zip) (a bundled name wins "
+                        "over a file or folder of that name in the current folder: write "
                         "./NAME for it; default: the best bundled nuclei model)")
     p.add_argument("--prob-thresh", type=float, default=None,
                    help="object probability (stardist, flows) or foreground (distance, offsets) threshold "
@@ -124,6 +126,15 @@ def _add_segment(sub):
                         "are refused before any work)")
     p.add_argument("--workers", type=int, default=None, help="run files on a local Dask cluster with N workers")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
+    p.add_argument("--level", type=int, default=0, metavar="N",
+                   help="OME-Zarr inputs: the resolution level to segment (default 0, the full resolution); "
+                        "its pixel sizes come from the metadata")
+    p.add_argument("--output-format", choices=("zarr", "tiff"), default=None,
+                   help="where the labels go: zarr writes them into an OME-Zarr input's labels/NAME group "
+                        "(TIFF/PNG inputs: a new OUT/STEM.ome.zarr holding image and labels), tiff writes "
+                        "OUT/STEM_labels.tif (default: zarr for OME-Zarr inputs, tiff for the others)")
+    p.add_argument("--labels-name", default="cellseg", metavar="NAME",
+                   help="name of the label image in an OME-Zarr's labels/ group (default: cellseg)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_segment)
 
@@ -211,6 +222,22 @@ def _cmd_segment(args) -> int:
               f"their folder (and extension) to stay apart:", file=sys.stderr)
         for f, n in renamed:
             print(f"  {f} -> {out_dir / n}_labels.tif", file=sys.stderr)
+    from .batch import resolve_output_format
+    from .omezarr import is_zarr
+
+    if args.level < 0:
+        print(f"error: --level must be >= 0 (0: the full resolution), got {args.level}", file=sys.stderr)
+        return 2
+    if args.level and not any(is_zarr(f) for f in files):
+        print("error: --level applies to OME-Zarr inputs, and none was given", file=sys.stderr)
+        return 2
+    if not args.labels_name or args.labels_name.startswith(".") or any(c in args.labels_name for c in "/\\"):
+        print(f"error: --labels-name {args.labels_name!r}: give a plain name (no '/', not starting with '.')",
+              file=sys.stderr)
+        return 2
+    if args.ctc and any(resolve_output_format(f, args.output_format) == "zarr" for f in files):
+        print("error: --ctc writes its masks from label TIFFs: add --output-format tiff", file=sys.stderr)
+        return 2
     model_name = args.model or default_model_name()
     try:
         from .models.network import resolve_device
@@ -275,12 +302,14 @@ def _cmd_segment(args) -> int:
         print(f"note: removed {len(stale)} temporary file{'s' if len(stale) != 1 else ''} that an interrupted "
               f"earlier run left in {out_dir}", file=sys.stderr)
     # outputs made with other settings (model, parameters...) are not skipped as a resume would
-    settings = run_settings(spec, model, axes=args.axes, channel=args.channel, link=args.link)
+    settings = run_settings(spec, model, axes=args.axes, channel=args.channel, link=args.link, level=args.level)
     record = RunRecord(out_dir)
     name_of = {str(f): n for f, n in zip(files, out_names)}
+    input_of = {n: f for f, n in zip(files, out_names)}
     if not args.overwrite:
         clash = record.conflicts(out_names, settings,
-                                 lambda n: output_paths(Path(n), out_dir, name=n)["labels"].exists())
+                                 lambda n: output_paths(input_of[n], out_dir, name=n, output_format=args.output_format,
+                                                        labels_name=args.labels_name)["labels"].exists())
         if clash:
             diffs = sorted({d for ds in clash.values() for d in ds})
             shown = ", ".join(list(clash)[:3]) + (", ..." if len(clash) > 3 else "")
@@ -292,7 +321,8 @@ def _cmd_segment(args) -> int:
                   file=sys.stderr)
             return 2
     kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
-                  overlay=not args.no_overlay, link=args.link)
+                  overlay=not args.no_overlay, link=args.link, level=args.level, output_format=args.output_format,
+                  labels_name=args.labels_name)
     bar = None
     if not args.quiet and not args.workers and not args.scheduler:
         from tqdm import tqdm
@@ -545,6 +575,12 @@ def _add_denoise(sub):
     add_parser(sub)
 
 
+def _add_export(sub):
+    from .export import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -556,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_denoise(sub)
     _add_models(sub)
+    _add_export(sub)
     _add_download(sub)
     return parser
 
