@@ -81,11 +81,12 @@ _GENERAL_CELLS_TRAIN = {"epochs": 60, "steps_per_epoch": 50, "batch_size": 4, "p
 GENERAL_DIAMETER = {"general-nuclei": 20.0, "general-cells": 60.0}
 
 _REP_CONFIG = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
-#: per-representation backbone changes: StarDist regresses n_rays distances per pixel, which a
-#: linear 1x1 head on the U-Net's last 32 features fits poorly (a ray error of about 20 % of the
-#: distance at object centres); a shared 3x3 convolution with 128 channels before the heads
-#: (StarDist's ``net_conv_after_unet=128``) gives the distance head the width it needs
-_REP_BACKBONE = {"stardist": {"conv_after": 128}}
+#: per-representation backbone changes (none at present). Tried for StarDist and not kept: a shared
+#: 3x3 convolution of 128 channels before the heads (StarDist's ``net_conv_after_unet=128``), for a
+#: ray error of about 20% of the distance at object centres (benchmarks/bench_stardist_rays.py): after
+#: 1,800 steps its ray error was the same (20.5%) and its test AP@0.75 0.307, against 0.329 without it
+#: after 2,400 steps
+_REP_BACKBONE: dict[str, dict] = {}
 _REP_TITLE = {"stardist": "StarDist star-convex polygons (32 rays)", "flows": "Cellpose-style flows",
               "distance": "distance map + watershed", "offsets": "EmbedSeg-style spatial embeddings"}
 
