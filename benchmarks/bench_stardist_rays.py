@@ -29,14 +29,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def _drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="nuclei-stardist", help="bundled name or model file (a DSB StarDist recipe)")
@@ -46,7 +38,7 @@ def main(argv=None) -> int:
 
     from cellseg.metrics import matching_dataset
     from cellseg.models.recipes import DSB_FOLDER
-    from cellseg.segmenter import Segmenter
+    from cellseg.segmenter import Segmenter, _drain  # _drain: a generator's return value
     from cellseg.train.dataset import TrainingData
 
     seg = Segmenter.from_pretrained(args.model, device="cpu")
