@@ -24,7 +24,7 @@ pytest.importorskip("onnxruntime")
 from cellseg.export import BioimageioError, export_bioimageio, load_bioimageio  # noqa: E402
 
 #: models whose modality no bundled sample shows (DIC, phase contrast): exported with a DIC frame
-_DIC = {"hela-dic-flows", "hela-dic-distance", "cells"}
+_DIC = {"hela-dic-flows", "cells"}
 
 
 @pytest.fixture(scope="module")

@@ -66,8 +66,8 @@ def test_bundled_models_warn_on_the_other_modality(dic_hela, fluo_hela):
 
     dic = io.read_image(sorted((dic_hela / "02").glob("*.tif"))[0]).data
     fluo = io.read_image(sorted((fluo_hela / "01").glob("*.tif"))[0]).data
-    dic_model = Segmenter.from_pretrained("hela-dic-distance")
-    nuc_model = Segmenter.from_pretrained("nuclei-distance")
+    dic_model = Segmenter.from_pretrained("hela-dic-flows")
+    nuc_model = Segmenter.from_pretrained("nuclei-flows")
     for seg, own, other in ((dic_model, dic, fluo), (nuc_model, fluo, dic)):
         f_own = image_features(own)
         f_other = image_features(other)

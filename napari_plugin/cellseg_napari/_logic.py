@@ -963,7 +963,7 @@ def evaluation_rows(y_true: np.ndarray, y_pred: np.ndarray,
 # --------------------------------------------------------------------------- training
 
 #: the representation the Train widget starts with: flows, the best of the bundled models (the
-#: default nuclei-flows, and hela-dic-flows over hela-dic-distance: SEG 0.864 vs 0.804)
+#: default nuclei-flows, and hela-dic-flows: SEG 0.864)
 DEFAULT_REPRESENTATION = "flows"
 
 #: backbone presets offered by the train widget (None: the library default)
