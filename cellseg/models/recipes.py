@@ -81,12 +81,12 @@ _GENERAL_CELLS_TRAIN = {"epochs": 60, "steps_per_epoch": 50, "batch_size": 4, "p
 GENERAL_DIAMETER = {"general-nuclei": 20.0, "general-cells": 60.0}
 
 _REP_CONFIG = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
-#: per-representation backbone changes (none at present). Tried for StarDist and not kept: a shared
-#: 3x3 convolution of 128 channels before the heads (StarDist's ``net_conv_after_unet=128``), for a
-#: ray error of about 20% of the distance at object centres (benchmarks/bench_stardist_rays.py): after
-#: 1,800 steps its ray error was the same (20.5%) and its test AP@0.75 0.307, against 0.329 without it
-#: after 2,400 steps
-_REP_BACKBONE: dict[str, dict] = {}
+#: per-representation backbone changes. StarDist: a shared 3x3 convolution of 128 channels before
+#: the heads (StarDist's ``net_conv_after_unet=128``), with which the bundled nuclei-stardist was
+#: trained. On its own it did not lower the ray error (20.5% of the distance after 1,800 steps,
+#: against 19.5% without it after 2,400; benchmarks/bench_stardist_rays.py); longer training did
+#: (17.2% after 3,600 steps, test AP@0.75 0.540)
+_REP_BACKBONE: dict[str, dict] = {"stardist": {"conv_after": 128}}
 _REP_TITLE = {"stardist": "StarDist star-convex polygons (32 rays)", "flows": "Cellpose-style flows",
               "distance": "distance map + watershed", "offsets": "EmbedSeg-style spatial embeddings"}
 
