@@ -44,26 +44,6 @@ def _inverse_transform(y: np.ndarray, transform: str) -> np.ndarray:
     return y
 
 
-def _normalized(segmenter, x: np.ndarray, norm_range) -> np.ndarray:
-    """The normalized frame exactly as :meth:`Segmenter.predict` computes it (before the transform)."""
-    from .preprocess import normalize_percentile
-
-    sp = segmenter.spatial_ndim
-    if norm_range is not None:
-        lo, hi = (np.float32(v) for v in norm_range)
-        return (np.asarray(x, np.float32) - lo) / (hi - lo + np.float32(1e-20))
-    if x.ndim > sp:
-        flat = np.asarray(x).reshape(x.shape[0], -1)
-        const = np.all(flat == flat[:, :1], axis=1)
-        if const.any() and not const.all():
-            out = np.zeros(x.shape, np.float32)
-            out[~const] = normalize_percentile(np.asarray(x)[~const], *segmenter.normalize,
-                                               axis=tuple(range(1, x.ndim)))
-            return out
-        return normalize_percentile(x, *segmenter.normalize, axis=tuple(range(1, x.ndim)))
-    return normalize_percentile(x, *segmenter.normalize)
-
-
 def denoised_frame(segmenter, x: np.ndarray, outputs: dict | None = None, norm_range=None) -> np.ndarray:
     """The denoised version of one frame ``x`` (``(*spatial)`` or ``(C, *spatial)`` with the
     model's channels), float32 of ``x``'s shape in ``x``'s intensities.
@@ -80,7 +60,7 @@ def denoised_frame(segmenter, x: np.ndarray, outputs: dict | None = None, norm_r
         outputs = _drain(segmenter.predict(x, norm_range))
     y = _inverse_transform(np.asarray(outputs[HEAD], np.float32), segmenter.transform)
     xc = x if x.ndim > sp else x[None]
-    xn = _normalized(segmenter, x, norm_range)
+    xn = segmenter.normalized(x, norm_range)
     xn = xn if xn.ndim > sp else xn[None]
     if y.shape != xc.shape:
         raise ValueError(f"the denoising head gave shape {y.shape} for a frame of shape {xc.shape}")

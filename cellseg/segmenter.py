@@ -394,33 +394,35 @@ class Segmenter:
         return int(math.ceil(rf / 2))
 
     # -- core ---------------------------------------------------------------------
+    def normalized(self, image: np.ndarray, norm_range: tuple[float, float] | None = None) -> np.ndarray:
+        """One frame normalized as the network gets it, before the intensity transform:
+        percentiles per channel for ``(C, *spatial)`` input (an empty colour channel, e.g. no
+        red, reads as background 0), or ``norm_range=(lo, hi)`` when given."""
+        from .preprocess import normalize_percentile
+
+        if norm_range is not None:
+            lo, hi = (np.float32(v) for v in norm_range)
+            return (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
+        if image.ndim > self.spatial_ndim:
+            axes = tuple(range(1, image.ndim))
+            flat = np.asarray(image).reshape(image.shape[0], -1)
+            const = np.all(flat == flat[:, :1], axis=1)
+            if const.any() and not const.all():
+                x = np.zeros(image.shape, np.float32)
+                x[~const] = normalize_percentile(np.asarray(image)[~const], *self.normalize, axis=axes)
+                return x
+            return normalize_percentile(image, *self.normalize, axis=axes)
+        return normalize_percentile(image, *self.normalize)
+
     def predict(self, image: np.ndarray, norm_range: tuple[float, float] | None = None) -> Iterator:
         """Normalized, tiled network outputs of one frame; generator → returns outputs.
 
         ``norm_range=(lo, hi)`` normalizes with a given intensity range instead of
         the frame's own percentiles (block-wise runs use one range for the image).
         """
-        from .preprocess import normalize_percentile
         from .tiling import predict_tiled
 
-        if norm_range is None:
-            # one percentile pair per channel for multi-channel input (C, *spatial)
-            if image.ndim > self.spatial_ndim:
-                flat = np.asarray(image).reshape(image.shape[0], -1)
-                const = np.all(flat == flat[:, :1], axis=1)
-                if const.any() and not const.all():
-                    # an empty colour channel (e.g. no red) reads as background (0), the others normalized
-                    x = np.zeros(image.shape, np.float32)
-                    x[~const] = normalize_percentile(np.asarray(image)[~const], *self.normalize,
-                                                     axis=tuple(range(1, image.ndim)))
-                else:
-                    x = normalize_percentile(image, *self.normalize, axis=tuple(range(1, image.ndim)))
-            else:
-                x = normalize_percentile(image, *self.normalize)
-        else:
-            lo, hi = (np.float32(v) for v in norm_range)
-            x = (np.asarray(image, np.float32) - lo) / (hi - lo + np.float32(1e-20))
-        x = TRANSFORMS[self.transform](x)
+        x = TRANSFORMS[self.transform](self.normalized(image, norm_range))
         margin = self.margin if self.margin is not None else self.default_margin()
         predict = functools.partial(self.model.predict, augment=self.augment)
         return (

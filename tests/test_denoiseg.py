@@ -266,12 +266,11 @@ def test_denoised_frame_undoes_the_normalization(denoise_model, transform):
     model, _ = denoise_model
     seg = Segmenter(model, diameter="off", transform=transform)
     raw = (_noisy(1)[0][0] * 1000 + 200).astype(np.float32)
-    from cellseg.denoise import _normalized
     from cellseg.segmenter import TRANSFORMS
 
     # a head that returned its input exactly gives the raw frame back (where the transform keeps
     # the values: sqrt and log clip what lies below the lower percentile to 0)
-    xn = _normalized(seg, raw, None)
+    xn = seg.normalized(raw)
     fake = {DENOISE_HEAD: TRANSFORMS[transform](xn)[None]}
     keep = xn >= 0 if transform != "linear" else np.ones(raw.shape, bool)
     assert keep.mean() > 0.95
