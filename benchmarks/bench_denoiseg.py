@@ -5,7 +5,8 @@ and segmentation").
 Usage (from the repository root)::
 
     .venv/bin/python -m benchmarks.bench_denoiseg [--quick] [--steps N] [--sigmas 10,20]
-                                                  [--annotated 10,19] [--rep distance] [--json FILE]
+                                                  [--annotated 10,19] [--rep distance] [--tune-seconds S]
+                                                  [--json FILE]
 
 Data: the fluorescence images of ``$CELLSEG_DATA/DSB2018-stage1-train-fixed`` (8-bit, 0-255),
 split as the bundled nuclei models split them (``cellseg.models.recipes``: test = 10% of the
@@ -144,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--rep", default="distance", choices=("distance", "stardist", "flows", "offsets"))
     p.add_argument("--max-unlabeled", type=int, default=None, help="at most this many unlabelled images")
     p.add_argument("--max-test", type=int, default=None, help="at most this many test (and validation) images")
+    p.add_argument("--tune-seconds", type=float, default=None,
+                   help="time limit of each model's threshold search on validation (default 600; quick 60)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None)
@@ -159,7 +162,8 @@ def main(argv=None) -> int:
                      {"name": "unet", "depth": 3, "width": 32, "norm": "batch", "seed": 0})
     args.batch_size, args.patch = (4, 64) if q else (8, 128)
     args.val_max = 10 if q else 16
-    args.tune_seconds = 60.0 if q else 600.0
+    if args.tune_seconds is None:
+        args.tune_seconds = 60.0 if q else 600.0
 
     data_root = Path(args.data).resolve()
     if not data_root.is_dir():
@@ -184,10 +188,10 @@ def main(argv=None) -> int:
                 row = run_case(args.rep, sigma, n, case, args, denoise)
                 rows.append(row)
                 print(format_table([row]).splitlines()[-1], flush=True)
+                if args.json:  # after every model, so that an interrupted run keeps what it measured
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
     print()
     print(format_table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
 
 
