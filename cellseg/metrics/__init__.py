@@ -1,6 +1,7 @@
 """Evaluation metrics: instance matching (AP at IoU τ, precision, recall, F1, PQ)
 in the StarDist / DSB 2018 convention and the Cell Tracking Challenge SEG and DET
-measures, plus a per-image / pooled evaluation report.
+measures, a per-image / pooled evaluation report, and the error taxonomy (correct,
+false positive, false negative, merge, split) of :mod:`cellseg.metrics.errors`.
 
 ``matching`` is both a submodule and a function; the function is bound here
 eagerly (the module is light: numpy only, numba and scipy.optimize are imported
@@ -32,6 +33,8 @@ _EXPORTS = {
     "SEGSequenceResult": "ctc",
     "DETResult": "ctc",
     "evaluate": "report",
+    "error_categories": "errors",
+    "ERROR_CATEGORIES": "errors",
     "EvaluationReport": "report",
 }
 
