@@ -191,3 +191,13 @@ def test_head_loss_registry():
     for bad in ("nope", "bce+bce", "bce+", "default+dice", "", None, "BCE"):
         with pytest.raises(ValueError, match="weighted_bce, dice, focal, soft_iou"):
             L.head_loss_fn(bad)
+
+
+def test_every_representation_has_a_registered_loss():
+    import importlib
+
+    from cellseg.representations._params import representation_classes
+
+    assert {c.name for c in representation_classes().values()} <= set(L.REPRESENTATION_LOSSES)
+    for name, modname in L.REPRESENTATION_LOSSES.items():
+        assert callable(importlib.import_module(modname).loss), name

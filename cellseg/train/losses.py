@@ -14,8 +14,9 @@ Conventions (all functions):
 
 Per-representation losses live in ``cellseg/train/losses_<name>.py`` (owned by
 the representation modules) with the signature
-``loss(raw, targets, rep) -> (total, parts)``; :func:`representation_loss`
-looks them up lazily by ``rep.name``.
+``loss(raw, targets, rep) -> (total, parts)``; :data:`REPRESENTATION_LOSSES`
+names the module of each representation and :func:`representation_loss` imports
+it on first use (``rep.name`` selects the entry).
 
 :data:`HEAD_LOSSES` names the losses a run may put on a representation's
 probability / foreground head instead of its own (``TrainConfig.loss``,
@@ -41,8 +42,18 @@ __all__ = [
     "jaccard_loss",
     "HEAD_LOSSES",
     "head_loss_fn",
+    "REPRESENTATION_LOSSES",
     "representation_loss",
 ]
+
+#: representation name -> the module holding its ``loss(raw, targets, rep)`` (and, for a
+#: representation with a probability / foreground head, ``PROBABILITY_HEAD``); imported on first use
+REPRESENTATION_LOSSES: dict[str, str] = {
+    "distance": "cellseg.train.losses_distance",
+    "flows": "cellseg.train.losses_flows",
+    "offsets": "cellseg.train.losses_offsets",
+    "stardist": "cellseg.train.losses_stardist",
+}
 
 
 def _masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -299,16 +310,14 @@ def representation_loss(rep, head_loss: str = "default") -> LossFn:
     name = getattr(rep, "name", None)
     if not isinstance(name, str) or not name.isidentifier():
         raise TypeError(f"representation_loss needs a Representation with a name, got {rep!r}")
-    modname = f"cellseg.train.losses_{name}"
-    try:
-        mod = importlib.import_module(modname)
-    except ModuleNotFoundError as exc:
-        if exc.name != modname:
-            raise
+    modname = REPRESENTATION_LOSSES.get(name)
+    if modname is None:
         raise ValueError(
-            f"no training loss for representation {name!r} "
-            f"(module {modname} / cellseg/train/losses_{name}.py not found)"
-        ) from None
+            f"no training loss for representation {name!r} (losses exist for {sorted(REPRESENTATION_LOSSES)}): "
+            f"write cellseg/train/losses_{name}.py with loss(raw, targets, rep) and add it to "
+            f"cellseg.train.losses.REPRESENTATION_LOSSES"
+        )
+    mod = importlib.import_module(modname)
     fn = getattr(mod, "loss", None)
     if not callable(fn):
         raise ValueError(f"{modname} has no callable 'loss(raw, targets, rep)'")

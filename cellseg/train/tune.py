@@ -2,7 +2,8 @@
 
 The network runs **once** per validation image (:func:`tune_thresholds`); the
 cached head outputs are then re-decoded for every candidate parameter set
-(:func:`tune_params`). The search, per representation (:data:`TUNABLE`):
+(:func:`tune_params`). The search, per representation (the ``tune`` grids its ``Params``
+declares, collected in :data:`TUNABLE`):
 
 1. a coarse grid over the two parameters that matter (the full product),
    visited from the highest value of the first parameter down;
@@ -38,13 +39,42 @@ _AUGMENT_WORDS = {"off": False, "on": True, "auto": "auto"}
 
 MAP_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.5, 0.901, 0.05), 2))
 
-#: representation name -> {parameter: (low, high, coarse grid points)}; the first parameter is refined first
-TUNABLE: dict[str, dict[str, tuple[float, float, int]]] = {
-    "stardist": {"prob_thresh": (0.2, 0.8, 7), "nms_thresh": (0.3, 0.5, 3)},
-    "flows": {"prob_thresh": (0.1, 0.9, 9), "flow_threshold": (0.2, 1.0, 5)},
-    "offsets": {"seed_thresh": (0.1, 0.9, 9), "fg_thresh": (0.1, 0.9, 5)},
-    "distance": {"fg_thresh": (0.1, 0.9, 9), "marker_thresh": (0.1, 0.8, 5)},
-}
+class _DeclaredSpaces(Mapping):
+    """Representation name -> ``{parameter: (low, high, coarse grid points)}``, read on first use
+    from the ``tune`` of each knob its ``Params`` declares (see
+    :func:`cellseg.representations._params.tuning_space`); the first parameter is refined first."""
+
+    def __init__(self):
+        self._spaces: dict[str, dict[str, tuple[float, float, int]]] | None = None
+
+    def _get(self) -> dict[str, dict[str, tuple[float, float, int]]]:
+        if self._spaces is None:
+            from cellseg.representations._params import representation_classes, tuning_space
+
+            spaces: dict[str, dict[str, tuple[float, float, int]]] = {}
+            for cls in representation_classes().values():
+                space = tuning_space(cls.Params)
+                if space:
+                    spaces.setdefault(cls.name, space)
+            self._spaces = spaces
+        return self._spaces
+
+    def __getitem__(self, name: str) -> dict[str, tuple[float, float, int]]:
+        return dict(self._get()[name])
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
+
+
+#: representation name -> {parameter: (low, high, coarse grid points)} (a read-only mapping derived
+#: from the ``Params`` declarations); the first parameter is refined first
+TUNABLE: Mapping[str, dict[str, tuple[float, float, int]]] = _DeclaredSpaces()
 
 
 @dataclass
@@ -87,9 +117,11 @@ def score_labels(trues: Sequence[np.ndarray], preds: Sequence[np.ndarray], metri
 
 def _space(rep, space: Mapping[str, Any] | None) -> dict[str, tuple[float, float, int]]:
     if space is None:
-        if rep.name not in TUNABLE:
+        from cellseg.representations._params import tuning_space
+
+        space = tuning_space(rep)  # the knobs its Params declares with a ``tune`` grid (this mode's)
+        if not space:
             raise ValueError(f"no default threshold search space for representation {rep.name!r}; pass space=")
-        space = TUNABLE[rep.name]
     valid = {f.name for f in dataclasses.fields(rep.Params)}
     out = {}
     for k, v in space.items():
