@@ -28,6 +28,22 @@ def _kv(item: str):
     return k.strip(), val
 
 
+def _anisotropy(text: str) -> tuple[float, dict | None]:
+    """``--anisotropy``: ``Z`` (a ratio) or ``Z,Y,X`` (a voxel size) -> ``(Z / X, voxel size or None)``."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or three numbers Z,Y,X, got {text!r}") from None
+    if len(vals) not in (1, 3) or not all(v > 0 and v < float("inf") for v in vals):
+        raise argparse.ArgumentTypeError(f"expected a positive number or three positive numbers Z,Y,X, got {text!r}")
+    if len(vals) == 1:
+        return vals[0], None
+    z, y, x = vals
+    if abs(y - x) > 1e-3 * x:
+        raise argparse.ArgumentTypeError(f"Y ({y:g}) and X ({x:g}) must be equal: 3D models take square pixels in YX")
+    return z / x, {"Z": z, "Y": y, "X": x}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``cellseg train`` options to ``parser``."""
     g = parser.add_argument_group("data")
@@ -36,7 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--rep-config", type=_kv, action="append", default=[], metavar="NAME=VALUE",
                    help="representation option, e.g. n_rays=64 or mode=omnipose (repeatable)")
     g.add_argument("--data", required=True,
-                   help="training data: a CTC dataset folder (01/, 01_ST/SEG...) or an images/ + masks/ folder")
+                   help="training data: a CTC dataset folder (01/, 01_ST/SEG...) or an images/ + masks/ folder; "
+                        "2D images train a 2D model, 3D (ZYX) volumes with 3D masks a 3D model")
+    g.add_argument("--anisotropy", type=_anisotropy, default=None, metavar="Z[,Y,X]",
+                   help="3D data: the Z step over the Y/X pixel size (e.g. 2.5), or the voxel size Z,Y,X (e.g. "
+                        "1.0,0.4,0.4 µm); default: from the voxel size the TIFF files record (ImageJ spacing, "
+                        "OME PhysicalSizeZ/X), else 1. Shapes the targets and the decoding of every 3D "
+                        "representation and is stored in the model")
     g.add_argument("--sequences", nargs="+", default=None, help="CTC sequences to train on (default: all with truth)")
     g.add_argument("--truth", default="ST", choices=("GT", "ST", "auto"), help="CTC truth (default ST)")
     g.add_argument("--modality", default=None,
@@ -80,7 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=50)
     g.add_argument("--steps-per-epoch", type=int, default=100)
     g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--patch-size", type=int, nargs="+", default=[128], help="one size or one per axis")
+    g.add_argument("--patch-size", type=int, nargs="+", default=None,
+                   help="one size or one per axis (Z Y X for volumes); default 128 for 2D images, for 3D 64 in Y/X "
+                        "and 64 / anisotropy in Z (at least 16)")
     g.add_argument("--lr", type=float, default=3e-4)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--schedule", choices=("cosine", "plateau", "constant"), default="cosine")
@@ -117,6 +141,82 @@ def _load(path, sequences, truth, modality, ndim, in_channels, norm):
                               normalization=norm)
 
 
+def _patch_size(given, ndim: int, depth: int, anisotropy: float):
+    """``--patch-size`` as TrainConfig takes it; without it 128 (2D), or 64 in Y/X and
+    ``64 / anisotropy`` in Z (3D), multiples of ``2**depth``."""
+    if given:
+        return given[0] if len(given) == 1 else tuple(given)
+    if ndim == 2:
+        return 128
+    div = 2 ** int(depth)
+    yx = max(div, 64 // div * div)
+    z = max(16, div, int(round(64 / float(anisotropy) / div)) * div)
+    z = -(-z // div) * div
+    return (z, yx, yx)
+
+
+def _data_kind(train) -> str:
+    n = len(train)
+    return (f"{n} {'ZYX volume' if train.ndim == 3 else 'YX image'}{'s' if n != 1 else ''}")
+
+
+def _representation(name: str, rep_cfg: dict, train, anisotropy):
+    """The representation for ``train``'s dimensionality and anisotropy, and the record of
+    where the anisotropy came from (None for 2D data)."""
+    import sys
+
+    from cellseg import representations
+
+    from .dataset import data_anisotropy
+
+    ndim = train.ndim
+    want = rep_cfg.pop("ndim", None)
+    if want is not None and want != ndim:
+        raise ValueError(f"--rep-config ndim={want}: the training data are {ndim}D ({train.source}: "
+                         f"{_data_kind(train)})")
+    if ndim == 2:
+        if anisotropy is not None or "anisotropy" in rep_cfg:
+            raise ValueError(f"--anisotropy applies to 3D (ZYX) data; {train.source} holds {_data_kind(train)}")
+        return representations.get(name, **rep_cfg), None
+    file_a, voxel = data_anisotropy(train)
+    if anisotropy is not None:
+        a, vs = anisotropy
+        if "anisotropy" in rep_cfg and abs(float(rep_cfg["anisotropy"]) - a) > 1e-6 * a:
+            raise ValueError(f"--anisotropy {a:g} and --rep-config anisotropy={rep_cfg['anisotropy']} disagree")
+        rep_cfg.pop("anisotropy", None)
+        if file_a is not None and abs(file_a - a) > 0.01 * a:
+            print(f"warning: --anisotropy {a:g} overrides the voxel size the files record (Z step {file_a:g} "
+                  f"pixels: {voxel})", file=sys.stderr)
+        source, voxel = "--anisotropy", vs
+    elif "anisotropy" in rep_cfg:
+        a, source, voxel = float(rep_cfg.pop("anisotropy")), "--rep-config", None
+    elif file_a is not None:
+        a, source = file_a, "files"
+    else:
+        a, source = 1.0, "default (the files record no voxel size)"
+    rep = representations.get(name, ndim=3, anisotropy=a, **rep_cfg)
+    rec = {"value": a, "source": source}
+    if voxel:
+        rec["voxel_size_um"] = voxel
+    return rep, rec
+
+
+def _check_fine_tune_anisotropy(rep, train):
+    """Fine-tuning a 3D model: the files' voxel size should match the model's anisotropy (a warning)."""
+    import sys
+
+    from .dataset import data_anisotropy
+
+    if train.ndim != 3:
+        return None
+    file_a, _ = data_anisotropy(train)
+    a = float(getattr(rep, "anisotropy", 1.0))
+    if file_a is not None and abs(file_a - a) > 0.01 * a:
+        print(f"warning: the model was trained with a Z step of {a:g} pixels, the files record {file_a:g}; "
+              "resample the volumes to the model's voxel shape for best results", file=sys.stderr)
+    return {"value": a, "source": "fine-tuned model"}
+
+
 def _os_message(exc: OSError) -> str:
     if exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
@@ -126,7 +226,6 @@ def _os_message(exc: OSError) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``cellseg train``; returns the exit code (2 for bad input, with the reason on stderr)."""
     try:
-        from cellseg import representations
         from cellseg.models import load_model
         from cellseg.models.network import ModelFormatError
 
@@ -174,15 +273,25 @@ def run(args: argparse.Namespace) -> int:
                                  f"model's {rep.name}")
             ndim, in_ch = model.ndim, model.in_channels
             norm = model.config["normalization"]
+            if args.anisotropy is not None:
+                raise ValueError(f"--anisotropy: the model to fine-tune keeps its own (Z step "
+                                 f"{getattr(rep, 'anisotropy', 1.0):g} pixels); leave --anisotropy out")
         else:
             if not args.representation:
                 raise ValueError("--representation is required (or --fine-tune MODEL)")
-            rep = representations.get(args.representation, **dict(args.rep_config))
-            ndim, in_ch = 2, 1
+            rep_cfg = dict(args.rep_config)
+            ndim, in_ch = None, 1  # the data decide 2D or 3D
             norm = {"pmin": args.pmin, "pmax": args.pmax}
+        train = _load(args.data, args.sequences, args.truth, args.modality, ndim, in_ch, norm)
+        if model is None:
+            ndim = train.ndim
+            rep, aniso = _representation(args.representation, rep_cfg, train, args.anisotropy)
+        else:
+            aniso = _check_fine_tune_anisotropy(rep, train)
         backbone = {"name": args.backbone, "depth": args.depth, "width": args.width, "norm": args.norm,
                     "dropout": args.dropout, "conv_after": args.conv_after, "ndim": ndim, "seed": args.seed}
-        patch = args.patch_size[0] if len(args.patch_size) == 1 else tuple(args.patch_size)
+        patch = _patch_size(args.patch_size, ndim, args.depth if model is None else
+                            model.network.backbone_config.depth, getattr(rep, "anisotropy", 1.0))
         cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                           patch_size=patch, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
                           warmup_steps=args.warmup_steps, seed=args.seed, val_max_images=args.val_max_images,
@@ -192,7 +301,6 @@ def run(args: argparse.Namespace) -> int:
                           denoise_weight=args.denoise_weight, labeled_fraction=args.labeled_fraction,
                           augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
                           verbose=not args.quiet)
-        train = _load(args.data, args.sequences, args.truth, args.modality, ndim, in_ch, norm)
         val = None
         val_fraction = None
         if args.val_data:
@@ -220,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {_os_message(exc)}; continue with --resume once it can be written (checkpoints in "
               f"{ckpt})", file=sys.stderr)
         return 1
+    if aniso is not None:  # where the Z step came from (the value itself is the representation's)
+        result.config["training"]["anisotropy"] = aniso
     if result.config["training"].get("stopped_early"):
         print(f"training stopped; continue with --resume (checkpoints in {ckpt})", file=sys.stderr)
         return 1

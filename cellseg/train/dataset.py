@@ -39,6 +39,7 @@ __all__ = [
     "TrainingData",
     "PatchSampler",
     "load_training_data",
+    "data_anisotropy",
     "check_instance_labels",
     "to_channels_first",
 ]
@@ -54,6 +55,8 @@ class TrainingSample:
     name: str
     image: np.ndarray  # float32 (C, *spatial), normalized
     labels: np.ndarray  # int32 (*spatial)
+    #: µm per pixel by axis letter (``Z``, ``Y``, ``X``) as the image file records it (None: unknown)
+    pixel_size: dict | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -128,6 +131,73 @@ def _normalize(x: np.ndarray, pmin: float, pmax: float, name: str) -> np.ndarray
         raise DataError(str(exc)) from None
 
 
+def _read_pair(ip, lp, ndim: int | None):
+    """The image (:class:`cellseg.io.ImageData`) and labels of one training pair.
+
+    The label image decides the dimensionality (``ndim=None``); an image file that does not
+    name its axes is read as ``YX``/``ZYX`` when it has the labels' shape. A 2D label next to
+    a 3D image (or the reverse) and images recorded as time series are refused, naming the file."""
+    from cellseg import io
+
+    try:
+        lab = io.read_labels(lp)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    if lab.ndim not in (2, 3) or (ndim is not None and lab.ndim != ndim):
+        want = "2D (YX) or 3D (ZYX)" if ndim is None else f"{ndim}D ({'ZYX'[3 - ndim:]})"
+        raise DataError(f"{lp}: label image of shape {lab.shape} is not {want}")
+    spatial = "ZYX"[3 - lab.ndim:]
+    try:
+        im = io.read_image(ip)
+    except io.AxesError as exc:  # a plain TIFF stack: the labels say which axes it has
+        try:
+            im = io.read_image(ip, axes=spatial)
+        except ValueError:
+            raise DataError(f"{exc}; as training data it does not fit the {lab.ndim}D label image "
+                            f"{Path(lp).name} of shape {lab.shape}") from None
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    img_sp = "".join(a for a in im.axes if a != "C")
+    if "T" in img_sp:
+        raise DataError(f"{ip}: image with axes {im.axes!r} is a time series: save each frame as its own "
+                        "image (training pairs are YX images or ZYX volumes)")
+    if len(img_sp) != lab.ndim:
+        raise DataError(f"{lp}: a {lab.ndim}D label image (shape {lab.shape}) next to the {len(img_sp)}D image "
+                        f"{Path(ip).name} (axes {im.axes!r}, shape {im.data.shape}): image and labels must both "
+                        "be 2D (YX) or both 3D (ZYX)")
+    return im, lab
+
+
+def data_anisotropy(data: "TrainingData") -> tuple[float | None, dict | None]:
+    """``(anisotropy, voxel size)`` of 3D training data from the voxel sizes its files record.
+
+    ``anisotropy`` is the Z step over the X pixel size; ``(None, None)`` when no file records
+    both (2D data, arrays, files without voxel size). Files that record different
+    anisotropies raise :class:`DataError` naming two of them; Y and X must agree."""
+    if data.ndim != 3:
+        return None, None
+    seen: dict[float, tuple[str, dict]] = {}
+    for s in data.samples:
+        ps = s.pixel_size or {}
+        if not (ps.get("Z") and ps.get("X")):
+            continue
+        y, x = float(ps.get("Y", ps["X"])), float(ps["X"])
+        if abs(y - x) > 1e-3 * x:
+            raise DataError(f"{s.name}: pixel size Y {y:g} µm differs from X {x:g} µm; 3D training needs square "
+                            "pixels in the YX plane (resample the volume)")
+        a = round(float(ps["Z"]) / x, 4)
+        if a not in seen:
+            seen[a] = (s.name, {k: float(v) for k, v in ps.items() if k in "ZYX"})
+    if not seen:
+        return None, None
+    if len(seen) > 1:
+        (a1, (n1, _)), (a2, (n2, _)) = list(seen.items())[:2]
+        raise DataError(f"{data.source}: the volumes have different voxel sizes: {n1} has a Z step of {a1:g} "
+                        f"pixels, {n2} of {a2:g}; resample them to one voxel size (or train on one kind)")
+    (a, (_, vs)), = seen.items()
+    return a, vs
+
+
 class TrainingData(Sequence):
     """Normalized images with their int32 labels, validated at construction.
 
@@ -196,20 +266,25 @@ class TrainingData(Sequence):
 
     @classmethod
     def _from_files(cls, items, ndim, in_channels, normalization, source) -> "TrainingData":
-        from cellseg import io
-
+        """Read ``(name, image path, label path)`` items; ``ndim=None``: 2D or 3D as the label
+        images are (all the same: a folder mixing 2D and 3D pairs is refused)."""
         norm = dict(normalization or {"pmin": 1.0, "pmax": 99.8})
         samples = []
+        first = None  # (label path, ndim) of the first pair, for the mixed 2D/3D message
         for name, ip, lp in items:
-            try:
-                im = io.read_image(ip)
-                lab = io.read_labels(lp)
-            except ValueError as exc:
-                raise DataError(str(exc)) from None
-            x = to_channels_first(im.data, im.axes, ndim, in_channels, str(ip))
-            lab = _check_pair(x, lab, str(lp), ndim)
-            samples.append(TrainingSample(name, _normalize(x, norm["pmin"], norm["pmax"], str(ip)), lab))
-        return cls(samples, ndim, in_channels, norm, source)
+            im, lab = _read_pair(ip, lp, ndim)
+            nd = lab.ndim if ndim is None else ndim
+            if first is None:
+                first = (lp, nd)
+            elif nd != first[1]:
+                raise DataError(f"{lp}: a {lab.ndim}D label image ({'ZYX' if lab.ndim == 3 else 'YX'}, shape "
+                                f"{lab.shape}) where {Path(first[0]).name} is {first[1]}D: training data must be "
+                                "all 2D images or all 3D volumes")
+            x = to_channels_first(im.data, im.axes, nd, in_channels, str(ip))
+            lab = _check_pair(x, lab, str(lp), nd)
+            samples.append(TrainingSample(name, _normalize(x, norm["pmin"], norm["pmax"], str(ip)), lab,
+                                          pixel_size=dict(im.pixel_size) if im.pixel_size else None))
+        return cls(samples, first[1] if first is not None else (ndim or 2), in_channels, norm, source)
 
     @classmethod
     def from_ctc(cls, root: str | os.PathLike, sequences: Sequence[str] = ("01",), truth: str = "ST",
@@ -239,7 +314,8 @@ class TrainingData(Sequence):
     def from_folder(cls, root: str | os.PathLike, names: Sequence[str] | None = None, ndim: int = 2,
                     in_channels: int = 1, normalization: Mapping[str, float] | None = None,
                     dataset=None) -> "TrainingData":
-        """An ``images/`` + ``masks/`` folder (paired by file stem); ``names`` selects samples."""
+        """An ``images/`` + ``masks/`` folder (paired by file stem); ``names`` selects samples.
+        ``ndim=None``: 2D images or 3D (ZYX) volumes as the label images are."""
         from cellseg.datasets import FolderDataset
 
         try:
@@ -310,9 +386,12 @@ class TrainingData(Sequence):
 
 
 def load_training_data(path: str | os.PathLike, sequences: Sequence[str] | None = None, truth: str = "ST",
-                       ndim: int = 2, in_channels: int = 1,
+                       ndim: int | None = 2, in_channels: int = 1,
                        normalization: Mapping[str, float] | None = None) -> TrainingData:
-    """A CTC dataset folder (``01/``, ``01_ST/SEG``...) or an ``images/`` + ``masks/`` folder."""
+    """A CTC dataset folder (``01/``, ``01_ST/SEG``...) or an ``images/`` + ``masks/`` folder.
+
+    ``ndim=None`` takes the dimensionality from the data: 3D when the label images are ZYX
+    volumes (every pair alike), else 2D."""
     p = Path(path)
     if not p.is_dir():
         raise DataError(f"{p}: training data folder does not exist")
