@@ -248,7 +248,7 @@ def _software_licence() -> str:
     try:
         from importlib.metadata import metadata
 
-        lic = metadata("cellseg").get("License") or ""
+        lic = (metadata("cellseg").get_all("License") or [""])[0]
     except Exception:  # noqa: BLE001 - not installed as a distribution
         lic = ""
     return lic.strip() or "BSD-3-Clause"

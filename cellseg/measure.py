@@ -27,7 +27,7 @@ _Z_COLUMNS = frozenset(c for c in COLUMNS if "_z" in c)
 _UM_COLUMNS = frozenset(c for c in COLUMNS if c.endswith("_um"))
 
 #: how each float column is written: decimals (int) or significant digits (str format)
-_PRECISION = {
+_PRECISION: dict[str, int | str] = {
     "centroid_z": 2, "centroid_y": 2, "centroid_x": 2, "equivalent_diameter": 2, "score": 4,
     "mean_intensity": ".6g", "area_um": ".6g", "equivalent_diameter_um": ".6g",
     "centroid_z_um": ".6g", "centroid_y_um": ".6g", "centroid_x_um": ".6g",
@@ -88,8 +88,8 @@ def _frame_rows(lab: np.ndarray, img: np.ndarray | None, frame, scores: Mapping[
             vol = a * float(np.prod(spacing))
             r["area_um"] = vol
             r["equivalent_diameter_um"] = float(np.sqrt(4 * vol / np.pi) if nd == 2 else np.cbrt(6 * vol / np.pi))
-            for ax, cv, sp in zip("zyx"[3 - nd:], c, spacing):
-                r[f"centroid_{ax}_um"] = float(cv) * sp
+            for axis_name, cv, sp in zip("zyx"[3 - nd:], c, spacing):
+                r[f"centroid_{axis_name}_um"] = float(cv) * sp
         rows.append(r)
     return rows
 

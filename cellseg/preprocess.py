@@ -6,13 +6,14 @@ named step, :func:`normalize_percentile` (the csbdeep/StarDist convention).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence, cast
 
 import numpy as np
 
 __all__ = ["EmptyImageError", "normalize_percentile", "pad_to_multiple", "PAD_MODES"]
 
-PAD_MODES = ("reflect", "symmetric", "edge", "constant")
+PadMode = Literal["reflect", "symmetric", "edge", "constant"]
+PAD_MODES: tuple[PadMode, ...] = ("reflect", "symmetric", "edge", "constant")
 
 
 class EmptyImageError(ValueError):
@@ -75,7 +76,7 @@ def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, 
         raise ValueError(f"{name}: contains NaN or infinite values")
     # float32 unless the values do not fit it (float64 data beyond ±3.4e38): then in float64
     wide = x.dtype.kind == "f" and x.dtype.itemsize > 4 and float(np.abs(x).max()) > _F32_SAFE
-    ct = np.float64 if wide else np.float32
+    ct: type[np.floating] = np.float64 if wide else np.float32
     xf = x.astype(ct, copy=False)
     lo, hi = np.percentile(xf, [pmin, pmax], axis=ax, keepdims=True)
     lo = lo.astype(ct)
@@ -108,7 +109,7 @@ def normalize_percentile(img, pmin: float = 1.0, pmax: float = 99.8, axis=None, 
 
 
 def pad_to_multiple(img, multiple: int | Sequence[int], axes: Sequence[int] | None = None,
-                    mode: str = "reflect") -> tuple[np.ndarray, tuple[slice, ...]]:
+                    mode: PadMode = "reflect") -> tuple[np.ndarray, tuple[slice, ...]]:
     """Pad ``img`` at the end of ``axes`` so their sizes are multiples of ``multiple``.
 
     ``axes``: indices of the axes to pad (default: all). ``multiple``: one int
@@ -123,7 +124,10 @@ def pad_to_multiple(img, multiple: int | Sequence[int], axes: Sequence[int] | No
     if mode not in PAD_MODES:
         raise ValueError(f"unknown pad mode {mode!r}; choose from {PAD_MODES}")
     ax = _axis_tuple(tuple(range(x.ndim)) if axes is None else axes, x.ndim, "pad_to_multiple")
-    mult = (multiple,) * len(ax) if np.isscalar(multiple) else tuple(multiple)
+    if np.isscalar(multiple):
+        mult = (cast(int, multiple),) * len(ax)
+    else:
+        mult = tuple(cast(Sequence[int], multiple))
     if len(mult) != len(ax):
         raise ValueError(f"pad_to_multiple: {len(mult)} multiples given for {len(ax)} axes")
     pads = [(0, 0)] * x.ndim

@@ -65,14 +65,14 @@ def image_features(x: np.ndarray, channel_axis: int | None = None, pmin: float =
     return {"median": med, "skew": float(np.clip(skew, -50, 50)), "colour": colour}
 
 
-def training_image_stats(images: Iterable[np.ndarray], channel_axis: int | None = 0) -> dict[str, list[float]]:
+def training_image_stats(images: Iterable[np.ndarray], channel_axis: int | None = 0) -> dict[str, list[float] | int]:
     """``{feature: [low, high]}`` over training images: the 1st and 99th percentiles of
     each statistic (min and max for fewer than 100 images). Images are raw or already
     normalized (the statistics normalize again, which changes nothing for the latter)."""
     rows = [image_features(im, channel_axis=channel_axis) for im in images]
     if not rows:
         raise ValueError("no training images to describe")
-    out = {}
+    out: dict[str, list[float] | int] = {}
     for f in FEATURES:
         v = np.array([r[f] for r in rows])
         lo, hi = (np.percentile(v, [1, 99]) if v.size >= 100 else (v.min(), v.max()))

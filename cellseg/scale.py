@@ -15,7 +15,7 @@ output pixel ``i`` of an axis resized from ``n`` to ``m`` samples input position
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -81,8 +81,11 @@ def scaled_shape(shape: Sequence[int], factor: float | Sequence[float]) -> tuple
     return tuple(max(1, int(round(n * fi))) for n, fi in zip(shape, f))
 
 
-def _factors(factor, n: int) -> tuple[float, ...]:
-    f = (float(factor),) * n if np.isscalar(factor) else tuple(float(v) for v in factor)
+def _factors(factor: float | Sequence[float], n: int) -> tuple[float, ...]:
+    if np.isscalar(factor):
+        f = (float(cast(float, factor)),) * n
+    else:
+        f = tuple(float(v) for v in cast(Sequence[float], factor))
     if len(f) != n:
         raise ValueError(f"{len(f)} scale factors for {n} axes")
     if not all(math.isfinite(v) and v > 0 for v in f):

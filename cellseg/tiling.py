@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Generator, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -49,6 +49,13 @@ class Tile:
     crop: tuple[slice, ...]
 
 
+def _per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    """``value`` repeated ``n`` times if it is a scalar (:func:`numpy.isscalar`), else its entries."""
+    if np.isscalar(value):
+        return (cast(int, value),) * n
+    return tuple(cast(Sequence[int], value))
+
+
 def check_tile(
     tile: int | Sequence[int] | None,
     margin: int | Sequence[int],
@@ -67,7 +74,7 @@ def check_tile(
     if tile is None:
         return None
     scalar = np.isscalar(tile)
-    tiles = (tile,) if scalar else tuple(tile)
+    tiles = _per_axis(tile, 1)
     if not tiles:
         raise ValueError("tile must be a size in pixels or one size per axis, got an empty sequence")
     try:
@@ -78,7 +85,7 @@ def check_tile(
         raise ValueError(f"tile sizes must be whole numbers of pixels >= 0 (0: no tiling), got {tile!r}")
     if all(i == 0 for i in ints):
         return None
-    margins = (margin,) * len(ints) if np.isscalar(margin) else tuple(margin)
+    margins = _per_axis(margin, len(ints))
     if len(margins) != len(ints):
         margins = (max(margins),) * len(ints)
     div_by = max(1, int(div_by))
@@ -124,14 +131,14 @@ def tile_grid(
     below twice the margin raises ``ValueError`` (see :func:`check_tile`).
     """
     nd = len(shape)
-    tile = (tile,) * nd if np.isscalar(tile) else tuple(tile)
-    margin = (margin,) * nd if np.isscalar(margin) else tuple(margin)
-    if len(tile) != nd or len(margin) != nd:
-        raise ValueError(f"tile {tile} and margin {margin} must have {nd} entries for shape {shape}")
-    checked = check_tile(tile, margin, div_by)
-    tile = (0,) * nd if checked is None else checked
-    margin = tuple(int(math.ceil(m / div_by) * div_by) for m in margin)
-    per_axis = [_axis_tiles(int(n), t, m, div_by) for n, t, m in zip(shape, tile, margin)]
+    tiles_in = _per_axis(tile, nd)
+    margins_in = _per_axis(margin, nd)
+    if len(tiles_in) != nd or len(margins_in) != nd:
+        raise ValueError(f"tile {tiles_in} and margin {margins_in} must have {nd} entries for shape {shape}")
+    checked = check_tile(tiles_in, margins_in, div_by)
+    tiles_nd = (0,) * nd if checked is None else _per_axis(checked, nd)
+    margins = tuple(int(math.ceil(m / div_by) * div_by) for m in margins_in)
+    per_axis = [_axis_tiles(int(n), t, m, div_by) for n, t, m in zip(shape, tiles_nd, margins)]
     tiles = []
     for combo in np.ndindex(*[len(p) for p in per_axis]):
         read, core, crop = [], [], []
@@ -164,7 +171,7 @@ def predict_tiled(
     margin: int | Sequence[int],
     div_by: int = 1,
     blend: str = "crop",
-) -> Iterator:
+) -> Generator[tuple[int, int], None, dict[str, np.ndarray]]:
     """Run ``predict`` tile by tile over ``image`` and stitch the head outputs.
 
     ``image`` is ``(*spatial)`` or ``(C, *spatial)``; ``predict`` maps such an
@@ -189,7 +196,7 @@ def predict_tiled(
         yield (1, 1)
         return {k: np.asarray(v, np.float32) for k, v in out.items()}
     result: dict[str, np.ndarray] = {}
-    weight = None
+    weight: np.ndarray | None = None
     pre = (slice(None),) * len(lead)
     for i, t in enumerate(tiles):
         out = predict(np.ascontiguousarray(image[pre + t.read]))
@@ -215,6 +222,7 @@ def predict_tiled(
                 result[k][(slice(None),) + t.read] += v * w
         yield (i + 1, len(tiles))
     if blend == "linear":
+        assert weight is not None  # set by the first tile
         for k in result:
             result[k] /= np.maximum(weight, 1e-12)
     return result
@@ -242,17 +250,17 @@ class Block:
 def block_grid(shape: Sequence[int], block: int | Sequence[int], margin: int | Sequence[int]) -> list[Block]:
     """Split ``shape`` into blocks of (at most) ``block`` with ``margin`` context."""
     nd = len(shape)
-    block = (block,) * nd if np.isscalar(block) else tuple(block)
-    margin = (margin,) * nd if np.isscalar(margin) else tuple(margin)
-    edges = [list(range(0, int(n), int(b))) for n, b in zip(shape, block)]
+    blocks = _per_axis(block, nd)
+    margins = _per_axis(margin, nd)
+    edges = [list(range(0, int(n), int(b))) for n, b in zip(shape, blocks)]
     out = []
     for idx in np.ndindex(*[len(e) for e in edges]):
         read, core = [], []
         for ax, i in enumerate(idx):
             cs = edges[ax][i]
-            ce = min(int(shape[ax]), cs + int(block[ax]))
+            ce = min(int(shape[ax]), cs + int(blocks[ax]))
             core.append(slice(cs, ce))
-            read.append(slice(max(0, cs - margin[ax]), min(int(shape[ax]), ce + margin[ax])))
+            read.append(slice(max(0, cs - margins[ax]), min(int(shape[ax]), ce + margins[ax])))
         out.append(Block(tuple(idx), tuple(read), tuple(core)))
     return out
 

@@ -400,7 +400,7 @@ def _layout_dsb2018(entry: DatasetEntry, archives: list[Path], work: Path, out: 
             raise DownloadError(f"{s / 'images'}: expected one image, found {len(imgs)}")
         sid = imgs[0].stem
         img = _read_png(imgs[0])
-        lab = np.zeros(img.shape[:2], np.int32)
+        lab: np.ndarray = np.zeros(img.shape[:2], np.int32)
         overlap = 0
         masks = sorted((s / "masks").glob("*.png"))
         for k, m in enumerate(masks, start=1):

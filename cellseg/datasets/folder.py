@@ -62,7 +62,7 @@ class FolderDataset(Sequence):
     folders hold no images at all.
     """
 
-    def __init__(self, root, images: str = "images", masks: str = "masks", names=None):
+    def __init__(self, root, images: str | Path = "images", masks: str | Path = "masks", names=None):
         self.root = _need_dir(Path(root), "dataset folder")
         self.images_dir = _need_dir(self.root / images, "images folder")
         self.masks_dir = _need_dir(self.root / masks, "masks folder")

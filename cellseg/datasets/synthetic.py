@@ -487,8 +487,8 @@ def synthetic_stack(
     if motion < 0:
         raise ValueError(f"motion must be >= 0, got {motion}")
     spacing = np.ones(2)
-    image, labels, cells, rng, render = _generate(shape, spacing, n_cells, radius, seed, touching, noise, render,
-                                                  elongation, wobble, gap, _DEFAULT_COVERAGE_2D)
+    image, labels, cells, rng, knobs = _generate(shape, spacing, n_cells, radius, seed, touching, noise, render,
+                                                 elongation, wobble, gap, _DEFAULT_COVERAGE_2D)
     images = np.empty((n_frames, *shape), dtype=np.float32)
     labs = np.empty((n_frames, *shape), dtype=np.int32)
     images[0], labs[0] = image, labels
@@ -506,6 +506,6 @@ def synthetic_stack(
             if ras is not None:
                 kept_cells.append(cell)
                 rasters.append(ras)
-        images[t] = _render(rng, lab, kept_cells, rasters, spacing, render, noise)
+        images[t] = _render(rng, lab, kept_cells, rasters, spacing, knobs, noise)
         labs[t] = lab
     return images, labs

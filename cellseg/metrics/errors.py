@@ -56,7 +56,8 @@ def error_categories(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float =
     """Error map of a prediction against ground truth (frame by frame along T when
     ``axes`` has T); see :func:`error_categories_frame`."""
     pairs, t = paired_frames(y_true, y_pred, axes)
-    maps, total = [], {}
+    maps: list[np.ndarray] = []
+    total: dict[str, int] = {}
     for gt, pr in pairs:
         m, c = error_categories_frame(gt, pr, iou_thresh)
         maps.append(m)

@@ -425,6 +425,7 @@ class Matching(_MatchingStats):
             d.pop("matched_pairs")
             d.pop("matched_scores")
         else:
+            assert self.matched_scores is not None  # set together with matched_pairs
             d["matched_pairs"] = [list(p) for p in self.matched_pairs]
             d["matched_scores"] = list(self.matched_scores)
         return d

@@ -53,12 +53,15 @@ class Heads(nn.Module):
                 raise ValueError(f"head name {h.name!r} must be a Python identifier")
         conv = nn.Conv2d if ndim == 2 else nn.Conv3d
         self.specs = specs
-        self.convs = nn.ModuleDict({h.name: conv(in_channels, h.channels, 1) for h in specs})
+        convs = {h.name: conv(in_channels, h.channels, 1) for h in specs}
         with torch.no_grad():
             for h in specs:
                 if h.bias_init is not None:
-                    self.convs[h.name].weight.zero_()
-                    self.convs[h.name].bias.fill_(float(h.bias_init))
+                    bias = convs[h.name].bias
+                    assert bias is not None  # the convolutions are made with a bias
+                    convs[h.name].weight.zero_()
+                    bias.fill_(float(h.bias_init))
+        self.convs = nn.ModuleDict(convs)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return {h.name: self.convs[h.name](features) for h in self.specs}

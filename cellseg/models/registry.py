@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, MutableMapping, cast
 
 from .._files import atomic_write
 
@@ -134,12 +134,14 @@ def load_pretrained(name: str, device: Any = "auto", weights_dir: Path | None = 
             "(corrupted or replaced file)"
         )
     model = CellsegModel.load(path, device=device)
-    model.config.setdefault("name", name)
-    if info.get("object_size") and not model.config.get("object_size"):
+    # a loaded model's config is a dict (CellsegModel.config is declared as a Mapping)
+    config = cast(MutableMapping[str, Any], model.config)
+    config.setdefault("name", name)
+    if info.get("object_size") and not config.get("object_size"):
         # measured after the weights were stored: the registry carries it
-        model.config["object_size"] = {k: v for k, v in info["object_size"].items() if k != "measured"}
-    if info.get("image_stats") and not model.config.get("image_stats"):
-        model.config["image_stats"] = dict(info["image_stats"])
+        config["object_size"] = {k: v for k, v in info["object_size"].items() if k != "measured"}
+    if info.get("image_stats") and not config.get("image_stats"):
+        config["image_stats"] = dict(info["image_stats"])
     return model
 
 
@@ -160,7 +162,7 @@ def register_model(
     d = Path(weights_dir or WEIGHTS_DIR)
     d.mkdir(parents=True, exist_ok=True)
     model = CellsegModel.load(model_path, device="cpu")
-    model.config["name"] = name
+    cast(MutableMapping[str, Any], model.config)["name"] = name  # a dict: see load_pretrained
     target = d / f"{name}.pt"
     model.save(target, half=half)
     entry: dict[str, Any] = {

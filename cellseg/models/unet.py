@@ -170,7 +170,8 @@ class UNet(nn.Module):
             self.up_blocks.append(Block(cfg, 2 * cl, cl, residual))
         self.out_channels = cfg.channels(0)
         if cfg.conv_after:
-            self.after = nn.Sequential(_conv(nd)(self.out_channels, cfg.conv_after, 3, padding=1), nn.ReLU(inplace=True))
+            self.after: nn.Module = nn.Sequential(_conv(nd)(self.out_channels, cfg.conv_after, 3, padding=1),
+                                                  nn.ReLU(inplace=True))
             self.out_channels = cfg.conv_after
         else:
             self.after = nn.Identity()

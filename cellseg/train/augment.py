@@ -114,13 +114,14 @@ def _geometry(ndim: int, rng: np.random.Generator, cfg: AugmentConfig) -> np.nda
         a = r @ a
     if rng.random() < cfg.scale_prob and cfg.scale != (1.0, 1.0):
         lo, hi = cfg.scale
-        s = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-        a = a / s  # zoom s: one output pixel covers 1/s input pixels
+        zoom = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        a = a / zoom  # one output pixel covers 1/zoom input pixels
     return a
 
 
 def patch_coordinates(
-    patch_shape: Sequence[int], center: Sequence[float], rng: np.random.Generator | None, cfg: AugmentConfig
+    patch_shape: Sequence[int], center: Sequence[float] | np.ndarray, rng: np.random.Generator | None,
+    cfg: AugmentConfig,
 ) -> np.ndarray:
     """Input coordinates ``(ndim, *patch_shape)`` of every output pixel (random geometry around ``center``).
 
@@ -161,7 +162,7 @@ def sample_patch(
     image: np.ndarray,
     labels: np.ndarray,
     patch_shape: Sequence[int],
-    center: Sequence[float],
+    center: Sequence[float] | np.ndarray,
     rng: np.random.Generator | None = None,
     cfg: AugmentConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +195,7 @@ def sample_patch(
 
 def augment_intensity(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """Random gamma, gain, offset, blur and noise on ``image (C, *sp)`` (a new float32 array)."""
-    x = np.array(image, dtype=np.float32, copy=True)
+    x: np.ndarray = np.array(image, dtype=np.float32, copy=True)
     if rng.random() < cfg.intensity_prob:
         lo, hi = float(x.min()), float(x.max())
         if hi > lo and cfg.gamma != (1.0, 1.0):

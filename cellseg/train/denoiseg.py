@@ -239,15 +239,17 @@ class JointSampler:
         self.radius = int(radius)
         self.patch_shape = sampler.patch_shape
         self.augment: AugmentConfig = sampler.augment
-        self._empty_targets = None
+        self._empty_targets: dict[str, np.ndarray] | None = None
         if unlabeled is not None:
             pa = float(np.prod(self.patch_shape))
             w = np.array([max(float(np.prod(s.image.shape[1:])), pa) for s in unlabeled.samples])
             self.weights = w / w.sum()
 
     def _unlabeled_patch(self, rng: np.random.Generator) -> np.ndarray:
-        i = int(rng.choice(len(self.unlabeled), p=self.weights))
-        img = self.unlabeled.samples[i].image
+        unlabeled = self.unlabeled
+        assert unlabeled is not None  # only drawn from when there are unlabeled images
+        i = int(rng.choice(len(unlabeled), p=self.weights))
+        img = unlabeled.samples[i].image
         shape = np.array(img.shape[1:], dtype=np.float64)
         p = np.array(self.patch_shape, dtype=np.float64)
         start = np.round(rng.uniform(0, shape - 1) - (p - 1) / 2)

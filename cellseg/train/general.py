@@ -195,9 +195,11 @@ def load_general(kind: str, root, diameter: float, normalization: Mapping[str, f
             # large sources still dominate, small ones (H&E) are seen often enough
             src = [s.name.split("/")[0] for s in ss]
             area = {k: sum(float(np.prod(s.shape)) for s, k2 in zip(ss, src) if k2 == k) for k in set(src)}
-            td.sample_weights = np.array([area[k] ** 0.5 / area[k] for k in src])
+            # optional attribute, read with getattr (TrainingData does not declare it)
+            td.sample_weights = np.array([area[k] ** 0.5 / area[k] for k in src])  # type: ignore[attr-defined]
             split["source_patch_share"] = {k: round(area[k] ** 0.5 / sum(a ** 0.5 for a in area.values()), 3)
                                            for k in sorted(area)}
-        td.object_size = {"diameter": float(diameter), "pixel_size": None, "default": "auto"}
+        td.object_size = {  # type: ignore[attr-defined]  # optional attribute, as sample_weights
+            "diameter": float(diameter), "pixel_size": None, "default": "auto"}
         out[part] = td
     return out, split
