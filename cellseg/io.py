@@ -47,7 +47,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -223,7 +223,7 @@ def _to_seconds(value, unit) -> float | None:
     return v * scale if scale is not None and np.isfinite(v) and v > 0 else None
 
 
-def _ome_meta(xml: str):
+def _ome_meta(xml: str) -> tuple[dict[str, float], list[str | None] | None]:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
@@ -231,7 +231,7 @@ def _ome_meta(xml: str):
     pixels = root.find(".//{*}Image/{*}Pixels")
     if pixels is None:
         return {}, None
-    sizes = {}
+    sizes: dict[str, float] = {}
     for a in "XYZ":
         v = _to_um(pixels.get(f"PhysicalSize{a}"), pixels.get(f"PhysicalSize{a}Unit", "µm"))
         if v is not None:
@@ -242,7 +242,7 @@ def _ome_meta(xml: str):
     chans = pixels.findall("{*}Channel")
     names = [c.get("Name") for c in chans]
     if not chans or any(n is None for n in names) or any(int(c.get("SamplesPerPixel", 1)) != 1 for c in chans):
-        names = None
+        return sizes, None
     return sizes, names
 
 
@@ -326,8 +326,9 @@ def _read_pil(path: Path, for_labels: bool = False):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as im_file:
+            im_file.load()
+            im: Image.Image = im_file
             mode = im.mode
             if mode == "P" and not for_labels:
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -501,8 +502,8 @@ def _tiff_writer(data: np.ndarray, axes: str, sizes: dict, compression, channel_
     comp = None if compression in (None, "none") else compression
     imagej_ok = data.dtype in (np.uint8, np.uint16, np.float32) and channel_names is None
     if imagej_ok:
-        meta = {"axes": axes}
-        kw = {}
+        meta: dict[str, Any] = {"axes": axes}
+        kw: dict[str, Any] = {}
         if sizes:
             meta["unit"] = "um"
             kw["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])

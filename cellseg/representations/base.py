@@ -86,7 +86,7 @@ def make_params(cls: type, params: Any = None, **overrides) -> Any:
     """
     if params is None:
         base: dict[str, Any] = {}
-    elif isinstance(params, cls):
+    elif isinstance(params, cls) and dataclasses.is_dataclass(params) and not isinstance(params, type):
         base = dataclasses.asdict(params)
     elif isinstance(params, Mapping):
         base = dict(params)
