@@ -6,6 +6,8 @@ import numpy as np
 __all__ = [
     "as_labels",
     "relabel_sequential",
+    "sequential",
+    "bounding_boxes",
     "fill_holes",
     "remove_small",
     "check_instance_labels",
@@ -141,14 +143,59 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     array([[0, 2, 2],
            [3, 0, 1]], dtype=int32)
     """
+    return sequential(labels)[0]
+
+
+def sequential(labels: np.ndarray, ndim: int | tuple[int, ...] | None = None) -> tuple[np.ndarray, int]:
+    """:func:`relabel_sequential` and the number of objects: a new int32 image with ids
+    ``1..n`` in ascending order of the original ids (0 stays 0), and ``n``.
+
+    ``labels`` is checked by :func:`as_labels` (``ndim``: the dimensionalities allowed).
+    Ids up to a few times the pixel count go through a lookup table; sparser ones
+    through :func:`numpy.unique`.
+
+    >>> import numpy as np
+    >>> sequential(np.array([[0, 7, 7], [42, 0, 3]]))
+    (array([[0, 2, 2],
+           [3, 0, 1]], dtype=int32), 3)
+    """
+    lab = as_labels(labels, ndim=ndim)
+    mx = int(lab.max()) if lab.size else 0
+    if mx == 0:
+        return np.zeros(lab.shape, np.int32), 0
+    if mx <= 4 * lab.size + 1024:
+        present = np.zeros(mx + 1, bool)
+        present[lab.ravel()] = True
+        present[0] = False
+        n = int(present.sum())
+        lut = np.zeros(mx + 1, np.int32)
+        lut[present] = np.arange(1, n + 1, dtype=np.int32)
+        return lut[lab], n
+    ids, inv = np.unique(lab, return_inverse=True)
+    inv = inv.reshape(lab.shape).astype(np.int32)
+    if ids[0] != 0:
+        inv += 1
+    return np.ascontiguousarray(inv), int(ids.size - (1 if ids[0] == 0 else 0))
+
+
+def bounding_boxes(labels: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding boxes of ids ``1..n`` (default: up to the largest id): ``lo``, ``hi`` int64
+    ``(n, ndim)`` with ``lo <= coordinate < hi`` along every axis, as the slices of
+    :func:`scipy.ndimage.find_objects`; an absent id has the empty box ``lo = hi = 0``.
+
+    >>> import numpy as np
+    >>> lo, hi = bounding_boxes(np.array([[0, 2, 2], [1, 0, 2]]))
+    >>> lo.tolist(), hi.tolist()
+    ([[1, 0], [0, 1]], [[2, 1], [2, 3]])
+    """
+    from ._labels_kernels import label_boxes
+
     lab = as_labels(labels)
-    ids = np.unique(lab)
-    ids = ids[ids != 0]
-    if ids.size == 0:
-        return np.zeros_like(lab)
-    lut = np.zeros(int(ids.max()) + 1, dtype=np.int32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return lut[lab]
+    if n is None:
+        n = int(lab.max()) if lab.size else 0
+    if lab.ndim == 0 or lab.size == 0 or n <= 0:
+        return np.zeros((max(int(n), 0), lab.ndim), np.int64), np.zeros((max(int(n), 0), lab.ndim), np.int64)
+    return label_boxes(lab.reshape(-1), np.array(lab.shape, np.int64), int(n))
 
 
 def fill_holes(labels: np.ndarray) -> np.ndarray:

@@ -129,3 +129,39 @@ def test_as_labels_accepts_float_images_of_whole_numbers():
               np.array([[0, 3], [7, 0]], np.float16)):
         out = as_labels(a)
         assert out.dtype == np.int32 and out.tolist() == a.astype(np.int64).tolist()
+
+
+def test_sequential_counts_and_orders_ids_on_both_paths():
+    from cellseg.labels import sequential
+
+    rng = np.random.default_rng(0)
+    for ids in ([0, 3, 9, 4], [0, 5, 2**30, 7]):  # a lookup table; ids too sparse for one (np.unique)
+        a = rng.choice(np.array(ids, np.int64), size=(6, 7))
+        a[0, 0], a[0, 1] = ids[1], ids[2]  # a few ids always present
+        r, n = sequential(a)
+        present = np.unique(a[a > 0])
+        assert n == present.size and r.dtype == np.int32
+        np.testing.assert_array_equal(r, np.searchsorted(present, a) * (a > 0) + (a > 0))
+        np.testing.assert_array_equal(relabel_sequential(a), r)
+    r, n = sequential(np.full((2, 3), 9, np.uint8))  # no background
+    assert n == 1 and (r == 1).all()
+    r, n = sequential(np.zeros((0, 4), np.int32))
+    assert n == 0 and r.shape == (0, 4)
+    with pytest.raises(LabelError):
+        sequential(np.zeros((2, 2, 2)), ndim=2)
+
+
+def test_bounding_boxes_are_find_objects_slices():
+    from scipy import ndimage as ndi
+
+    from cellseg.labels import bounding_boxes
+
+    lab = np.zeros((4, 9, 7), np.uint16)
+    lab[1:3, 2:5, 0:2] = 3
+    lab[0, 8, 6] = 1
+    lo, hi = bounding_boxes(lab, n=5)  # ids 2, 4 and 5 absent
+    for k, sl in enumerate(ndi.find_objects(lab.astype(np.int32), max_label=5)):
+        want = ([0] * 3, [0] * 3) if sl is None else ([s.start for s in sl], [s.stop for s in sl])
+        assert (lo[k].tolist(), hi[k].tolist()) == want
+    lo, hi = bounding_boxes(np.zeros((3, 3), np.int32))
+    assert lo.shape == hi.shape == (0, 2)

@@ -170,3 +170,18 @@ def test_dic_hela_silver_truth_perturbed(dic_hela):
     seq = seg_sequence(gts, preds)
     all_j = np.array([j for g, p in zip(gts, preds) for j in ref_seg(g, p)[1].values()])
     assert seq.n_ref == all_j.size and seq.seg == pytest.approx(all_j.mean(), abs=1e-12)
+
+
+def test_pool_seg_pools_the_reference_objects_of_frames():
+    from cellseg.metrics import pool_seg
+
+    rng = np.random.default_rng(5)
+    pairs = [random_label_pair(rng, ndim=2) for _ in range(4)]
+    frames = [seg_score(g, p) for g, p in pairs]
+    pooled = pool_seg(frames)
+    n_ref = sum(f.n_ref for f in frames)
+    assert pooled.n_ref == n_ref > 0 and pooled.frames == tuple(frames)
+    assert pooled.seg == pytest.approx(sum(f.seg * f.n_ref for f in frames) / n_ref, abs=1e-12)
+    assert pooled.seg == seg_sequence([g for g, _ in pairs], [p for _, p in pairs]).seg
+    assert math.isnan(pool_seg([]).seg) and math.isnan(pool_seg([seg_score(np.zeros((3, 3), int),
+                                                                             np.ones((3, 3), int))]).seg)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "DEFAULT_THRESHOLDS": "matching",
     "seg_score": "ctc",
     "seg_sequence": "ctc",
+    "pool_seg": "ctc",
     "det_score": "ctc",
     "det_sequence": "ctc",
     "SEGResult": "ctc",

@@ -57,6 +57,7 @@ __all__ = [
     "seg_score",
     "seg_sequence",
     "seg_from_table",
+    "pool_seg",
     "det_score",
     "det_sequence",
     "det_from_table",
@@ -155,7 +156,10 @@ class SEGSequenceResult:
                 "frames": [f.to_dict() for f in self.frames]}
 
 
-def _pool_seg(frames: Sequence[SEGResult]) -> SEGSequenceResult:
+def pool_seg(frames: Sequence[SEGResult]) -> SEGSequenceResult:
+    """SEG pooled over the reference objects of several frames' :class:`SEGResult`: the
+    (exactly summed) Jaccards of all their reference objects over their number; NaN when
+    there are none."""
     n_ref = sum(f.n_ref for f in frames)
     total = math.fsum(j for f in frames for j in f.jaccards.tolist())
     return SEGSequenceResult(total / n_ref if n_ref else math.nan, n_ref, tuple(frames))
@@ -165,7 +169,7 @@ def seg_sequence(gts: Iterable, preds: Iterable, *, names: Sequence[str] | None 
     """CTC SEG of a sequence: the mean Jaccard over the reference objects of all
     frames (frames taken pairwise, one at a time). Frames without reference
     objects add nothing; the result is NaN if no frame has any."""
-    return _pool_seg([seg_from_table(_table(g, p, n)) for g, p, n in _pairs(gts, preds, names, ("gts", "preds"))])
+    return pool_seg([seg_from_table(_table(g, p, n)) for g, p, n in _pairs(gts, preds, names, ("gts", "preds"))])
 
 
 # --------------------------------------------------------------------------- DET

@@ -39,8 +39,8 @@ from cellseg.metrics.ctc import (
     SEGResult,
     SEGSequenceResult,
     _pool_det,
-    _pool_seg,
     det_from_table,
+    pool_seg,
     seg_from_table,
 )
 from cellseg.metrics.matching import (
@@ -238,4 +238,4 @@ def evaluate(pairs: Iterable) -> EvaluationReport:
     if not images:
         raise ValueError("evaluate: no image pairs given")
     pooled = tuple(_pool(acc, t, "iou", False) for acc, t in zip(per_thr, _THRESHOLDS))
-    return EvaluationReport(tuple(images), pooled, _pool_seg(segs), _pool_det(dets), tuple(tables))
+    return EvaluationReport(tuple(images), pooled, pool_seg(segs), _pool_det(dets), tuple(tables))

@@ -245,7 +245,7 @@ class _Validator:
         self.targets = [rep.encode(s.labels) for s in self.samples]
 
     def run(self, model: CellsegModel, loss_fn) -> dict[str, float]:
-        from cellseg.metrics import average_precision, seg_score
+        from cellseg.metrics import average_precision, pool_seg, seg_score
 
         net = model.network
         was = net.training
@@ -275,13 +275,7 @@ class _Validator:
             net.train(was)
         ap = average_precision([s.labels for s in self.samples], preds)  # IoU 0.5:0.05:0.95, pooled
         return {"val_loss": float(np.mean(losses)), "val_ap50": float(ap.ap[0]), "val_map": float(ap.mean_ap),
-                "val_seg": pooled_seg(segs), "val_objects": n_obj}
-
-
-def pooled_seg(results) -> float:
-    """CTC SEG pooled over the reference objects of several frames (NaN when there are none)."""
-    n = sum(int(r.n_ref) for r in results)
-    return float(sum(float(np.sum(r.jaccards)) for r in results) / n) if n else float("nan")
+                "val_seg": float(pool_seg(segs).seg), "val_objects": n_obj}
 
 
 def _metric(res, key: str) -> float:
@@ -658,7 +652,7 @@ def evaluate_model(model: CellsegModel, data: TrainingData, params: Mapping[str,
                    iou_thresholds: Sequence[float] = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))) -> dict[str, Any]:
     """Test figures of ``model`` on normalized ``data``: AP at each IoU threshold (dataset-level,
     TP/(TP+FP+FN) over all images), mean AP 0.5:0.95, F1@0.5, precision/recall@0.5 and mean SEG."""
-    from cellseg.metrics import matching_dataset, seg_score
+    from cellseg.metrics import matching_dataset, pool_seg, seg_score
 
     preds, trues, segs = [], [], []
     for s in data.samples:
@@ -678,5 +672,5 @@ def evaluate_model(model: CellsegModel, data: TrainingData, params: Mapping[str,
     for t, a in zip(iou_thresholds, aps):
         res[f"ap{int(round(t * 100))}"] = a
     res["map_50_95"] = float(np.mean(aps))
-    res["seg"] = pooled_seg(segs)
+    res["seg"] = float(pool_seg(segs).seg)
     return res

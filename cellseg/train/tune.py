@@ -107,11 +107,9 @@ def score_labels(trues: Sequence[np.ndarray], preds: Sequence[np.ndarray], metri
 
         return float(average_precision(list(trues), list(preds), thresh=(0.5,)).mean_ap)
     if metric == "seg":
-        from cellseg.metrics import seg_score
+        from cellseg.metrics import pool_seg, seg_score
 
-        from .loop import pooled_seg
-
-        return pooled_seg([seg_score(t, p) for t, p in zip(trues, preds)])
+        return float(pool_seg([seg_score(t, p) for t, p in zip(trues, preds)]).seg)
     raise ValueError(f"unknown metric {metric!r}; choose 'map', 'ap50' or 'seg'")
 
 
