@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cellseg.labels import sequential
 from cellseg.representations import flows as F
 from cellseg.representations.base import Decoded, make_params
 from tests.reference import ref_flows as R
@@ -541,7 +542,7 @@ def test_fused_flow_errors_equal_flows_then_errors():
     of ``group_pixels`` straight from the points (ids 0 skipped, empty ids)."""
     rng = np.random.default_rng(4)
     for lab in (voronoi_labels(6), synth(seed=2), np.ones((1, 5), np.int32)):
-        lab, n = F._sequential(lab, 2)
+        lab, n = sequential(lab, 2)
         flow = (rng.normal(size=(2,) + lab.shape) * 5).astype(np.float32)
         mu = F.cellpose_flows(lab)
         ref = F.K.flow_errors(lab.ravel(), mu.reshape(2, -1), flow.reshape(2, -1), F.FLOW_SCALE, n)
