@@ -11,6 +11,10 @@ _REGISTRY = {
     "flows": ("cellseg.representations.flows", "Flows"),
     "offsets": ("cellseg.representations.offsets", "Offsets"),
 }
+#: classes that a registered name builds from its configuration (``get("stardist", ndim=3)``)
+_VARIANTS = {
+    "stardist3d": ("cellseg.representations.stardist3d", "StarDist3D"),
+}
 
 
 def available() -> list[str]:

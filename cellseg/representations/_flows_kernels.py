@@ -32,31 +32,6 @@ SQRT2 = math.sqrt(2.0)
 
 
 @jit
-def compact_ids(lab, out):
-    """Map the ids of ``lab`` (int32, flat, >= 0) to ``1..n`` in ascending id order.
-
-    Writes ``out`` (int32, flat) and returns ``n``. Uses a lookup table of size
-    ``max(lab) + 1`` (the caller guards its size).
-    """
-    mx = 0
-    for i in range(lab.size):
-        if lab[i] > mx:
-            mx = lab[i]
-    lut = np.zeros(mx + 1, np.int32)
-    for i in range(lab.size):
-        lut[lab[i]] = 1
-    k = 0
-    lut[0] = 0
-    for v in range(1, mx + 1):
-        if lut[v]:
-            k += 1
-            lut[v] = k
-    for i in range(lab.size):
-        out[i] = lut[lab[i]]
-    return k
-
-
-@jit
 def label_sums(lab, values, n):
     """Pixel count and sum of ``values`` (float32, flat) of every id ``1..n`` of
     ``lab`` (int32, flat); returns ``(counts int64, sums float64)``, ``n + 1`` each,

@@ -198,37 +198,6 @@ def _star_dist_row(flat, Wp, i, gy, gx, ys, xs, off, rcols, out):
 
 
 @jit
-def object_bboxes_kernel(lab, n_ids):
-    """Per id bounding boxes. lab int32 (H, W) with ids < n_ids.
-
-    Returns int64 (n_ids, 4): min row, min col, max row, max col (inclusive);
-    absent ids have min row = -1.
-    """
-    bb = np.empty((n_ids, 4), np.int64)
-    for v in range(n_ids):
-        bb[v, 0] = -1
-    H, W = lab.shape
-    for r in range(H):
-        for c in range(W):
-            v = lab[r, c]
-            if v == 0:
-                continue
-            if bb[v, 0] < 0:
-                bb[v, 0] = r
-                bb[v, 1] = c
-                bb[v, 2] = r
-                bb[v, 3] = c
-            else:
-                if c < bb[v, 1]:
-                    bb[v, 1] = c
-                if r > bb[v, 2]:
-                    bb[v, 2] = r
-                if c > bb[v, 3]:
-                    bb[v, 3] = c
-    return bb
-
-
-@jit
 def _edt_rows(g, h, w, vbuf, zbuf, dout):
     """In place 2nd pass of the exact squared EDT (Felzenszwalb-Huttenlocher).
 
@@ -271,8 +240,9 @@ def _edt_rows(g, h, w, vbuf, zbuf, dout):
 def edt_prob_kernel(lab, bb, ids, out):
     """Per-object Euclidean distance transform normalised by its maximum.
 
-    lab int32 (H, W); bb int64 (n_ids, 4) from :func:`object_bboxes_kernel`;
-    ids int64 (m,) the present ids; out float32 (H, W), zero-initialised.
+    lab int32 (H, W); bb int64 (n_ids, 4) per id: min row, min col, max row, max col
+    (inclusive; :func:`cellseg.labels.bounding_boxes`); ids int64 (m,) the present ids;
+    out float32 (H, W), zero-initialised.
 
     For object ``v`` the distance of each of its pixels to the nearest pixel
     with another id (background included) inside the object's bounding box

@@ -236,9 +236,12 @@ class Representation(abc.ABC):
 
     def decode_param_names(self) -> tuple[str, ...]:
         """Names of the ``Params`` fields that change what :meth:`decode` returns for this
-        configuration (all of them unless a subclass says otherwise); user interfaces show
-        these and leave the others at their values."""
-        return tuple(f.name for f in dataclasses.fields(self.Params))
+        configuration: the knobs declared without a mode and those of the representation's
+        ``mode`` (see :mod:`cellseg.representations._params`); user interfaces show these and
+        leave the others at their values."""
+        from ._params import used_fields
+
+        return used_fields(self)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

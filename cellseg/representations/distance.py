@@ -40,38 +40,32 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from cellseg.labels import as_labels
+from cellseg.labels import as_labels, sequential
+from cellseg.representations._params import document, knob, validate
 from cellseg.representations.base import Decoded, HeadSpec, Representation, check_outputs
 
 __all__ = ["DistanceMap", "DistanceParams", "normalized_distance", "watershed", "h_maxima"]
 
 
+@document
 @dataclass(frozen=True)
 class DistanceParams:
     """Decoder knobs of :class:`DistanceMap` (see the module docstring)."""
 
-    fg_thresh: float = 0.5
-    smooth_sigma: float = 1.0
-    h: float = 0.3
-    marker_thresh: float = 0.3
-    min_distance: float = 0.0
-    min_size: int = 10
+    fg_thresh: float = knob(0.5, ge=0.0, lt=1.0, tune=(0.1, 0.9, 9), cli="--prob-thresh",
+                            help="foreground probability threshold: a pixel is foreground iff fg > fg_thresh")
+    smooth_sigma: float = knob(1.0, ge=0.0, help="Gaussian smoothing of the distance map (pixels; 0: none)")
+    h: float = knob(0.3, gt=0.0, help="markers are the h-maxima of the smoothed map: maxima with a dynamic >= h")
+    marker_thresh: float = knob(0.3, ge=0.0, lt=1.0, tune=(0.1, 0.8, 5),
+                                help="markers lie where the smoothed distance map exceeds it")
+    min_distance: float = knob(0.0, ge=0.0, off=0.0,
+                               help="marker pieces at most this far apart (physical units) form one marker "
+                                    "(0: no merging)")
+    min_size: int = knob(10, ge=0, off=0, help="objects with fewer pixels are removed")
 
     def __post_init__(self):
-        if not 0.0 <= self.fg_thresh < 1.0:
-            raise ValueError(f"fg_thresh must be in [0, 1), got {self.fg_thresh}")
-        if not self.smooth_sigma >= 0:
-            raise ValueError(f"smooth_sigma must be >= 0, got {self.smooth_sigma}")
-        if not self.h > 0:
-            raise ValueError(f"h must be > 0, got {self.h}")
-        if not 0.0 <= self.marker_thresh < 1.0:
-            raise ValueError(f"marker_thresh must be in [0, 1), got {self.marker_thresh}")
-        if not self.min_distance >= 0:
-            raise ValueError(f"min_distance must be >= 0, got {self.min_distance}")
-        if int(self.min_size) != self.min_size or self.min_size < 0:
-            raise ValueError(f"min_size must be a non-negative integer, got {self.min_size}")
+        validate(self)
 
 
 def _spacing(ndim: int, anisotropy: float) -> np.ndarray:
@@ -80,28 +74,6 @@ def _spacing(ndim: int, anisotropy: float) -> np.ndarray:
 
 def _as3d(a: np.ndarray) -> np.ndarray:
     return a[None] if a.ndim == 2 else a
-
-
-def _sequential(lab: np.ndarray) -> tuple[np.ndarray, int]:
-    """Relabel to 0..n (order of increasing id); returns (int32 labels, n)."""
-    if lab.size == 0:
-        return lab.astype(np.int32), 0
-    mx = int(lab.max())
-    if mx == 0:
-        return np.zeros(lab.shape, np.int32), 0
-    if mx <= 4 * lab.size + 1024:
-        present = np.zeros(mx + 1, bool)
-        present[lab.ravel()] = True
-        present[0] = False
-        lut = np.zeros(mx + 1, np.int32)
-        n = int(present.sum())
-        lut[present] = np.arange(1, n + 1, dtype=np.int32)
-        return lut[lab], n
-    ids, inv = np.unique(lab, return_inverse=True)
-    inv = inv.reshape(lab.shape).astype(np.int32)
-    if ids[0] != 0:
-        inv += 1
-    return inv, int(ids.size - (1 if ids[0] == 0 else 0))
 
 
 def normalized_distance(labels: np.ndarray, anisotropy: float = 1.0) -> np.ndarray:
@@ -118,7 +90,7 @@ def normalized_distance(labels: np.ndarray, anisotropy: float = 1.0) -> np.ndarr
     lab = as_labels(labels, ndim=(2, 3))
     if not anisotropy > 0:
         raise ValueError(f"anisotropy must be > 0, got {anisotropy}")
-    seq, n = _sequential(lab)
+    seq, n = sequential(lab)
     if n == 0:
         return np.zeros(lab.shape, np.float32)
     seq3 = np.ascontiguousarray(_as3d(seq))
@@ -271,6 +243,8 @@ class DistanceMap(Representation):
         dist = out["dist"][0].astype(np.float64)
         fg = fgp > np.float32(p.fg_thresh)
         if p.smooth_sigma > 0:
+            from scipy import ndimage as ndi  # scipy loads at the first decode, not at import
+
             sig = (p.smooth_sigma / self.anisotropy, p.smooth_sigma, p.smooth_sigma)[-self.ndim:]
             dist = ndi.gaussian_filter(dist, sigma=sig, mode="nearest")
         dist = np.where(fg, dist, 0.0)
@@ -281,7 +255,7 @@ class DistanceMap(Representation):
             small = counts < p.min_size
             small[0] = False
             lab[small[lab]] = 0
-        lab, n = _sequential(lab)
+        lab, n = sequential(lab)
         if n:
             sums = np.bincount(lab.ravel(), weights=fgp.ravel().astype(np.float64), minlength=n + 1)
             cnt = np.bincount(lab.ravel(), minlength=n + 1)
@@ -293,6 +267,8 @@ class DistanceMap(Representation):
     def _markers(self, dist: np.ndarray, fg: np.ndarray, p: DistanceParams) -> np.ndarray:
         if not fg.any():
             return np.zeros(dist.shape, np.int32)
+        from scipy import ndimage as ndi
+
         cand = h_maxima(dist, p.h) & fg & (dist > float(np.float32(p.marker_thresh)))
         full = ndi.generate_binary_structure(dist.ndim, dist.ndim)
         markers, n = ndi.label(cand, structure=full)

@@ -102,10 +102,25 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cellseg.labels import _fill_holes_inplace, as_labels
+from cellseg.labels import _fill_holes_inplace, as_labels, sequential
 
-from . import _flows_kernels as K
+from ._params import document, knob, off_value, validate
 from .base import Decoded, HeadSpec, Representation, check_outputs
+
+
+class _Kernels:
+    """Stands for ``_flows_kernels`` until its first use, then puts the module in its place
+    (numba loads when a kernel is first needed, not at import)."""
+
+    def __getattr__(self, name: str):
+        from . import _flows_kernels
+
+        globals()["K"] = _flows_kernels
+        return getattr(_flows_kernels, name)
+
+
+K: Any = _Kernels()
+
 
 __all__ = [
     "Flows",
@@ -137,104 +152,48 @@ _GROW_RADIUS = 5
 _SEED_POOL = 2  # 5^ndim local-maximum window
 
 
-_CELLPOSE_ONLY = ("seed_min_count",)
-_OMNIPOSE_ONLY = ("dist_thresh", "link_dist", "max_divergence", "connectivity", "min_depth", "merge_frac",
-                  "absorb_ratio")
-
-
+@document
 @dataclass(frozen=True)
 class FlowsParams:
-    """Decoder knobs.
+    """Decoder knobs of :class:`Flows` (see the module docstring); ``mode`` says which
+    clustering uses a knob, the others serve both."""
 
-    prob_thresh : a pixel is foreground iff ``prob > prob_thresh``.
-    flow_threshold : masks whose flow error exceeds it are dropped (<= 0: no QC).
-    niter : Euler steps.
-    min_size : objects with fewer pixels (after hole filling) are dropped.
-    max_size_fraction : objects larger than this fraction of the image are dropped.
-    seed_min_count : (cellpose mode) a histogram seed needs more end points than this.
-    dist_thresh : (omnipose mode) if set, foreground also needs ``dist > dist_thresh``.
-    link_dist, max_divergence : (omnipose mode) neighbouring pixels are linked into
-        one object when their end points lie within ``link_dist`` pixels and their
-        unit flows separate them at a rate <= ``max_divergence``
-        (see :func:`omnipose_clusters`).
-    connectivity : (omnipose mode) 1: face neighbours are linked (default);
-        ``ndim``: all neighbours (diagonal-only contacts link too).
-    min_depth : (omnipose mode) two neighbours both with ``dist < min_depth``
-        are not linked directly (0 disables the rule).
-    merge_frac : (omnipose mode) adjacent components merge when at least this
-        fraction of the neighbour pairs between them is compatible (> 1 disables).
-    absorb_ratio : (omnipose mode) a component whose peak ``dist`` is below this
-        fraction of an adjacent component's peak is merged into it (0 disables;
-        0.15: an inscribed radius under 15% of the neighbour's, i.e. under ~2%
-        of its area for round shapes).
-    """
-
-    prob_thresh: float = 0.5
-    flow_threshold: float = 0.4
-    niter: int = 200
-    min_size: int = 15
-    max_size_fraction: float = 0.4
-    seed_min_count: int = 10
-    dist_thresh: float | None = None
-    link_dist: float = 3.0
-    max_divergence: float = 0.5
-    connectivity: int = 1
-    min_depth: float = 1.0
-    merge_frac: float = 0.5
-    absorb_ratio: float = 0.15
+    prob_thresh: float = knob(0.5, ge=0.0, lt=1.0, tune=(0.1, 0.9, 9), cli="--prob-thresh",
+                              help="cell probability threshold: a pixel is foreground iff prob > prob_thresh")
+    flow_threshold: float = knob(0.4, tune=(0.2, 1.0, 5), cli="--flow-threshold", off=0.0,
+                                 help="masks whose flow error exceeds it are dropped (<= 0: no flow-error QC)")
+    niter: int = knob(200, ge=0, help="Euler steps of the flow following")
+    min_size: int = knob(15, help="objects with fewer pixels (after hole filling) are dropped")
+    max_size_fraction: float = knob(0.4, gt=0.0, le=1.0,
+                                    help="objects larger than this fraction of the image are dropped")
+    seed_min_count: int = knob(10, ge=0, mode="cellpose",
+                               help="a histogram seed needs more end points than this")
+    dist_thresh: float | None = knob(None, mode="omnipose",
+                                     help="if set, foreground also needs dist > dist_thresh")
+    link_dist: float = knob(3.0, ge=0.0, mode="omnipose",
+                            help="neighbouring pixels link when their end points lie within link_dist pixels")
+    max_divergence: float = knob(0.5, mode="omnipose",
+                                 help="linked neighbours' unit flows separate them at a rate <= max_divergence "
+                                      "(about 2 where two touching cells meet)")
+    connectivity: int = knob(1, choices=(1, 2, 3), mode="omnipose",
+                             help="1: face neighbours are linked; the ndim: all neighbours (diagonal-only "
+                                  "contacts link too)")
+    min_depth: float = knob(1.0, mode="omnipose", off=0.0,
+                            help="two neighbours both with dist < min_depth are not linked directly "
+                                 "(0 disables the rule)")
+    merge_frac: float = knob(0.5, ge=0.0, mode="omnipose", off=2.0,
+                             help="adjacent components merge when at least this fraction of the neighbour "
+                                  "pairs between them is compatible (> 1 disables)")
+    absorb_ratio: float = knob(0.15, ge=0.0, le=1.0, mode="omnipose", off=0.0,
+                               help="a component whose peak dist is below this fraction of an adjacent "
+                                    "component's peak is merged into it (0 disables; 0.15: an inscribed radius "
+                                    "under 15% of the neighbour's, about 2% of its area for round shapes)")
 
     def __post_init__(self):
-        if not 0.0 <= self.prob_thresh < 1.0:  # the cell probability is a sigmoid output
-            raise ValueError(f"prob_thresh must be in [0, 1), got {self.prob_thresh}")
-        if self.flow_threshold is None or not np.isfinite(self.flow_threshold):
-            raise ValueError("flow_threshold must be a finite number (<= 0 disables the QC)")
-        if int(self.niter) != self.niter or self.niter < 0:
-            raise ValueError(f"niter must be a non-negative integer, got {self.niter!r}")
-        if int(self.min_size) != self.min_size:
-            raise ValueError(f"min_size must be an integer, got {self.min_size!r}")
-        if not 0 < self.max_size_fraction <= 1:
-            raise ValueError(f"max_size_fraction must be in (0, 1], got {self.max_size_fraction}")
-        if int(self.seed_min_count) != self.seed_min_count or self.seed_min_count < 0:
-            raise ValueError(f"seed_min_count must be a non-negative integer, got {self.seed_min_count!r}")
-        if not (np.isfinite(self.link_dist) and self.link_dist >= 0):
-            raise ValueError(f"link_dist must be >= 0, got {self.link_dist}")
-        if not np.isfinite(self.max_divergence):
-            raise ValueError("max_divergence must be finite")
-        if self.connectivity not in (1, 2, 3):
-            raise ValueError(f"connectivity must be 1 (face neighbours) or the ndim, got {self.connectivity!r}")
-        if not np.isfinite(self.min_depth):
-            raise ValueError("min_depth must be finite")
-        if not (np.isfinite(self.merge_frac) and self.merge_frac >= 0):
-            raise ValueError(f"merge_frac must be >= 0, got {self.merge_frac}")
-        if not (np.isfinite(self.absorb_ratio) and 0 <= self.absorb_ratio <= 1):
-            raise ValueError(f"absorb_ratio must be in [0, 1], got {self.absorb_ratio}")
-        if self.dist_thresh is not None and not np.isfinite(self.dist_thresh):
-            raise ValueError("dist_thresh must be finite or None")
+        validate(self)
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _sequential(labels, ndim) -> tuple[np.ndarray, int]:
-    """Validated int32 labels with ids 1..n (ascending id order) and n."""
-    lab = as_labels(labels, ndim=ndim)
-    flat = lab.ravel()
-    if flat.size == 0:
-        return lab, 0
-    mx = int(flat.max())
-    if mx == 0:
-        return lab, 0
-    if mx <= 4 * flat.size + 1024:
-        out = np.empty_like(flat)
-        n = int(K.compact_ids(flat, out))
-        return out.reshape(lab.shape), n
-    ids, inv = np.unique(flat, return_inverse=True)
-    if ids[0] != 0:
-        inv = inv + 1
-        n = ids.size
-    else:
-        n = ids.size - 1
-    return np.ascontiguousarray(inv.reshape(lab.shape), np.int32), n
 
 
 def _check_ndim(ndim):
@@ -252,7 +211,7 @@ def cellpose_flows(labels, niter: int | None = None, ndim: int | None = None) ->
     sequential). ``niter``: diffusion iterations for every object (default: per
     object, see the module docstring).
     """
-    lab, n = _sequential(labels, ndim if ndim is not None else (2, 3))
+    lab, n = sequential(labels, ndim if ndim is not None else (2, 3))
     nit = 0 if niter is None else int(niter)
     if niter is not None and nit < 1:
         raise ValueError(f"niter must be >= 1, got {niter}")
@@ -277,7 +236,7 @@ def omnipose_flows(labels, anisotropy: float = 1.0, ndim: int | None = None) -> 
     """Unit Omnipose flows (float32 ``(ndim, *shape)``) and the smooth distance
     (float32 ``shape``, 0 on the background). ``anisotropy``: Z spacing over the
     in-plane spacing (3D only)."""
-    lab, n = _sequential(labels, ndim if ndim is not None else (2, 3))
+    lab, n = sequential(labels, ndim if ndim is not None else (2, 3))
     if not (np.isfinite(anisotropy) and anisotropy > 0):
         raise ValueError(f"anisotropy must be > 0, got {anisotropy}")
     return _omnipose_flows_seq(lab, n, anisotropy)
@@ -424,10 +383,13 @@ def cellpose_clusters(final: np.ndarray, shape, seed_min_count: int = 10) -> np.
     return out
 
 
-def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_dist: float = 3.0,
-                      max_divergence: float = 0.5, connectivity: int = 1, dist=None,
-                      min_depth: float = 0.0, merge_frac: float = 2.0,
-                      absorb_ratio: float = 0.0) -> np.ndarray:
+def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray,
+                      link_dist: float = FlowsParams.link_dist,
+                      max_divergence: float = FlowsParams.max_divergence,
+                      connectivity: int = FlowsParams.connectivity, dist=None,
+                      min_depth: float = off_value(FlowsParams, "min_depth"),
+                      merge_frac: float = off_value(FlowsParams, "merge_frac"),
+                      absorb_ratio: float = off_value(FlowsParams, "absorb_ratio")) -> np.ndarray:
     """Omnipose-style grouping by affinity of neighbouring pixels.
 
     Foreground pixels (``fg``; their end points ``final``, ``(ndim, P)``, in raster
@@ -442,8 +404,11 @@ def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray, link_
     ``merge_frac`` (<= 1): region merging of adjacent components (see
     :func:`cellseg.representations._flows_kernels.link_points`); ``absorb_ratio``
     (> 0): fragments whose peak ``dist`` is below that fraction of an adjacent
-    component's peak join it (needs ``dist``). The defaults here (no depth, no
-    merging, no absorption) are the plain linking. Returns the
+    component's peak join it (needs ``dist``). The linking defaults are
+    :class:`FlowsParams`'; ``min_depth``, ``merge_frac`` and ``absorb_ratio`` default
+    to the values its declarations give for "rule off" (no depth rule, no merging, no
+    absorption: the plain linking), as the function also serves those rules one at a
+    time. Returns the
     connected-component id of every point, ``1..k``, numbered by first pixel in
     raster order.
     """
@@ -485,7 +450,7 @@ def mask_flow_errors(labels, flow: np.ndarray, mode: str = "cellpose", anisotrop
     ``flow`` the predicted 5x-scaled flow. Returns float64 ``(n,)``."""
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    lab, n = _sequential(labels, (2, 3))
+    lab, n = sequential(labels, (2, 3))
     flow = np.ascontiguousarray(flow, np.float32)
     if flow.shape != (lab.ndim,) + lab.shape:
         raise ValueError(f"flow must have shape {(lab.ndim,) + lab.shape}, got {flow.shape}")
@@ -566,13 +531,7 @@ class Flows(Representation):
         """What a perfect network outputs (activated): the targets, prob in {0, 1}."""
         return self.encode(labels)
 
-    # -- decoding
-    def decode_param_names(self) -> tuple[str, ...]:
-        """The knobs of this mode: ``seed_min_count`` is cellpose's clustering, the
-        linking/merging knobs and ``dist_thresh`` are omnipose's."""
-        unused = _OMNIPOSE_ONLY if self.mode == "cellpose" else _CELLPOSE_ONLY
-        return tuple(n for n in super().decode_param_names() if n not in unused)
-
+    # -- decoding (the knobs of this mode: FlowsParams declares each knob's mode)
     def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None) -> Decoded:
         p = self.params(params)
         out = check_outputs(outputs, self.heads(), ndim=self.ndim)

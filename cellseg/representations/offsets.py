@@ -53,7 +53,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cellseg.labels import as_labels
+from cellseg.labels import as_labels, sequential
+from cellseg.representations._params import document, knob, validate
 from cellseg.representations.base import Decoded, HeadSpec, Representation, check_outputs
 
 __all__ = ["Offsets", "OffsetsParams", "medoids", "sigma_for_radius", "radius_for_sigma", "SIGMA_GAIN"]
@@ -63,28 +64,23 @@ SIGMA_GAIN = 10.0
 _LN2 = math.log(2.0)
 
 
+@document
 @dataclass(frozen=True)
 class OffsetsParams:
     """Decoder knobs of :class:`Offsets` (see the module docstring)."""
 
-    seed_thresh: float = 0.5
-    fg_thresh: float = 0.5
-    min_size: int = 10
-    min_unclustered_sum: int = 0
-    min_mask_sum: int = 0
-    new_fraction: float = 0.5
+    seed_thresh: float = knob(0.5, ge=0.0, le=1.0, tune=(0.1, 0.9, 9),
+                              help="clustering stops at the first seed scoring below it")
+    fg_thresh: float = knob(0.5, ge=0.0, lt=1.0, tune=(0.1, 0.9, 5), cli="--prob-thresh",
+                            help="foreground threshold: the mask is seed > fg_thresh")
+    min_size: int = knob(10, ge=0, help="a proposal becomes an object with at least this many new pixels")
+    min_unclustered_sum: int = knob(0, ge=0, help="clustering stops when at most this many mask pixels are left")
+    min_mask_sum: int = knob(0, ge=0, help="nothing is found when the mask has at most this many pixels")
+    new_fraction: float = knob(0.5, ge=0.0, lt=1.0,
+                               help="a proposal becomes an object when more than this fraction of it is new")
 
     def __post_init__(self):
-        if not 0.0 <= self.fg_thresh < 1.0:
-            raise ValueError(f"fg_thresh must be in [0, 1), got {self.fg_thresh}")
-        if not 0.0 <= self.seed_thresh <= 1.0:
-            raise ValueError(f"seed_thresh must be in [0, 1], got {self.seed_thresh}")
-        for name in ("min_size", "min_unclustered_sum", "min_mask_sum"):
-            v = getattr(self, name)
-            if int(v) != v or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v}")
-        if not 0.0 <= self.new_fraction < 1.0:
-            raise ValueError(f"new_fraction must be in [0, 1), got {self.new_fraction}")
+        validate(self)
 
 
 def sigma_for_radius(radius_px, scale: float = 1024.0):
@@ -102,12 +98,6 @@ def _as3d(a):
     return a[None] if a.ndim == 2 else a
 
 
-def _sequential(lab):
-    from cellseg.representations.distance import _sequential as seq
-
-    return seq(lab)
-
-
 def medoids(labels: np.ndarray, anisotropy: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Medoid of every object of a 2D/3D label image.
 
@@ -122,7 +112,7 @@ def medoids(labels: np.ndarray, anisotropy: float = 1.0) -> tuple[np.ndarray, np
     lab = as_labels(labels, ndim=(2, 3))
     if not anisotropy > 0:
         raise ValueError(f"anisotropy must be > 0, got {anisotropy}")
-    seq, n = _sequential(lab)
+    seq, n = sequential(lab)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros((0, lab.ndim), np.int64)
     ids = np.unique(lab[lab > 0]).astype(np.int64)
@@ -189,7 +179,7 @@ class Offsets(Representation):
 
     # ------------------------------------------------------------ encode
     def _encode(self, lab):
-        seq, n = _sequential(lab)
+        seq, n = sequential(lab)
         nd = self.ndim
         offset = np.zeros((nd, *lab.shape), np.float32)
         center = np.zeros((1, *lab.shape), np.float32)

@@ -44,7 +44,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..labels import as_labels
+from ..labels import as_labels, bounding_boxes, sequential
+from ._params import document, knob, validate
 from .base import Decoded, HeadSpec, Representation, check_outputs, check_values
 
 __all__ = [
@@ -135,12 +136,13 @@ def edt_prob(labels: np.ndarray, grid=(1, 1)) -> np.ndarray:
     if int(lab.min()) == mx:  # constant non-zero image: assume background around it
         return edt_prob(np.pad(lab, 1))[1:-1, 1:-1].copy()
     if mx > 2 * lab.size + 1024:  # huge sparse ids: compress them (same-id relation kept)
-        uniq, inv = np.unique(lab, return_inverse=True)
-        lab = np.ascontiguousarray(inv.reshape(lab.shape).astype(np.int32) + (0 if uniq[0] == 0 else 1))
-        mx = int(lab.max())
-    k = _k()
-    bb = k.object_bboxes_kernel(lab, mx + 1)
+        lab, mx = sequential(lab)
+    lo, hi = bounding_boxes(lab, mx)  # ids 1..mx, hi exclusive; absent: lo = hi = 0
+    bb = np.full((mx + 1, 4), -1, np.int64)  # per id: min row, min col, max row, max col (inclusive)
+    present = (hi > lo).all(axis=1)
+    bb[1:][present] = np.concatenate([lo, hi - 1], axis=1)[present]
     ids = np.flatnonzero(bb[:, 0] >= 0).astype(np.int64)
+    k = _k()
     out = np.zeros(lab.shape, np.float32)
     k.run_edt_prob(lab, bb, ids, out)
     return out
@@ -325,31 +327,25 @@ def candidates(prob: np.ndarray, dist: np.ndarray, prob_thresh: float = 0.5, bor
 # ----------------------------------------------------------------------------- representation
 
 
+@document
 @dataclass(frozen=True)
 class StarDistParams:
-    """Decoding knobs.
+    """Decoding knobs of :class:`StarDist`."""
 
-    prob_thresh : candidates have object probability ``> prob_thresh`` (compared at
-        float32 precision, the precision of the outputs).
-    nms_thresh : a candidate is suppressed when its overlap with a kept polygon
-        is ``> nms_thresh``.
-    border : candidates closer than this many grid pixels to the image border
-        are ignored (StarDist's ``b``; 0 keeps all).
-    overlap : ``"min"`` intersection / smaller area (StarDist) or ``"iou"``.
-    """
-
-    prob_thresh: float = 0.5
-    nms_thresh: float = 0.4
-    border: int = 2
-    overlap: str = "min"
+    prob_thresh: float = knob(0.5, ge=0.0, le=1.0, tune=(0.2, 0.8, 7), cli="--prob-thresh",
+                              help="candidates have object probability > prob_thresh (compared at float32 "
+                                   "precision, the precision of the outputs)")
+    nms_thresh: float = knob(0.4, ge=0.0, le=1.0, tune=(0.3, 0.5, 3), cli="--nms-thresh",
+                             help="NMS: a candidate is suppressed when its overlap with a kept polygon is "
+                                  "> nms_thresh")
+    border: int = knob(2, ge=0, off=0,
+                       help="candidates closer than this many grid pixels to the image border are ignored "
+                            "(StarDist's b; 0 keeps all)")
+    overlap: str = knob("min", choices=_OVERLAPS,
+                        help="NMS overlap: 'min' intersection / smaller area (StarDist) or 'iou'")
 
     def __post_init__(self):
-        _check_thresh(self.prob_thresh, "prob_thresh")
-        _check_thresh(self.nms_thresh, "nms_thresh")
-        if not isinstance(self.border, (int, np.integer)) or isinstance(self.border, bool) or self.border < 0:
-            raise ValueError(f"border must be an integer >= 0, got {self.border!r}")
-        if self.overlap not in _OVERLAPS:
-            raise ValueError(f"overlap must be one of {_OVERLAPS}, got {self.overlap!r}")
+        validate(self)
 
 
 class StarDist(Representation):

@@ -67,6 +67,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..labels import as_labels
+from ._params import document, knob, validate
 from .base import Decoded, HeadSpec, Representation, check_outputs, check_values
 
 __all__ = [
@@ -314,26 +315,23 @@ def candidates_3d(prob: np.ndarray, dist: np.ndarray, prob_thresh: float = 0.5, 
 # ----------------------------------------------------------------------------- representation
 
 
+@document
 @dataclass(frozen=True)
 class StarDist3DParams:
-    """Decoding knobs.
+    """Decoding knobs of :class:`StarDist3D`."""
 
-    prob_thresh : candidates have object probability ``> prob_thresh`` (float32 comparison).
-    nms_thresh : a candidate is suppressed when its overlap (voxels inside both / volume of
-        the smaller) with a kept polyhedron is ``> nms_thresh``.
-    border : candidates closer than this many grid voxels to a face of the volume are
-        ignored (StarDist's ``b``; 0 keeps all).
-    """
-
-    prob_thresh: float = 0.5
-    nms_thresh: float = 0.4
-    border: int = 2
+    prob_thresh: float = knob(0.5, ge=0.0, le=1.0, tune=(0.2, 0.8, 7), cli="--prob-thresh",
+                              help="candidates have object probability > prob_thresh (compared at float32 "
+                                   "precision, the precision of the outputs)")
+    nms_thresh: float = knob(0.4, ge=0.0, le=1.0, tune=(0.3, 0.5, 3), cli="--nms-thresh",
+                             help="NMS: a candidate is suppressed when its overlap (voxels inside both / volume "
+                                  "of the smaller) with a kept polyhedron is > nms_thresh")
+    border: int = knob(2, ge=0, off=0,
+                       help="candidates closer than this many grid voxels to a face of the volume are ignored "
+                            "(StarDist's b; 0 keeps all)")
 
     def __post_init__(self):
-        _check_thresh(self.prob_thresh, "prob_thresh")
-        _check_thresh(self.nms_thresh, "nms_thresh")
-        if not isinstance(self.border, (int, np.integer)) or isinstance(self.border, bool) or self.border < 0:
-            raise ValueError(f"border must be an integer >= 0, got {self.border!r}")
+        validate(self)
 
 
 class StarDist3D(Representation):
