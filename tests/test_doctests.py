@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["cellseg.metrics.matching", "cellseg.metrics.errors", "cellseg.scale", "cellseg.labels", "cellseg.preprocess"]
+MODULES = ["cellseg.metrics.matching", "cellseg.metrics.errors", "cellseg.scale", "cellseg.labels",
+           "cellseg.preprocess"]
 
 
 @pytest.mark.parametrize("name", MODULES)
