@@ -252,3 +252,18 @@ def test_a_tiny_3d_model_segments_a_held_back_volume_better_than_untrained(tmp_p
     assert float(r["centroid_x_um"]) == pytest.approx(float(r["centroid_x"]) * 0.5, abs=0.01)
     vol = np.count_nonzero(pred == int(r["id"]))
     assert float(r["area_um"]) == pytest.approx(vol * 1.0 * 0.5 * 0.5, rel=1e-3)
+
+
+def test_fine_tuning_a_3d_model_keeps_its_anisotropy(tmp_path, capsys):
+    out, out2 = tmp_path / "m.pt", tmp_path / "ft.pt"
+    assert _cli.run(parse(["-r", "distance", "--data", str(write_folder(tmp_path / "a", n=2, anisotropy=2.0)),
+                           "--out", str(out), *ONE_STEP])) == 0
+    other = write_folder(tmp_path / "b", n=2, anisotropy=3.0)
+    assert _cli.run(parse(["--fine-tune", str(out), "--data", str(other), "--out", str(out2), *ONE_STEP])) == 0
+    assert "trained with a Z step of 2 pixels, the files record 3" in capsys.readouterr().err
+    m = CellsegModel.load(out2, device="cpu")
+    assert m.ndim == 3 and m.representation.anisotropy == 2.0
+    assert m.config["training"]["anisotropy"] == {"value": 2.0, "source": "fine-tuned model"}
+    assert _cli.run(parse(["--fine-tune", str(out), "--data", str(other), "--out", str(out2), "--anisotropy", "3",
+                           *ONE_STEP])) == 2
+    assert "--anisotropy: the model to fine-tune keeps its own" in capsys.readouterr().err
