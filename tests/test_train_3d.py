@@ -267,3 +267,21 @@ def test_fine_tuning_a_3d_model_keeps_its_anisotropy(tmp_path, capsys):
     assert _cli.run(parse(["--fine-tune", str(out), "--data", str(other), "--out", str(out2), "--anisotropy", "3",
                            *ONE_STEP])) == 2
     assert "--anisotropy: the model to fine-tune keeps its own" in capsys.readouterr().err
+
+
+def test_segment_says_when_a_volume_has_another_z_step_than_the_model(tmp_path, capsys):
+    from cellseg.cli import main
+
+    out = tmp_path / "m.pt"
+    assert _cli.run(parse(["-r", "distance", "--data", str(write_folder(tmp_path / "a", n=2, anisotropy=2.0)),
+                           "--out", str(out), *ONE_STEP])) == 0
+    img, _ = volume(7)
+    for name, z in (("same", 1.0), ("deeper", 2.0)):
+        io.write_image(tmp_path / f"{name}.tif", _uint16(img), axes="ZYX", pixel_size={"Z": z, "Y": 0.5, "X": 0.5})
+    capsys.readouterr()
+    assert main(["segment", str(tmp_path / "same.tif"), str(tmp_path / "deeper.tif"), "--model", str(out),
+                 "-o", str(tmp_path / "seg"), "--no-overlay"]) == 0
+    err = capsys.readouterr().err
+    assert "deeper.tif: the model was trained on volumes with a Z step of 2 pixels; this file's is 4" in err
+    assert "resample Z by 2" in err and "same.tif: the model was trained" not in err
+    assert io.read_labels(tmp_path / "seg" / "deeper_labels.tif").shape == SHAPE
