@@ -75,3 +75,16 @@ def test_unknown_name_raises():
         _ = cellseg.Segmentr
     with pytest.raises(ImportError):
         exec("from cellseg import Segmentr", {})
+
+
+def test_the_version_has_one_source():
+    """pyproject.toml takes the version from ``cellseg.__version__``; the installed metadata agrees."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import cellseg
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert importlib.metadata.version("cellseg") == cellseg.__version__
