@@ -17,6 +17,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from cellseg.metrics import errors as _errors
+
 __all__ = [
     "CUSTOM_MODEL",
     "TRAINED_MODELS",
@@ -35,6 +37,8 @@ __all__ = [
     "axes_label",
     "axes_combo_choices",
     "axes_hint",
+    "z_step_from_layer",
+    "z_step_note",
     "display_axis_labels",
     "default_axis_labels",
     "channel_choices",
@@ -202,6 +206,9 @@ class ParamSpec:
     #: False for knobs the model's configuration does not use (e.g. the omnipose knobs of a
     #: cellpose-mode flows model): the widget keeps their value but shows no control
     shown: bool = True
+    #: the control's range: the knob's declared bounds (None: unbounded on that side)
+    low: float | None = None
+    high: float | None = None
 
 
 def _kind_of(value) -> str:
@@ -216,25 +223,17 @@ def _kind_of(value) -> str:
 
 def param_specs(representation, thresholds: dict | None = None) -> list[ParamSpec]:
     """Controls for the fields of ``representation.Params``, valued by the model's tuned
-    ``thresholds`` (falling back to the dataclass defaults)."""
+    ``thresholds`` (falling back to the dataclass defaults); tooltip and range are each
+    knob's declared help and bounds (:mod:`cellseg.representations._params`)."""
+    from cellseg.representations._params import knob_of
+
     params = representation.params(dict(thresholds or {}))
-    docs = _field_docs(type(params).__doc__ or "")
     used = set(representation.decode_param_names())
-    return [ParamSpec(f.name, _kind_of(getattr(params, f.name)), getattr(params, f.name), docs.get(f.name, ""),
-                      f.name in used)
-            for f in dataclasses.fields(params)]
-
-
-def _field_docs(doc: str) -> dict[str, str]:
-    """``name : text`` entries of a Params docstring (first line of each), for tooltips."""
-    import re
-
-    out: dict[str, str] = {}
-    for line in doc.splitlines():
-        m = re.match(r"^\s*(\w+)\s*:\s*(\S.*)$", line)
-        if m:
-            out.setdefault(m.group(1), m.group(2).strip())
-    return out
+    specs = []
+    for f in dataclasses.fields(params):
+        k, value = knob_of(f), getattr(params, f.name)
+        specs.append(ParamSpec(f.name, _kind_of(value), value, k.help, f.name in used, k.low, k.high))
+    return specs
 
 
 def param_text(value) -> str:
@@ -493,6 +492,36 @@ def diameter_value(choice: str | None, px: float | None = None) -> float | str |
             raise ValueError("enter the objects' diameter in pixels (a positive number)")
         return float(px)
     raise ValueError(f"unknown diameter choice {choice!r}")
+
+
+def z_step_from_layer(scale: Sequence[float] | None, axes: str, metadata: dict | None = None) -> float | None:
+    """The Z step over the X pixel size of a layer with ``axes``: from its ``metadata['pixel_size']``
+    (this plugin's reader: the file's voxel size), else its ``scale`` (per axis of ``axes``
+    without C) when it is not napari's default of ones; None when neither says."""
+    ps = (metadata or {}).get("pixel_size") or {}
+    if ps.get("Z") and ps.get("X"):
+        return float(ps["Z"]) / float(ps["X"])
+    axes = axes.replace("C", "")
+    if scale is None or len(scale) != len(axes) or "Z" not in axes:
+        return None
+    z, x = float(scale[axes.index("Z")]), float(scale[axes.index("X")])
+    if not (z > 0 and x > 0) or (z == 1.0 and x == 1.0):
+        return None
+    return z / x
+
+
+def z_step_note(model, axes: str, z_step: float | None) -> str | None:
+    """What to tell when a 3D ``model`` segments a volume whose Z step (``z_step``, from
+    :func:`z_step_from_layer`) differs from the one it was trained with by more than 10 %
+    (the network sees objects squashed or stretched in Z); None otherwise."""
+    cfg = getattr(model, "config", {}) or {}
+    if int(cfg.get("ndim", 2)) != 3 or "Z" not in axes or not z_step:
+        return None
+    trained = float(getattr(getattr(model, "representation", None), "anisotropy", 1.0))
+    if abs(z_step - trained) <= 0.1 * trained:
+        return None
+    return (f"the model was trained on volumes with a Z step of {trained:g} px, this layer's is {z_step:.3g} px: "
+            f"resample Z by {z_step / trained:.3g} for results like the model's")
 
 
 def pixel_size_from_scale(scale: Sequence[float] | None, axes: str) -> float | None:
@@ -813,14 +842,9 @@ def polygon_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
 
 # --------------------------------------------------------------------------- evaluation
 
-#: Categories of the error map (values of the evaluation Labels layer).
-ERROR_CATEGORIES = {
-    1: "correct",          # predicted object matched one-to-one to a GT object at IoU >= τ
-    2: "false positive",   # predicted object matched to nothing (and not a merge / split part)
-    3: "false negative",   # GT object matched to nothing (not merged, not split); painted on GT pixels
-    4: "merge",            # predicted object holding the majority (> 50 %) of >= 2 GT objects
-    5: "split",            # predicted fragments, >= 2 of them, each mostly (> 50 %) inside one GT object
-}
+#: Categories of the error map (values of the evaluation Labels layer); see
+#: :mod:`cellseg.metrics.errors`.
+ERROR_CATEGORIES = _errors.ERROR_CATEGORIES
 ERROR_COLORS = {
     0: (0, 0, 0, 0),
     1: (0.2, 0.85, 0.2, 1.0),   # green
@@ -831,108 +855,9 @@ ERROR_COLORS = {
 }
 
 
-def _paint(y: np.ndarray, ids: np.ndarray, cats: np.ndarray) -> np.ndarray:
-    """Image of ``cats[i]`` where ``y == ids[i]`` (``ids`` sorted), 0 elsewhere."""
-    out = np.zeros(y.shape, np.int32)
-    if ids.size == 0:
-        return out
-    pos = np.clip(np.searchsorted(ids, y), 0, len(ids) - 1)
-    hit = (ids[pos] == y) & (y != 0)
-    out[hit] = cats[pos[hit]]
-    return out
-
-
-def _time_frames(y_true, y_pred, axes: str | None):
-    """Pairs of frames along T when ``axes`` has T (time-lapse labels keep ids over
-    time, so objects are compared frame by frame), else the one pair."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"ground truth and prediction differ in shape: {y_true.shape} vs {y_pred.shape}")
-    if axes and "T" in axes and len(axes) == y_true.ndim:
-        t = axes.index("T")
-        return [(np.take(y_true, i, t), np.take(y_pred, i, t)) for i in range(y_true.shape[t])], t
-    return [(y_true, y_pred)], None
-
-
-def error_categories(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float = 0.5,
-                     axes: str | None = None) -> tuple[np.ndarray, dict]:
-    """Error map of a prediction against ground truth (frame by frame along T when
-    ``axes`` has T); see :func:`error_categories_frame`."""
-    pairs, t = _time_frames(y_true, y_pred, axes)
-    maps, total = [], {}
-    for gt, pr in pairs:
-        m, c = error_categories_frame(gt, pr, iou_thresh)
-        maps.append(m)
-        for k, v in c.items():
-            total[k] = total.get(k, 0) + v
-    return (maps[0] if t is None else np.stack(maps, axis=t)), total
-
-
-def error_categories_frame(y_true: np.ndarray, y_pred: np.ndarray, iou_thresh: float = 0.5) -> tuple[np.ndarray, dict]:
-    """Error map of a prediction against ground truth, from the overlap table
-    (:func:`cellseg.metrics.overlap_table`).
-
-    With ``O[g, p]`` the number of pixels shared by GT object ``g`` and predicted
-    object ``p`` (areas ``|g|``, ``|p|``):
-
-    * **merge**: ``p`` holds more than half of each of at least two GT objects
-      (``O[g, p] > |g| / 2`` for ≥ 2 ``g``), matched or not.
-    * **split**: a GT object ``g`` contains more than half of each of at least two
-      predicted objects (``O[g, p] > |p| / 2`` for ≥ 2 ``p``); those fragments are
-      marked split (unless they are merges).
-    * **correct**: any other ``p`` matched to a GT object by the optimal one-to-one
-      matching at IoU ≥ ``iou_thresh`` (the matching behind AP).
-    * **false positive**: any other (unmatched) predicted object.
-    * **false negative**: an unmatched GT object that is neither held by a merge
-      object nor split; painted on its GT pixels, under the predicted objects.
-
-    Returns ``(map, counts)``: an int32 image with the values of
-    :data:`ERROR_CATEGORIES` and the number of objects per category (correct, FP
-    and merge count predicted objects; FN and split count GT objects).
-    """
-    from cellseg.metrics import overlap_table
-
-    table = overlap_table(y_true, y_pred)
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    tid, ta, pid, pa = table.true_ids, table.true_area, table.pred_ids, table.pred_area
-    pt, pp, inter = table.pair_true, table.pair_pred, table.inter
-    nt, npd = len(tid), len(pid)
-    holds_gt = inter * 2 > ta[pt]        # p holds the majority of g
-    in_gt = inter * 2 > pa[pp]           # p lies mostly in g
-    p_merge = np.bincount(pp[holds_gt], minlength=npd) >= 2
-    t_split = np.bincount(pt[in_gt], minlength=nt) >= 2
-    p_split = np.zeros(npd, bool)
-    p_split[pp[in_gt & t_split[pt]]] = True
-    p_split &= ~p_merge
-    t_merged = np.zeros(nt, bool)
-    t_merged[pt[holds_gt & p_merge[pp]]] = True
-    m = table.matching(float(iou_thresh), report_matches=True)
-    t_matched = np.zeros(nt, bool)
-    p_matched = np.zeros(npd, bool)
-    if m.matched_pairs:
-        mp = np.asarray(m.matched_pairs, np.int64)
-        t_matched[np.searchsorted(tid, mp[:, 0])] = True
-        p_matched[np.searchsorted(pid, mp[:, 1])] = True
-    p_correct = p_matched & ~p_merge & ~p_split
-    p_fp = ~p_matched & ~p_merge & ~p_split
-    t_fn = ~t_matched & ~t_merged & ~t_split
-    pcat = np.zeros(npd, np.int32)
-    pcat[p_correct] = 1
-    pcat[p_fp] = 2
-    pcat[p_split] = 5
-    pcat[p_merge] = 4
-    out = _paint(y_true, tid, np.where(t_fn, 3, 0).astype(np.int32))
-    pc = _paint(y_pred, pid, pcat)
-    out = np.where(pc > 0, pc, out)
-    counts = {
-        "correct": int(p_correct.sum()),
-        "false positive": int(p_fp.sum()),
-        "false negative": int(t_fn.sum()),
-        "merge": int(p_merge.sum()),
-        "split": int(t_split.sum()),
-    }
-    return out, counts
+error_categories = _errors.error_categories
+error_categories_frame = _errors.error_categories_frame
+_time_frames = _errors.paired_frames
 
 
 def evaluation_rows(y_true: np.ndarray, y_pred: np.ndarray,
@@ -1011,10 +936,12 @@ def training_channel_choices(shape: Sequence[int], axes: str, rgb: bool = False,
 
 
 def training_pairs_from_layers(image: np.ndarray, labels: np.ndarray, axes: str,
-                               channel: int | str | None = None) -> tuple[list, list[str], int]:
-    """``(pairs, names, in_channels)`` for 2D training from an image layer with ``axes``
-    and a Labels layer: T and Z planes become separate samples (planes without any
-    label are skipped: not annotated). With a C axis, ``channel`` says what the model
+                               channel: int | str | None = None,
+                               volume: bool = False) -> tuple[list, list[str], int]:
+    """``(pairs, names, in_channels)`` for training from an image layer with ``axes``
+    and a Labels layer: for 2D training T and Z planes become separate samples (planes
+    without any label are skipped: not annotated); with ``volume`` (3D training) the Z axis
+    stays: each T frame is one ZYX volume. With a C axis, ``channel`` says what the model
     gets: None every channel (``in_channels`` of them), an index that one channel,
     :data:`COLOUR` 3 colour channels (RGB kept, alpha dropped; a grey image repeated:
     :func:`cellseg.train.general.to_rgb3`)."""
@@ -1030,16 +957,21 @@ def training_pairs_from_layers(image: np.ndarray, labels: np.ndarray, axes: str,
             raise ValueError(f"channel {channel} of an image with {image.shape[c]} channels (axes {axes!r})")
         image = np.take(image, int(channel), axis=c)
         axes = axes.replace("C", "")
-    if "C" in axes:
+    if volume and channel == COLOUR:
+        raise ValueError("3D models take grey or multi-channel volumes, not RGB colour")
+    if "C" in axes:  # channels first in each sample: (C, Y, X), or (C, Z, Y, X) for volumes
         c = axes.index("C")
-        image = np.moveaxis(image, c, -3 if image.ndim >= 3 else 0)
+        nsp = 3 if volume and "Z" in axes else 2
+        image = np.moveaxis(image, c, -(nsp + 1))
         axes = axes.replace("C", "")
-        axes = axes[:-2] + "C" + axes[-2:]
+        axes = axes[:-nsp] + "C" + axes[-nsp:]
     spatial_axes = "".join(a for a in axes if a != "C")
     if labels.shape != tuple(image.shape[i] for i, a in enumerate(axes) if a != "C"):
         raise ValueError(f"labels of shape {labels.shape} do not match the image of shape {shape0} "
                          f"(axes {axes!r})")
-    n_frame = len(spatial_axes) - 2
+    if volume and "Z" not in spatial_axes:
+        raise ValueError(f"a 3D model trains on volumes: the image has no Z axis (axes {axes!r})")
+    n_frame = len(spatial_axes) - (3 if volume else 2)
     pairs, names = [], []
     for idx in np.ndindex(*labels.shape[:n_frame]):
         lab = labels[idx]
@@ -1054,7 +986,7 @@ def training_pairs_from_layers(image: np.ndarray, labels: np.ndarray, axes: str,
         from cellseg.train.general import to_rgb3
 
         pairs = [(to_rgb3(img, "CYX" if img.ndim == 3 else "YX", nm), lab) for (img, lab), nm in zip(pairs, names)]
-    in_channels = pairs[0][0].shape[0] if pairs[0][0].ndim == 3 else 1
+    in_channels = pairs[0][0].shape[0] if pairs[0][0].ndim == (4 if volume else 3) else 1
     return pairs, names, in_channels
 
 
@@ -1114,15 +1046,25 @@ class TrainingJob:
 
     ``data``: a list of raw ``(image, labels)`` pairs (see
     :func:`training_pairs_from_layers`) or a folder (``images/`` + ``masks/`` or the
-    CTC layout) given to :func:`cellseg.train.fit` as is.
+    CTC layout; 2D or 3D as its label images are, with the anisotropy of the voxel size
+    its files record).
+
+    ``ndim``: 3 trains a 3D model on ``(Z, Y, X)`` volumes (pairs made with
+    ``volume=True``) with ``anisotropy`` (Z step over the Y/X pixel size); a fine-tuned
+    model keeps its own.
     """
 
     def __init__(self, data, out_path: str | os.PathLike, representation: str = DEFAULT_REPRESENTATION,
                  start: str | None = None, epochs: int = 10, steps_per_epoch: int = 20, patch_size: int = 128,
                  batch_size: int = 4, network: dict | None = None, names: Sequence[str] | None = None,
                  in_channels: int = 1, val_fraction: float = 0.2, seed: int = 0, denoise: bool = False,
-                 unlabeled: str | os.PathLike | None = None):
+                 unlabeled: str | os.PathLike | None = None, ndim: int = 2, anisotropy: float = 1.0):
         self.data = data
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+        if not (anisotropy > 0 and np.isfinite(anisotropy)):
+            raise ValueError(f"the Z step (anisotropy) must be a positive number, got {anisotropy!r}")
+        self.ndim, self.anisotropy = int(ndim), float(anisotropy)
         self.out_path = Path(out_path)
         if self.out_path.suffix != ".pt":
             raise ValueError(f"save the model as a .pt file, got {self.out_path.name}")
@@ -1156,29 +1098,44 @@ class TrainingJob:
         return self._stop.is_set()
 
     def _fit(self, emit):
+        from cellseg import representations
         from cellseg.models import BackboneConfig, load_model
         from cellseg.train import TrainConfig, fit
+        from cellseg.train.dataset import data_anisotropy, load_training_data
 
         model = load_model(self.start) if self.start else None  # a fresh copy: fit trains in place
-        ndim = int(model.config.get("ndim", 2)) if model is not None else 2
+        ndim = int(model.config.get("ndim", 2)) if model is not None else self.ndim
+        anisotropy = self.anisotropy
         norm = model.config.get("normalization") if model is not None else None
         depth = (model.network.backbone_config if model is not None else BackboneConfig.from_dict(self.network)).depth
         div = 2 ** int(depth)
-        patch = max(div, self.patch_size // div * div)
         if isinstance(self.data, (str, os.PathLike)):
-            data = self.data
-            n_images = None
+            # a folder: 2D or 3D as its label images are, the Z step from its files' voxel size
+            data = load_training_data(self.data, ndim=ndim if model is not None else None, normalization=norm)
+            if model is None:
+                ndim = data.ndim
+                anisotropy = data_anisotropy(data)[0] or 1.0
         else:
             in_channels = int(model.config.get("in_channels", 1)) if model is not None else self.in_channels
             data = training_data(self.data, names=self.names, ndim=ndim, in_channels=in_channels,
                                  normalization=norm, source="napari layers")
-            n_images = len(data)
-            smallest = min(min(s.labels.shape) for s in data.samples)
-            patch = max(div, min(patch, smallest // div * div))
-        val_fraction = self.val_fraction if (n_images is None or n_images >= 3) else None
+        n_images = len(data)
+        # the patch: the chosen size in Y/X, that size over the Z step in Z (3D)
+        size = [self.patch_size] * ndim
+        if ndim == 3:
+            size[0] = max(16, int(round(self.patch_size / anisotropy)))
+        if not isinstance(self.data, (str, os.PathLike)):  # layers: within the smallest sample
+            size = np.minimum(size, np.min([s.labels.shape for s in data.samples], axis=0))
+        patch = tuple(max(div, int(p) // div * div) for p in size)
+        patch = patch[0] if len(set(patch)) == 1 else patch
+        val_fraction = self.val_fraction if n_images >= 3 else None
         cfg = TrainConfig(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size,
                           patch_size=patch, seed=self.seed, verbose=False, denoise=self.denoise)
-        return fit(self.representation, data, config=cfg, model=model, backbone=self.network,
+        rep, backbone = self.representation, self.network
+        if model is None and ndim == 3:
+            rep = representations.get(self.representation, ndim=3, anisotropy=anisotropy)
+            backbone = {**dict(self.network or {}), "ndim": 3}
+        return fit(rep, data, config=cfg, model=model, backbone=backbone,
                    val_fraction=val_fraction, callback=emit, name=self.out_path.stem, unlabeled=self.unlabeled)
 
     def run(self) -> Iterator[dict]:

@@ -7,6 +7,7 @@ torch is imported only when a model is loaded or trained, never at import.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -507,10 +508,13 @@ class SegmentWidget(_ViewerWidget):
                 continue
             if s.kind == "bool":
                 w = CheckBox(name=s.name, label=s.name, value=bool(s.value))
-            elif s.kind == "int":
-                w = SpinBox(name=s.name, label=s.name, value=int(s.value), min=-(10 ** 9), max=10 ** 9)
+            elif s.kind == "int":  # the range is the knob's declared bounds
+                w = SpinBox(name=s.name, label=s.name, value=int(s.value),
+                            min=-(10 ** 9) if s.low is None else math.ceil(s.low),
+                            max=10 ** 9 if s.high is None else math.floor(s.high))
             elif s.kind == "float":
-                w = FloatSpinBox(name=s.name, label=s.name, min=-1e9, max=1e9, step=0.01)
+                w = FloatSpinBox(name=s.name, label=s.name, min=-1e9 if s.low is None else float(s.low),
+                                 max=1e9 if s.high is None else float(s.high), step=0.01)
                 _show_decimals(w, float(s.value))
                 w.value = float(s.value)
             else:
@@ -565,6 +569,10 @@ class SegmentWidget(_ViewerWidget):
         if not axes:
             self._status.value = (_logic.axes_hint(layer.name, _layer_data_shape(layer), self._axes.choices)
                                   if self._axes.choices else "cannot segment this layer: unsupported dimensions")
+            return
+        if int(getattr(model, "config", {}).get("ndim", 2)) == 3 and "Z" not in axes:
+            self._status.value = (f"this model segments 3D volumes (ZYX): '{layer.name}' has no Z axis "
+                                  f"(axes {axes}); choose ZYX if it is a volume, or a 2D model")
             return
         channel = self._channel.value if "C" in axes else None
         try:
@@ -628,6 +636,12 @@ class SegmentWidget(_ViewerWidget):
         d = getattr(run.result, "diameter", None)
         size = f"; diameter {d:.1f} px" if d is not None else ""
         self._status.value = f"{run.result.n_objects} objects ({dt:.1f} s{size})"
+        layer = self.viewer.layers[info["image"]] if info["image"] in self.viewer.layers else None
+        if layer is not None:  # a 3D model on a volume of another voxel shape
+            note = _logic.z_step_note(run.segmenter.model, info["axes"], _logic.z_step_from_layer(
+                info.get("scale"), info["axes"], dict(layer.metadata)))
+            if note:
+                self._status.value += f"; note: {note}"
         self._progress.value = _PROGRESS_MAX
         if d is not None and self._diameter.value != "px":
             # show the diameter used (estimated with auto); 'number of pixels' keeps it
@@ -821,10 +835,16 @@ def _fmt(v: float) -> str:
 # =========================================================================== Train
 
 
+#: the Train widget's choices for a layer with a Z axis
+_TRAIN_DIMS = {2: "2D model: each plane", 3: "3D model: the volume"}
+
+
 class TrainWidget(_ViewerWidget):
     """Train a model, fresh or fine-tuned from a bundled/trained one, on an image layer
-    with its Labels layer (T/Z planes with labels become samples) or on a folder
-    (``images/`` + ``masks/``, or the Cell Tracking Challenge layout). Training runs
+    with its Labels layer (T frames and, for a 2D model, Z planes with labels become
+    samples; "Z planes: 3D model" trains a 3D model on the volumes, with the Z step of the
+    layer's scale) or on a folder (``images/`` + ``masks/``, or the Cell Tracking Challenge
+    layout; ZYX volumes with 3D masks train a 3D model). Training runs
     in a worker with loss/validation progress; the model is saved to the chosen
     ``.pt`` file and registered, so the Segment widget lists it at once.
 
@@ -843,10 +863,19 @@ class TrainWidget(_ViewerWidget):
         self._labels_layer = ComboBox(label="labels", choices=lambda w: _layer_names(self.viewer, "labels"))
         # both set in order by _set_choices (_on_image_changed, _reset_channel_choices)
         self._axes = ComboBox(label="axes", choices=[],
-                              tooltip="axes of the image data: T time, Z depth (planes of either become "
-                                      "training samples), C channel, Y, X")
+                              tooltip="axes of the image data: T time (frames become training samples), Z depth "
+                                      "(planes for a 2D model, or the volume for a 3D model: see 'Z planes'), "
+                                      "C channel, Y, X")
         self._channel = ComboBox(label="channel", choices=[], visible=False,
                                  tooltip="what the model gets from a layer with channels")
+        # a layer with Z: planes for a 2D model, or volumes for a 3D model (with its Z step)
+        self._dims = ComboBox(label="Z planes", choices=[(t, v) for v, t in _TRAIN_DIMS.items()], value=2,
+                              visible=False,
+                              tooltip="a layer with a Z axis trains a 2D model on its planes (a 2D model segments "
+                                      "Z stacks plane by plane, stitching the planes) or a 3D model on the volume")
+        self._z_step = FloatSpinBox(label="Z step (px)", value=1.0, min=0.01, max=1000.0, step=0.1, visible=False,
+                                    tooltip="the Z step over the Y/X pixel size (anisotropy); from the file's "
+                                            "voxel size or the layer's scale when they say")
         self._folder = FileEdit(label="folder", mode="d", visible=False)
         self._denoise = CheckBox(text="denoise (DenoiSeg)", value=False,
                                  tooltip="also train a denoising head (Noise2Void on every image; the "
@@ -873,8 +902,9 @@ class TrainWidget(_ViewerWidget):
         self._history = _message_label()
         super().__init__(napari_viewer,
                          widgets=[self._source, self._image, self._labels_layer, self._axes, self._channel,
-                                  self._folder, self._denoise, self._unlabeled, self._start, self._rep,
-                                  self._network, self._epochs, self._steps, self._batch, self._patch, self._out,
+                                  self._dims, self._z_step, self._folder, self._denoise, self._unlabeled,
+                                  self._start, self._rep, self._network, self._epochs, self._steps, self._batch,
+                                  self._patch, self._out,
                                   self._button, self._cancel_button, self._progress, self._status,
                                   self._history],
                          labels=True)
@@ -882,6 +912,7 @@ class TrainWidget(_ViewerWidget):
         self._denoise.changed.connect(self._on_denoise)
         self._image.changed.connect(self._on_image_changed)
         self._axes.changed.connect(self._on_axes_changed)
+        self._dims.changed.connect(self._show_dims)
         self._start.changed.connect(self._on_start)
         self._button.changed.connect(self.train)
         self._cancel_button.changed.connect(self.cancel)
@@ -910,6 +941,24 @@ class TrainWidget(_ViewerWidget):
     def _on_axes_changed(self, *_):
         self._reset_channel_choices()
         self._channel.visible = self._source.value == "layers" and "C" in (self._axes.value or "")
+        layer, axes = self._image_layer(), self._axes.value or ""
+        if layer is not None and "Z" in axes:  # the Z step the layer's file or scale says
+            step = _logic.z_step_from_layer(_scale_without_c(layer, axes), axes, dict(layer.metadata))
+            if step:
+                self._z_step.value = round(step, 4)
+        self._show_dims()
+
+    def _dims_asked(self) -> bool:
+        """Whether the Z planes choice applies: layers with a Z axis, a fresh model (a
+        fine-tuned one keeps its dimensionality)."""
+        return (self._source.value == "layers" and "Z" in (self._axes.value or "")
+                and self._start.value == FRESH_MODEL)
+
+    def _show_dims(self, *_):
+        """The Z planes choice where it applies, and the Z step for a 3D model."""
+        z = self._dims_asked()
+        self._dims.visible = z
+        self._z_step.visible = z and self._dims.value == 3
 
     def _reset_channel_choices(self):
         layer = self._image_layer()
@@ -935,6 +984,7 @@ class TrainWidget(_ViewerWidget):
         self._image.visible = self._labels_layer.visible = self._axes.visible = layers
         self._channel.visible = layers and "C" in (self._axes.value or "")
         self._folder.visible = not layers
+        self._show_dims()
 
     def _on_denoise(self, *_):
         self._unlabeled.visible = bool(self._denoise.value)
@@ -943,6 +993,7 @@ class TrainWidget(_ViewerWidget):
         fresh = self._start.value == FRESH_MODEL
         # fine-tuning keeps the starting model's representation and network
         self._rep.enabled = self._network.enabled = fresh
+        self._show_dims()
 
     @property
     def busy(self) -> bool:
@@ -961,11 +1012,14 @@ class TrainWidget(_ViewerWidget):
                 raise ValueError(_logic.axes_hint(img_layer.name, _layer_data_shape(img_layer), self._axes.choices)
                                  if self._axes.choices else "cannot train on this layer: unsupported dimensions")
             channel = self._channel.value if "C" in axes else None
+            volume = self._dims_asked() and self._dims.value == 3
             pairs, names, n_in = _logic.training_pairs_from_layers(_layer_data(img_layer), _layer_data(lab_layer),
-                                                                   axes, channel=channel)
+                                                                   axes, channel=channel, volume=volume)
             _remember_axes(img_layer, axes)
             data = pairs
             kw.update(names=names, in_channels=n_in)
+            if volume:
+                kw.update(ndim=3, anisotropy=float(self._z_step.value))
         else:
             folder = Path(self._folder.value)
             if not folder.is_dir():
