@@ -24,9 +24,12 @@ import dataclasses
 import importlib
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .base import Representation
 
 __all__ = ["Knob", "knob", "knob_of", "off_value", "validate", "document", "used_fields", "tuning_space", "cli_aliases",
            "cli_flags", "representation_classes"]
@@ -70,6 +73,8 @@ class Knob:
 
     def rule(self, kinds: frozenset[str] = frozenset({"float"}), finite: bool = True) -> str:
         """What a valid value is, in words (``in [0, 1)``, ``a non-negative integer``)."""
+        lo: float | None
+        hi: float | None
         if self.choices is not None:
             text = f"one of {self.choices}"
         elif "int" in kinds:
@@ -100,8 +105,10 @@ class Knob:
         return text + (" or None" if "None" in kinds else "")
 
     def _int_bounds(self) -> tuple[int | None, int | None]:
-        lo = None if self.low is None else (math.ceil(self.ge) if self.ge is not None else math.floor(self.gt) + 1)
-        hi = None if self.high is None else (math.floor(self.le) if self.le is not None else math.ceil(self.lt) - 1)
+        lo = (math.ceil(self.ge) if self.ge is not None else
+              math.floor(self.gt) + 1 if self.gt is not None else None)
+        hi = (math.floor(self.le) if self.le is not None else
+              math.ceil(self.lt) - 1 if self.lt is not None else None)
         return lo, hi
 
     def contains(self, value: float) -> bool:
@@ -143,7 +150,8 @@ def knob_of(field: dataclasses.Field) -> Knob:
 
 def off_value(cls: type, name: str) -> Any:
     """The value that disables the rule of knob ``name`` of ``cls`` (``KeyError`` when none is declared)."""
-    k = knob_of(next((f for f in dataclasses.fields(cls) if f.name == name), None) or dataclasses.field())
+    field = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    k = Knob() if field is None else knob_of(field)
     if not k.has_off:
         raise KeyError(f"{cls.__name__}.{name} declares no value that disables it")
     return k.off
@@ -253,7 +261,12 @@ def tuning_space(target: Any) -> dict[str, tuple[float, float, int]]:
     """``{field: (low, high, n)}`` of the tunable knobs of ``target`` (a representation, whose
     mode's knobs count, or a ``Params`` class), in declaration order (the threshold search
     refines the first one first)."""
-    return {f.name: knob_of(f).tune for f in _fields_of(target) if knob_of(f).tune is not None}
+    space: dict[str, tuple[float, float, int]] = {}
+    for f in _fields_of(target):
+        tune = knob_of(f).tune
+        if tune is not None:
+            space[f.name] = tune
+    return space
 
 
 def cli_aliases(target: Any) -> dict[str, str]:
@@ -268,7 +281,7 @@ def cli_aliases(target: Any) -> dict[str, str]:
     return out
 
 
-def representation_classes() -> dict[str, type]:
+def representation_classes() -> dict[str, type[Representation]]:
     """``{label: class}`` of every representation class: the registered ones and the variants
     :func:`cellseg.representations.get` builds from their configuration (``stardist3d``)."""
     from . import _REGISTRY, _VARIANTS

@@ -506,7 +506,7 @@ class Flows(Representation):
         return {"mode": self.mode, "ndim": self.ndim, "anisotropy": self.anisotropy}
 
     def heads(self) -> tuple[HeadSpec, ...]:
-        h = (HeadSpec("flow", self.ndim, "identity"), HeadSpec("prob", 1, "sigmoid"))
+        h: tuple[HeadSpec, ...] = (HeadSpec("flow", self.ndim, "identity"), HeadSpec("prob", 1, "sigmoid"))
         if self.mode == "omnipose":
             h = h + (HeadSpec("dist", 1, "identity"),)
         return h

@@ -62,7 +62,7 @@ uint16, so ids above 65535 do not wrap), targets are channel-first, only the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -108,8 +108,9 @@ def _check_n_rays(n_rays) -> int:
     return int(n_rays)
 
 
-def _anisotropy3(anisotropy) -> np.ndarray:
-    a = np.asarray((float(anisotropy), 1.0, 1.0) if np.isscalar(anisotropy) else anisotropy, np.float64)
+def _anisotropy3(anisotropy: float | Sequence[float]) -> np.ndarray:
+    # np.isscalar is a TypeGuard: it replaces the declared type instead of narrowing it
+    a = np.asarray((float(cast(float, anisotropy)), 1.0, 1.0) if np.isscalar(anisotropy) else anisotropy, np.float64)
     if a.shape != (3,) or not np.all(np.isfinite(a)) or not np.all(a > 0):
         raise ValueError(f"anisotropy must be a positive number (Z step / Y-X pixel) or 3 positive numbers, "
                          f"got {anisotropy!r}")
@@ -369,7 +370,7 @@ class StarDist3D(Representation):
         if not (np.isfinite(a) and a > 0):
             raise ValueError(f"anisotropy must be a positive number, got {anisotropy!r}")
         self.anisotropy = a
-        self._rays = None
+        self._rays: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def rays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -243,6 +243,8 @@ def focal_loss(
         pt = p * t + (1 - p) * (1 - t)
         loss = ce * (1 - pt) ** gamma
         if alpha is not None:
+            if isinstance(alpha, Sequence):
+                raise TypeError(f"focal_loss: alpha must be a number for binary targets, got {alpha!r}")
             a = float(alpha)
             loss = (a * t + (1 - a) * (1 - t)) * loss
         return _masked_mean(loss, mask)
@@ -250,10 +252,10 @@ def focal_loss(
     logp = F.log_softmax(logits, dim=1).gather(1, target.long().unsqueeze(1)).squeeze(1)
     loss = -((1 - logp.exp()) ** gamma) * logp
     if alpha is not None:
-        a = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
-        if a.shape != (logits.shape[1],):
-            raise ValueError(f"focal_loss: need {logits.shape[1]} class alphas, got shape {tuple(a.shape)}")
-        loss = a[target.long()] * loss
+        class_alpha = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
+        if class_alpha.shape != (logits.shape[1],):
+            raise ValueError(f"focal_loss: need {logits.shape[1]} class alphas, got shape {tuple(class_alpha.shape)}")
+        loss = class_alpha[target.long()] * loss
     return _masked_mean(loss, None if mask is None else _squeeze_channel(mask, loss))
 
 

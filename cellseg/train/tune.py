@@ -35,7 +35,7 @@ import numpy as np
 __all__ = ["TUNABLE", "TuneResult", "tune_params", "tune_thresholds", "score_labels", "MAP_THRESHOLDS"]
 
 #: the words TrainConfig.tune_augment and the command line use for ``augment``
-_AUGMENT_WORDS = {"off": False, "on": True, "auto": "auto"}
+_AUGMENT_WORDS: dict[str, bool | str] = {"off": False, "on": True, "auto": "auto"}
 
 MAP_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.5, 0.901, 0.05), 2))
 
@@ -182,7 +182,8 @@ def tune_params(
 
     grids = {k: np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2]) for k, (lo, hi, n) in sp.items()}
     grids[names[0]] = grids[names[0]][::-1]
-    best, best_s = None, -np.inf
+    best: dict[str, float] | None = None
+    best_s = -np.inf
     truncated = False
 
     def out_of_time() -> bool:
@@ -196,6 +197,8 @@ def tune_params(
         s = evaluate(vals)
         if s > best_s:
             best, best_s = vals, s
+    # the first grid point is always kept (scores are >= -1), and the time limit is only checked after it
+    assert best is not None
     steps = {k: (hi - lo) / max(1, n - 1) for k, (lo, hi, n) in sp.items()}
     for _ in range(0 if truncated else n_refine_rounds):
         for k in names:
@@ -249,7 +252,7 @@ def tune_thresholds(
     if augment not in (False, True, "auto"):
         raise ValueError(f"augment must be True/'on', False/'off' or 'auto', got {augment!r}")
     choices = (False, True) if augment == "auto" else (bool(augment),)
-    best = None
+    best: TuneResult | None = None
     scores = {}
     for aug in choices:
         outputs = []
@@ -270,6 +273,7 @@ def tune_thresholds(
         # augmentation must win outright and by the margin (a tie keeps the 8x faster plain run)
         if best is None or (res.score > best.score and res.score >= best.score + augment_margin):
             best = res
+    assert best is not None  # choices holds one or two settings, the first one is always kept
     if augment == "auto":
         best.augment_scores = scores
         if verbose:
