@@ -80,7 +80,7 @@ _GENERAL_CELLS_TRAIN = {"epochs": 60, "steps_per_epoch": 50, "batch_size": 4, "p
                         "augment": _GENERAL_AUGMENT}
 GENERAL_DIAMETER = {"general-nuclei": 20.0, "general-cells": 60.0}
 
-_REP_CONFIG = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
+_REP_CONFIG: dict[str, dict[str, Any]] = {"stardist": {"n_rays": 32}, "flows": {"mode": "cellpose"}, "distance": {}, "offsets": {}}
 #: per-representation backbone changes. StarDist: a shared 3x3 convolution of 128 channels before
 #: the heads (StarDist's ``net_conv_after_unet=128``), with which the bundled nuclei-stardist was
 #: trained. On its own it did not lower the ray error (20.5% of the distance after 1,800 steps,

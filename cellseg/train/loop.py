@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypedDict
 
 import numpy as np
 import torch
@@ -46,9 +46,32 @@ from .augment import AugmentConfig
 from .dataset import DataError, PatchSampler, TrainingData, load_training_data
 from .losses import head_loss_fn, representation_loss
 
+if TYPE_CHECKING:
+    from .denoiseg import JointLoss, JointSampler
+
 __all__ = ["TrainConfig", "fit", "evaluate_model", "StopTraining", "TrainingWarning"]
 
 SCHEDULES = ("cosine", "plateau", "constant")
+
+
+class _LossSums(TypedDict):
+    """Running sums of the current epoch's step losses (``parts``: per loss term)."""
+
+    n: int
+    loss: float
+    parts: dict[str, float]
+
+
+class _TrainState(TypedDict):
+    """Where a run stands; ``last.pt`` stores it as its ``training_state`` (with the optimizer's)."""
+
+    epoch: int
+    step: int
+    #: score of the best epoch so far (compared as tuples)
+    best: list[float]
+    history: list[dict[str, Any]]
+    elapsed: float
+    acc: _LossSums
 
 
 class TrainingWarning(UserWarning):
@@ -415,12 +438,14 @@ def fit(
     net = model.network
     channels_last = bool(cfg.channels_last and model.ndim == 2)
     if channels_last:
-        net.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (documented); torch's overloads of it leave it out
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     patch = cfg.patch_shape(bb.ndim, model.div_by)
     # "default" asks for the representation's own loss as it always was
     loss_fn = representation_loss(rep) if cfg.loss == "default" else representation_loss(rep, head_loss=cfg.loss)
     sampler = PatchSampler(train, rep, patch, cfg.augment, cfg.fg_prob)
-    joint = joint_loss = None
+    joint: JointSampler | None = None
+    joint_loss: JointLoss | None = None
     if cfg.denoise:
         from .denoiseg import JointLoss, JointSampler
 
@@ -436,8 +461,8 @@ def fit(
                if cfg.schedule == "plateau" else None)
 
     out = Path(out_dir) if out_dir is not None else None
-    state = {"epoch": 0, "step": 0, "best": [-math.inf], "history": [], "elapsed": 0.0,
-             "acc": {"n": 0, "loss": 0.0, "parts": {}}}
+    state: _TrainState = {"epoch": 0, "step": 0, "best": [-math.inf], "history": [], "elapsed": 0.0,
+                          "acc": {"n": 0, "loss": 0.0, "parts": {}}}
     best_state = None
     if not resume and out is not None and (out / "last.pt").exists():
         raise FileExistsError(f"{out} already holds a training checkpoint (last.pt); resume it with resume=True "
@@ -476,8 +501,8 @@ def fit(
         sched.load_state_dict(ts["scheduler"])
         if plateau is not None and ts.get("plateau") is not None:
             plateau.load_state_dict(ts["plateau"])
-        for k in ("epoch", "step", "best", "history", "elapsed", "acc"):
-            state[k] = ts[k]
+        state["epoch"], state["step"], state["best"] = ts["epoch"], ts["step"], ts["best"]
+        state["history"], state["elapsed"], state["acc"] = ts["history"], ts["elapsed"], ts["acc"]
         if "best_epoch" in ckpt.config["training"]:
             model.config["training"]["best_epoch"] = ckpt.config["training"]["best_epoch"]
         if (out / "best.pt").exists():
@@ -525,7 +550,7 @@ def fit(
                 with _autocast(cfg, dev):
                     raw = net(xt)
                 raw = {k: v.float() for k, v in raw.items()}
-                total, parts = loss_fn(raw, tt) if joint is None else joint_loss(raw, tt, extra)
+                total, parts = loss_fn(raw, tt) if joint_loss is None else joint_loss(raw, tt, extra)
                 if not torch.isfinite(total):
                     raise FloatingPointError(f"loss became {total.item()} at epoch {epoch + 1} step {step + 1}; "
                                              "lower the learning rate")
@@ -551,21 +576,22 @@ def fit(
                     t_ckpt = time.perf_counter()
             # ---- end of epoch
             acc = state["acc"]
-            rec = {"epoch": epoch + 1, "loss": acc["loss"] / max(1, acc["n"]),
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": acc["loss"] / max(1, acc["n"]),
                    **{f"loss_{k}": v / max(1, acc["n"]) for k, v in acc["parts"].items()},
                    "lr": opt.param_groups[0]["lr"]}
             if validator is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 rec.update(validator.run(model, loss_fn))
                 # best = highest val mAP, ties broken by AP@0.5, then by the lower validation loss
-                score = [rec["val_map"], rec["val_ap50"], -rec["val_loss"]]
+                score: list[float] | None = [rec["val_map"], rec["val_ap50"], -rec["val_loss"]]
                 if plateau is not None:
                     plateau.step(rec["val_map"])
             else:
                 score = [-rec["loss"]] if validator is None else None
             rec["time"] = time.perf_counter() - t_start
             state["history"].append(rec)
-            improved = score is not None and tuple(score) > tuple(state["best"])
-            if improved:
+            improved = False
+            if score is not None and tuple(score) > tuple(state["best"]):
+                improved = True
                 state["best"] = score
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
                 model.config["training"]["best_epoch"] = epoch + 1
