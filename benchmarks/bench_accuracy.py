@@ -122,6 +122,9 @@ def main(argv=None) -> int:
                         "specialist on the general model's sources; never on the specialist's training images: "
                         "the general models' DSB fluorescence test split is the specialists')")
     p.add_argument("--diameter", default=None, help="Segmenter diameter for every model (default: the model's)")
+    p.add_argument("--backend", default="auto", help="what runs the network: auto (the default path, as users get "
+                                                    "it), torch or onnx (see docs/speed.md)")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or int8")
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", action="store_true", help="also print the table in Markdown (README)")
     args = p.parse_args(argv)
@@ -136,6 +139,7 @@ def main(argv=None) -> int:
           f"{'F1':>6s} {'SEG':>6s} {'s/Mpx':>6s} {'train min':>9s}")
     for n in names:
         kw = {} if args.diameter is None else {"diameter": args.diameter}
+        kw.update(backend=args.backend, precision=args.precision)
         for r in evaluate_model(n, data_root, sets_of=args.sets_of, **kw):
             rows.append(r)
             print(f"{r['model']:18s} {r['split']:26s} {r['n_images']:6d} {r['ap50']:6.3f} {r['ap75']:6.3f} "

@@ -59,6 +59,10 @@ class SegmenterSpec:
     pixel_size: float | None = None  # µm/px for every input (None: from each file)
     transform: str = "linear"  # intensity transform after normalization (Segmenter.transform)
     device: str = "auto"  # where the network runs (models.network.resolve_device); not in the run record
+    #: what runs the network (models.inference): fp32 paths are not in the run record (same labels to
+    #: float rounding); bf16 and int8 are
+    backend: str = "auto"
+    precision: str = "auto"
 
     def build(self):
         from .segmenter import Segmenter
@@ -66,7 +70,8 @@ class SegmenterSpec:
         return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
                                          normalize=self.normalize, augment=self.augment,
                                          diameter=self.diameter, pixel_size=self.pixel_size,
-                                         transform=self.transform, device=self.device)
+                                         transform=self.transform, device=self.device,
+                                         backend=self.backend, precision=self.precision)
 
 
 @dataclass
@@ -84,6 +89,9 @@ class FileResult:
     warnings: list = field(default_factory=list)
     #: a write failure of the whole output location (disk full, quota, read-only): the batch stops
     fatal: bool = False
+    #: a block-wise run (:mod:`cellseg.blockrun`): blocks, blocks reused from an interrupted run,
+    #: block size, margin, overlay downsampling, objects cut by a block edge, chosen by size
+    blockwise: dict | None = None
 
 
 def expand_inputs(inputs: Sequence[str | Path], skipped: list | None = None) -> tuple[list[Path], list[str]]:
@@ -273,6 +281,9 @@ def run_settings(spec: SegmenterSpec, model, axes: str | None = None, channel=No
     }
     if level:
         out["level"] = int(level)
+    precision = getattr(spec, "precision", "auto")
+    if precision not in ("auto", "fp32", None):  # bf16 and int8 give (slightly) other labels than fp32
+        out["precision"] = precision
     return _jsonable(out)
 
 
@@ -405,6 +416,22 @@ def _within_float32(data: np.ndarray) -> np.ndarray:
     return data * 2.0 ** -np.frexp(top)[1]
 
 
+def _z_step_warning(model, axes: str, pixel_size) -> str | None:
+    """What to say when a 3D model segments a volume whose voxel shape (Z step over the X
+    pixel size, from the file) differs by more than 10 % from the one it was trained with."""
+    cfg = getattr(model, "config", None) or {}
+    ps = pixel_size or {}
+    if int(cfg.get("ndim", 2)) != 3 or "Z" not in axes or not (ps.get("Z") and ps.get("X")):
+        return None
+    trained = float(getattr(getattr(model, "representation", None), "anisotropy", 1.0))
+    step = float(ps["Z"]) / float(ps["X"])
+    if abs(step - trained) <= 0.1 * trained:
+        return None
+    return (f"the model was trained on volumes with a Z step of {trained:g} pixels; this file's is {step:.3g} "
+            f"(voxel {float(ps['Z']):g} x {float(ps['X']):g} µm): resample Z by {step / trained:.3g} for results "
+            "like the model's")
+
+
 def segment_file(
     segmenter,
     path: str | Path,
@@ -420,13 +447,19 @@ def segment_file(
     level: int = 0,
     output_format: str | None = None,
     labels_name: str = "cellseg",
+    blockwise=None,
+    client=None,
+    spec: "SegmenterSpec | None" = None,
 ) -> FileResult:
     """Segment one file and write its outputs (named ``name``, default the input's stem;
     see :func:`output_names`); never raises for a bad input or a failed write.
 
     OME-Zarr inputs are read at resolution ``level``; ``output_format`` (``"zarr"`` or
     ``"tiff"``, default by input: see :func:`resolve_output_format`) and ``labels_name``
-    (the label group's name) choose where the labels go (:func:`output_paths`)."""
+    (the label group's name) choose where the labels go (:func:`output_paths`).
+    ``blockwise`` (a :class:`cellseg.blockrun.BlockPlan`) segments the file block by block,
+    never loading it whole, resuming an interrupted run (:mod:`cellseg.blockrun`); its
+    blocks run on the Dask ``client`` when given (workers build ``spec``)."""
     from . import io, omezarr
     from .measure import object_table, table_columns, write_csv
     from .visualize import overlay as make_overlay
@@ -443,6 +476,10 @@ def segment_file(
     if not overwrite and all(p.exists() for p in outs.values()):
         return FileResult(str(path), "skipped", {k: str(v) for k, v in outs.items()},
                           message="outputs exist (use --overwrite to redo)")
+    if blockwise is not None:
+        return _segment_blockwise(segmenter, path, out_dir, blockwise, outs, fmt, axes=axes, channel=channel,
+                                  overwrite=overwrite, level=level, labels_name=labels_name, progress=progress,
+                                  client=client, spec=spec)
     img = source = None
     try:
         if omezarr.is_zarr(path):
@@ -486,6 +523,9 @@ def segment_file(
     warnings = [str(w) for w in (getattr(res, "warnings", None) or [])]
     if axes is not None and img.file_axes and img.file_axes != img.axes:
         warnings.insert(0, f"the given axes {img.axes} override the axes the file declares ({img.file_axes})")
+    z_note = _z_step_warning(getattr(segmenter, "model", None), img.axes, ps)
+    if z_note:
+        warnings.append(z_note)
     # intensity image without C for measurements
     inten = img.data
     if "C" in img.axes:
@@ -534,6 +574,26 @@ def segment_file(
                       n_frames=n_frames, frame_objects=frame_objects, warnings=warnings)
 
 
+def _segment_blockwise(segmenter, path: Path, out_dir: Path, plan, outs: dict, fmt: str, **kwargs) -> FileResult:
+    """:func:`cellseg.blockrun.segment_file_blockwise`, its errors as a failed result naming the file."""
+    from ._files import LOCATION_ERRNOS
+    from .blockrun import segment_file_blockwise
+
+    try:
+        return segment_file_blockwise(segmenter, path, out_dir, plan, outs, fmt, **kwargs)
+    except Exception as exc:  # a bad file, a failed write: reported by name, the batch goes on
+        msg = str(exc) or type(exc).__name__
+        if not isinstance(exc, (ValueError, OSError, KeyError)):
+            msg = f"{type(exc).__name__}: {msg}\n{traceback.format_exc(limit=3)}"
+        elif isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"cannot write {exc.filename}: {exc.strerror or msg}"
+        if not msg.startswith(str(path)):
+            msg = f"{path}: {msg}"
+        fatal = isinstance(exc, OSError) and exc.errno in LOCATION_ERRNOS and not (
+            fmt == "zarr" and Path(str(exc.filename or "")).is_relative_to(path))
+        return FileResult(str(path), "failed", message=msg, fatal=fatal)
+
+
 _WORKER_CACHE: dict = {}
 
 
@@ -559,6 +619,7 @@ def run_batch(
     on_result: Callable[[FileResult], None] | None = None,
     progress: Callable | None = None,
     names: Sequence[str] | None = None,
+    blockwise: dict | None = None,
     **kwargs,
 ) -> list[FileResult]:
     """Segment ``files`` in this process, on a local Dask cluster (``workers``) or
@@ -568,16 +629,20 @@ def run_batch(
     before any work when names clash). A result with ``fatal`` set (the output
     location cannot be written: disk full, quota, read-only) stops the batch: the
     files not yet started get no result, so ``len(result) < len(files)``.
+    ``blockwise`` maps input paths (``str(file)``) to a :class:`cellseg.blockrun.BlockPlan`:
+    those files are segmented block by block (:mod:`cellseg.blockrun`); with Dask their
+    blocks, not the files, are the cluster's tasks (after the other files).
     """
     files = [Path(f) for f in files]
     names = output_names(files) if names is None else list(names)
     if len(names) != len(files):
         raise ValueError(f"{len(names)} output names for {len(files)} files")
+    blockwise = dict(blockwise or {})
     results: list[FileResult] = []
     if not workers and not scheduler:
         seg = spec.build()
         for f, n in zip(files, names):
-            r = segment_file(seg, f, out_dir, progress=progress, name=n, **kwargs)
+            r = segment_file(seg, f, out_dir, progress=progress, name=n, blockwise=blockwise.get(str(f)), **kwargs)
             results.append(r)
             if on_result:
                 on_result(r)
@@ -595,8 +660,9 @@ def run_batch(
         client = Client(cluster)
     try:
         futs = [client.submit(_segment_on_worker, spec, str(f), str(out_dir), {**kwargs, "name": n}, pure=False)
-                for f, n in zip(files, names)]
+                for f, n in zip(files, names) if str(f) not in blockwise]
         by_input = {}
+        stop = False
         for fut in as_completed(futs):
             r = fut.result()
             by_input[r.input] = r
@@ -604,7 +670,19 @@ def run_batch(
                 on_result(r)
             if r.fatal:
                 client.cancel([f for f in futs if not f.done()])
+                stop = True
                 break
+        seg = None
+        for f, n in zip(files, names):  # block-wise files: their blocks are the tasks, written here in order
+            if stop or str(f) not in blockwise:
+                continue
+            seg = seg or spec.build()
+            r = segment_file(seg, f, out_dir, progress=progress, name=n, blockwise=blockwise[str(f)], client=client,
+                             spec=spec, **kwargs)
+            by_input[r.input] = r
+            if on_result:
+                on_result(r)
+            stop = r.fatal
         results = [by_input[str(f)] for f in files if str(f) in by_input]
     finally:
         client.close()

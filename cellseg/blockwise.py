@@ -25,13 +25,14 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
 from .tiling import Block, block_grid, owned_objects
 
-__all__ = ["percentile_range", "segment_blockwise", "BlockProgress", "open_output", "MappedRows"]
+__all__ = ["percentile_range", "segment_blockwise", "BlockProgress", "open_output", "MappedRows", "Plane",
+           "BlockResult", "segment_block", "write_block", "fixed_scale"]
 
 
 @dataclass
@@ -86,6 +87,7 @@ class MappedRows:
         key = key + (slice(None),) * (self.ndim - len(key))
         first, rest = key[0], key[1:]
         n = self.shape[0]
+        local: slice | int
         if isinstance(first, slice):
             start, stop, step = first.indices(n)
             if step <= 0:
@@ -102,7 +104,8 @@ class MappedRows:
         row = self.dtype.itemsize * int(np.prod(self.shape[1:]))
         if hi <= lo:  # empty selection: an empty array of the right shape
             return np.zeros((0,) + self.shape[1:], self.dtype), (slice(None),) + rest
-        mm = np.memmap(self.filename, dtype=self.dtype, mode=self.mode, offset=self.offset + lo * row,
+        mm = np.memmap(self.filename, dtype=self.dtype, mode="r+" if self.mode == "r+" else "r",
+                       offset=self.offset + lo * row,
                        shape=(hi - lo,) + self.shape[1:])
         return mm, (local,) + rest
 
@@ -127,6 +130,56 @@ class MappedRows:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+
+class Plane:
+    """A lower-dimensional view of a lazily read array: ``fixed`` maps axes of ``array`` to
+    one index each (a channel, the 0 of an axis of size 1), the other axes stay.
+
+    Reads and writes go to ``array`` (a zarr array, a :class:`MappedRows`...) with the
+    fixed indices filled in, so a ``(1, 1, H, W)`` OME-Zarr level is read as an ``(H, W)``
+    image, block by block; keys are ``...``, ints and slices per remaining axis.
+    """
+
+    def __init__(self, array, fixed: dict):
+        self.array = array
+        self.fixed = {int(k): int(v) for k, v in fixed.items()}
+        shape = tuple(int(n) for n in array.shape)
+        for ax, i in self.fixed.items():
+            if not 0 <= i < shape[ax]:
+                raise IndexError(f"index {i} out of range for axis {ax} of size {shape[ax]}")
+        self.free = [a for a in range(len(shape)) if a not in self.fixed]
+        self.shape = tuple(shape[a] for a in self.free)
+        self.dtype = np.dtype(array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _key(self, key):
+        if key is Ellipsis:
+            key = ()
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        full: list[Any] = [None] * (len(self.free) + len(self.fixed))
+        for ax, i in self.fixed.items():
+            full[ax] = i
+        for ax, k in zip(self.free, key):
+            full[ax] = k
+        return tuple(full)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self.array[self._key(key)])
+
+    def __setitem__(self, key, value) -> None:
+        self.array[self._key(key)] = value
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[...]
+        return a if dtype is None else a.astype(dtype, copy=False)
 
 
 def percentile_range(image, pmin: float, pmax: float, max_samples: int = 2**24,
@@ -176,6 +229,67 @@ def open_output(path: str | Path, shape: Sequence[int], chunks: Sequence[int]):
     raise ValueError(f"{path}: block-wise output must end in .zarr, .tif or .tiff")
 
 
+@dataclass
+class BlockResult:
+    """The objects one block owns, ready to be written (see :func:`segment_block`).
+
+    ``labels`` is the part of the block's read window that holds its owned objects
+    (``bbox``, in image coordinates), numbered ``1..n`` in the order of the decoder's
+    ids; ``cut`` the local ids of the objects touching a window edge that is not an
+    image border; ``scores`` the decoder's score of each (``NaN`` where it has none).
+    Small and picklable: a Dask worker returns it to the process that writes."""
+
+    index: int
+    bbox: tuple
+    labels: np.ndarray
+    n: int
+    cut: list
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls, index: int) -> "BlockResult":
+        return cls(index, (), np.zeros((0,), np.uint8), 0, [], np.zeros(0, np.float32))
+
+
+def segment_block(segmenter, image, block: Block, shape: Sequence[int], norm_range, index: int = 0) -> BlockResult:
+    """Segment the read window of ``block`` and keep the objects it owns (:func:`owned_objects`).
+
+    ``segmenter`` should have a fixed object size (see :func:`fixed_scale`) so that every
+    block is resampled alike; ``norm_range`` is the intensity range of the whole image."""
+    window = np.asarray(image[block.read])
+    if np.all(window == window.flat[0]):
+        return BlockResult.empty(index)
+    res = segmenter.segment(window, axes="YX" if window.ndim == 2 else "ZYX", norm_range=norm_range)
+    lab = res.labels
+    ids, cut = owned_objects(lab, block, shape)
+    if not ids.size:
+        return BlockResult.empty(index)
+    n = int(ids.size)
+    dt = np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
+    lut = np.zeros(int(lab.max()) + 1, dt)
+    lut[ids] = np.arange(1, n + 1, dtype=dt)
+    mine = lut[lab]
+    fg = mine > 0
+    box = tuple(slice(int(hit[0]), int(hit[-1]) + 1) for hit in (
+        np.flatnonzero(fg.any(axis=tuple(a for a in range(mine.ndim) if a != ax))) for ax in range(mine.ndim)))
+    bbox = tuple(slice(r.start + b.start, r.start + b.stop) for r, b in zip(block.read, box))
+    sc = res.scores()
+    scores = np.array([sc.get(int(i), np.nan) for i in ids], np.float32)
+    return BlockResult(index, bbox, np.ascontiguousarray(mine[box]), n, (np.flatnonzero(cut) + 1).tolist(), scores)
+
+
+def write_block(out, result: BlockResult, offset: int) -> None:
+    """Write the owned objects of ``result`` into ``out`` with ids ``offset + 1 ..
+    offset + n``; pixels of other objects outside them are left as they are (a later
+    block's objects win where two decodes overlap)."""
+    if not result.n:
+        return
+    region = np.asarray(out[result.bbox])
+    write = result.labels > 0
+    region[write] = result.labels[write].astype(np.int64) + int(offset)
+    out[result.bbox] = region
+
+
 def iter_blocks(
     segmenter,
     image,
@@ -184,38 +298,27 @@ def iter_blocks(
     margin: int | Sequence[int] = 64,
     norm_range: tuple[float, float] | None = None,
     blocks: list[Block] | None = None,
-) -> Iterator[BlockProgress]:
+) -> Generator[BlockProgress, None, list[int]]:
     """Segment ``image`` block by block into the array ``out`` (same shape, int32).
 
     Generator: yields :class:`BlockProgress` after each block and returns the
     list of ids that were cut by a block edge (objects larger than the margin).
+    Block ``i`` numbers its objects after those of blocks ``0..i-1``
+    (:func:`segment_block`, :func:`write_block`).
     """
     image = MappedRows.from_memmap(image) or image
     shape = tuple(image.shape)
     if norm_range is None:
         norm_range = percentile_range(image, *segmenter.normalize)
-    segmenter = _fixed_scale(segmenter, image, norm_range)
+    segmenter = fixed_scale(segmenter, image, norm_range)
     blocks = blocks if blocks is not None else block_grid(shape, block, margin)
     next_id = 1
     cut_ids: list[int] = []
     for i, b in enumerate(blocks):
-        window = np.asarray(image[b.read])
-        if np.all(window == window.flat[0]):
-            yield BlockProgress(i + 1, len(blocks), next_id - 1)
-            continue
-        res = segmenter.segment(window, axes="YX" if window.ndim == 2 else "ZYX", norm_range=norm_range)
-        lab = res.labels
-        ids, cut = owned_objects(lab, b, shape)
-        if ids.size:
-            lut = np.zeros(int(lab.max()) + 1, np.int32)
-            lut[ids] = np.arange(next_id, next_id + ids.size, dtype=np.int32)
-            cut_ids += lut[ids[cut]].tolist()
-            mine = lut[lab]
-            region = np.asarray(out[b.read])
-            write = mine > 0
-            region[write] = mine[write]
-            out[b.read] = region
-            next_id += ids.size
+        r = segment_block(segmenter, image, b, shape, norm_range, index=i)
+        write_block(out, r, next_id - 1)
+        cut_ids += [next_id - 1 + c for c in r.cut]
+        next_id += r.n
         yield BlockProgress(i + 1, len(blocks), next_id - 1)
     return cut_ids
 
@@ -232,7 +335,7 @@ def run_blocks(gen, progress: Callable | None = None):
             progress(ev)
 
 
-def _fixed_scale(segmenter, image, norm_range):
+def fixed_scale(segmenter, image, norm_range):
     """A segmenter whose object size is fixed for the whole image: with ``diameter="auto"``
     the size is estimated once, on the most textured window of the image (read at most
     1024 px a side from its centre region), so every block is resampled alike and objects
@@ -246,7 +349,9 @@ def _fixed_scale(segmenter, image, norm_range):
     win = tuple(slice(max(0, (n - 1024) // 2), max(0, (n - 1024) // 2) + min(n, 1024)) for n in shape)
     sample = np.asarray(image[win], dtype=np.float32)
     lo, hi = (np.float32(v) for v in norm_range)
-    d, _ = segmenter.estimate_diameter((sample - lo) / (hi - lo + np.float32(1e-20)))
+    # the frame as the network takes it (grey repeated for a model of RGB input), as Segmenter.iter_segment does
+    x = segmenter._match_channels((sample - lo) / (hi - lo + np.float32(1e-20)), False)
+    d, _ = segmenter.estimate_diameter(x)
     fixed = copy.copy(segmenter)
     fixed.diameter = d if d else "off"
     return fixed
@@ -267,7 +372,7 @@ def segment_blockwise(
     complete.
     """
     out_path = Path(out_path)
-    chunks = (block,) * image.ndim if np.isscalar(block) else tuple(block)
+    chunks = (int(block),) * image.ndim if isinstance(block, (int, np.integer)) else tuple(block)
 
     def run(tmp: Path) -> list[int]:
         out = open_output(tmp, image.shape, chunks)

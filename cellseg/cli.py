@@ -83,16 +83,15 @@ def _add_segment(sub):
                         ".pt, or a bioimage.io package that 'cellseg export' wrote (.zip) (a bundled name wins "
                         "over a file or folder of that name in the current folder: write "
                         "./NAME for it; default: the best bundled nuclei model)")
-    p.add_argument("--prob-thresh", type=float, default=None,
-                   help="object probability (stardist, flows) or foreground (distance, offsets) threshold "
-                        "override, between 0 and 1")
-    p.add_argument("--nms-thresh", type=float, default=None, help="StarDist NMS overlap threshold override, in [0, 1]")
-    p.add_argument("--flow-threshold", type=float, default=None,
-                   help="flows: maximum flow error override (<= 0: no flow-error check)")
+    from .representations._params import cli_flags
+
+    for flag, spec in cli_flags().items():  # declared by the representations' Params (their ``cli``)
+        p.add_argument(flag, type=spec["type"], default=None, help=spec["help"].replace("%", "%%"))
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other decode parameter of the model's representation (repeatable)")
     p.add_argument("--tile", type=_tile, default=None,
-                   help="tile size in pixels, e.g. 512 or 256,512 (default, or 0: the whole image at once); a "
+                   help="tile size in pixels, e.g. 512 or 256,512 (default, or 0: the whole image at once; "
+                        "block-wise runs: each block in equal tiles of at most 1024 px plus the context); a "
                         "tile must be larger than twice the model's context margin, and a smaller one is "
                         "refused with the minimum")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -110,6 +109,13 @@ def _add_segment(sub):
                         "lower PMAX (e.g. 99) brightens dim objects next to very bright ones")
     p.add_argument("--device", default="auto",
                    help="where the network runs: auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                   help="what runs the network: torch, onnx (ONNX Runtime, CPU only) or auto (default: onnx on "
+                        "the CPU when onnxruntime is installed, torch on a GPU; see docs/speed.md)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+                   help="arithmetic of the network: fp32, bf16 (torch; fast on CPUs with AVX-512 BF16), int8 "
+                        "(onnx; models with int8 ranges) or auto (default: int8 where it was checked to keep "
+                        "the model's accuracy, as for nuclei; else fp32)")
     p.add_argument("--norm-transform", default="linear", choices=("linear", "sqrt", "log"),
                    help="intensity transform after the normalization: sqrt or log lift dim objects next to "
                         "very bright ones (default: linear)")
@@ -124,8 +130,29 @@ def _add_segment(sub):
                    help="redo inputs whose outputs already exist (without it they are skipped, so a rerun resumes; "
                         "outputs made with another model or other parameters, as recorded in OUT/cellseg_run.json, "
                         "are refused before any work)")
-    p.add_argument("--workers", type=int, default=None, help="run files on a local Dask cluster with N workers")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run files on a local Dask cluster with N workers (the blocks of block-wise runs, see "
+                        "--block-size)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="segment each input block by block, N px a side (each block read with a margin of "
+                        "context), never loading it whole: a TIFF is memory-mapped (or read by strips or tiles "
+                        "when compressed), an OME-Zarr read chunk by chunk. Each object has one owner block, ids "
+                        "are unique. The labels are written block by block (an uncompressed uint32 TIFF, or the "
+                        "OME-Zarr's labels group, its lower levels sampled band by band), the CSV is measured "
+                        "block by block from the finished labels and the overlay is downsampled to at most "
+                        "2048 px a side. Progress is printed per block; a run that was interrupted, even killed, "
+                        "resumes from its last finished block when the same command is run again. With "
+                        "--workers/--scheduler the blocks are the Dask tasks. One 2D image per file (pick a "
+                        "channel with --channel); Z and T stacks are not supported block-wise. Without this "
+                        "option, an input of more than 64 Mpx per frame goes block-wise by default (blocks of "
+                        "2048 px), which is said in a message")
+    p.add_argument("--block-margin", type=int, default=None, metavar="PX",
+                   help="block-wise runs: context read around each block (default: the network's context plus "
+                        "two object diameters, rounded up to 16 px; objects larger than the margin may be cut "
+                        "by a block edge and are marked in the CSV); a block must be at least twice its margin")
+    p.add_argument("--no-blockwise", action="store_true",
+                   help="never segment block-wise: load every input whole, however large")
     p.add_argument("--level", type=int, default=0, metavar="N",
                    help="OME-Zarr inputs: the resolution level to segment (default 0, the full resolution); "
                         "its pixel sizes come from the metadata")
@@ -177,6 +204,100 @@ def _counts(r, link: bool) -> str:
         return f"{r.n_objects} object{'s' if r.n_objects != 1 else ''}"
     per = f"{r.frame_objects} object{'s' if r.frame_objects != 1 else ''} in {r.n_frames} frames (one CSV row each)"
     return f"{per}, {r.n_objects} cell{'s' if r.n_objects != 1 else ''} tracked over the frames" if link else per
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _blockwise_text(r) -> str:
+    """What the ``done`` line says about a block-wise run."""
+    b = getattr(r, "blockwise", None)
+    if not b:
+        return ""
+    parts = [f"block-wise, {_plural(b['blocks'], 'block')} of {b['block']} px (margin {b['margin']} px, network "
+             f"tiles of {b['tile']} px)"]
+    if b["reused"]:
+        parts.append(f"{b['reused']} of them done by the interrupted earlier run")
+    if b["cut"]:
+        parts.append(f"{b['cut']} cut by a block edge")
+    if b.get("overlay_step") and b["overlay_step"] > 1:
+        parts.append(f"overlay downsampled 1/{b['overlay_step']}")
+    return " (" + "; ".join(parts) + ")"
+
+
+def _plan_blockwise(args, files, seg, settings) -> dict:
+    """The :class:`cellseg.blockrun.BlockPlan` of each input that goes block-wise: every TIFF and
+    OME-Zarr input with ``--block-size``, else those of more than
+    :data:`cellseg.blockrun.BLOCKWISE_ABOVE_PX` per frame (a note says so, and why); none with
+    ``--no-blockwise``. Settings that cannot work raise ``ValueError`` (before any work); a file
+    that cannot go block-wise gets a plan with its error when block-wise was asked for, else a
+    note that it is loaded whole."""
+    from .batch import resolve_output_format
+    from .blockrun import (
+        BLOCKWISE_ABOVE_PX,
+        DEFAULT_BLOCK,
+        BlockPlan,
+        block_segmenter,
+        check_block_size,
+        default_margin,
+        network_context,
+        probe,
+    )
+    from .io import TIFF_SUFFIXES
+    from .omezarr import is_zarr
+
+    if args.no_blockwise and (args.block_size is not None or args.block_margin is not None):
+        raise ValueError("--no-blockwise contradicts --block-size/--block-margin: give one or the other")
+    if args.no_blockwise:
+        return {}
+    if args.block_size is not None and args.block_size < 1:
+        raise ValueError(f"--block-size must be a number of pixels >= 1, got {args.block_size}")
+    if args.block_margin is not None and args.block_margin < 0:
+        raise ValueError(f"--block-margin must be >= 0 pixels, got {args.block_margin}")
+    bseg = block_segmenter(seg) if seg.spatial_ndim == 2 else None
+    block = args.block_size if args.block_size is not None else DEFAULT_BLOCK
+    if bseg is not None:  # at the model's own object size; a file whose objects differ is checked again
+        margin = args.block_margin if args.block_margin is not None else default_margin(bseg)
+        check_block_size(block, margin, network_context(bseg))
+    explicit = args.block_size is not None
+    plans: dict = {}
+    for f in files:
+        f = Path(f)
+        if not explicit and not (f.suffix.lower() in TIFF_SUFFIXES or is_zarr(f)):
+            continue
+        px = None
+        try:
+            if bseg is None:
+                from .blockrun import BlockwiseError
+
+                raise BlockwiseError(f"{f}: block-wise runs segment 2D images; this model segments 3D volumes")
+            src = probe(f, level=args.level, axes=args.axes, channel=args.channel)
+            px = src.shape[0] * src.shape[1]
+            if resolve_output_format(f, args.output_format) == "zarr" and not is_zarr(f):
+                raise ValueError(f"{f}: block-wise runs write the labels of a TIFF input as a TIFF; drop "
+                                 "--output-format zarr (or convert the image to OME-Zarr first)")
+        except (ValueError, OSError) as exc:
+            px = px or getattr(exc, "frame_px", None)
+            if explicit:
+                plans[str(f)] = BlockPlan(block, args.block_margin, error=str(exc), settings=settings)
+            elif px and px > BLOCKWISE_ABOVE_PX:
+                print(f"note: {f}: {px / 1e6:.0f} Mpx per frame, over the {BLOCKWISE_ABOVE_PX / 1e6:.0f} Mpx above "
+                      f"which cellseg segments block-wise, but it is loaded whole: "
+                      f"{str(exc).removeprefix(f'{f}: ')}", file=sys.stderr)
+            continue
+        if explicit:
+            plans[str(f)] = BlockPlan(block, args.block_margin, settings=settings)
+        elif px > BLOCKWISE_ABOVE_PX:
+            plans[str(f)] = BlockPlan(block, args.block_margin, auto=True, settings=settings)
+            print(f"note: {f}: {src.shape[0]} x {src.shape[1]} = {px / 1e6:.0f} Mpx per frame, over the "
+                  f"{BLOCKWISE_ABOVE_PX / 1e6:.0f} Mpx above which cellseg segments block-wise (never loading the "
+                  f"image whole): blocks of {block} px (--block-size N sets the size, --no-blockwise loads it "
+                  f"whole)", file=sys.stderr)
+    if plans and args.ctc:
+        raise ValueError("--ctc writes its masks from whole label images and block-wise runs are for images too "
+                         "large for that: drop --ctc, or --no-blockwise")
+    return plans
 
 
 def _cmd_segment(args) -> int:
@@ -240,9 +361,11 @@ def _cmd_segment(args) -> int:
         return 2
     model_name = args.model or default_model_name()
     try:
+        from .models.inference import resolve
         from .models.network import resolve_device
 
-        resolve_device(args.device)  # a device this machine lacks: an error before any work
+        device = resolve_device(args.device)  # a device this machine lacks: an error before any work
+        resolve(args.backend, args.precision, device)  # a backend/precision that cannot run there, too
         model = load_model(model_name)  # fail early with a clear message
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -250,19 +373,20 @@ def _cmd_segment(args) -> int:
     params = _decode_overrides(args)
     origin = {k: f"--param {k}={v}" for k, v in params.items()}  # how the user set each parameter
     rep = model.representation
-    valid = set(rep.Params.__dataclass_fields__)
-    for opt, names in (("prob_thresh", ("prob_thresh", "fg_thresh", "seed_thresh")),
-                       ("nms_thresh", ("nms_thresh",)), ("flow_threshold", ("flow_threshold",))):
-        v = getattr(args, opt)
+    from .representations._params import cli_aliases, cli_flags
+
+    aliases = cli_aliases(rep)  # flag -> the field it sets for this model (from the Params declarations)
+    for flag in cli_flags():
+        v = getattr(args, flag[2:].replace("-", "_"))
         if v is None:
             continue
-        name = next((n for n in names if n in valid), None)
+        name = aliases.get(flag)
         if name is None:
-            print(f"error: --{opt.replace('_', '-')} does not apply to a {rep.name} model "
-                  f"(its parameters: {sorted(valid)})", file=sys.stderr)
+            print(f"error: {flag} does not apply to a {rep.name} model "
+                  f"(its parameters: {sorted(rep.Params.__dataclass_fields__)})", file=sys.stderr)
             return 2
         params[name] = v
-        origin[name] = f"--{opt.replace('_', '-')} {v:g}"
+        origin[name] = f"{flag} {v:g}"
     try:  # the ranges are the representation's (its Params dataclass): checked before any work
         rep.params(dict(model.thresholds or {}), **params)
     except (TypeError, ValueError) as exc:
@@ -278,6 +402,13 @@ def _cmd_segment(args) -> int:
         from .tiling import check_tile
 
         seg = Segmenter(model, diameter=args.diameter, pixel_size=args.pixel_size)
+        if args.precision == "int8":  # int8 needs activation ranges for this model: say so before any work
+            from .models.inference import int8_ranges
+
+            if int8_ranges(model) is None:
+                raise SegmenterError(f"--precision int8: {model_name} has no int8 activation ranges (the bundled "
+                                     "models ship them; for another model measure them with "
+                                     "cellseg.models.inference.calibrate in Python), or use --precision fp32")
         try:
             check_tile(args.tile, seg.default_margin(), int(getattr(model, "div_by", 1)))
         except ValueError as exc:
@@ -287,7 +418,8 @@ def _cmd_segment(args) -> int:
         return 2
     spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=args.tile,
                          augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
-                         transform=args.norm_transform, device=args.device,
+                         transform=args.norm_transform, device=args.device, backend=args.backend,
+                         precision=args.precision,
                          normalize=tuple(args.norm) if args.norm else None)
     try:  # a read-only folder, or -o naming a file or a path below one: say so before any work
         check_output_dir(out_dir)
@@ -320,9 +452,16 @@ def _cmd_segment(args) -> int:
             print("use --overwrite to redo them with the new settings, or choose another output folder (-o)",
                   file=sys.stderr)
             return 2
+    try:  # which inputs go block-wise (asked, or by size): said before any work
+        plans = _plan_blockwise(args, files, seg, settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .blockrun import BlockEvent
+
     kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
                   overlay=not args.no_overlay, link=args.link, level=args.level, output_format=args.output_format,
-                  labels_name=args.labels_name)
+                  labels_name=args.labels_name, blockwise=plans)
     bar = None
     if not args.quiet and not args.workers and not args.scheduler:
         from tqdm import tqdm
@@ -340,6 +479,16 @@ def _cmd_segment(args) -> int:
         if args.quiet:
             return
         from tqdm import tqdm
+
+        if isinstance(ev, BlockEvent):  # block-wise runs: a line per block (they take long) on stderr
+            if ev.stage == "block":
+                left = (f", ~{_duration(ev.seconds / ev.new * (ev.total - ev.done))} left" if ev.new and
+                        ev.done < ev.total else "")
+                say(f"  block {ev.done}/{ev.total} of {ev.input}: {ev.n_objects} objects so far "
+                    f"({_duration(ev.seconds)}{left})", err=True)
+            else:
+                say(f"  {ev.message}", err=True)
+            return
 
         if ev.n_frames > 1:
             fb = sub_bars.get("frame")
@@ -384,7 +533,7 @@ def _cmd_segment(args) -> int:
                         f"(--overwrite redoes them)")
         else:
             record.set(name_of[r.input], settings)
-            msg = f"done {r.input}: {_counts(r, args.link)} -> {r.outputs['labels']}"
+            msg = f"done {r.input}: {_counts(r, args.link)}{_blockwise_text(r)} -> {r.outputs['labels']}"
         say(msg)
         if bar is not None:
             bar.update(1)
@@ -412,7 +561,8 @@ def _cmd_segment(args) -> int:
         save_record()
         n = len(finished)
         print(f"interrupted after {n} file{'s' if n != 1 else ''} of {len(files)}; rerun the same command to "
-              f"resume (finished files are kept and skipped; no file is half-written)",
+              f"resume (finished files are kept and skipped; no file is half-written"
+              + ("; a block-wise run goes on from its last finished block" if plans else "") + ")",
               file=sys.stderr)
         return 130
     close_sub_bars()

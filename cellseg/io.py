@@ -263,6 +263,32 @@ def _resolution_um(page, unit_um: float | None) -> dict[str, float]:
     return out
 
 
+def _tiff_sizes(tif, page) -> tuple[dict[str, float], list | None]:
+    """Pixel sizes (µm; ``T``: seconds) and channel names from a TIFF's OME, ImageJ or
+    resolution metadata."""
+    sizes: dict[str, float] = {}
+    names = None
+    if tif.is_ome and tif.ome_metadata:
+        sizes, names = _ome_meta(tif.ome_metadata)
+    elif tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        unit = meta.get("unit")
+        unit_um = _UNITS_UM.get(str(unit).strip().lower()) if unit is not None else None
+        sizes = _resolution_um(page, unit_um)
+        if unit_um is not None and meta.get("spacing"):
+            z = _to_um(meta["spacing"], unit)
+            if z is not None:
+                sizes["Z"] = z
+        t = _to_seconds(meta.get("finterval"), meta.get("tunit") or "sec")
+        if t is not None:
+            sizes["T"] = t
+    else:
+        ru = page.tags.get("ResolutionUnit")
+        if ru is not None and int(ru.value) == 3:  # centimetre
+            sizes = _resolution_um(page, 1e4)
+    return sizes, names
+
+
 def _read_tiff(path: Path):
     import tifffile
 
@@ -285,26 +311,7 @@ def _read_tiff(path: Path):
                 cnts = getattr(p, "databytecounts", ()) or ()
                 if any(c and o + c > fsize for o, c in zip(offs, cnts)):
                     raise ImageReadError(f"{path}: TIFF file is truncated (image data runs past the end of the file)")
-            sizes: dict[str, float] = {}
-            names = None
-            if tif.is_ome and tif.ome_metadata:
-                sizes, names = _ome_meta(tif.ome_metadata)
-            elif tif.is_imagej:
-                meta = tif.imagej_metadata or {}
-                unit = meta.get("unit")
-                unit_um = _UNITS_UM.get(str(unit).strip().lower()) if unit is not None else None
-                sizes = _resolution_um(page, unit_um)
-                if unit_um is not None and meta.get("spacing"):
-                    z = _to_um(meta["spacing"], unit)
-                    if z is not None:
-                        sizes["Z"] = z
-                t = _to_seconds(meta.get("finterval"), meta.get("tunit") or "sec")
-                if t is not None:
-                    sizes["T"] = t
-            else:
-                ru = page.tags.get("ResolutionUnit")
-                if ru is not None and int(ru.value) == 3:  # centimetre
-                    sizes = _resolution_um(page, 1e4)
+            sizes, names = _tiff_sizes(tif, page)
     except ImageReadError:
         raise
     except Exception as e:  # tifffile/imagecodecs raise many types for broken files

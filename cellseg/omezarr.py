@@ -46,14 +46,14 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .io import AxesError, ImageData, ImageReadError
 
 __all__ = ["OmeZarrError", "OmeZarrImage", "is_zarr", "open_image", "read_image", "write_labels",
-           "write_image", "read_labels"]
+           "write_image", "read_labels", "create_label_group", "fill_label_levels", "add_label_group"]
 
 #: micrometres per unit (the UDUNITS-2 length names NGFF allows, and a few short spellings)
 _UM = {
@@ -362,8 +362,7 @@ def _resize_nearest(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     out = labels
     for ax, (n_src, n_dst) in enumerate(zip(labels.shape, shape)):
         if n_src != n_dst:
-            idx = np.minimum(((np.arange(n_dst) + 0.5) * (n_src / n_dst)).astype(np.int64), n_src - 1)
-            out = np.take(out, idx, axis=ax)
+            out = np.take(out, _nearest_index(n_src, n_dst), axis=ax)
     return out
 
 
@@ -412,12 +411,9 @@ def _remove_stale_groups(folder: Path) -> None:
         shutil.rmtree(e.path, ignore_errors=True)
 
 
-def _write_label_group(dest: Path, labels_full: np.ndarray, shapes: list[tuple[int, ...]],
-                       transforms: list[list[dict]], ms_transforms, axes_meta: list[dict], letters: str,
-                       version: str, fmt: int) -> None:
-    """Write a complete label image group at ``dest`` (which must not exist)."""
-    yaozarrs, zarr = _libs(dest)
-
+def _label_attrs(transforms: list[list[dict]], ms_transforms, axes_meta: list[dict], version: str) -> dict:
+    """The (validated) attributes of a label image group with these levels' transformations."""
+    yaozarrs, _ = _libs("labels")
     mod = yaozarrs.v05 if version == "0.5" else yaozarrs.v04
     datasets = [{"path": str(i), "coordinateTransformations": t} for i, t in enumerate(transforms)]
     ms = {"axes": axes_meta, "datasets": datasets, "type": "nearest",
@@ -426,16 +422,85 @@ def _write_label_group(dest: Path, labels_full: np.ndarray, shapes: list[tuple[i
         ms["coordinateTransformations"] = ms_transforms
     if version == "0.4":
         ms["version"] = "0.4"
-    ome = {"multiscales": [ms], "image-label": {"source": {"image": "../../"}}}
+    label: dict[str, Any] = {"source": {"image": "../../"}}
     if version == "0.4":
-        ome["image-label"]["version"] = "0.4"
+        label["version"] = "0.4"
+    ome = {"multiscales": [ms], "image-label": label}
     mod.LabelImage.model_validate(ome if version == "0.4" else {"version": "0.5", **ome})  # what we write is valid
+    return _ome_attrs(ome, version)
+
+
+def _write_label_group(dest: Path, labels_full: np.ndarray, shapes: list[tuple[int, ...]],
+                       transforms: list[list[dict]], ms_transforms, axes_meta: list[dict], letters: str,
+                       version: str, fmt: int) -> None:
+    """Write a complete label image group at ``dest`` (which must not exist)."""
+    _, zarr = _libs(dest)
+
+    attrs = _label_attrs(transforms, ms_transforms, axes_meta, version)
     dt = _label_dtype(labels_full)
     g = zarr.open_group(str(dest), mode="w-", zarr_format=fmt)
-    g.attrs.update(_ome_attrs(ome, version))
+    g.attrs.update(attrs)
     names = [a["name"] for a in axes_meta]
     for i, shape in enumerate(shapes):
         _create_array(g, str(i), _resize_nearest(labels_full, shape).astype(dt), letters, names, fmt)
+
+
+def _nearest_index(n_src: int, n_dst: int) -> np.ndarray:
+    """The source index of each of ``n_dst`` pixels sampled by nearest neighbour (pixel centres), as
+    :func:`_resize_nearest` samples."""
+    return np.minimum(((np.arange(n_dst) + 0.5) * (n_src / n_dst)).astype(np.int64), n_src - 1)
+
+
+def create_label_group(image: "OmeZarrImage", dest, level: int = 0, dtype=np.uint32) -> list:
+    """Create an empty label image group at ``dest`` (which must not exist) for ``image`` segmented
+    at ``level``: the attributes :func:`write_labels` writes and one zero-filled ``dtype`` array
+    per image level from ``level`` down (the channel axis of size 1). Returns the arrays, level
+    ``level`` first; fill the first and call :func:`fill_label_levels` for the others (the way a
+    block-wise run writes labels too large for memory)."""
+    _, zarr = _libs(image.path)
+    level = image.check_level(level)
+    shapes, transforms = [], []
+    for lv in image.levels[level:]:
+        shapes.append(tuple(1 if a == "C" else n for a, n in zip(image.letters, lv.shape)))
+        transforms.append([dict(t) for t in lv.transforms])
+    attrs = _label_attrs(transforms, image.multiscale_transforms, image.axes_meta, image.version)
+    g = zarr.open_group(str(dest), mode="w-", zarr_format=image.zarr_format)
+    g.attrs.update(attrs)
+    names = [a["name"] for a in image.axes_meta]
+    kw = {"dimension_names": names} if image.zarr_format == 3 else {"chunk_key_encoding": {"name": "v2",
+                                                                                          "separator": "/"}}
+    return [g.create_array(str(i), shape=shape, dtype=dtype, chunks=_chunks(shape, image.letters), fill_value=0,
+                           **kw) for i, shape in enumerate(shapes)]
+
+
+def fill_label_levels(arrays: Sequence, letters: str, band: int = 1024) -> None:
+    """Fill ``arrays[1:]`` from ``arrays[0]`` by nearest-neighbour sampling over Y and X (as
+    :func:`write_labels` samples its levels), band by band of ``band`` rows: memory stays bounded
+    by a band of the source, whatever the image's size. The other axes must have the same size
+    in every array."""
+    src = arrays[0]
+    yi, xi = letters.index("Y"), letters.index("X")
+    for dst in arrays[1:]:
+        iy = _nearest_index(src.shape[yi], dst.shape[yi])
+        ix = _nearest_index(src.shape[xi], dst.shape[xi])
+        for y0 in range(0, dst.shape[yi], band):
+            y1 = min(dst.shape[yi], y0 + band)
+            key: list[Any] = [slice(None)] * len(letters)
+            key[yi], key[xi] = iy[y0:y1], ix
+            part = src.oindex[tuple(key)]  # only the sampled rows and columns (zarr decodes chunk by chunk)
+            key[yi], key[xi] = slice(y0, y1), slice(None)
+            dst[tuple(key)] = part
+
+
+def add_label_group(image: "OmeZarrImage", tmp, name: str) -> Path:
+    """Move the complete label group ``tmp`` to ``image``'s ``labels/<name>`` (replacing one of
+    that name) and list it in ``labels/``; returns the label group's path."""
+    name = _check_name(name)
+    dest = labels_path(image.path, name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _replace_dir(Path(tmp), dest)
+    _add_to_labels_list(dest.parent, name, image.version, image.zarr_format)
+    return dest
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:

@@ -195,6 +195,14 @@ class Segmenter:
     denoise : also return the denoised image (``SegmentationResult.denoised``); the model
         needs a denoising head (``cellseg train --denoise``). It is computed at the image's
         own scale: a frame resampled to the model's object size costs one more network run.
+    backend, precision : what runs the network (:mod:`cellseg.models.inference`): backend
+        ``"torch"``, ``"onnx"`` (ONNX Runtime, CPU) or ``"auto"``; precision ``"fp32"``,
+        ``"bf16"`` (torch), ``"int8"`` (onnx) or ``"auto"``. ``"auto"`` for both (the default) is
+        the model's default path on its device: on the CPU ONNX Runtime int8 for a bundled model
+        whose int8 ranges were checked to keep its test AP@0.5 within 0.005 (``nuclei``), else
+        ONNX Runtime fp32 (torch fp32's outputs to float rounding, faster); torch fp32 without
+        onnxruntime and on GPUs (docs/speed.md). A combination that does not exist or cannot run
+        here is a :class:`SegmenterError`.
     """
 
     def __init__(
@@ -211,6 +219,8 @@ class Segmenter:
         pixel_size: float | None = None,
         transform: str = "linear",
         denoise: bool = False,
+        backend: str = "auto",
+        precision: str = "auto",
     ):
         self.model = model
         self.rep = model.representation
@@ -239,6 +249,22 @@ class Segmenter:
 
             check_denoises(model)
         self.denoise = bool(denoise)
+        from .models.inference import InferenceError, check
+
+        try:
+            self.backend, self.precision = check(backend, precision)
+            self.inference  # resolved now: a combination that cannot run here fails before any work
+        except InferenceError as exc:
+            raise SegmenterError(str(exc)) from None
+
+    @property
+    def inference(self) -> tuple[str, str]:
+        """The ``(backend, precision)`` that runs the network for this segmenter's request on the
+        model's device (``"auto"`` resolved; see :func:`cellseg.models.inference.resolve`)."""
+        resolve = getattr(self.model, "inference_path", None)
+        if resolve is None:  # a stand-in model without engines
+            return ("torch", "fp32")
+        return resolve(self.backend, self.precision)
 
     # -- scale ----------------------------------------------------------------------
     @property
@@ -424,7 +450,9 @@ class Segmenter:
 
         x = TRANSFORMS[self.transform](self.normalized(image, norm_range))
         margin = self.margin if self.margin is not None else self.default_margin()
-        predict = functools.partial(self.model.predict, augment=self.augment)
+        path = self.inference
+        kw = {} if path == ("torch", "fp32") else {"backend": path[0], "precision": path[1]}
+        predict = functools.partial(self.model.predict, augment=self.augment, **kw)
         return (
             yield from predict_tiled(
                 predict,

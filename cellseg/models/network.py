@@ -378,26 +378,27 @@ class CellsegModel:
                     out.append((perm, (False,) * (nd - 2) + (fy, fx)))
         return out
 
-    def _forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Activated outputs (numpy float32, ``(C, *spatial)``) of one padded input ``(C, *spatial)``."""
-        net = self.network
-        was_training = net.training
-        net.eval()
-        # 2D on the CPU: channels-last layout (oneDNN's faster convolutions, ~20% less time
-        # for the bundled networks; outputs equal to float32 rounding), as in training
-        cl = self.ndim == 2 and torch.device(self.device).type == "cpu"
-        try:
-            with torch.inference_mode():
-                t = torch.from_numpy(np.ascontiguousarray(x)[None]).to(self.device)
-                if cl:
-                    net.to(memory_format=torch.channels_last)
-                    t = t.contiguous(memory_format=torch.channels_last)
-                act = net.activate(net(t))
-        finally:
-            net.train(was_training)
-        return {k: v[0].float().cpu().numpy() for k, v in act.items()}
+    def _forward(self, x: np.ndarray, backend: str = "torch", precision: str = "fp32") -> dict[str, np.ndarray]:
+        """Activated outputs (numpy float32, ``(C, *spatial)``) of one padded input ``(C, *spatial)``,
+        run by the engine of a resolved ``backend``/``precision`` (:mod:`cellseg.models.inference`)."""
+        from .inference import engine_for
 
-    def predict(self, image: np.ndarray, augment: bool | None = None) -> dict[str, np.ndarray]:
+        return engine_for(self, backend, precision)(x)
+
+    def _run(self, x: np.ndarray, path: tuple[str, str]) -> dict[str, np.ndarray]:
+        # the reference path calls _forward(x) as it always did (tests replace it with a stand-in)
+        return self._forward(x) if tuple(path) == ("torch", "fp32") else self._forward(x, *path)
+
+    def inference_path(self, backend: str | None = None, precision: str | None = None) -> tuple[str, str]:
+        """The ``(backend, precision)`` that runs for a request on this model's device
+        (``None``/``"auto"``: the default path, see :func:`cellseg.models.inference.resolve`)."""
+        from .inference import check, int8_is_default, resolve
+
+        auto = check(backend, precision) == ("auto", "auto")
+        return resolve(backend, precision, self.device, int8_default=auto and int8_is_default(self))
+
+    def predict(self, image: np.ndarray, augment: bool | None = None, backend: str = "torch",
+                precision: str = "fp32") -> dict[str, np.ndarray]:
         """Activated head outputs ``{head: float32 (C, *spatial)}`` for one normalized image.
 
         ``image`` is ``(Y, X)``/``(C, Y, X)`` for 2D models, ``(Z, Y, X)``/``(C, Z, Y, X)`` for 3D.
@@ -408,7 +409,12 @@ class CellsegModel:
         outputs for the 8 transforms of :meth:`augmentations`, each mapped back to the
         image's frame (vector components and StarDist rays follow the axes); 8 network
         runs instead of one.
+
+        ``backend``/``precision``: what runs the network (:mod:`cellseg.models.inference`):
+        eager torch fp32 by default here (the reference, what training validates with);
+        ``"auto"`` picks the device's default path, as :class:`~cellseg.Segmenter` does.
         """
+        path = self.inference_path(backend, precision)
         x = self._as_input(image)
         spatial = x.shape[1:]
         d = self.div_by
@@ -417,10 +423,11 @@ class CellsegModel:
             x = np.pad(x, pad, mode="reflect" if min(spatial) > 1 else "edge")
         crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
         if not (self.augment if augment is None else augment):
-            return {k: np.ascontiguousarray(v[crop]) for k, v in self._forward(x).items()}
-        return {k: np.ascontiguousarray(v[crop]) for k, v in self._predict_augmented(x, self.augmentations()).items()}
+            return {k: np.ascontiguousarray(v[crop]) for k, v in self._run(x, path).items()}
+        return {k: np.ascontiguousarray(v[crop])
+                for k, v in self._predict_augmented(x, self.augmentations(), path).items()}
 
-    def _predict_augmented(self, x: np.ndarray, transforms) -> dict[str, np.ndarray]:
+    def _predict_augmented(self, x: np.ndarray, transforms, path=("torch", "fp32")) -> dict[str, np.ndarray]:
         rep = self.representation
         acc: dict[str, np.ndarray] = {}
         for perm, flips in transforms:
@@ -430,7 +437,7 @@ class CellsegModel:
             if flipped:
                 xt = np.flip(xt, flipped)
             inv = (0,) + tuple(1 + int(i) for i in np.argsort(perm))
-            for head, o in self._forward(xt).items():
+            for head, o in self._run(xt, path).items():
                 if flipped:
                     o = np.flip(o, flipped)
                 o = np.transpose(o, inv)

@@ -584,19 +584,21 @@ def scale_summary(result, model=None) -> str:
 def build_segmenter(model, params: dict | None = None, tile: int | None = None,
                     normalize: tuple[float, float] | None = None, augment: bool | None = None,
                     diameter: float | str | None = None, pixel_size: float | None = None,
-                    denoise: bool = False):
+                    denoise: bool = False, backend: str = "auto", precision: str = "auto"):
     """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).
 
     ``tile`` of 0 or None runs the whole image at once; ``augment`` None: the model's choice.
     ``diameter`` (px, ``"auto"``, ``"off"``; None: the model's default) and ``pixel_size``
     (µm/px, or None/0 when unknown) set the scale the image is segmented at. ``denoise``:
     also compute the denoised image (models with a denoising head, see :func:`denoised_layer`).
+    ``backend``/``precision``: what runs the network (``"auto"``: the device's default path,
+    see :mod:`cellseg.models.inference`).
     """
     from cellseg.segmenter import Segmenter
 
     return Segmenter(model, params=params or None, tile=int(tile) if tile else None,
                      normalize=normalize, keep_outputs=True, augment=augment, diameter=diameter,
-                     pixel_size=pixel_size or None, denoise=bool(denoise))
+                     pixel_size=pixel_size or None, denoise=bool(denoise), backend=backend, precision=precision)
 
 
 def model_denoises(model) -> bool:
