@@ -35,6 +35,17 @@ __all__ = ["percentile_range", "segment_blockwise", "BlockProgress", "open_outpu
            "BlockResult", "segment_block", "write_block", "fixed_scale"]
 
 
+def _full_key(key, ndim: int) -> tuple:
+    """An index key as a tuple of one entry per axis: ``...`` expanded, missing axes ``slice(None)``."""
+    if key is Ellipsis:
+        key = ()
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1:]
+    return key + (slice(None),) * (ndim - len(key))
+
+
 @dataclass
 class BlockProgress:
     done: int
@@ -78,13 +89,7 @@ class MappedRows:
         return int(np.prod(self.shape))
 
     def _map(self, key):
-        if key is Ellipsis:
-            key = ()
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
-        key = key + (slice(None),) * (self.ndim - len(key))
+        key = _full_key(key, self.ndim)
         first, rest = key[0], key[1:]
         n = self.shape[0]
         local: slice | int
@@ -157,13 +162,7 @@ class Plane:
         return len(self.shape)
 
     def _key(self, key):
-        if key is Ellipsis:
-            key = ()
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
-        key = key + (slice(None),) * (self.ndim - len(key))
+        key = _full_key(key, self.ndim)
         full: list[Any] = [None] * (len(self.free) + len(self.fixed))
         for ax, i in self.fixed.items():
             full[ax] = i

@@ -131,26 +131,6 @@ def _sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- export
 
 
-class _Activated:
-    """Factory of the traced module: the network's activated heads as a tuple, one per head."""
-
-    @staticmethod
-    def build(network):
-        import torch
-
-        class Activated(torch.nn.Module):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
-                self.names = [h.name for h in net.head_specs]
-
-            def forward(self, x):
-                act = self.net.activate(self.net(x))
-                return tuple(act[n] for n in self.names)
-
-        return Activated(network).eval()
-
-
 def _model_input(model, img, image_name: str) -> np.ndarray:
     """``(C, Y, X)`` float32: the image with the channels the model takes (as the Segmenter does)."""
     from .segmenter import Segmenter, SegmenterError
@@ -460,7 +440,9 @@ def export_bioimageio(model, out: str | os.PathLike, *, image: str | os.PathLike
     pkg_name = name or f"cellseg {model.name or 'model'}"
 
     net = model.network.to(torch.device("cpu"), memory_format=torch.contiguous_format).eval()
-    module = _Activated.build(net)
+    from .models.inference import ActivatedHeads
+
+    module = ActivatedHeads(net).eval()
     with tempfile.TemporaryDirectory(prefix="cellseg-bioimageio-") as tmp:
         d = Path(tmp)
         example = torch.from_numpy(normed[None])

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ActivatedHeads",
     "BACKENDS",
     "PRECISIONS",
     "COMBINATIONS",
@@ -224,8 +225,9 @@ class TorchEngine:
         return {k: v[0].float().cpu().numpy() for k, v in act.items()}
 
 
-class _Activated(torch.nn.Module):
-    """The network with its heads activated, as a tuple in head order (what ONNX exports)."""
+class ActivatedHeads(torch.nn.Module):
+    """The network with its heads activated, as a tuple in head order: the module that the ONNX
+    backend and the bioimage.io export trace."""
 
     def __init__(self, net):
         super().__init__()
@@ -298,7 +300,7 @@ def _write_cached(path: Path | None, data: bytes) -> None:
 def export_onnx(network: torch.nn.Module) -> bytes:
     """The network (heads activated) as an ONNX model (bytes), batch and spatial axes dynamic."""
     net = copy.deepcopy(network).to(torch.device("cpu"), memory_format=torch.contiguous_format).float().eval()
-    module = _Activated(net).eval()
+    module = ActivatedHeads(net).eval()
     side = 2 * int(net.div_by)
     example = torch.zeros((1, int(net.in_channels)) + (side,) * int(net.ndim))
     dyn = {0: "batch", **{2 + i: f"s{i}" for i in range(int(net.ndim))}}
