@@ -28,15 +28,16 @@ name or model file can be given instead.
     flock /tmp/cellseg-cpu.lock python benchmarks/bench_blockwise.py --model nuclei --inputs tiff --skip-api
 
 Measured (``flock /tmp/cellseg-cpu.lock python benchmarks/bench_blockwise.py --size 16384``: tiny
-model, blocks of 2048 px, margin 96 px, 64 blocks, 80,270 objects, 2 cores shared with other jobs,
-load average about 6):
+model, its default CPU network path ONNX Runtime fp32, blocks of 2048 px, margin 96 px, network
+tiles of 796 px, 64 blocks, 80,270 objects, 2 cores shared with other jobs):
 
     input  size         block margin  CLI peak RSS  CLI s/Mpx  API peak RSS  objects  labels = API
-    tiff   16384x16384   2048     96      1.12 GiB      1.691      0.97 GiB    80270  True
-    zarr   16384x16384   2048     96      1.36 GiB      3.237      1.50 GiB    80270  True
+    tiff   16384x16384   2048     96      1.02 GiB      0.644      0.94 GiB    80270  True
+    zarr   16384x16384   2048     96      1.28 GiB      0.794      1.20 GiB    80270  True
 
-(the OME-Zarr's 3 lower label levels equal nearest sampling of level 0; the seconds depend on the
-machine's other load: the zarr run met more of it).
+(the OME-Zarr's 3 lower label levels equal nearest sampling of level 0; the CLI's seconds include
+the CSV, the overlay and, for the OME-Zarr, the lower label levels). ``benchmarks/results/
+blockwise_16384.json`` holds these rows.
 """
 from __future__ import annotations
 
@@ -165,7 +166,8 @@ def check_levels(group: Path, band: int = 512) -> bool:
     return k > 1
 
 
-def bench_input(kind: str, src: Path, work: Path, model: str, block: int, threads: int, api_run: bool = True) -> dict:
+def bench_input(kind: str, src: Path, work: Path, model: str, block: int, threads: int, api_run: bool = True,
+                label: str | None = None, network: str = "") -> dict:
     import tifffile
     import zarr
 
@@ -189,7 +191,8 @@ def bench_input(kind: str, src: Path, work: Path, model: str, block: int, thread
         shape = (tifffile.TiffFile(str(src)).series[0].shape if kind == "tiff"
                  else zarr.open_array(str(src / "0"), mode="r").shape)
         src_mpx = shape[0] * shape[1] / 1e6
-        row = {"input": kind, "size": list(shape), "block": block, "margin": margin, "model": model,
+        row = {"input": kind, "size": f"{shape[0]}x{shape[1]}", "block": block, "margin": margin,
+               "model": label or model, "network": network,
                "cli_peak_gib": cli["peak_bytes"] / 2**30, "cli_seconds": cli["seconds"],
                "cli_s_per_mpx": cli["seconds"] / src_mpx, "api_peak_gib": None, "objects_cli": objects,
                "labels_equal": None, "label_levels_ok": None}
@@ -217,7 +220,8 @@ def bench_input(kind: str, src: Path, work: Path, model: str, block: int, thread
          else zarr.open_array(str(api_out), mode="r"))
     equal, ndiff = compare(a, b)
     mpx = a.shape[0] * a.shape[1] / 1e6
-    row = {"input": kind, "size": list(a.shape), "block": block, "margin": margin, "model": model,
+    row = {"input": kind, "size": f"{a.shape[0]}x{a.shape[1]}", "block": block, "margin": margin,
+           "model": label or model, "network": network,
            "cli_peak_gib": cli["peak_bytes"] / 2**30, "cli_seconds": cli["seconds"],
            "cli_s_per_mpx": cli["seconds"] / mpx, "api_peak_gib": api["peak_bytes"] / 2**30,
            "api_seconds": api["seconds"], "objects_cli": objects, "objects_api": api_info["objects"],
@@ -262,21 +266,28 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         make_big_image(tiff, args.size)
         print(f"wrote {tiff} ({tiff.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t:.0f} s", flush=True)
+    from cellseg.segmenter import Segmenter
+
+    network = " ".join(Segmenter.from_pretrained(model, device="cpu").inference)  # the default path, e.g. onnx fp32
+    label = "tiny (tests' distance model)" if args.model == "tiny" else args.model
+    print(f"model {label}, network path {network}", flush=True)
     rows = []
     kinds = [k.strip() for k in args.inputs.split(",") if k.strip()]
     if "tiff" in kinds:
-        rows.append(bench_input("tiff", tiff, work, model, args.block, args.threads, not args.skip_api))
+        rows.append(bench_input("tiff", tiff, work, model, args.block, args.threads, not args.skip_api, label,
+                                network))
     if "zarr" in kinds:
         zpath = work / f"synthetic_{args.size}.ome.zarr"
         if not zpath.exists():
             t = time.perf_counter()
             make_zarr(tiff, zpath)
             print(f"wrote {zpath} in {time.perf_counter() - t:.0f} s", flush=True)
-        rows.append(bench_input("zarr", zpath, work, model, args.block, args.threads, not args.skip_api))
+        rows.append(bench_input("zarr", zpath, work, model, args.block, args.threads, not args.skip_api, label,
+                                network))
     print("\ninput  size         block margin  CLI peak RSS  CLI s/Mpx  API peak RSS  objects  labels = API")
     for r in rows:
         api = "       -    " if r["api_peak_gib"] is None else f"{r['api_peak_gib']:8.2f} GiB"
-        print(f"{r['input']:6s} {r['size'][0]}x{r['size'][1]:<6d} {r['block']:5d} {r['margin']:6d}  "
+        print(f"{r['input']:6s} {r['size']:12s} {r['block']:5d} {r['margin']:6d}  "
               f"{r['cli_peak_gib']:8.2f} GiB  {r['cli_s_per_mpx']:9.3f}  {api}  "
               f"{r['objects_cli']:7d}  {'-' if r['labels_equal'] is None else r['labels_equal']}")
     if args.json:
