@@ -597,17 +597,23 @@ def _segment_blockwise(segmenter, path: Path, out_dir: Path, plan, outs: dict, f
 _WORKER_CACHE: dict = {}
 
 
-def _segment_on_worker(spec: SegmenterSpec, path: str, out_dir: str, kwargs: dict) -> FileResult:
-    seg = _WORKER_CACHE.get(spec)
+def worker_segmenter(key, build):
+    """The segmenter cached under ``key`` in this Dask worker process, built by ``build()`` on first
+    use (with one torch thread per worker process: no oversubscription)."""
+    seg = _WORKER_CACHE.get(key)
     if seg is None:
         try:
             import torch
 
-            torch.set_num_threads(1)  # one thread per worker process: no oversubscription
+            torch.set_num_threads(1)
         except Exception:
             pass
-        seg = _WORKER_CACHE[spec] = spec.build()
-    return segment_file(seg, path, out_dir, **kwargs)
+        seg = _WORKER_CACHE[key] = build()
+    return seg
+
+
+def _segment_on_worker(spec: SegmenterSpec, path: str, out_dir: str, kwargs: dict) -> FileResult:
+    return segment_file(worker_segmenter(spec, spec.build), path, out_dir, **kwargs)
 
 
 def run_batch(

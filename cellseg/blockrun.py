@@ -543,22 +543,15 @@ def _strided(arr, step: int, band: int = 256) -> np.ndarray:
 
 def _block_on_worker(spec, fix: dict, source: PlaneSource, block, shape, norm_range, index: int) -> BlockResult:
     """A Dask task: segment one block (the worker builds the segmenter and opens the input once)."""
-    from .batch import _WORKER_CACHE
+    from .batch import _WORKER_CACHE, worker_segmenter
 
-    key = ("blocks", spec, tuple(sorted(fix.items())))
-    seg = _WORKER_CACHE.get(key)
-    if seg is None:
-        try:
-            import torch
-
-            torch.set_num_threads(1)  # one thread per worker process: no oversubscription
-        except Exception:
-            pass
-        seg = spec.build()
-        seg = copy.copy(seg)
+    def build():
+        seg = copy.copy(spec.build())
         for k, v in fix.items():
             setattr(seg, k, v)
-        _WORKER_CACHE[key] = seg
+        return seg
+
+    seg = worker_segmenter(("blocks", spec, tuple(sorted(fix.items()))), build)
     img_key = ("source", source)
     img = _WORKER_CACHE.get(img_key)
     if img is None:
