@@ -177,3 +177,80 @@ def label_boxes(flat, shape, n):
                 if x + 1 > hi[k, nd - 1]:
                     hi[k, nd - 1] = x + 1
     return lo, hi
+
+
+@jit
+def label_sums(lab, values, n):
+    """Pixel count and sum of ``values`` (float32, flat) of every id ``1..n`` of
+    ``lab`` (int32, flat); returns ``(counts int64, sums float64)``, ``n + 1`` each,
+    index 0 (the background) holding the background's pixel count and a sum of 0
+    (background pixels are only counted: no dependency chain through one sum)."""
+    counts = np.zeros(n + 1, np.int64)
+    sums = np.zeros(n + 1, np.float64)
+    fg = 0
+    for i in range(lab.size):
+        v = lab[i]
+        if v:
+            counts[v] += 1
+            sums[v] += values[i]
+            fg += 1
+    counts[0] = lab.size - fg
+    return counts, sums
+
+
+@jit
+def remap_ids(lab, lut):
+    """``lab[i] = lut[lab[i]]`` in place for the non-zero pixels (int32, flat)."""
+    for i in range(lab.size):
+        v = lab[i]
+        if v:
+            lab[i] = lut[v]
+
+
+@jit
+def group_pixels(lab, n):
+    """CSR of the foreground pixels of ``lab`` (int32 flat, ids 0..n) by object.
+
+    Returns ``(order, offsets)``: ``offsets`` has ``n + 1`` entries and object
+    ``k`` (1-based) owns ``order[offsets[k-1]:offsets[k]]`` in raster order.
+    """
+    counts = np.zeros(n + 1, np.int64)
+    for i in range(lab.size):
+        v = lab[i]
+        if v:  # the background is not counted (no store-to-load chain through counts[0])
+            counts[v] += 1
+    offsets = np.zeros(n + 1, np.int64)
+    for k in range(1, n + 1):
+        offsets[k] = offsets[k - 1] + counts[k]
+    fill = offsets[:n].copy()
+    order = np.empty(offsets[n], np.int64)
+    for i in range(lab.size):
+        v = lab[i]
+        if v > 0:
+            order[fill[v - 1]] = i
+            fill[v - 1] += 1
+    return order, offsets
+
+
+@jit
+def group_points(ids, flat_idx, n):
+    """CSR of points by id (the layout of :func:`group_pixels`) without an image:
+    ``ids`` int32 (P,) in ``0..n`` (0: no object), ``flat_idx`` int64 (P,) their
+    flat pixel indices, ascending. Object ``k`` owns ``order[offsets[k-1]:offsets[k]]``,
+    in raster order (a stable counting sort)."""
+    counts = np.zeros(n + 1, np.int64)
+    for i in range(ids.size):
+        v = ids[i]
+        if v:
+            counts[v] += 1
+    offsets = np.zeros(n + 1, np.int64)
+    for k in range(1, n + 1):
+        offsets[k] = offsets[k - 1] + counts[k]
+    fill = offsets[:n].copy()
+    order = np.empty(offsets[n], np.int64)
+    for i in range(ids.size):
+        v = ids[i]
+        if v > 0:
+            order[fill[v - 1]] = flat_idx[i]
+            fill[v - 1] += 1
+    return order, offsets

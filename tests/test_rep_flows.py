@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cellseg import _labels_kernels as LK
 from cellseg.labels import sequential
+from cellseg.representations import _flows_targets_kernels as TK
 from cellseg.representations import flows as F
 from cellseg.representations.base import Decoded, make_params
 from tests.reference import ref_flows as R
@@ -545,24 +547,24 @@ def test_fused_flow_errors_equal_flows_then_errors():
         lab, n = sequential(lab, 2)
         flow = (rng.normal(size=(2,) + lab.shape) * 5).astype(np.float32)
         mu = F.cellpose_flows(lab)
-        ref = F.K.flow_errors(lab.ravel(), mu.reshape(2, -1), flow.reshape(2, -1), F.FLOW_SCALE, n)
-        order, offsets = F.K.group_pixels(lab.ravel(), n)
+        ref = TK.flow_errors(lab.ravel(), mu.reshape(2, -1), flow.reshape(2, -1), F.FLOW_SCALE, n)
+        order, offsets = LK.group_pixels(lab.ravel(), n)
         got = np.full(n, -1.0)
-        F.K.heat_flow_errors_2d(order, offsets, lab.shape[0], lab.shape[1], flow, F.FLOW_SCALE, got)
+        TK.heat_flow_errors_2d(order, offsets, lab.shape[0], lab.shape[1], flow, F.FLOW_SCALE, got)
         np.testing.assert_array_equal(got, ref)
         np.testing.assert_array_equal(F.mask_flow_errors(lab, flow), ref)
         idx = np.flatnonzero(lab)
-        o2, off2 = F.K.group_points(lab.ravel()[idx], idx, n)
+        o2, off2 = LK.group_points(lab.ravel()[idx], idx, n)
         np.testing.assert_array_equal(o2, order)
         np.testing.assert_array_equal(off2, offsets)
     # points without an object (id 0) and an id without points (NaN error)
     ids = np.array([0, 2, 2, 0, 2], np.int32)
     idx = np.array([1, 3, 4, 6, 9], np.int64)
-    order, offsets = F.K.group_points(ids, idx, 3)
+    order, offsets = LK.group_points(ids, idx, 3)
     np.testing.assert_array_equal(order, [3, 4, 9])
     np.testing.assert_array_equal(offsets, [0, 0, 3, 3])
     err = np.zeros(3)
-    F.K.heat_flow_errors_2d(order, offsets, 2, 5, np.zeros((2, 2, 5), np.float32), F.FLOW_SCALE, err)
+    TK.heat_flow_errors_2d(order, offsets, 2, 5, np.zeros((2, 2, 5), np.float32), F.FLOW_SCALE, err)
     assert np.isnan(err[0]) and np.isnan(err[2]) and err[1] > 0
 
 
@@ -668,7 +670,7 @@ def test_label_sums_vs_bincount():
     lab = rng.integers(0, 6, 5000).astype(np.int32)
     lab[lab == 3] = 0  # an absent id
     vals = rng.random(5000).astype(np.float32)
-    counts, sums = F.K.label_sums(lab, vals, 7)
+    counts, sums = LK.label_sums(lab, vals, 7)
     np.testing.assert_array_equal(counts, np.bincount(lab, minlength=8))
     np.testing.assert_allclose(sums[1:], np.bincount(lab, weights=vals.astype(np.float64), minlength=8)[1:],
                                rtol=1e-12)

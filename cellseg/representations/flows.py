@@ -97,6 +97,7 @@ Decoding (``decode``)
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -109,17 +110,23 @@ from .base import Decoded, HeadSpec, Representation, check_outputs
 
 
 class _Kernels:
-    """Stands for ``_flows_kernels`` until its first use, then puts the module in its place
-    (numba loads when a kernel is first needed, not at import)."""
+    """Stands for a kernel module until its first use, then puts the module in its place
+    under ``alias`` (numba loads when a kernel is first needed, not at import)."""
+
+    def __init__(self, alias: str, module: str):
+        self._alias = alias
+        self._module = module
 
     def __getattr__(self, name: str):
-        from . import _flows_kernels
+        mod = importlib.import_module(self._module)
+        globals()[self._alias] = mod
+        return getattr(mod, name)
 
-        globals()["K"] = _flows_kernels
-        return getattr(_flows_kernels, name)
 
-
-K: Any = _Kernels()
+LK: Any = _Kernels("LK", "cellseg._labels_kernels")  # pixels grouped by id, per-id sums, id maps
+TK: Any = _Kernels("TK", "cellseg.representations._flows_targets_kernels")  # flow targets, flow errors
+FK: Any = _Kernels("FK", "cellseg.representations._flows_follow_kernels")  # Euler integration
+CK: Any = _Kernels("CK", "cellseg.representations._flows_cluster_kernels")  # grouping of end points
 
 
 __all__ = [
@@ -224,11 +231,11 @@ def _cellpose_flows_seq(lab: np.ndarray, n: int, nit: int = 0) -> np.ndarray:
     out = np.zeros((nd,) + lab.shape, np.float32)
     if n == 0:
         return out
-    order, offsets = K.group_pixels(lab.ravel(), n)
+    order, offsets = LK.group_pixels(lab.ravel(), n)
     if nd == 2:
-        K.heat_flows_2d(order, offsets, lab.shape[0], lab.shape[1], nit, out)
+        TK.heat_flows_2d(order, offsets, lab.shape[0], lab.shape[1], nit, out)
     else:
-        K.heat_flows_3d(order, offsets, lab.shape[0], lab.shape[1], lab.shape[2], nit, out)
+        TK.heat_flows_3d(order, offsets, lab.shape[0], lab.shape[1], lab.shape[2], nit, out)
     return out
 
 
@@ -249,12 +256,12 @@ def _omnipose_flows_seq(lab: np.ndarray, n: int, anisotropy: float = 1.0) -> tup
     dist = np.zeros(lab.shape, np.float32)
     if n == 0:
         return flow, dist
-    order, offsets = K.group_pixels(lab.ravel(), n)
+    order, offsets = LK.group_pixels(lab.ravel(), n)
     if nd == 2:
-        K.eikonal_flows_2d(order, offsets, lab.shape[0], lab.shape[1], _EIKONAL_TOL, _EIKONAL_MAX_SWEEPS,
+        TK.eikonal_flows_2d(order, offsets, lab.shape[0], lab.shape[1], _EIKONAL_TOL, _EIKONAL_MAX_SWEEPS,
                            flow, dist)
     else:
-        K.eikonal_flows_3d(order, offsets, lab.shape[0], lab.shape[1], lab.shape[2], float(anisotropy),
+        TK.eikonal_flows_3d(order, offsets, lab.shape[0], lab.shape[1], lab.shape[2], float(anisotropy),
                            _EIKONAL_TOL, _EIKONAL_MAX_SWEEPS, flow, dist)
     return flow, dist
 
@@ -273,7 +280,7 @@ def follow_flows(step: np.ndarray, points: np.ndarray, niter: int, suppress: boo
     displacement times the two-step moves left is at most ``tol`` pixels
     and that drift cannot take it out of its pixel; 0 (the default): only exact 1- and
     2-cycles stop it, which gives the same end points as running every step.
-    See :func:`cellseg.representations._flows_kernels.follow_2d` for the semantics.
+    See :func:`cellseg.representations._flows_follow_kernels.follow_2d` for the semantics.
     """
     step = np.ascontiguousarray(step, np.float32)
     nd = step.ndim - 1
@@ -307,7 +314,7 @@ def _padded_step(flow: np.ndarray, fg: np.ndarray) -> np.ndarray:
     nd = len(shape)
     padded = np.zeros(tuple(s + 1 for s in shape) + (nd,), np.float32)
     if nd == 2:
-        K.padded_step_2d(flow, fg, np.float32(FLOW_SCALE), padded)
+        FK.padded_step_2d(flow, fg, np.float32(FLOW_SCALE), padded)
         return padded
     core = tuple(slice(0, s) for s in shape)
     for a in range(nd):
@@ -328,13 +335,13 @@ def _follow_padded(padded: np.ndarray, pts: np.ndarray, niter: int, suppress: bo
     p = [pts[a].copy() for a in range(nd)]
     niter = int(niter)
     if nd == 2 and suppress:
-        K.follow_2d_suppressed(flat, shape[0], shape[1], p[0], p[1], niter, out[0], out[1])
+        FK.follow_2d_suppressed(flat, shape[0], shape[1], p[0], p[1], niter, out[0], out[1])
     elif nd == 2:
-        K.follow_2d(flat, shape[0], shape[1], p[0], p[1], niter, np.float32(tol), out[0], out[1])
+        FK.follow_2d(flat, shape[0], shape[1], p[0], p[1], niter, np.float32(tol), out[0], out[1])
     elif suppress:
-        K.follow_3d_suppressed(flat, shape[0], shape[1], shape[2], p[0], p[1], p[2], niter, out[0], out[1], out[2])
+        FK.follow_3d_suppressed(flat, shape[0], shape[1], shape[2], p[0], p[1], p[2], niter, out[0], out[1], out[2])
     else:
-        K.follow_3d(flat, shape[0], shape[1], shape[2], p[0], p[1], p[2], niter, np.float32(tol),
+        FK.follow_3d(flat, shape[0], shape[1], shape[2], p[0], p[1], p[2], niter, np.float32(tol),
                     out[0], out[1], out[2])
     return out
 
@@ -376,10 +383,10 @@ def cellpose_clusters(final: np.ndarray, shape, seed_min_count: int = 10) -> np.
     shape = tuple(int(s) for s in shape)
     cells = _flat_cells(np.floor(final), shape)
     shp = np.array(shape, np.int64)
-    hist, seeds = K.histogram_seeds(cells, shp, int(seed_min_count), _SEED_POOL)
-    M = K.grow_seeds(hist, shp, seeds, _GROW_MIN, _GROW_RADIUS)
+    hist, seeds = CK.histogram_seeds(cells, shp, int(seed_min_count), _SEED_POOL)
+    M = CK.grow_seeds(hist, shp, seeds, _GROW_MIN, _GROW_RADIUS)
     out = np.empty(cells.size, np.int32)
-    K.lookup(M, cells, out)
+    CK.lookup(M, cells, out)
     return out
 
 
@@ -402,7 +409,7 @@ def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray,
     neighbours. ``dist`` (``fg.shape``, e.g. the ``dist`` head) with
     ``min_depth``: two neighbours both shallower than ``min_depth`` are not linked;
     ``merge_frac`` (<= 1): region merging of adjacent components (see
-    :func:`cellseg.representations._flows_kernels.link_points`); ``absorb_ratio``
+    :func:`cellseg.representations._flows_cluster_kernels.link_points`); ``absorb_ratio``
     (> 0): fragments whose peak ``dist`` is below that fraction of an adjacent
     component's peak join it (needs ``dist``). The linking defaults are
     :class:`FlowsParams`'; ``min_depth``, ``merge_frac`` and ``absorb_ratio`` default
@@ -428,7 +435,7 @@ def omnipose_clusters(final: np.ndarray, fg: np.ndarray, flow: np.ndarray,
     out = np.zeros(P, np.int32)
     depth = np.full(P, np.inf) if dist is None else np.asarray(dist, np.float64)[fg]
     if P:
-        K.link_points(index, np.array(fg.shape, np.int64), final, float(link_dist) ** 2, u,
+        CK.link_points(index, np.array(fg.shape, np.int64), final, float(link_dist) ** 2, u,
                       float(max_divergence), connectivity != 1, depth, float(min_depth),
                       float(merge_frac), float(absorb_ratio), out)
     return out
@@ -466,13 +473,13 @@ def _flow_errors_seq(lab: np.ndarray, n: int, flow: np.ndarray, mode: str, aniso
     if n == 0:
         return np.zeros(0)
     if mode == "cellpose" and lab.ndim == 2:  # per object, no flow image
-        order, offsets = K.group_points(*points, n) if points is not None else K.group_pixels(lab.ravel(), n)
+        order, offsets = LK.group_points(*points, n) if points is not None else LK.group_pixels(lab.ravel(), n)
         out = np.empty(n)
-        K.heat_flow_errors_2d(order, offsets, lab.shape[0], lab.shape[1], flow, FLOW_SCALE, out)
+        TK.heat_flow_errors_2d(order, offsets, lab.shape[0], lab.shape[1], flow, FLOW_SCALE, out)
         return out
     mu = _cellpose_flows_seq(lab, n) if mode == "cellpose" else _omnipose_flows_seq(lab, n, anisotropy)[0]
     C = lab.ndim
-    return K.flow_errors(lab.ravel(), mu.reshape(C, -1), flow.reshape(C, -1), FLOW_SCALE, n)
+    return TK.flow_errors(lab.ravel(), mu.reshape(C, -1), flow.reshape(C, -1), FLOW_SCALE, n)
 
 
 # ----------------------------------------------------------------------------- representation
@@ -577,7 +584,7 @@ class Flows(Representation):
         _fill_holes_inplace(lab)
         # objects under min_size go, ids become 1..k again; scores = mean prob per object
         flat = lab.reshape(-1)
-        counts, sums = K.label_sums(flat, np.ascontiguousarray(prob, np.float32).reshape(-1), n)
+        counts, sums = LK.label_sums(flat, np.ascontiguousarray(prob, np.float32).reshape(-1), n)
         keep = (counts > 0) & (counts >= int(p.min_size))
         keep[0] = False
         kept = np.flatnonzero(keep)
@@ -586,7 +593,7 @@ class Flows(Representation):
         if kept.size < n:
             lut = np.zeros(n + 1, np.int32)
             lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
-            K.remap_ids(flat, lut)
+            LK.remap_ids(flat, lut)
         errors = errors[kept - 1]
         scores = (sums[kept] / counts[kept]).astype(np.float32)
         return Decoded(lab, scores, {"flow_errors": errors.astype(np.float64)})

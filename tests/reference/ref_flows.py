@@ -1,4 +1,4 @@
-"""Slow, obvious twins of the flow kernels (cellseg.representations._flows_kernels).
+"""Slow, obvious twins of the flow kernels (cellseg.representations._flows_*_kernels).
 
 Different algorithms where possible:
 
