@@ -33,13 +33,70 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from .labels import link_by_iou
 
-__all__ = ["Segmenter", "Progress", "SegmentationResult", "SegmenterError", "TRANSFORMS"]
+if TYPE_CHECKING:
+    from .representations.base import Representation
+
+__all__ = ["Segmenter", "Progress", "SegmentationResult", "FrameResult", "SegmenterError", "TRANSFORMS", "Predictor",
+           "RoutedPredictor"]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What :class:`Segmenter` needs from a model: :class:`cellseg.models.CellsegModel` is one, and
+    so is any stand-in with these members (test doubles whose outputs are known).
+
+    ``config`` holds ``ndim`` (2 or 3) and optionally ``normalization`` (``pmin``/``pmax``),
+    ``object_size``, ``image_stats``, ``name``, ``augment`` and ``denoise``; ``thresholds`` are
+    the default decode parameters; ``div_by`` the multiple the network's input sizes must be;
+    ``receptive_field`` the size (px) of the window each output pixel depends on.
+    ``predict(image, augment=...)`` returns the activated head outputs ``{head: (C, *spatial)}``
+    of one normalized frame ``(C?, *spatial)``.
+
+    A model that also chooses its engine is a :class:`RoutedPredictor`; the others run as
+    torch fp32 and get ``augment`` from ``config["augment"]`` (default ``False``).
+    """
+
+    @property
+    def representation(self) -> Representation: ...
+
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+
+    @property
+    def thresholds(self) -> Mapping[str, Any]: ...
+
+    @property
+    def in_channels(self) -> int: ...
+
+    @property
+    def div_by(self) -> int: ...
+
+    @property
+    def receptive_field(self) -> int: ...
+
+    def predict(self, image: np.ndarray, augment: bool | None = None) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class RoutedPredictor(Predictor, Protocol):
+    """A :class:`Predictor` that picks what runs its network (:mod:`cellseg.models.inference`):
+    ``inference_path(backend, precision)`` resolves a request to the ``(backend, precision)``
+    that runs on its device, and ``predict`` takes them; ``augment`` is its default for
+    test-time augmentation."""
+
+    @property
+    def augment(self) -> bool: ...
+
+    def inference_path(self, backend: str | None = None, precision: str | None = None) -> tuple[str, str]: ...
+
+    def predict(self, image: np.ndarray, augment: bool | None = None, backend: str = "torch",
+                precision: str = "fp32") -> dict[str, np.ndarray]: ...
 
 
 class SegmenterError(ValueError):
@@ -63,19 +120,62 @@ class Progress:
         return float(min(1.0, f))
 
 
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """One 2D/3D frame of a :class:`SegmentationResult`.
+
+    ``index`` is the frame's position in the stack (in ``canon_axes`` order, ``()`` for a single
+    image), ``scores`` the decoder's score per object in decode order, ``id_scores`` the score of
+    each object by its id in the result's labels, ``extra`` the decoder's extras (e.g. StarDist
+    polygons), ``outputs`` the head outputs when the segmenter kept them (``keep_outputs``, for
+    re-decoding; else ``None``) and ``empty`` is true for a constant frame, which was not segmented.
+
+    The mapping spelling of earlier versions reads the same fields: ``frame["index"]``,
+    ``frame.get("outputs")``, ``"outputs" in frame`` (false when the outputs were not kept) and
+    ``"empty" in frame`` (true for a constant frame only).
+    """
+
+    index: tuple[int, ...]
+    scores: np.ndarray
+    extra: dict[str, Any]
+    id_scores: dict[int, float]
+    outputs: dict[str, np.ndarray] | None = None
+    empty: bool = False
+
+    def keys(self) -> list[str]:
+        """The keys of the mapping spelling: the fields, ``outputs`` only when kept, ``empty`` only when true."""
+        keys = ["index", "scores", "extra", "id_scores"]
+        if self.outputs is not None:
+            keys.append("outputs")
+        if self.empty:
+            keys.append("empty")
+        return keys
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self.keys() else default
+
+
 @dataclass
 class SegmentationResult:
     """Labels (int32, axes = input axes without C) and what produced them.
 
-    ``frames`` lists, per 2D/3D frame segmented, a dict with ``index`` (the
-    position in the stack), ``scores`` (per object, by id in ``labels``),
-    ``extra`` (decoder extras, e.g. StarDist polygons) and, when
+    ``frames`` holds a :class:`FrameResult` per 2D/3D frame segmented: ``index`` (the
+    position in the stack), ``scores`` (per object), ``id_scores`` (per object, by id in
+    ``labels``), ``extra`` (decoder extras, e.g. StarDist polygons) and, when
     ``keep_outputs`` was set, ``outputs`` (the head outputs, for re-decoding).
     """
 
     labels: np.ndarray
     axes: str
-    frames: list[dict] = field(default_factory=list)
+    frames: list[FrameResult] = field(default_factory=list)
     params: Any = None
     #: frame axes + spatial axes in the order frames were indexed (``frames[i]["index"]``)
     canon_axes: str = ""
@@ -102,7 +202,7 @@ class SegmentationResult:
     def scores(self) -> dict[int, float]:
         out: dict[int, float] = {}
         for fr in self.frames:
-            out.update(fr.get("id_scores", {}))
+            out.update(fr.id_scores)
         return out
 
 
@@ -137,6 +237,14 @@ def _equal_channels(image: np.ndarray, c: int) -> bool:
     """True when the colour channels (the first three) along axis ``c`` are identical."""
     first = np.take(image, 0, axis=c)
     return all(np.array_equal(first, np.take(image, i, axis=c)) for i in (1, 2))
+
+
+def _default_augment(model: Predictor) -> bool:
+    """A model's default for test-time augmentation: its own (:class:`RoutedPredictor`), else
+    ``config["augment"]``."""
+    if isinstance(model, RoutedPredictor):
+        return bool(model.augment)
+    return bool(model.config.get("augment", False))
 
 
 def _drain(gen):
@@ -207,7 +315,7 @@ class Segmenter:
 
     def __init__(
         self,
-        model,
+        model: Predictor,
         params: Any = None,
         tile: int | Sequence[int] | None = None,
         margin: int | Sequence[int] | None = None,
@@ -229,14 +337,14 @@ class Segmenter:
             self.params = self.rep.params({**dataclasses.asdict(self.params), **self._as_dict(params)})
         self.tile = tile
         self.margin = margin
-        norm = model.config.get("normalization", {}) if hasattr(model, "config") else {}
+        norm = model.config.get("normalization", {})
         self.normalize = tuple(normalize) if normalize is not None else (
             float(norm.get("pmin", 1.0)),
             float(norm.get("pmax", 99.8)),
         )
         self.blend = blend
         self.keep_outputs = keep_outputs
-        self.augment = bool(getattr(model, "augment", False)) if augment is None else bool(augment)
+        self.augment = _default_augment(model) if augment is None else bool(augment)
         self.diameter = self._check_diameter(diameter)
         if pixel_size is not None and not (float(pixel_size) > 0 and math.isfinite(float(pixel_size))):
             raise SegmenterError(f"pixel_size must be a positive number of µm per pixel, got {pixel_size!r}")
@@ -261,17 +369,15 @@ class Segmenter:
     def inference(self) -> tuple[str, str]:
         """The ``(backend, precision)`` that runs the network for this segmenter's request on the
         model's device (``"auto"`` resolved; see :func:`cellseg.models.inference.resolve`)."""
-        resolve = getattr(self.model, "inference_path", None)
-        if resolve is None:  # a stand-in model without engines
+        if not isinstance(self.model, RoutedPredictor):  # a stand-in model without engines
             return ("torch", "fp32")
-        return resolve(self.backend, self.precision)
+        return self.model.inference_path(self.backend, self.precision)
 
     # -- scale ----------------------------------------------------------------------
     @property
     def object_size(self) -> dict:
         """The model's object size record (``{}`` when it has none)."""
-        cfg = getattr(self.model, "config", None) or {}
-        return dict(cfg.get("object_size") or {})
+        return dict(self.model.config.get("object_size") or {})
 
     def _check_diameter(self, diameter):
         if diameter is None:
@@ -402,8 +508,7 @@ class Segmenter:
         return cls(load_model(name_or_path, device=device), **kwargs)
 
     def _default_params(self) -> dict:
-        th = getattr(self.model, "thresholds", None) or {}
-        return dict(th)
+        return dict(self.model.thresholds or {})
 
     @staticmethod
     def _as_dict(params) -> dict:
@@ -416,7 +521,7 @@ class Segmenter:
         return int(self.model.config.get("ndim", 2))
 
     def default_margin(self) -> int:
-        rf = int(getattr(self.model, "receptive_field", 64))
+        rf = int(self.model.receptive_field)
         return int(math.ceil(rf / 2))
 
     # -- core ---------------------------------------------------------------------
@@ -451,8 +556,12 @@ class Segmenter:
         x = TRANSFORMS[self.transform](self.normalized(image, norm_range))
         margin = self.margin if self.margin is not None else self.default_margin()
         path = self.inference
-        kw = {} if path == ("torch", "fp32") else {"backend": path[0], "precision": path[1]}
-        predict = functools.partial(self.model.predict, augment=self.augment, **kw)
+        model = self.model
+        predict: Callable[[np.ndarray], dict[str, np.ndarray]]
+        if path == ("torch", "fp32") or not isinstance(model, RoutedPredictor):
+            predict = functools.partial(model.predict, augment=self.augment)
+        else:
+            predict = functools.partial(model.predict, augment=self.augment, backend=path[0], precision=path[1])
         return (
             yield from predict_tiled(
                 predict,
@@ -460,7 +569,7 @@ class Segmenter:
                 spatial_ndim=self.spatial_ndim,
                 tile=self.tile,
                 margin=margin,
-                div_by=int(getattr(self.model, "div_by", 1)),
+                div_by=int(self.model.div_by),
                 blend=self.blend,
             )
         )
@@ -474,7 +583,7 @@ class Segmenter:
         return self.rep.decode(outputs, self.rep.params(base, **overrides))
 
     def _select_channel(self, image: np.ndarray, axes: str, channel, channel_names) -> tuple[np.ndarray, str]:
-        want = int(getattr(self.model, "in_channels", 1))
+        want = int(self.model.in_channels)
         if "C" not in axes:
             if want not in (1, 3):
                 raise SegmenterError(f"the model takes {self.model.in_channels} channels; the image has none")
@@ -549,7 +658,7 @@ class Segmenter:
         labels = np.zeros(frame_shape + spatial_shape, np.int32)
         # denoised frames (constant frames stay as they are)
         den = np.array(data, np.float32) if self.denoise else None
-        frames: list[dict] = []
+        frames: list[FrameResult] = []
         n_frames = int(np.prod(frame_shape)) if frame_shape else 1
         next_id = 1
         mode, diam = self.scale_mode(pixel_size)
@@ -605,14 +714,13 @@ class Segmenter:
                         outputs = stop.value
                         break
                     yield Progress("predict", done, total, fi, n_frames)
-            fr, next_id = self._decode_frame(idx, outputs, params, next_id, labels)
+            # outputs of earlier frames are not kept unless asked: memory stays bounded
+            fr, next_id = self._decode_frame(idx, outputs, params, next_id, labels, keep=self.keep_outputs)
             if den is not None:
                 from .denoise import denoised_like
 
                 den[idx] = denoised_like(self, data[idx], x, outputs if factor == 1.0 else None, norm_range)
-            if not self.keep_outputs:
-                fr.pop("outputs")
-            frames.append(fr)  # outputs of earlier frames are not kept unless asked: memory stays bounded
+            frames.append(fr)
             yield Progress("decode", 1, 1, fi, n_frames)
         in_axes = "".join(a for a in axes if a != "C")
         res = self._finish(labels, frames, out_axes, in_axes, params, link, link_iou, stitch_iou)
@@ -633,7 +741,7 @@ class Segmenter:
         """A message when frame ``x`` ``(C?, *spatial)`` looks unlike the model's training images."""
         from .qc import image_features, unlike_training
 
-        cfg = getattr(self.model, "config", None) or {}
+        cfg = self.model.config
         stats = cfg.get("image_stats")
         if not stats:
             return None
@@ -661,9 +769,8 @@ class Segmenter:
 
     def _match_channels(self, x: np.ndarray, has_c: bool) -> np.ndarray:
         """A frame with the channels the model takes: grey repeated for an RGB model, alpha dropped."""
-        want = int(getattr(self.model, "in_channels", 1))
-        sp = self.spatial_ndim
-        if want == 1 or not hasattr(self.model, "in_channels"):
+        want = int(self.model.in_channels)
+        if want == 1:
             return x
         if not has_c:
             x = x[None]
@@ -677,11 +784,13 @@ class Segmenter:
         raise SegmenterError(f"the model takes {want} channels; the image has {c}")  # pragma: no cover
 
     @staticmethod
-    def _empty_frame(idx) -> dict:
-        return {"index": tuple(idx), "scores": np.zeros(0, np.float32), "extra": {}, "id_scores": {}, "empty": True}
+    def _empty_frame(idx: tuple[int, ...]) -> FrameResult:
+        return FrameResult(index=tuple(idx), scores=np.zeros(0, np.float32), extra={}, id_scores={}, empty=True)
 
-    def _decode_frame(self, idx, outputs, params, next_id: int, labels: np.ndarray) -> tuple[dict, int]:
-        """Decode one frame into ``labels[idx]`` with ids from ``next_id`` on."""
+    def _decode_frame(self, idx: tuple[int, ...], outputs: dict[str, np.ndarray], params: Any, next_id: int,
+                      labels: np.ndarray, keep: bool = True) -> tuple[FrameResult, int]:
+        """Decode one frame into ``labels[idx]`` with ids from ``next_id`` on (its head outputs kept
+        in the frame when ``keep``)."""
         dec = self.rep.decode(outputs, params)
         lab = dec.labels
         target = labels[tuple(idx)].shape
@@ -694,11 +803,11 @@ class Segmenter:
             lab = np.where(lab > 0, lab + (next_id - 1), 0).astype(np.int32)
         labels[tuple(idx)] = lab
         id_scores = {next_id + i: float(s) for i, s in enumerate(np.asarray(dec.scores).ravel())}
-        fr = {"index": tuple(idx), "scores": dec.scores, "extra": dec.extra, "id_scores": id_scores,
-              "outputs": outputs}
+        fr = FrameResult(index=tuple(idx), scores=dec.scores, extra=dec.extra, id_scores=id_scores,
+                         outputs=outputs if keep else None)
         return fr, next_id + n
 
-    def _finish(self, labels: np.ndarray, frames: list[dict], canon_axes: str, in_axes: str, params,
+    def _finish(self, labels: np.ndarray, frames: list[FrameResult], canon_axes: str, in_axes: str, params,
                 link: bool, link_iou: float, stitch_iou: float) -> SegmentationResult:
         """Stitch Z slices of a 2D model, link T frames, and return labels in the input's axis order."""
         if self.spatial_ndim == 2 and "Z" in canon_axes:
@@ -714,7 +823,7 @@ class Segmenter:
         """Decode the head outputs kept in ``result`` (``keep_outputs=True``) again with new
         decode parameters — no network call — assembling frames exactly as
         :meth:`iter_segment` does (id offsets, Z stitching, T linking)."""
-        if any("outputs" not in fr and not fr.get("empty") for fr in result.frames):
+        if any(fr.outputs is None and not fr.empty for fr in result.frames):
             raise ValueError("this result kept no head outputs: segment with keep_outputs=True")
         base = dataclasses.asdict(self.params)
         if params is not None:
@@ -722,12 +831,13 @@ class Segmenter:
         p = self.rep.params(base, **overrides)
         canon_shape = tuple(result.labels.shape[result.axes.index(a)] for a in result.canon_axes)
         labels = np.zeros(canon_shape, np.int32)
-        frames, next_id = [], 1
+        frames: list[FrameResult] = []
+        next_id = 1
         for fr in result.frames:
-            if fr.get("empty"):
-                frames.append(self._empty_frame(fr["index"]))
+            if fr.empty or fr.outputs is None:
+                frames.append(self._empty_frame(fr.index))
                 continue
-            new, next_id = self._decode_frame(fr["index"], fr["outputs"], p, next_id, labels)
+            new, next_id = self._decode_frame(fr.index, fr.outputs, p, next_id, labels)
             frames.append(new)
         out = self._finish(labels, frames, result.canon_axes, result.axes, p, result.link, result.link_iou,
                            result.stitch_iou)
@@ -736,11 +846,13 @@ class Segmenter:
         return out
 
     @staticmethod
-    def _link(labels: np.ndarray, axis: int, iou: float, frames: list[dict]) -> np.ndarray:
+    def _link(labels: np.ndarray, axis: int, iou: float, frames: list[FrameResult]) -> np.ndarray:
+        """Relabel along ``axis`` by IoU; the frames' ``id_scores`` follow the new ids (the list is
+        updated in place)."""
         stack = np.moveaxis(labels, axis, 0)
         linked, mapping = link_by_iou(stack, iou)
-        for fr in frames:
-            fr["id_scores"] = {int(mapping.get(k, k)): v for k, v in fr["id_scores"].items()}
+        for i, fr in enumerate(frames):
+            frames[i] = dataclasses.replace(fr, id_scores={int(mapping.get(k, k)): v for k, v in fr.id_scores.items()})
         return np.ascontiguousarray(np.moveaxis(linked, 0, axis))
 
     def segment(self, image: np.ndarray, **kwargs) -> SegmentationResult:

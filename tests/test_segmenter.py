@@ -102,6 +102,30 @@ def test_unknown_param_raises(seg):
 def test_constant_frame_gives_no_objects(seg):
     res = seg.segment(np.full((64, 64), 7, np.uint16))
     assert res.labels.max() == 0
+    (fr,) = res.frames
+    assert fr.empty and fr["empty"] and "empty" in fr and "outputs" not in fr and fr.get("outputs") is None
+
+
+def test_frames_typed_and_as_mappings(seg):
+    """Frames are FrameResult records; their mapping spelling (``fr["index"]``, ``"outputs" in fr``)
+    reads the same fields."""
+    from cellseg.segmenter import FrameResult
+
+    imgs, _ = synthetic_stack(n_frames=2, shape=(80, 80), n_cells=6, seed=5)
+    res = Segmenter(seg.model, keep_outputs=True).segment(imgs, axes="TYX", link=True)
+    plain = seg.segment(imgs, axes="TYX", link=True)
+    assert all(isinstance(fr, FrameResult) for fr in res.frames + plain.frames)
+    assert [fr.index for fr in res.frames] == [(0,), (1,)]
+    for fr in res.frames:
+        assert fr["index"] == fr.index and fr["id_scores"] is fr.id_scores and fr["extra"] is fr.extra
+        assert "outputs" in fr and fr.get("outputs") is fr.outputs and "empty" not in fr and not fr.get("empty")
+        assert fr.keys() == ["index", "scores", "extra", "id_scores", "outputs"]
+    for fr in plain.frames:
+        assert fr.outputs is None and "outputs" not in fr and fr.get("outputs", 0) == 0
+        with pytest.raises(KeyError):
+            fr["outputs"]
+    # ids of linked frames: the scores follow the labels' ids
+    assert set(np.unique(res.labels[res.labels > 0]).tolist()) <= set(res.scores())
 
 
 @pytest.mark.parametrize("axes", ["YX", "TYX", "ZYX"])
@@ -161,3 +185,21 @@ def test_tiled_equals_untiled_on_real_images(kind, request):
         assert len(tile_grid(img.shape, tile, seg.default_margin(), model.div_by)) >= 3
         tiled = seg.segment(img).labels
         np.testing.assert_array_equal(tiled, full, err_msg=f"{kind}, tile {tile}")
+
+
+def test_models_satisfy_the_predictor_protocol(seg):
+    """The real model and the stand-in models of the tests have what the Segmenter reads."""
+    from cellseg.representations import get
+    from cellseg.segmenter import Predictor, RoutedPredictor
+    from cellseg_napari._testing import OracleModel
+
+    assert isinstance(seg.model, Predictor) and isinstance(seg.model, RoutedPredictor)
+    oracle = OracleModel("stardist", np.zeros((32, 32), np.int32))
+    assert isinstance(oracle, Predictor) and not isinstance(oracle, RoutedPredictor)
+    assert Segmenter(oracle).inference == ("torch", "fp32") and Segmenter(oracle).augment is False
+
+    class NoPredict:  # a config and a representation are not enough
+        representation, config, thresholds = get("stardist"), {"ndim": 2}, {}
+        in_channels = div_by = receptive_field = 1
+
+    assert not isinstance(NoPredict(), Predictor)
