@@ -45,7 +45,7 @@ def _wait(app, cond, timeout=600.0, what="work"):
 def train_synthetic(path: Path) -> None:
     """Train the small synthetic-cells model used while no model is bundled."""
     from cellseg.datasets.synthetic import synthetic_cells
-    from cellseg_napari._logic import TrainingJob
+    from cellseg_napari._training import TrainingJob
 
     pairs = [synthetic_cells((256, 256), seed=100 + i) for i in range(8)]
     job = TrainingJob(pairs, path, representation="distance", epochs=50, steps_per_epoch=25, patch_size=128,
@@ -89,8 +89,6 @@ def main(argv=None) -> int:
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
-    from cellseg_napari import _logic
-
     w, h = (int(v) for v in args.size.lower().split("x"))
     viewer = napari.Viewer(show=True, title="cellseg")
     app = QApplication.instance()
@@ -105,7 +103,7 @@ def main(argv=None) -> int:
     else:
         if args.model is not None:
             if Path(args.model).suffix == ".pt":
-                name = _logic.TRAINED_MODELS.add(args.model)
+                name = widget.trained_models.add(args.model)
             else:
                 name = args.model
             widget._model_choice.value = name

@@ -347,34 +347,34 @@ def test_cli_train_with_unlabeled(tmp_path, capsys):
 # ----------------------------------------------------------------------------- napari (logic, no viewer)
 def test_napari_segment_adds_a_denoised_layer(denoise_model):
     pytest.importorskip("napari")
-    from cellseg_napari import _logic
+    from cellseg_napari import _layers, _models, _run
 
     model, _ = denoise_model
     img = (_noisy(1, seed0=31)[0][0] * 100 + 50).astype(np.float32)
-    _, run = events_and_result(_logic.segmentation_task(model, img, "YX", denoise=True))
-    data, kw, kind = _logic.denoised_layer(run, "cells", scale=(0.5, 0.5))
+    _, run = events_and_result(_run.segmentation_task(model, img, "YX", denoise=True))
+    data, kw, kind = _layers.denoised_layer(run, "cells", scale=(0.5, 0.5))
     assert kind == "image" and kw["name"] == "cells denoised" and kw["scale"] == (0.5, 0.5)
     assert data.shape == img.shape and kw["metadata"]["axes"] == "YX"
     np.testing.assert_allclose(data, denoise_image(model, img), rtol=1e-5, atol=1e-3)
-    _, plain = events_and_result(_logic.segmentation_task(model, img, "YX"))
-    assert _logic.denoised_layer(plain, "cells") is None
-    assert _logic.model_denoises(model) and not _logic.model_denoises(
+    _, plain = events_and_result(_run.segmentation_task(model, img, "YX"))
+    assert _layers.denoised_layer(plain, "cells") is None
+    assert _models.model_denoises(model) and not _models.model_denoises(
         CellsegModel(make_config("distance", BB), device="cpu"))
 
 
 def test_napari_training_job_takes_an_unlabelled_folder(tmp_path):
     pytest.importorskip("napari")
     from cellseg.train import TrainingWarning
-    from cellseg_napari import _logic
+    from cellseg_napari import _training
 
     unl = tmp_path / "unl"
     unl.mkdir()
     io.write_image(unl / "u.tif", _noisy(1, seed0=71)[0][0], "YX")
     pairs = _noisy(3)
     with pytest.raises(ValueError, match="tick 'denoise'"):
-        _logic.TrainingJob(pairs, tmp_path / "m.pt", unlabeled=unl)
-    job = _logic.TrainingJob(pairs, tmp_path / "m.pt", representation="distance", epochs=1, steps_per_epoch=2,
-                             patch_size=32, batch_size=2, network=BB, denoise=True, unlabeled=unl)
+        _training.TrainingJob(pairs, tmp_path / "m.pt", unlabeled=unl)
+    job = _training.TrainingJob(pairs, tmp_path / "m.pt", representation="distance", epochs=1, steps_per_epoch=2,
+                                patch_size=32, batch_size=2, network=BB, denoise=True, unlabeled=unl)
     from tests._events import events_and_result
 
     with warnings.catch_warnings():  # two steps may find no object; the warning is not the point here

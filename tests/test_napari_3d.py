@@ -14,11 +14,11 @@ from cellseg.datasets.synthetic import synthetic_cells_3d  # noqa: E402
 from cellseg.models import CellsegModel  # noqa: E402
 from cellseg.representations import get  # noqa: E402
 from cellseg.segmenter import Segmenter  # noqa: E402
-from cellseg_napari import _logic  # noqa: E402
+from cellseg_napari import _axes, _scale, _training  # noqa: E402
 from cellseg_napari._testing import OracleModel  # noqa: E402
 
 WAIT_MS = 60_000
-TINY_NET = next(k for k in _logic.NETWORKS if k.startswith("tiny"))
+TINY_NET = next(k for k in _training.NETWORKS if k.startswith("tiny"))
 
 
 def _vol(seed=0, anisotropy=2.0, shape=(12, 40, 40)):
@@ -37,42 +37,42 @@ def _open(viewer, name, qtbot):
 
 def test_volume_training_pairs_keep_z():
     img, lab = _vol()
-    pairs, names, n_in = _logic.training_pairs_from_layers(img, lab, "ZYX", volume=True)
+    pairs, names, n_in = _training.training_pairs_from_layers(img, lab, "ZYX", volume=True)
     assert len(pairs) == 1 and pairs[0][0].shape == img.shape and names == ["layer"] and n_in == 1
-    planes, _, _ = _logic.training_pairs_from_layers(img, lab, "ZYX")  # a 2D model: the labelled planes
+    planes, _, _ = _training.training_pairs_from_layers(img, lab, "ZYX")  # a 2D model: the labelled planes
     assert len(planes) == int((lab.reshape(len(lab), -1) > 0).any(1).sum()) and planes[0][0].ndim == 2
     # a time-lapse of volumes: one volume per annotated frame; channels go first in each volume
     t_img, t_lab = np.stack([img, img]), np.stack([lab, np.zeros_like(lab)])
-    pairs, names, _ = _logic.training_pairs_from_layers(t_img, t_lab, "TZYX", volume=True)
+    pairs, names, _ = _training.training_pairs_from_layers(t_img, t_lab, "TZYX", volume=True)
     assert names == ["layer[T=0]"] and pairs[0][0].shape == img.shape
     two = np.stack([img, 2 * img], axis=1)  # Z C Y X
-    pairs, _, n_in = _logic.training_pairs_from_layers(two, lab, "ZCYX", volume=True)
+    pairs, _, n_in = _training.training_pairs_from_layers(two, lab, "ZCYX", volume=True)
     assert n_in == 2 and pairs[0][0].shape == (2, *img.shape)
     np.testing.assert_array_equal(pairs[0][0][1], 2 * img)
     with pytest.raises(ValueError, match="no Z axis"):
-        _logic.training_pairs_from_layers(img, lab, "TYX", volume=True)
+        _training.training_pairs_from_layers(img, lab, "TYX", volume=True)
     with pytest.raises(ValueError, match="not RGB colour"):
-        _logic.training_pairs_from_layers(np.stack([img] * 3, -1), lab, "ZYXC", channel=_logic.COLOUR, volume=True)
+        _training.training_pairs_from_layers(np.stack([img] * 3, -1), lab, "ZYXC", channel=_axes.COLOUR, volume=True)
 
 
 def test_z_step_from_the_layer_and_the_note_for_another_voxel_shape():
-    assert _logic.z_step_from_layer((2.0, 0.5, 0.5), "ZYX") == 4.0
-    assert _logic.z_step_from_layer((1.0, 1.0, 1.0), "ZYX") is None  # napari's default scale says nothing
-    assert _logic.z_step_from_layer((1.0, 1.0, 1.0), "ZYX", {"pixel_size": {"Z": 1.0, "Y": 0.4, "X": 0.4}}) == 2.5
-    assert _logic.z_step_from_layer((3.0, 1.0, 1.0), "TYX") is None
+    assert _scale.z_step_from_layer((2.0, 0.5, 0.5), "ZYX") == 4.0
+    assert _scale.z_step_from_layer((1.0, 1.0, 1.0), "ZYX") is None  # napari's default scale says nothing
+    assert _scale.z_step_from_layer((1.0, 1.0, 1.0), "ZYX", {"pixel_size": {"Z": 1.0, "Y": 0.4, "X": 0.4}}) == 2.5
+    assert _scale.z_step_from_layer((3.0, 1.0, 1.0), "TYX") is None
     model3 = OracleModel(get("distance", ndim=3, anisotropy=2.0), _vol()[1])
-    assert _logic.z_step_note(model3, "ZYX", 2.1) is None
-    assert _logic.z_step_note(model3, "ZYX", None) is None
-    assert "Z step of 2 px, this layer's is 4 px: resample Z by 2" in _logic.z_step_note(model3, "ZYX", 4.0)
-    assert _logic.z_step_note(OracleModel("distance", _vol()[1][0]), "ZYX", 4.0) is None  # 2D model
+    assert _scale.z_step_note(model3, "ZYX", 2.1) is None
+    assert _scale.z_step_note(model3, "ZYX", None) is None
+    assert "Z step of 2 px, this layer's is 4 px: resample Z by 2" in _scale.z_step_note(model3, "ZYX", 4.0)
+    assert _scale.z_step_note(OracleModel("distance", _vol()[1][0]), "ZYX", 4.0) is None  # 2D model
 
 
 def test_training_job_trains_a_3d_model_from_layers_and_from_a_folder(tmp_path):
     img, lab = _vol()
-    pairs, names, n_in = _logic.training_pairs_from_layers(img, lab, "ZYX", volume=True)
-    job = _logic.TrainingJob(pairs, tmp_path / "v.pt", representation="offsets", epochs=1, steps_per_epoch=1,
-                             batch_size=1, patch_size=32, network=_logic.NETWORKS[TINY_NET], names=names,
-                             ndim=3, anisotropy=2.0)
+    pairs, names, n_in = _training.training_pairs_from_layers(img, lab, "ZYX", volume=True)
+    job = _training.TrainingJob(pairs, tmp_path / "v.pt", representation="offsets", epochs=1, steps_per_epoch=1,
+                                batch_size=1, patch_size=32, network=_training.NETWORKS[TINY_NET], names=names,
+                                ndim=3, anisotropy=2.0)
     path = _run(job)
     m = CellsegModel.load(path, device="cpu")
     assert m.ndim == 3 and m.representation.anisotropy == 2.0
@@ -87,8 +87,8 @@ def test_training_job_trains_a_3d_model_from_layers_and_from_a_folder(tmp_path):
         ps = {"Z": 1.5, "Y": 0.5, "X": 0.5}
         io.write_image(root / "images" / f"v{i}.tif", im.astype(np.float32), axes="ZYX", pixel_size=ps)
         io.write_labels(root / "masks" / f"v{i}.tif", lb, axes="ZYX", pixel_size=ps)
-    job = _logic.TrainingJob(root, tmp_path / "f.pt", representation="distance", epochs=1, steps_per_epoch=1,
-                             batch_size=1, patch_size=32, network=_logic.NETWORKS[TINY_NET])
+    job = _training.TrainingJob(root, tmp_path / "f.pt", representation="distance", epochs=1, steps_per_epoch=1,
+                                batch_size=1, patch_size=32, network=_training.NETWORKS[TINY_NET])
     m = CellsegModel.load(_run(job), device="cpu")
     assert m.ndim == 3 and m.representation.anisotropy == 3.0
 
@@ -189,4 +189,4 @@ def test_train_widget_trains_a_3d_model_on_3d_layers(make_napari_viewer_proxy, q
         assert train._dims.native.isHidden() and train._z_step.native.isHidden()
     finally:
         if name:
-            _logic.TRAINED_MODELS.remove(name)
+            train.trained_models.remove(name)

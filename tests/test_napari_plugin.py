@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 from cellseg.datasets.synthetic import synthetic_cells  # noqa: E402
 from cellseg.metrics import matching  # noqa: E402
 from cellseg.segmenter import Segmenter  # noqa: E402
-from cellseg_napari import _logic  # noqa: E402
+from cellseg_napari import _axes, _training  # noqa: E402
 from cellseg_napari._testing import OracleModel  # noqa: E402
 from cellseg_napari._widgets import EvaluateWidget, SegmentWidget, TrainWidget  # noqa: E402
 
@@ -206,7 +206,7 @@ def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
     cfg = make_config("distance", backbone={"depth": 1, "width": 4, "norm": "none"},
                       thresholds={"fg_thresh": 0.3})
     path = CellsegModel(cfg, device="cpu").save(tmp_path / "tiny.pt")
-    name = _logic.TRAINED_MODELS.add(path, "tiny-test")
+    name = widget.trained_models.add(path, "tiny-test")
     try:
         assert name in widget._model_choice.choices
         widget._model_choice.value = name
@@ -224,7 +224,7 @@ def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
         ref = Segmenter(load_model(path, device="cpu"), tile=64).segment(image)
         np.testing.assert_array_equal(labels, ref.labels)
     finally:
-        _logic.TRAINED_MODELS.remove(name)
+        widget.trained_models.remove(name)
     assert name not in widget._model_choice.choices
 
 
@@ -365,7 +365,7 @@ def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_vi
     train = _open(viewer, "Train", qtbot)
     train._image.value, train._labels_layer.value = "img", "gt"
     train._rep.value = "distance"
-    train._network.value = next(k for k in _logic.NETWORKS if k.startswith("tiny"))
+    train._network.value = next(k for k in _training.NETWORKS if k.startswith("tiny"))
     train._epochs.value, train._steps.value, train._batch.value, train._patch.value = 1, 3, 2, 32
     train._out.value = str(tmp_path / "napari-trained.pt")
     train.train()
@@ -385,7 +385,7 @@ def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_vi
         assert "img labels" in viewer.layers, seg._status.value
     finally:
         if name:
-            _logic.TRAINED_MODELS.remove(name)
+            train.trained_models.remove(name)
 
 
 def test_train_widget_denoise_and_segment_widget_denoised_layer(make_napari_viewer_proxy, qtbot, tmp_path):
@@ -403,7 +403,7 @@ def test_train_widget_denoise_and_segment_widget_denoised_layer(make_napari_view
     train = _open(viewer, "Train", qtbot)
     train._image.value, train._labels_layer.value = "img", "gt"
     train._rep.value = "distance"
-    train._network.value = next(k for k in _logic.NETWORKS if k.startswith("tiny"))
+    train._network.value = next(k for k in _training.NETWORKS if k.startswith("tiny"))
     train._epochs.value, train._steps.value, train._batch.value, train._patch.value = 1, 2, 2, 32
     train._denoise.value = True
     train._unlabeled.value = str(unl)
@@ -427,7 +427,7 @@ def test_train_widget_denoise_and_segment_widget_denoised_layer(make_napari_view
         assert layer.data.shape == noisy.shape and layer.metadata["head"] == "denoised"
     finally:
         if name:
-            _logic.TRAINED_MODELS.remove(name)
+            train.trained_models.remove(name)
 
 
 # ----------------------------------------------------------------------------- bundled model
@@ -754,11 +754,11 @@ def test_train_widget_colour_layer_channel_choice_and_history(make_napari_viewer
     assert train._rep.value == "flows"
     train._image.value, train._labels_layer.value = "rgba", "gt"
     assert train._axes.value == "YXC" and not train._channel.native.isHidden()
-    assert train._channel.value == _logic.COLOUR and set(train._channel.choices) >= {0, 1, 2, 3}
+    assert train._channel.value == _axes.COLOUR and set(train._channel.choices) >= {0, 1, 2, 3}
     train._channel.value = 1
     assert train.make_job().in_channels == 1  # one channel: a grey model
-    train._channel.value = _logic.COLOUR
-    train._network.value = next(k for k in _logic.NETWORKS if k.startswith("tiny"))
+    train._channel.value = _axes.COLOUR
+    train._network.value = next(k for k in _training.NETWORKS if k.startswith("tiny"))
     train._epochs.value, train._steps.value, train._batch.value, train._patch.value = 1, 2, 2, 32
     train._out.value = str(tmp_path / "colour.pt")
     train.train()
@@ -771,7 +771,7 @@ def test_train_widget_colour_layer_channel_choice_and_history(make_napari_viewer
         assert model.config["in_channels"] == 3 and model.representation.name == "flows"
     finally:
         if name:
-            _logic.TRAINED_MODELS.remove(name)
+            train.trained_models.remove(name)
 
 
 def test_docked_widgets_wrap_messages_and_show_the_whole_table(make_napari_viewer, qtbot):

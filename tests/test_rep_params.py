@@ -160,10 +160,10 @@ def test_the_cli_flags_keep_their_fields():
 
 @pytest.mark.parametrize("label", sorted(CLASSES))
 def test_napari_controls_come_from_the_declarations(label):
-    _logic = pytest.importorskip("cellseg_napari._logic")
+    _params = pytest.importorskip("cellseg_napari._params")
     cls = CLASSES[label]
     for rep in _reps(cls):
-        specs = {s.name: s for s in _logic.param_specs(rep)}
+        specs = {s.name: s for s in _params.param_specs(rep)}
         assert list(specs) == [f.name for f in _fields(cls)]
         for f in _fields(cls):
             k = P.knob_of(f)
