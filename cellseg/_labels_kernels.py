@@ -1,4 +1,5 @@
-"""numba kernels of :mod:`cellseg.labels` (compiled on first use, cached)."""
+"""numba kernels of the label utilities (:mod:`cellseg.labels`) and of the per-id work of the decoders
+(pixels grouped by id, per-id sums, id maps); compiled on first use, cached."""
 from __future__ import annotations
 
 import numpy as np

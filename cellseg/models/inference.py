@@ -52,6 +52,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from .bundled import WEIGHTS_DIR
+
 __all__ = [
     "ActivatedHeads",
     "BACKENDS",
@@ -490,8 +492,6 @@ def int8_ranges(model) -> dict | None:
 
 
 def _ranges_path(name: str) -> Path:
-    from .registry import WEIGHTS_DIR
-
     return WEIGHTS_DIR / f"{name}.int8.json"
 
 

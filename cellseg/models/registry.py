@@ -27,9 +27,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, MutableMapping, cast
+from typing import Any
 
 from .._files import atomic_write
+from .bundled import WEIGHTS_DIR
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -43,7 +44,6 @@ __all__ = [
     "sha256sum",
 ]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _INDEX = "registry.json"
 _REGISTRY_VERSION = 1
 
@@ -121,7 +121,7 @@ def sha256sum(path: str | os.PathLike) -> str:
 
 def load_pretrained(name: str, device: Any = "auto", weights_dir: Path | None = None):
     """Load a bundled model by name after checking its sha256."""
-    from .network import CellsegModel
+    from .model import CellsegModel  # here: listing the bundled models does not import torch
 
     info = model_info(name, weights_dir)
     path = Path(info["path"])
@@ -134,8 +134,7 @@ def load_pretrained(name: str, device: Any = "auto", weights_dir: Path | None = 
             "(corrupted or replaced file)"
         )
     model = CellsegModel.load(path, device=device)
-    # a loaded model's config is a dict (CellsegModel.config is declared as a Mapping)
-    config = cast(MutableMapping[str, Any], model.config)
+    config = model.config
     config.setdefault("name", name)
     if info.get("object_size") and not config.get("object_size"):
         # measured after the weights were stored: the registry carries it
@@ -155,14 +154,14 @@ def register_model(
     weights_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Copy a trained model into the weights folder (float16 by default) and add its registry entry."""
-    from .network import CellsegModel
+    from .model import CellsegModel  # here: listing the bundled models does not import torch
 
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise ValueError(f"invalid model name {name!r}")
     d = Path(weights_dir or WEIGHTS_DIR)
     d.mkdir(parents=True, exist_ok=True)
     model = CellsegModel.load(model_path, device="cpu")
-    cast(MutableMapping[str, Any], model.config)["name"] = name  # a dict: see load_pretrained
+    model.config["name"] = name
     target = d / f"{name}.pt"
     model.save(target, half=half)
     entry: dict[str, Any] = {

@@ -39,7 +39,10 @@ import torch
 
 from cellseg import representations
 from cellseg._files import atomic_write
-from cellseg.models.network import CellsegModel, make_config, read_model_file, resolve_device
+from cellseg.models.config import make_config
+from cellseg.models.device import resolve_device
+from cellseg.models.model import CellsegModel
+from cellseg.models.modelfile import read_model_file
 from cellseg.models.unet import BackboneConfig
 
 from .augment import AugmentConfig
