@@ -31,7 +31,6 @@
 """
 from __future__ import annotations
 
-import glob
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -40,10 +39,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .io import INPUT_SUFFIXES, expand_inputs
+
 __all__ = ["SegmenterSpec", "FileResult", "expand_inputs", "output_names", "output_paths", "segment_file",
            "run_batch", "run_settings", "RunRecord", "RUN_RECORD", "OUTPUT_FORMATS", "resolve_output_format"]
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+#: inputs are listed by :func:`cellseg.io.expand_inputs` (also importable from here)
+IMAGE_SUFFIXES = INPUT_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -92,51 +94,6 @@ class FileResult:
     #: a block-wise run (:mod:`cellseg.blockrun`): blocks, blocks reused from an interrupted run,
     #: block size, margin, overlay downsampling, objects cut by a block edge, chosen by size
     blockwise: dict | None = None
-
-
-def expand_inputs(inputs: Sequence[str | Path], skipped: list | None = None) -> tuple[list[Path], list[str]]:
-    """Files for the given files / folders / globs, and the inputs that matched nothing.
-
-    A folder gives its ``.tif``/``.tiff``/``.png`` files (not hidden ones) and the
-    OME-Zarr images in it (folders that are zarr groups or named ``*.zarr``), not the
-    files of its other subfolders; a zarr folder given or matched is one input; ``skipped``, when given a list, receives
-    ``(folder, subfolders, other files)`` for each folder where something was left
-    out, so the caller can say so.
-    """
-    from .omezarr import is_zarr
-
-    files: list[Path] = []
-    missing: list[str] = []
-    for item in inputs:
-        s = str(item)
-        p = Path(s)
-        if p.is_dir() and not is_zarr(p):
-            entries = [q for q in p.iterdir() if not q.name.startswith(".")]
-            found = sorted(q for q in entries if (q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(q))
-            if skipped is not None:
-                subs = sorted(q for q in entries if q.is_dir() and not is_zarr(q))
-                other = sorted(q for q in entries if q.is_file() and q.suffix.lower() not in IMAGE_SUFFIXES)
-                if subs or other:
-                    skipped.append((p, subs, other))
-            if not found:
-                missing.append(f"{s} (folder without .tif/.tiff/.png files or OME-Zarr images)")
-            files += found
-        elif p.is_file() or is_zarr(p):
-            files.append(p)
-        elif any(ch in s for ch in "*?["):
-            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file() or is_zarr(q))
-            if not found:
-                missing.append(f"{s} (pattern matched no file)")
-            files += found
-        else:
-            missing.append(f"{s} (no such file or folder)")
-    seen, unique = set(), []
-    for f in files:
-        r = f.resolve()
-        if r not in seen:
-            seen.add(r)
-            unique.append(f)
-    return unique, missing
 
 
 _SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".ome.zarr", ".zarr")

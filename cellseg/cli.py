@@ -6,29 +6,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .segment_run import SegmentOptions, SegmentUsageError, duration, run_segment
+from .segment_run import cli_message as _cli_message
+
+if TYPE_CHECKING:
+    from .blockrun import BlockEvent
+    from .segmenter import Progress
 
 __all__ = ["main"]
-
-
-def _parse_value(v: str):
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        pass
-    try:
-        return float(v)
-    except ValueError:
-        return v
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _tile(v: str | None):
@@ -45,18 +32,6 @@ def _tile(v: str | None):
     if all(p == 0 for p in parts):
         return None
     return parts[0] if len(parts) == 1 else tuple(parts)
-
-
-def _resolve_inputs(inputs: list[str]) -> list[str]:
-    out = []
-    for s in inputs:
-        if s.startswith("sample:"):
-            from .datasets.samples import sample_path
-
-            out.append(str(sample_path(s.split(":", 1)[1])))
-        else:
-            out.append(s)
-    return out
 
 
 # -- segment ----------------------------------------------------------------------
@@ -166,330 +141,56 @@ def _add_segment(sub):
     p.set_defaults(func=_cmd_segment)
 
 
-_CLI_HINTS = (
-    ("Pass axes=", "--axes", "on the command line: --axes ZYX for a Z stack, --axes TYX for time"),
-    ("choose one with channel=", "--channel", "on the command line: --channel INDEX or --channel NAME"),
-)
-#: keyword arguments named by library messages, and the option that sets them
-_CLI_NAMES = (("pass allow_missing=True", "pass --allow-missing"),
-              ("pass axes='ZYX' (a Z stack) or axes='TYX' (time)", "pass --axes ZYX (a Z stack) or --axes TYX (time)"),
-              ("choose one with channel= (index", "choose one with --channel (an index"))
+class _TerminalReporter:
+    """Lines on stdout/stderr and, unless ``quiet``, progress bars: one for the files (when
+    ``file_bar``), one for the frames of a stack and one for the tiles of a frame; block-wise runs
+    print a line per block."""
 
+    def __init__(self, quiet: bool, file_bar: bool):
+        self.quiet = quiet
+        self.file_bar = file_bar and not quiet
+        self.bar: Any = None
+        self.sub_bars: dict[str, Any] = {}  # "frame" (T/Z stacks), "tile" (tiled runs): the file being segmented
 
-def _cli_message(msg: str) -> str:
-    """Library messages name keyword arguments (``axes=``, ``channel=``); on the command line
-    say which option to use instead."""
-    for needle, option in _CLI_NAMES:
-        msg = msg.replace(needle, option)
-    for needle, option, hint in _CLI_HINTS:
-        if needle in msg and option not in msg:
-            msg = f"{msg} -- {hint}"
-    return msg
+    def print(self, text: str, err: bool = False) -> None:
+        print(text, file=sys.stderr if err else sys.stdout)
 
+    def begin(self, n_files: int) -> None:
+        if self.file_bar:
+            from tqdm import tqdm
 
-def _decode_overrides(args) -> dict:
-    params = {}
-    for item in args.param:
-        if "=" not in item:
-            raise SystemExit(f"cellseg segment: --param expects NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = _parse_value(v.strip())
-    return params
+            self.bar = tqdm(total=n_files, unit="file", desc="files", position=0)
 
+    def say(self, text: str, err: bool = False) -> None:
+        stream = sys.stderr if err else sys.stdout
+        if self.bar is not None:
+            self.bar.write(text, file=stream)
+        else:
+            print(text, file=stream, flush=True)
 
-def _counts(r, link: bool) -> str:
-    """What the ``done`` line counts: objects, and for a T stack the frames, the objects counted
-    frame by frame (one CSV row each) and, with --link, the cells tracked over the frames."""
-    if r.n_frames <= 1:
-        return f"{r.n_objects} object{'s' if r.n_objects != 1 else ''}"
-    per = f"{r.frame_objects} object{'s' if r.frame_objects != 1 else ''} in {r.n_frames} frames (one CSV row each)"
-    return f"{per}, {r.n_objects} cell{'s' if r.n_objects != 1 else ''} tracked over the frames" if link else per
-
-
-def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
-
-
-def _blockwise_text(r) -> str:
-    """What the ``done`` line says about a block-wise run."""
-    b = getattr(r, "blockwise", None)
-    if not b:
-        return ""
-    parts = [f"block-wise, {_plural(b['blocks'], 'block')} of {b['block']} px (margin {b['margin']} px, network "
-             f"tiles of {b['tile']} px)"]
-    if b["reused"]:
-        parts.append(f"{b['reused']} of them done by the interrupted earlier run")
-    if b["cut"]:
-        parts.append(f"{b['cut']} cut by a block edge")
-    if b.get("overlay_step") and b["overlay_step"] > 1:
-        parts.append(f"overlay downsampled 1/{b['overlay_step']}")
-    return " (" + "; ".join(parts) + ")"
-
-
-def _plan_blockwise(args, files, seg, settings) -> dict:
-    """The :class:`cellseg.blockrun.BlockPlan` of each input that goes block-wise: every TIFF and
-    OME-Zarr input with ``--block-size``, else those of more than
-    :data:`cellseg.blockrun.BLOCKWISE_ABOVE_PX` per frame (a note says so, and why); none with
-    ``--no-blockwise``. Settings that cannot work raise ``ValueError`` (before any work); a file
-    that cannot go block-wise gets a plan with its error when block-wise was asked for, else a
-    note that it is loaded whole."""
-    from .batch import resolve_output_format
-    from .blockrun import (
-        BLOCKWISE_ABOVE_PX,
-        DEFAULT_BLOCK,
-        BlockPlan,
-        block_segmenter,
-        check_block_size,
-        default_margin,
-        network_context,
-        probe,
-    )
-    from .io import TIFF_SUFFIXES
-    from .omezarr import is_zarr
-
-    if args.no_blockwise and (args.block_size is not None or args.block_margin is not None):
-        raise ValueError("--no-blockwise contradicts --block-size/--block-margin: give one or the other")
-    if args.no_blockwise:
-        return {}
-    if args.block_size is not None and args.block_size < 1:
-        raise ValueError(f"--block-size must be a number of pixels >= 1, got {args.block_size}")
-    if args.block_margin is not None and args.block_margin < 0:
-        raise ValueError(f"--block-margin must be >= 0 pixels, got {args.block_margin}")
-    bseg = block_segmenter(seg) if seg.spatial_ndim == 2 else None
-    block = args.block_size if args.block_size is not None else DEFAULT_BLOCK
-    if bseg is not None:  # at the model's own object size; a file whose objects differ is checked again
-        margin = args.block_margin if args.block_margin is not None else default_margin(bseg)
-        check_block_size(block, margin, network_context(bseg))
-    explicit = args.block_size is not None
-    plans: dict = {}
-    for f in files:
-        f = Path(f)
-        if not explicit and not (f.suffix.lower() in TIFF_SUFFIXES or is_zarr(f)):
-            continue
-        px = None
-        try:
-            if bseg is None:
-                from .blockrun import BlockwiseError
-
-                raise BlockwiseError(f"{f}: block-wise runs segment 2D images; this model segments 3D volumes")
-            src = probe(f, level=args.level, axes=args.axes, channel=args.channel)
-            px = src.shape[0] * src.shape[1]
-            if resolve_output_format(f, args.output_format) == "zarr" and not is_zarr(f):
-                raise ValueError(f"{f}: block-wise runs write the labels of a TIFF input as a TIFF; drop "
-                                 "--output-format zarr (or convert the image to OME-Zarr first)")
-        except (ValueError, OSError) as exc:
-            px = px or getattr(exc, "frame_px", None)
-            if explicit:
-                plans[str(f)] = BlockPlan(block, args.block_margin, error=str(exc), settings=settings)
-            elif px and px > BLOCKWISE_ABOVE_PX:
-                print(f"note: {f}: {px / 1e6:.0f} Mpx per frame, over the {BLOCKWISE_ABOVE_PX / 1e6:.0f} Mpx above "
-                      f"which cellseg segments block-wise, but it is loaded whole: "
-                      f"{str(exc).removeprefix(f'{f}: ')}", file=sys.stderr)
-            continue
-        if explicit:
-            plans[str(f)] = BlockPlan(block, args.block_margin, settings=settings)
-        elif px > BLOCKWISE_ABOVE_PX:
-            plans[str(f)] = BlockPlan(block, args.block_margin, auto=True, settings=settings)
-            print(f"note: {f}: {src.shape[0]} x {src.shape[1]} = {px / 1e6:.0f} Mpx per frame, over the "
-                  f"{BLOCKWISE_ABOVE_PX / 1e6:.0f} Mpx above which cellseg segments block-wise (never loading the "
-                  f"image whole): blocks of {block} px (--block-size N sets the size, --no-blockwise loads it "
-                  f"whole)", file=sys.stderr)
-    if plans and args.ctc:
-        raise ValueError("--ctc writes its masks from whole label images and block-wise runs are for images too "
-                         "large for that: drop --ctc, or --no-blockwise")
-    return plans
-
-
-def _cmd_segment(args) -> int:
-    from ._files import OutputError, check_output_dir, remove_stale_temporaries
-    from .batch import (
-        RunRecord,
-        SegmenterSpec,
-        _split_name,
-        expand_inputs,
-        output_names,
-        output_paths,
-        run_batch,
-        run_settings,
-    )
-    from .models import default_model_name, load_model
-
-    left_out: list = []
-    files, missing = expand_inputs(_resolve_inputs(args.inputs), skipped=left_out)
-    for m in missing:
-        print(f"error: {m}", file=sys.stderr)
-    if left_out:  # once for all folders
-        n_sub = sum(len(s) for _, s, _ in left_out)
-        other = [f for _, _, o in left_out for f in o]
-        kinds = sorted({f.suffix.lower() or "(no extension)" for f in other})
-        kinds_text = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
-        parts = ([_plural(n_sub, "subfolder")] if n_sub else []) + (
-            [f"{_plural(len(other), 'file')} of other types ({kinds_text})"] if other else [])
-        print(f"note: left out {' and '.join(parts)} in the input folder{'s' if len(left_out) > 1 else ''}: only "
-              ".tif, .tiff and .png files directly in a folder are segmented (for subfolders give them, or a "
-              "pattern such as 'DIR/**/*.tif')", file=sys.stderr)
-    if not files:
-        print("error: no input files", file=sys.stderr)
-        return 2
-    out_dir = Path(args.out)
-    try:  # inputs with the same stem get distinct output names, or are refused, before any work
-        out_names = output_names(files)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    renamed = [(f, n) for f, n in zip(files, out_names) if n != _split_name(Path(f).name)[0]]
-    if renamed:
-        print(f"note: {len(renamed)} inputs share a file name with another input; their outputs keep "
-              f"their folder (and extension) to stay apart:", file=sys.stderr)
-        for f, n in renamed:
-            print(f"  {f} -> {out_dir / n}_labels.tif", file=sys.stderr)
-    from .batch import resolve_output_format
-    from .omezarr import is_zarr
-
-    if args.level < 0:
-        print(f"error: --level must be >= 0 (0: the full resolution), got {args.level}", file=sys.stderr)
-        return 2
-    if args.level and not any(is_zarr(f) for f in files):
-        print("error: --level applies to OME-Zarr inputs, and none was given", file=sys.stderr)
-        return 2
-    if not args.labels_name or args.labels_name.startswith(".") or any(c in args.labels_name for c in "/\\"):
-        print(f"error: --labels-name {args.labels_name!r}: give a plain name (no '/', not starting with '.')",
-              file=sys.stderr)
-        return 2
-    if args.ctc and any(resolve_output_format(f, args.output_format) == "zarr" for f in files):
-        print("error: --ctc writes its masks from label TIFFs: add --output-format tiff", file=sys.stderr)
-        return 2
-    model_name = args.model or default_model_name()
-    try:
-        from .models.inference import resolve
-        from .models.network import resolve_device
-
-        device = resolve_device(args.device)  # a device this machine lacks: an error before any work
-        resolve(args.backend, args.precision, device)  # a backend/precision that cannot run there, too
-        model = load_model(model_name)  # fail early with a clear message
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    params = _decode_overrides(args)
-    origin = {k: f"--param {k}={v}" for k, v in params.items()}  # how the user set each parameter
-    rep = model.representation
-    from .representations._params import cli_aliases, cli_flags
-
-    aliases = cli_aliases(rep)  # flag -> the field it sets for this model (from the Params declarations)
-    for flag in cli_flags():
-        v = getattr(args, flag[2:].replace("-", "_"))
-        if v is None:
-            continue
-        name = aliases.get(flag)
-        if name is None:
-            print(f"error: {flag} does not apply to a {rep.name} model "
-                  f"(its parameters: {sorted(rep.Params.__dataclass_fields__)})", file=sys.stderr)
-            return 2
-        params[name] = v
-        origin[name] = f"{flag} {v:g}"
-    try:  # the ranges are the representation's (its Params dataclass): checked before any work
-        rep.params(dict(model.thresholds or {}), **params)
-    except (TypeError, ValueError) as exc:
-        msg = str(exc)
-        where = next((o for k, o in origin.items() if msg.startswith(f"{k} ")), None)
-        print(f"error: {where}: {msg}" if where else f"error: {model_name}: {msg}", file=sys.stderr)
-        return 2
-    if args.norm is not None and not 0 <= args.norm[0] < args.norm[1] <= 100:
-        print(f"error: --norm needs 0 <= PMIN < PMAX <= 100, got {args.norm[0]:g} {args.norm[1]:g}", file=sys.stderr)
-        return 2
-    try:  # check --diameter / --pixel-size / --tile against the model before any work
-        from .segmenter import Segmenter, SegmenterError
-        from .tiling import check_tile
-
-        seg = Segmenter(model, diameter=args.diameter, pixel_size=args.pixel_size)
-        if args.precision == "int8":  # int8 needs activation ranges for this model: say so before any work
-            from .models.inference import int8_ranges
-
-            if int8_ranges(model) is None:
-                raise SegmenterError(f"--precision int8: {model_name} has no int8 activation ranges (the bundled "
-                                     "models ship them; for another model measure them with "
-                                     "cellseg.models.inference.calibrate in Python), or use --precision fp32")
-        try:
-            check_tile(args.tile, seg.default_margin(), int(getattr(model, "div_by", 1)))
-        except ValueError as exc:
-            raise SegmenterError(f"--tile: {exc}") from None
-    except SegmenterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=args.tile,
-                         augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
-                         transform=args.norm_transform, device=args.device, backend=args.backend,
-                         precision=args.precision,
-                         normalize=tuple(args.norm) if args.norm else None)
-    try:  # a read-only folder, or -o naming a file or a path below one: say so before any work
-        check_output_dir(out_dir)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    folders = {out_dir} | {out_dir / Path(n).parent for n in out_names}
-    if args.ctc:
-        folders.add(out_dir / f"{args.ctc}_RES")
-    stale = [p for d in sorted(folders) for p in remove_stale_temporaries(d)]
-    if stale:
-        print(f"note: removed {len(stale)} temporary file{'s' if len(stale) != 1 else ''} that an interrupted "
-              f"earlier run left in {out_dir}", file=sys.stderr)
-    # outputs made with other settings (model, parameters...) are not skipped as a resume would
-    settings = run_settings(spec, model, axes=args.axes, channel=args.channel, link=args.link, level=args.level)
-    record = RunRecord(out_dir)
-    name_of = {str(f): n for f, n in zip(files, out_names)}
-    input_of = {n: f for f, n in zip(files, out_names)}
-    if not args.overwrite:
-        clash = record.conflicts(out_names, settings,
-                                 lambda n: output_paths(input_of[n], out_dir, name=n, output_format=args.output_format,
-                                                        labels_name=args.labels_name)["labels"].exists())
-        if clash:
-            diffs = sorted({d for ds in clash.values() for d in ds})
-            shown = ", ".join(list(clash)[:3]) + (", ..." if len(clash) > 3 else "")
-            print(f"error: {out_dir} holds the outputs of {len(clash)} of these inputs ({shown}) made with other "
-                  f"settings (see {record.path.name}):", file=sys.stderr)
-            for d in diffs:
-                print(f"  {d}", file=sys.stderr)
-            print("use --overwrite to redo them with the new settings, or choose another output folder (-o)",
-                  file=sys.stderr)
-            return 2
-    try:  # which inputs go block-wise (asked, or by size): said before any work
-        plans = _plan_blockwise(args, files, seg, settings)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from .blockrun import BlockEvent
-
-    kwargs = dict(axes=args.axes, channel=args.channel, overwrite=args.overwrite, csv=not args.no_csv,
-                  overlay=not args.no_overlay, link=args.link, level=args.level, output_format=args.output_format,
-                  labels_name=args.labels_name, blockwise=plans)
-    bar = None
-    if not args.quiet and not args.workers and not args.scheduler:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(files), unit="file", desc="files", position=0)
-    sub_bars: dict = {}  # "frame" (T/Z stacks), "tile" (tiled runs): the file being segmented
-
-    def close_sub_bars():
+    def _close_sub_bars(self) -> None:
         for key in ("tile", "frame"):
-            b = sub_bars.pop(key, None)
+            b = self.sub_bars.pop(key, None)
             if b is not None:
                 b.close()
 
-    def progress(ev):
-        if args.quiet:
+    def progress(self, ev: Progress | BlockEvent) -> None:
+        if self.quiet:
             return
         from tqdm import tqdm
 
+        from .blockrun import BlockEvent
+
         if isinstance(ev, BlockEvent):  # block-wise runs: a line per block (they take long) on stderr
             if ev.stage == "block":
-                left = (f", ~{_duration(ev.seconds / ev.new * (ev.total - ev.done))} left" if ev.new and
+                left = (f", ~{duration(ev.seconds / ev.new * (ev.total - ev.done))} left" if ev.new and
                         ev.done < ev.total else "")
-                say(f"  block {ev.done}/{ev.total} of {ev.input}: {ev.n_objects} objects so far "
-                    f"({_duration(ev.seconds)}{left})", err=True)
+                self.say(f"  block {ev.done}/{ev.total} of {ev.input}: {ev.n_objects} objects so far "
+                         f"({duration(ev.seconds)}{left})", err=True)
             else:
-                say(f"  {ev.message}", err=True)
+                self.say(f"  {ev.message}", err=True)
             return
-
+        sub_bars = self.sub_bars
         if ev.n_frames > 1:
             fb = sub_bars.get("frame")
             if fb is None or fb.total != ev.n_frames:
@@ -509,89 +210,37 @@ def _cmd_segment(args) -> int:
                                             position=2 if ev.n_frames > 1 else 1, leave=False)
             b.update(ev.done - b.n)
 
-    failed = 0
+    def file_done(self, lines: Sequence[tuple[str, bool]]) -> None:
+        self._close_sub_bars()
+        for text, err in lines:
+            self.say(text, err)
+        if self.bar is not None:
+            self.bar.update(1)
 
-    def say(msg: str, err: bool = False):
-        stream = sys.stderr if err else sys.stdout
-        if bar is not None:
-            bar.write(msg, file=stream)
-        else:
-            print(msg, file=stream, flush=True)
+    def end(self) -> None:
+        self._close_sub_bars()
+        if self.bar is not None:
+            self.bar.close()
 
-    def on_result(r):
-        nonlocal failed
-        close_sub_bars()
-        for w in r.warnings:
-            say(f"warning: {r.input}: {w}", err=True)
-        if r.status == "failed":
-            failed += 1
-            msg = f"FAILED {_cli_message(r.message)}"
-        elif r.status == "skipped":
-            known = record.recorded(name_of.get(r.input, "")) is not None
-            msg = (f"skipped {r.input}: outputs exist, made with the same settings (--overwrite redoes them)" if known
-                   else f"skipped {r.input}: outputs exist, made by a run that did not record its settings "
-                        f"(--overwrite redoes them)")
-        else:
-            record.set(name_of[r.input], settings)
-            msg = f"done {r.input}: {_counts(r, args.link)}{_blockwise_text(r)} -> {r.outputs['labels']}"
-        say(msg)
-        if bar is not None:
-            bar.update(1)
 
-    finished: list = []  # results so far, for the message on Ctrl-C
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .representations._params import cli_flags
 
-    def save_record():
-        try:
-            record.flush()
-        except OSError as exc:
-            print(f"warning: cannot write {record.path}: {exc.strerror or exc}; a rerun cannot tell which "
-                  "settings made these outputs", file=sys.stderr)
-
-    def on_result_kept(r):
-        finished.append(r)
-        on_result(r)
-
+    flags = {flag: v for flag in cli_flags() if (v := getattr(args, flag[2:].replace("-", "_"))) is not None}
+    opts = SegmentOptions(
+        inputs=tuple(args.inputs), out=args.out, model=args.model, param=tuple(args.param), decode_flags=flags,
+        tile=args.tile, augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
+        norm=(args.norm[0], args.norm[1]) if args.norm is not None else None, device=args.device,
+        backend=args.backend, precision=args.precision, norm_transform=args.norm_transform, axes=args.axes,
+        channel=args.channel, link=args.link, ctc=args.ctc, csv=not args.no_csv, overlay=not args.no_overlay,
+        overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler, block_size=args.block_size,
+        block_margin=args.block_margin, no_blockwise=args.no_blockwise, level=args.level,
+        output_format=args.output_format, labels_name=args.labels_name)
+    reporter = _TerminalReporter(args.quiet, file_bar=not args.workers and not args.scheduler)
     try:
-        results = run_batch(spec, files, out_dir, workers=args.workers, scheduler=args.scheduler,
-                            on_result=on_result_kept, progress=progress, names=out_names, **kwargs)
-    except KeyboardInterrupt:
-        close_sub_bars()
-        if bar is not None:
-            bar.close()
-        save_record()
-        n = len(finished)
-        print(f"interrupted after {n} file{'s' if n != 1 else ''} of {len(files)}; rerun the same command to "
-              f"resume (finished files are kept and skipped; no file is half-written"
-              + ("; a block-wise run goes on from its last finished block" if plans else "") + ")",
-              file=sys.stderr)
-        return 130
-    close_sub_bars()
-    if bar is not None:
-        bar.close()
-    save_record()
-    n_left = len(files) - len(results)
-    fatal = next((r for r in results if r.fatal), None)
-    if fatal is not None:
-        print(f"stopped after a write failure that concerns the whole output folder "
-              f"({fatal.message.split(': ', 1)[-1]}); {n_left} input{'s' if n_left != 1 else ''} not attempted. "
-              "Free space or choose another -o, then rerun: finished files are kept and skipped", file=sys.stderr)
-    if args.ctc:
-        from .batch import write_ctc_results
-
-        try:
-            write_ctc_results(results, out_dir, args.ctc)
-        except OSError as exc:
-            print(f"FAILED writing the CTC results: cannot write {exc.filename or out_dir}: "
-                  f"{exc.strerror or exc}", file=sys.stderr)
-            failed += 1
-        except ValueError as exc:
-            print(f"FAILED writing the CTC results: {exc}", file=sys.stderr)
-            failed += 1
-    n_done = sum(r.status == "done" for r in results)
-    n_skip = sum(r.status == "skipped" for r in results)
-    print(f"{n_done} segmented, {n_skip} skipped, {failed} failed, {len(missing)} not found"
-          + (f", {n_left} not attempted" if n_left else "") + f"; outputs in {out_dir}")
-    return 1 if (failed or missing or n_left) else 0
+        return run_segment(opts, reporter)
+    except SegmentUsageError as exc:
+        raise SystemExit(f"cellseg segment: {exc}") from None
 
 
 # -- evaluate ---------------------------------------------------------------------

@@ -47,7 +47,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -67,11 +67,15 @@ __all__ = [
     "AXES",
     "TIFF_SUFFIXES",
     "PIL_SUFFIXES",
+    "INPUT_SUFFIXES",
+    "expand_inputs",
 ]
 
 AXES = "TZCYX"  # the vocabulary and the canonical order
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: the image files a folder given as input contributes (besides its OME-Zarr images)
+INPUT_SUFFIXES = (".tif", ".tiff", ".png")
 _COMPRESSIONS = ("zlib", "lzw", "zstd", "none", None)
 
 # seconds per time unit (OME units and the spellings ImageJ/Fiji write)
@@ -607,3 +611,63 @@ def write_image(path, data, axes: str, pixel_size: Mapping[str, float] | None = 
     atomic_write(path, _tiff_writer(np.ascontiguousarray(arr), axes, sizes, compression, channel_names,
                                     frame_interval=interval))
     return path
+
+
+#: what :func:`expand_inputs` reports per folder where something was left out: the folder, its
+#: subfolders (not OME-Zarr images) and its files of other types
+SkippedEntries = tuple[Path, list[Path], list[Path]]
+
+
+def expand_inputs(inputs: Sequence[str | Path], skipped: list[SkippedEntries] | None = None,
+                  samples: bool = False) -> tuple[list[Path], list[str]]:
+    """Files for the given files / folders / globs, and the inputs that matched nothing.
+
+    A folder gives its ``.tif``/``.tiff``/``.png`` files (not hidden ones) and the
+    OME-Zarr images in it (folders that are zarr groups or named ``*.zarr``), not the
+    files of its other subfolders; a zarr folder given or matched is one input; ``skipped``, when given a list, receives
+    ``(folder, subfolders, other files)`` for each folder where something was left
+    out, so the caller can say so. With ``samples``, ``sample:NAME`` names a bundled
+    sample image (:func:`cellseg.datasets.samples.sample_path`). Files found twice are
+    listed once, where they are first found.
+    """
+    import glob
+
+    from .omezarr import is_zarr
+
+    files: list[Path] = []
+    missing: list[str] = []
+    for item in inputs:
+        s = str(item)
+        if samples and s.startswith("sample:"):
+            from .datasets.samples import sample_path
+
+            s = str(sample_path(s.split(":", 1)[1]))
+        p = Path(s)
+        if p.is_dir() and not is_zarr(p):
+            entries = [q for q in p.iterdir() if not q.name.startswith(".")]
+            found = sorted(q for q in entries if (q.is_file() and q.suffix.lower() in INPUT_SUFFIXES) or is_zarr(q))
+            if skipped is not None:
+                subs = sorted(q for q in entries if q.is_dir() and not is_zarr(q))
+                other = sorted(q for q in entries if q.is_file() and q.suffix.lower() not in INPUT_SUFFIXES)
+                if subs or other:
+                    skipped.append((p, subs, other))
+            if not found:
+                missing.append(f"{s} (folder without .tif/.tiff/.png files or OME-Zarr images)")
+            files += found
+        elif p.is_file() or is_zarr(p):
+            files.append(p)
+        elif any(ch in s for ch in "*?["):
+            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file() or is_zarr(q))
+            if not found:
+                missing.append(f"{s} (pattern matched no file)")
+            files += found
+        else:
+            missing.append(f"{s} (no such file or folder)")
+    seen: set[Path] = set()
+    unique: list[Path] = []
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(f)
+    return unique, missing
