@@ -53,7 +53,7 @@ NORM = {"pmin": 1.0, "pmax": 99.8}
 def load_split(data_root: Path) -> dict[str, list]:
     """``{"train"|"val"|"test": [(name, clean float32 0-255 (Y, X), labels int32)]}``."""
     from cellseg.datasets import FolderDataset
-    from cellseg.models.recipes import DSB_FOLDER, DSB_TEST_SEED, DSB_VAL_SEED
+    from cellseg.train.recipes import DSB_FOLDER, DSB_TEST_SEED, DSB_VAL_SEED
 
     ds = FolderDataset.dsb2018(data_root / DSB_FOLDER, modality="fluorescence")
     rest, test = ds.split(0.1, seed=DSB_TEST_SEED)

@@ -83,7 +83,7 @@ def val_images(model, data_root: Path, n: int) -> list:
         paths.append([ds.image_path(nm) for nm in sorted(names)])
     elif recipe.startswith("hela-dic-"):
         from cellseg.datasets import CTCDataset
-        from cellseg.models.recipes import HELA_VAL_FROM
+        from cellseg.train.recipes import HELA_VAL_FROM
 
         ctc = CTCDataset(data_root / "DIC-C2DH-HeLa")
         paths.append([fr.image_path for fr in ctc.pairs("01", truth="ST") if fr.t >= HELA_VAL_FROM])

@@ -37,9 +37,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from cellseg.metrics import matching_dataset
-    from cellseg.models.recipes import DSB_FOLDER
     from cellseg.segmenter import Segmenter, _drain  # _drain: a generator's return value
     from cellseg.train.dataset import TrainingData
+    from cellseg.train.recipes import DSB_FOLDER
 
     seg = Segmenter.from_pretrained(args.model, device="cpu")
     rep = seg.rep

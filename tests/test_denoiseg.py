@@ -16,7 +16,6 @@ from cellseg.datasets.synthetic import synthetic_cells  # noqa: E402
 from cellseg.denoise import NoDenoisingHead, denoise_image, denoised_frame  # noqa: E402
 from cellseg.models import CellsegModel, make_config  # noqa: E402
 from cellseg.models.network import ModelFormatError  # noqa: E402
-from cellseg.models.recipes import _denoise_line  # noqa: E402
 from cellseg.segmenter import Segmenter  # noqa: E402
 from cellseg.train import TrainConfig, fit  # noqa: E402
 from cellseg.train.augment import AugmentConfig  # noqa: E402
@@ -30,6 +29,7 @@ from cellseg.train.denoiseg import (  # noqa: E402
     n2v_mask_batch,
     neighbour_offsets,
 )
+from cellseg.train.recipes import _denoise_line  # noqa: E402
 from tests._events import events_and_result  # noqa: E402
 from tests.reference.ref_n2v import ref_n2v_mask  # noqa: E402
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from cellseg.models import recipes
+from cellseg.train import recipes
 
 
 def test_recipe_table():
@@ -104,7 +104,7 @@ def test_recipe_average_smoke_run(data_dir, tmp_path, smoke_runs):
 
 
 def test_model_card_command_reproduces_schedule_overrides():
-    from cellseg.models.recipes import _overrides, get_recipe
+    from cellseg.train.recipes import _overrides, get_recipe
 
     r = get_recipe("nuclei-flows")
     assert _overrides(r, dict(r.train)) == ""

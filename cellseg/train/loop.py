@@ -48,6 +48,7 @@ from cellseg.models.unet import BackboneConfig
 from .augment import AugmentConfig
 from .dataset import DataError, PatchSampler, TrainingData, load_training_data
 from .losses import head_loss_fn, representation_loss
+from .tune import tune_thresholds
 
 if TYPE_CHECKING:
     from .denoiseg import JointLoss, JointSampler
@@ -619,8 +620,6 @@ def fit(
     model.config["training"]["train_seconds"] = round(state["elapsed"], 1)
     model.config["training"]["stopped_early"] = stopped
     if not stopped and cfg.tune_thresholds and validator is not None:
-        from .tune import tune_thresholds
-
         res = tune_thresholds(model, [s.image for s in val.samples], [s.labels for s in val.samples],
                               metric=cfg.tune_metric, verbose=cfg.verbose, time_limit=cfg.tune_time_limit,
                               augment=cfg.tune_augment)
