@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from .bundled import WEIGHTS_DIR
+from .module import Network
 
 __all__ = [
     "ActivatedHeads",
@@ -199,7 +200,7 @@ class TorchEngine:
 
     backend = "torch"
 
-    def __init__(self, network: torch.nn.Module, device: torch.device, precision: str = "fp32"):
+    def __init__(self, network: Network, device: torch.device, precision: str = "fp32"):
         if precision not in COMBINATIONS["torch"]:
             raise InferenceError(f"the torch backend runs {COMBINATIONS['torch']}, not {precision!r}")
         self.network = network
@@ -219,7 +220,8 @@ class TorchEngine:
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 t = torch.from_numpy(np.ascontiguousarray(x)[None]).to(self.device)
                 if cl:
-                    net.to(memory_format=torch.channels_last)
+                    # Module.to takes memory_format (torch's docs), its type stubs omit it
+                    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
                     t = t.contiguous(memory_format=torch.channels_last)
                 act = net.activate(net(t))
         finally:
@@ -253,7 +255,7 @@ def _versions() -> str:
     return f"torch {torch.__version__}; onnxruntime {onnxruntime.__version__}; opset {_ONNX_OPSET}"
 
 
-def _content_key(network: torch.nn.Module, extra: str = "") -> str:
+def _content_key(network: Network, extra: str = "") -> str:
     """A hash of the network's weights and structure, the export settings and the versions."""
     h = hashlib.sha256()
     h.update(_versions().encode())
@@ -299,9 +301,12 @@ def _write_cached(path: Path | None, data: bytes) -> None:
         pass
 
 
-def export_onnx(network: torch.nn.Module) -> bytes:
+def export_onnx(network: Network) -> bytes:
     """The network (heads activated) as an ONNX model (bytes), batch and spatial axes dynamic."""
-    net = copy.deepcopy(network).to(torch.device("cpu"), memory_format=torch.contiguous_format).float().eval()
+    net = copy.deepcopy(network)
+    # Module.to takes memory_format (torch's docs), its type stubs omit it
+    net.to(torch.device("cpu"), memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net.float().eval()
     module = ActivatedHeads(net).eval()
     side = 2 * int(net.div_by)
     example = torch.zeros((1, int(net.in_channels)) + (side,) * int(net.ndim))
@@ -310,7 +315,9 @@ def export_onnx(network: torch.nn.Module) -> bytes:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer notices about the divisibility check
-            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=_ONNX_OPSET,
+            # the TorchScript exporter (dynamo=False) writes to a file object too; the annotation names paths
+            torch.onnx.export(module, (example,), buf,  # type: ignore[arg-type]
+                              dynamo=False, opset_version=_ONNX_OPSET,
                               input_names=[_INPUT], output_names=list(module.names),
                               dynamic_axes={_INPUT: dyn, **{n: dyn for n in module.names}})
     except ImportError as exc:  # the exporter needs the onnx package
@@ -384,8 +391,8 @@ def _quantize(fp32: bytes, ranges: Mapping[str, Any] | None, inputs: list[np.nda
             x = next(self._it, None)
             return None if x is None else {_INPUT: x}
 
-    with tempfile.TemporaryDirectory(prefix="cellseg-int8-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="cellseg-int8-") as tmpdir:
+        tmp = Path(tmpdir)
         pre = _preprocessed(fp32, tmp)
         cache = tmp / "ranges.json"
         if ranges is not None:
@@ -418,7 +425,7 @@ class OnnxEngine:
 
     backend = "onnx"
 
-    def __init__(self, network: torch.nn.Module, precision: str = "fp32", ranges: Mapping[str, Any] | None = None,
+    def __init__(self, network: Network, precision: str = "fp32", ranges: Mapping[str, Any] | None = None,
                  calibration: Iterable[np.ndarray] | None = None, source: str = "model", cache: bool = True):
         if precision not in COMBINATIONS["onnx"]:
             raise InferenceError(f"the onnx backend runs {COMBINATIONS['onnx']}, not {precision!r}")
@@ -435,10 +442,6 @@ class OnnxEngine:
             model = export_onnx(network)
             _write_cached(fp32_path, model)
         if precision == "int8":
-            if ranges is None and calibration is None:
-                raise InferenceError(f"{source}: --precision int8 needs activation ranges, and this model has none: "
-                                     "measure them on a few of your images with "
-                                     "cellseg.models.inference.calibrate(model, images), or use fp32")
             if ranges is not None:
                 rkey = hashlib.sha256(json.dumps(ranges, sort_keys=True).encode()).hexdigest()[:16]
                 int8_path = None if root is None else root / f"{key}-int8-{rkey}.onnx"
@@ -448,10 +451,14 @@ class OnnxEngine:
                     q, _ = _quantize(model, ranges, None)
                     _write_cached(int8_path, q)
                 self.ranges = dict(ranges)
-            else:
+            elif calibration is not None:
                 inputs = _calibration_inputs(calibration, int(network.div_by), int(network.ndim),
                                              int(network.in_channels))
                 q, self.ranges = _quantize(model, None, inputs)
+            else:
+                raise InferenceError(f"{source}: --precision int8 needs activation ranges, and this model has none: "
+                                     "measure them on a few of your images with "
+                                     "cellseg.models.inference.calibrate(model, images), or use fp32")
             model = q
         self.session = ort.InferenceSession(model, _session_options(ort), providers=["CPUExecutionProvider"])
         self.threads = int(torch.get_num_threads())

@@ -288,11 +288,12 @@ class TrainingData(Sequence):
 
     @classmethod
     def from_ctc(cls, root: str | os.PathLike, sequences: Sequence[str] = ("01",), truth: str = "ST",
-                 frames: Sequence[int] | None = None, ndim: int = 2, in_channels: int = 1,
+                 frames: Sequence[int] | None = None, ndim: int | None = 2, in_channels: int = 1,
                  normalization: Mapping[str, float] | None = None) -> "TrainingData":
         """Annotated frames of CTC ``sequences`` (``truth`` ``"GT"``, ``"ST"`` or ``"auto"``).
 
         Sample names are ``"<seq>/t<TTT>"``; ``frames`` restricts to those time points.
+        ``ndim=None``: 2D images or 3D (ZYX) volumes as the label images are.
         """
         from cellseg.datasets import CTCDataset
 
@@ -311,7 +312,7 @@ class TrainingData(Sequence):
         return cls._from_files(items, ndim, in_channels, normalization, src)
 
     @classmethod
-    def from_folder(cls, root: str | os.PathLike, names: Sequence[str] | None = None, ndim: int = 2,
+    def from_folder(cls, root: str | os.PathLike, names: Sequence[str] | None = None, ndim: int | None = 2,
                     in_channels: int = 1, normalization: Mapping[str, float] | None = None,
                     dataset=None) -> "TrainingData":
         """An ``images/`` + ``masks/`` folder (paired by file stem); ``names`` selects samples.
