@@ -116,8 +116,8 @@ def output_names(files: Sequence[str | Path]) -> list[str]:
     ``img_png``). Raises ``ValueError`` listing the inputs when names would still
     clash (an input ``img_tif.tif`` beside ``img.tif`` and ``img.png``).
     """
-    files = [Path(f) for f in files]
-    parsed = [_split_name(f.name) for f in files]
+    paths = [Path(f) for f in files]
+    parsed = [_split_name(f.name) for f in paths]
     names = [stem for stem, _ in parsed]
     groups: dict[str, list[int]] = {}
     for i, (stem, _) in enumerate(parsed):
@@ -125,7 +125,7 @@ def output_names(files: Sequence[str | Path]) -> list[str]:
     for stem, idx in groups.items():
         if len(idx) < 2:
             continue
-        parents = [os.path.normpath(files[i].absolute().parent) for i in idx]
+        parents = [os.path.normpath(paths[i].absolute().parent) for i in idx]
         try:
             common = os.path.commonpath(parents)
         except ValueError:  # different drives
@@ -137,7 +137,7 @@ def output_names(files: Sequence[str | Path]) -> list[str]:
             names[i] = base if rel == "." else f"{rel}/{base}"
     first: dict[str, Path] = {}
     clashes = []
-    for f, n in zip(files, names):
+    for f, n in zip(paths, names):
         if n in first:
             clashes.append(f"{first[n]} and {f} (both {n}_labels.tif)")
         else:
@@ -490,7 +490,7 @@ def segment_file(
         if channel is not None and not (isinstance(channel, str) and not str(channel).lstrip("-").isdigit()):
             inten = np.take(inten, int(channel), axis=c)
         elif channel is not None:
-            inten = np.take(inten, list(img.channel_names).index(channel), axis=c)
+            inten = np.take(inten, list(img.channel_names or []).index(channel), axis=c)
         else:
             inten = inten.mean(axis=c)
     n_frames, frame_objects = 1, res.n_objects
@@ -618,7 +618,7 @@ def run_batch(
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+        cluster = LocalCluster(n_workers=int(workers or 0), threads_per_worker=1, processes=True,
                                dashboard_address=None, host="127.0.0.1")
         client = Client(cluster)
     try:

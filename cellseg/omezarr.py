@@ -241,7 +241,8 @@ _TYPES = {"time": "T", "channel": "C"}
 
 
 def _letters(path: Path, axes: list[dict]) -> str:
-    out = []
+    out: list[str] = []
+    known = True
     for ax in axes:
         name, kind = str(ax.get("name", "")), ax.get("type")
         if kind in _TYPES:
@@ -249,10 +250,10 @@ def _letters(path: Path, axes: list[dict]) -> str:
         elif kind == "space" and name.lower() in ("z", "y", "x"):
             out.append(name.upper())
         else:
-            out = None
+            known = False
             break
     text = ", ".join(f"{a.get('name')} ({a.get('type') or 'no type'})" for a in axes)
-    if out is None or len(set(out)) != len(out):
+    if not known or len(set(out)) != len(out):
         raise OmeZarrError(f"{path}: unsupported axes [{text}]: cellseg reads axes of type time, channel and "
                            "space axes named z, y, x, each at most once")
     s = "".join(out)
@@ -317,12 +318,12 @@ def open_image(path) -> OmeZarrImage:
             raise OmeZarrError(f"{path}: level '{ds['path']}' has {len(shape)} dimensions, the metadata "
                                f"{len(axes)} axes")
         levels.append(_Level(ds["path"], shape, [dict(t) for t in ds["coordinateTransformations"]]))
-    names = None
+    names: list[str] | None = None
     omero = ome.get("omero")
     if isinstance(omero, dict) and isinstance(omero.get("channels"), list):
         labels = [c.get("label") if isinstance(c, dict) else None for c in omero["channels"]]
         if labels and all(isinstance(x, str) and x for x in labels):
-            names = labels
+            names = [str(x) for x in labels]
     mt = m.get("coordinateTransformations")
     return OmeZarrImage(path=path, version=version, zarr_format=fmt, axes_meta=axes, letters=letters,
                         levels=levels, multiscale_transforms=[dict(t) for t in mt] if mt else None,
@@ -376,7 +377,7 @@ def _chunks(shape: Sequence[int], letters: str) -> tuple[int, ...]:
 
 
 def _create_array(group, name: str, data: np.ndarray, letters: str, axis_names: Sequence[str], fmt: int):
-    kw = {}
+    kw: dict[str, Any] = {}
     if fmt == 3:
         kw["dimension_names"] = list(axis_names)
     else:
@@ -522,9 +523,9 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
 def _add_to_labels_list(labels_dir: Path, name: str, version: str, fmt: int) -> None:
     import zarr
 
-    g = zarr.open_group(str(labels_dir), mode="a", zarr_format=fmt)
-    attrs = dict(g.attrs)
-    holder = attrs.get("ome", {}) if version == "0.5" else attrs
+    g = zarr.open_group(str(labels_dir), mode="a", zarr_format=2 if fmt == 2 else 3)
+    attrs: dict[str, Any] = dict(g.attrs)
+    holder: dict[str, Any] = dict(attrs.get("ome") or {}) if version == "0.5" else attrs
     names = list(holder.get("labels") or [])
     if name in names:
         return
@@ -676,7 +677,7 @@ def write_image(path, image: ImageData | np.ndarray, labels, labels_axes: str, a
         transforms.append([{"type": "scale", "scale": [b * g for b, g in zip(base, f)]}])
     ms = {"axes": axes_meta, "type": "local_mean",
           "datasets": [{"path": str(k), "coordinateTransformations": t} for k, t in enumerate(transforms)]}
-    ome = {"multiscales": [ms]}
+    ome: dict[str, Any] = {"multiscales": [ms]}
     if ch_names and "C" in letters and len(ch_names) == data.shape[letters.index("C")]:
         ome["omero"] = {"channels": [{"label": str(c), "active": True, "color": "FFFFFF",
                                       "window": {"start": float(data.min()), "end": float(data.max()),

@@ -465,9 +465,9 @@ def run_segment(opts: SegmentOptions, reporter: Reporter | None = None) -> int:
     except KeyboardInterrupt:
         rep_out.end()
         save_record()
-        n = len(finished)
-        out(f"interrupted after {n} file{'s' if n != 1 else ''} of {len(files)}; rerun the same command to "
-            f"resume (finished files are kept and skipped; no file is half-written"
+        n_finished = len(finished)
+        out(f"interrupted after {n_finished} file{'s' if n_finished != 1 else ''} of {len(files)}; rerun the same "
+            f"command to resume (finished files are kept and skipped; no file is half-written"
             + ("; a block-wise run goes on from its last finished block" if plans else "") + ")", err=True)
         return 130
     rep_out.end()

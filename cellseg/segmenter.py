@@ -33,7 +33,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -265,14 +265,16 @@ def _texture_window(x: np.ndarray, sp: int, max_side: int) -> tuple[slice, ...]:
     if all(n <= max_side for n in shape) or math.prod(shape) <= 2 * max_side ** sp:
         return tuple(slice(0, n) for n in shape)
     grey = x if x.ndim == sp else x.mean(axis=0)
-    best, best_win = -1.0, None
+    best = -1.0
+    best_win: tuple[slice, ...] | None = None
     starts = [sorted({0, max(0, (n - max_side) // 2), max(0, n - max_side)}) for n in shape]
     for st in np.ndindex(*[len(s) for s in starts]):
         win = tuple(slice(starts[a][i], starts[a][i] + min(max_side, shape[a])) for a, i in enumerate(st))
         sub = grey[win][tuple(slice(None, None, 4) for _ in range(sp))]
         v = float(np.std(sub))
-        if v > best:
+        if best_win is None or v > best:  # (the first window when every spread is NaN)
             best, best_win = v, win
+    assert best_win is not None  # there is at least one candidate
     return best_win
 
 
@@ -338,10 +340,11 @@ class Segmenter:
         self.tile = tile
         self.margin = margin
         norm = model.config.get("normalization", {})
-        self.normalize = tuple(normalize) if normalize is not None else (
-            float(norm.get("pmin", 1.0)),
-            float(norm.get("pmax", 99.8)),
-        )
+        if normalize is not None:
+            pmin, pmax = normalize
+            self.normalize = (pmin, pmax)
+        else:
+            self.normalize = (float(norm.get("pmin", 1.0)), float(norm.get("pmax", 99.8)))
         self.blend = blend
         self.keep_outputs = keep_outputs
         self.augment = _default_augment(model) if augment is None else bool(augment)
@@ -379,17 +382,18 @@ class Segmenter:
         """The model's object size record (``{}`` when it has none)."""
         return dict(self.model.config.get("object_size") or {})
 
-    def _check_diameter(self, diameter):
+    def _check_diameter(self, diameter: float | str | None) -> float | str | None:
         if diameter is None:
             return None
         if isinstance(diameter, str):
-            d = diameter.strip().lower()
-            if d in ("auto", "off"):
-                return d
+            word = diameter.strip().lower()
+            if word in ("auto", "off"):
+                return word
             try:
-                diameter = float(d)
+                diameter = float(word)
             except ValueError:
-                raise SegmenterError(f"diameter must be a number of pixels, 'auto' or 'off', got {diameter!r}") from None
+                raise SegmenterError(
+                    f"diameter must be a number of pixels, 'auto' or 'off', got {diameter!r}") from None
         d = float(diameter)
         if not (d > 0 and math.isfinite(d)):
             raise SegmenterError(f"diameter must be a positive number of pixels, got {diameter!r}")
@@ -511,8 +515,8 @@ class Segmenter:
         return dict(self.model.thresholds or {})
 
     @staticmethod
-    def _as_dict(params) -> dict:
-        if dataclasses.is_dataclass(params):
+    def _as_dict(params: Any) -> dict[str, Any]:
+        if dataclasses.is_dataclass(params) and not isinstance(params, type):
             return dataclasses.asdict(params)
         return dict(params)
 
@@ -545,7 +549,8 @@ class Segmenter:
             return normalize_percentile(image, *self.normalize, axis=axes)
         return normalize_percentile(image, *self.normalize)
 
-    def predict(self, image: np.ndarray, norm_range: tuple[float, float] | None = None) -> Iterator:
+    def predict(self, image: np.ndarray, norm_range: tuple[float, float] | None = None
+                ) -> Generator[tuple[int, int], None, dict[str, np.ndarray]]:
         """Normalized, tiled network outputs of one frame; generator → returns outputs.
 
         ``norm_range=(lo, hi)`` normalizes with a given intensity range instead of
@@ -622,8 +627,8 @@ class Segmenter:
         stitch_iou: float = 0.3,
         norm_range: tuple[float, float] | None = None,
         pixel_size: float | None = None,
-        **overrides,
-    ) -> Iterator[Progress]:
+        **overrides: Any,
+    ) -> Generator[Progress, None, SegmentationResult]:
         """Generator yielding :class:`Progress`; returns a :class:`SegmentationResult`.
 
         ``pixel_size`` (µm/px, e.g. from the file's metadata) is used when the segmenter
@@ -701,6 +706,7 @@ class Segmenter:
                     factor, outputs = reuse
                 yield Progress("scale", 1, 1, fi, n_frames, msg)
             elif mode != "off":
+                assert diam is not None  # "fixed", or "auto" once estimated
                 if (factor < self.MIN_FACTOR or factor > self.MAX_FACTOR) and not any("bridge" in w for w in warnings):
                     warnings.append(self._range_message(diam, self._clip_factor(factor)))
                 factor = self._clip_factor(factor)
