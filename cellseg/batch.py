@@ -35,11 +35,19 @@ import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .io import INPUT_SUFFIXES, expand_inputs
+
+if TYPE_CHECKING:
+    from .blockrun import BlockEvent, BlockPlan
+    from .models.model import CellsegModel
+    from .segmenter import Predictor, Progress, Segmenter
+
+    #: what ``progress`` callbacks get: a Segmenter's events, or a block-wise run's
+    ProgressCallback = Callable[[Progress | BlockEvent], None]
 
 __all__ = ["SegmenterSpec", "FileResult", "expand_inputs", "output_names", "output_paths", "segment_file",
            "run_batch", "run_settings", "RunRecord", "RUN_RECORD", "OUTPUT_FORMATS", "resolve_output_format"]
@@ -53,20 +61,20 @@ class SegmenterSpec:
     """Everything needed to build a Segmenter in another process."""
 
     model: str
-    params: tuple = ()  # ((name, value), ...)
-    tile: Any = None
-    normalize: Any = None
+    params: tuple[tuple[str, Any], ...] = ()  # ((name, value), ...)
+    tile: int | Sequence[int] | None = None
+    normalize: tuple[float, float] | None = None
     augment: bool | None = None  # None: the model's choice
-    diameter: Any = None  # px, "auto", "off"; None: the model's choice
+    diameter: float | str | None = None  # px, "auto", "off"; None: the model's choice
     pixel_size: float | None = None  # µm/px for every input (None: from each file)
     transform: str = "linear"  # intensity transform after normalization (Segmenter.transform)
-    device: str = "auto"  # where the network runs (models.network.resolve_device); not in the run record
+    device: str = "auto"  # where the network runs (models.device.resolve_device); not in the run record
     #: what runs the network (models.inference): fp32 paths are not in the run record (same labels to
     #: float rounding); bf16 and int8 are
     backend: str = "auto"
     precision: str = "auto"
 
-    def build(self):
+    def build(self) -> Segmenter:
         from .segmenter import Segmenter
 
         return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
@@ -80,7 +88,7 @@ class SegmenterSpec:
 class FileResult:
     input: str
     status: str  # "done", "skipped", "failed"
-    outputs: dict = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
     #: distinct ids in the labels (for a T stack with ``link``: cells tracked over the frames)
     n_objects: int = 0
     #: frames of a T stack (1 without a T axis), and the objects counted frame by frame (the CSV's rows)
@@ -88,12 +96,12 @@ class FileResult:
     frame_objects: int = 0
     message: str = ""
     #: what the segmenter wants the user to know about this result (``SegmentationResult.warnings``)
-    warnings: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     #: a write failure of the whole output location (disk full, quota, read-only): the batch stops
     fatal: bool = False
     #: a block-wise run (:mod:`cellseg.blockrun`): blocks, blocks reused from an interrupted run,
     #: block size, margin, overlay downsampling, objects cut by a block edge, chosen by size
-    blockwise: dict | None = None
+    blockwise: dict[str, Any] | None = None
 
 
 _SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".ome.zarr", ".zarr")
@@ -203,7 +211,7 @@ def _overlay_frame(image: np.ndarray, labels: np.ndarray, axes: str) -> tuple[np
 RUN_RECORD = "cellseg_run.json"
 
 
-def _fingerprint(model) -> str:
+def _fingerprint(model: CellsegModel) -> str:
     """sha256 of a model's config and weights: equal for the same model wherever its file lies."""
     import hashlib
     import json
@@ -215,8 +223,8 @@ def _fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def run_settings(spec: SegmenterSpec, model, axes: str | None = None, channel=None, link: bool = False,
-                 level: int = 0) -> dict:
+def run_settings(spec: SegmenterSpec, model: CellsegModel, axes: str | None = None, channel: int | str | None = None,
+                 link: bool = False, level: int = 0) -> dict[str, Any]:
     """The settings that determine the outputs of a batch, as plain JSON values: the model (its
     name and a fingerprint of its config and weights), the decode parameters in full (the model's
     thresholds with the overrides of ``spec``), normalization and intensity transform, test-time
@@ -225,7 +233,7 @@ def run_settings(spec: SegmenterSpec, model, axes: str | None = None, channel=No
     tiled and untiled runs give the same labels."""
     import dataclasses
 
-    from .models.network import _jsonable
+    from .models.config import jsonable as _jsonable
 
     rep = model.representation
     decode = dataclasses.asdict(rep.params(dict(model.thresholds or {}), **dict(spec.params)))
@@ -353,7 +361,7 @@ class RunRecord:
 AXES_HINT = "pass axes='ZYX' (a Z stack) or axes='TYX' (time)"
 
 
-def _match_channel(channel, names):
+def _match_channel(channel: int | str | None, names: Sequence[str] | None) -> int | str | None:
     """A channel name as the file spells it when it matches ``channel`` ignoring case (``dapi``
     for ``DAPI``) and no name matches exactly; anything else unchanged."""
     if not isinstance(channel, str) or not names or channel in names or channel.lstrip("-").isdigit():
@@ -373,7 +381,7 @@ def _within_float32(data: np.ndarray) -> np.ndarray:
     return data * 2.0 ** -np.frexp(top)[1]
 
 
-def _z_step_warning(model, axes: str, pixel_size) -> str | None:
+def _z_step_warning(model: Predictor | None, axes: str, pixel_size: Mapping[str, float] | None) -> str | None:
     """What to say when a 3D model segments a volume whose voxel shape (Z step over the X
     pixel size, from the file) differs by more than 10 % from the one it was trained with."""
     cfg = getattr(model, "config", None) or {}
@@ -390,7 +398,7 @@ def _z_step_warning(model, axes: str, pixel_size) -> str | None:
 
 
 def segment_file(
-    segmenter,
+    segmenter: Segmenter,
     path: str | Path,
     out_dir: str | Path,
     axes: str | None = None,
@@ -399,13 +407,13 @@ def segment_file(
     csv: bool = True,
     overlay: bool = True,
     link: bool = False,
-    progress: Callable | None = None,
+    progress: ProgressCallback | None = None,
     name: str | None = None,
     level: int = 0,
     output_format: str | None = None,
     labels_name: str = "cellseg",
-    blockwise=None,
-    client=None,
+    blockwise: BlockPlan | None = None,
+    client: Any = None,
     spec: "SegmenterSpec | None" = None,
 ) -> FileResult:
     """Segment one file and write its outputs (named ``name``, default the input's stem;
@@ -509,8 +517,9 @@ def segment_file(
                             frame_interval=img.frame_interval if "T" in res.axes else None)
         if csv:
             pix = dict(img.pixel_size or {})
-            if getattr(segmenter, "pixel_size", None):
-                pix.update(Y=segmenter.pixel_size, X=segmenter.pixel_size)
+            given = getattr(segmenter, "pixel_size", None)  # µm/px for every input, over the file's
+            if given:
+                pix.update(Y=given, X=given)
             rows = object_table(res.labels, res.axes, inten, res.scores(), pixel_size=pix)
             write_csv(outs["csv"], rows, columns=table_columns(res.axes, pix))
         if overlay:
@@ -531,7 +540,8 @@ def segment_file(
                       n_frames=n_frames, frame_objects=frame_objects, warnings=warnings)
 
 
-def _segment_blockwise(segmenter, path: Path, out_dir: Path, plan, outs: dict, fmt: str, **kwargs) -> FileResult:
+def _segment_blockwise(segmenter: Segmenter, path: Path, out_dir: Path, plan: BlockPlan, outs: dict[str, Path],
+                       fmt: str, **kwargs: Any) -> FileResult:
     """:func:`cellseg.blockrun.segment_file_blockwise`, its errors as a failed result naming the file."""
     from ._files import LOCATION_ERRNOS
     from .blockrun import segment_file_blockwise
@@ -551,10 +561,10 @@ def _segment_blockwise(segmenter, path: Path, out_dir: Path, plan, outs: dict, f
         return FileResult(str(path), "failed", message=msg, fatal=fatal)
 
 
-_WORKER_CACHE: dict = {}
+_WORKER_CACHE: dict[Hashable, Segmenter] = {}
 
 
-def worker_segmenter(key, build):
+def worker_segmenter(key: Hashable, build: Callable[[], Segmenter]) -> Segmenter:
     """The segmenter cached under ``key`` in this Dask worker process, built by ``build()`` on first
     use (with one torch thread per worker process: no oversubscription)."""
     seg = _WORKER_CACHE.get(key)
@@ -569,7 +579,7 @@ def worker_segmenter(key, build):
     return seg
 
 
-def _segment_on_worker(spec: SegmenterSpec, path: str, out_dir: str, kwargs: dict) -> FileResult:
+def _segment_on_worker(spec: SegmenterSpec, path: str, out_dir: str, kwargs: dict[str, Any]) -> FileResult:
     return segment_file(worker_segmenter(spec, spec.build), path, out_dir, **kwargs)
 
 
@@ -580,10 +590,10 @@ def run_batch(
     workers: int | None = None,
     scheduler: str | None = None,
     on_result: Callable[[FileResult], None] | None = None,
-    progress: Callable | None = None,
+    progress: ProgressCallback | None = None,
     names: Sequence[str] | None = None,
-    blockwise: dict | None = None,
-    **kwargs,
+    blockwise: Mapping[str, BlockPlan] | None = None,
+    **kwargs: Any,
 ) -> list[FileResult]:
     """Segment ``files`` in this process, on a local Dask cluster (``workers``) or
     on an existing one (``scheduler``).
@@ -635,13 +645,13 @@ def run_batch(
                 client.cancel([f for f in futs if not f.done()])
                 stop = True
                 break
-        seg = None
+        block_seg: Segmenter | None = None
         for f, n in zip(files, names):  # block-wise files: their blocks are the tasks, written here in order
             if stop or str(f) not in blockwise:
                 continue
-            seg = seg or spec.build()
-            r = segment_file(seg, f, out_dir, progress=progress, name=n, blockwise=blockwise[str(f)], client=client,
-                             spec=spec, **kwargs)
+            block_seg = block_seg or spec.build()
+            r = segment_file(block_seg, f, out_dir, progress=progress, name=n, blockwise=blockwise[str(f)],
+                             client=client, spec=spec, **kwargs)
             by_input[r.input] = r
             if on_result:
                 on_result(r)

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .segment_run import SegmentOptions, SegmentUsageError, duration, run_segment
 from .segment_run import cli_message as _cli_message
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .blockrun import BlockEvent
     from .segmenter import Progress
+
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["main"]
 
 
-def _tile(v: str | None):
+def _tile(v: str | None) -> int | tuple[int, ...] | None:
     """``--tile``: ``512``, ``256,512`` or ``256x512``; ``0`` means the whole image at once."""
     if v is None:
         return None
@@ -35,7 +39,7 @@ def _tile(v: str | None):
 
 
 # -- segment ----------------------------------------------------------------------
-def _add_segment(sub):
+def _add_segment(sub: _SubParsers) -> None:
     p = sub.add_parser(
         "segment",
         help="segment TIFF/PNG images and stacks, and OME-Zarr images",
@@ -244,7 +248,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 # -- evaluate ---------------------------------------------------------------------
-def _add_evaluate(sub):
+def _add_evaluate(sub: _SubParsers) -> None:
     p = sub.add_parser(
         "evaluate",
         help="compare predicted labels with ground truth",
@@ -265,7 +269,7 @@ def _add_evaluate(sub):
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _cmd_evaluate(args) -> int:
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     import warnings
 
     from .datasets import pair_label_folders
@@ -285,7 +289,7 @@ def _cmd_evaluate(args) -> int:
 
     stats: dict[str, list] = {"gt": [], "pred": []}  # binary or semantic masks are refused
 
-    def items():
+    def items() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         import numpy as np
 
         for name, g, p in pairs:
@@ -313,12 +317,12 @@ def _cmd_evaluate(args) -> int:
 
 
 # -- models / download / train ----------------------------------------------------
-def _add_models(sub):
+def _add_models(sub: _SubParsers) -> None:
     p = sub.add_parser("models", help="list the bundled pretrained models (the default one marked)")
     p.set_defaults(func=_cmd_models)
 
 
-def _cmd_models(args) -> int:
+def _cmd_models(args: argparse.Namespace) -> int:
     from .models import default_model_name, list_models, model_info
 
     names = list_models()
@@ -334,7 +338,7 @@ def _cmd_models(args) -> int:
     return 0
 
 
-def _add_download(sub):
+def _add_download(sub: _SubParsers) -> None:
     p = sub.add_parser("download", help="download a public dataset into the cache (CTC, DSB 2018, BBBC039)")
     p.add_argument("name", nargs="?", help="dataset name; omit to list them")
     p.add_argument("--cache", default=None, help="cache folder (default $CELLSEG_CACHE or ~/.cache/cellseg)")
@@ -342,7 +346,7 @@ def _add_download(sub):
     p.set_defaults(func=_cmd_download)
 
 
-def _cmd_download(args) -> int:
+def _cmd_download(args: argparse.Namespace) -> int:
     from .datasets import download as dl
 
     if not args.name:
@@ -358,7 +362,7 @@ def _cmd_download(args) -> int:
     return 0
 
 
-def _add_train(sub):
+def _add_train(sub: _SubParsers) -> None:
     try:
         from .train import _cli as train_cli
     except ImportError:  # pragma: no cover - training extras always installed with torch
@@ -368,13 +372,13 @@ def _add_train(sub):
     p.set_defaults(func=train_cli.run)
 
 
-def _add_denoise(sub):
+def _add_denoise(sub: _SubParsers) -> None:
     from ._denoise_cli import add_parser
 
     add_parser(sub)
 
 
-def _add_export(sub):
+def _add_export(sub: _SubParsers) -> None:
     from .export import add_parser
 
     add_parser(sub)

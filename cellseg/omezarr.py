@@ -49,8 +49,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from .io import AxesError, ImageData, ImageReadError
+
+#: a file-system path as the functions here take it
+PathLike = str | os.PathLike[str]
 
 __all__ = ["OmeZarrError", "OmeZarrImage", "is_zarr", "open_image", "read_image", "write_labels",
            "write_image", "read_labels", "create_label_group", "fill_label_levels", "add_label_group"]
@@ -81,7 +85,7 @@ class OmeZarrError(ImageReadError):
     """An OME-Zarr that cannot be read or written (the message starts with its path)."""
 
 
-def _libs(path):
+def _libs(path: PathLike) -> tuple[Any, Any]:
     """yaozarrs and zarr, or an error naming ``path`` and the install command."""
     try:
         import yaozarrs
@@ -92,7 +96,7 @@ def _libs(path):
     return yaozarrs, zarr
 
 
-def is_zarr(path) -> bool:
+def is_zarr(path: PathLike) -> bool:
     """True for a folder that is a zarr node (``zarr.json``, ``.zgroup``, ``.zattrs``) or whose
     name ends with ``.zarr``: such a folder is one input, not a folder of images."""
     p = Path(path)
@@ -155,7 +159,7 @@ class OmeZarrImage:
                 return s * f if f is not None and s > 0 else None
         return None
 
-    def array(self, level: int = 0):
+    def array(self, level: int = 0) -> Any:
         """The zarr array of ``level`` (not loaded)."""
         _, zarr = _libs(self.path)
 
@@ -203,7 +207,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _validation_message(exc) -> str:
+def _validation_message(exc: Any) -> str:
     """The first error of a pydantic ValidationError as ``where: what``."""
     try:
         err = exc.errors()[0]
@@ -266,7 +270,7 @@ def _letters(path: Path, axes: list[dict]) -> str:
     return s
 
 
-def open_image(path) -> OmeZarrImage:
+def open_image(path: PathLike) -> OmeZarrImage:
     """Read and validate the metadata of the OME-Zarr image at ``path`` (NGFF 0.4 or 0.5)."""
     path = Path(path)
     yaozarrs, _ = _libs(path)
@@ -343,12 +347,12 @@ def _array_shape(p: Path, fmt: int) -> tuple[int, ...] | None:
         return None
 
 
-def read_image(path, level: int = 0, axes: str | None = None) -> ImageData:
+def read_image(path: PathLike, level: int = 0, axes: str | None = None) -> ImageData:
     """Resolution level ``level`` of the OME-Zarr image at ``path`` (see :meth:`OmeZarrImage.read`)."""
     return open_image(path).read(level, axes=axes)
 
 
-def read_labels(path, name: str, level: int = 0) -> np.ndarray:
+def read_labels(path: PathLike, name: str, level: int = 0) -> np.ndarray:
     """The label image ``labels/<name>`` of the OME-Zarr image at ``path`` (level ``level``), as
     stored (all NGFF axes, the channel axis of size 1)."""
     lab = open_image(Path(path) / "labels" / name)
@@ -367,7 +371,7 @@ def _resize_nearest(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
-def _label_dtype(labels: np.ndarray):
+def _label_dtype(labels: np.ndarray) -> type[np.unsignedinteger]:
     top = int(labels.max()) if labels.size else 0
     return np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
 
@@ -376,7 +380,8 @@ def _chunks(shape: Sequence[int], letters: str) -> tuple[int, ...]:
     return tuple(min(n, 1024) if a in "YX" else min(n, 32) if a == "Z" else 1 for a, n in zip(letters, shape))
 
 
-def _create_array(group, name: str, data: np.ndarray, letters: str, axis_names: Sequence[str], fmt: int):
+def _create_array(group: Any, name: str, data: np.ndarray, letters: str, axis_names: Sequence[str],
+                  fmt: int) -> None:
     kw: dict[str, Any] = {}
     if fmt == 3:
         kw["dimension_names"] = list(axis_names)
@@ -412,7 +417,8 @@ def _remove_stale_groups(folder: Path) -> None:
         shutil.rmtree(e.path, ignore_errors=True)
 
 
-def _label_attrs(transforms: list[list[dict]], ms_transforms, axes_meta: list[dict], version: str) -> dict:
+def _label_attrs(transforms: list[list[dict]], ms_transforms: list[dict] | None, axes_meta: list[dict],
+                 version: str) -> dict:
     """The (validated) attributes of a label image group with these levels' transformations."""
     yaozarrs, _ = _libs("labels")
     mod = yaozarrs.v05 if version == "0.5" else yaozarrs.v04
@@ -432,8 +438,8 @@ def _label_attrs(transforms: list[list[dict]], ms_transforms, axes_meta: list[di
 
 
 def _write_label_group(dest: Path, labels_full: np.ndarray, shapes: list[tuple[int, ...]],
-                       transforms: list[list[dict]], ms_transforms, axes_meta: list[dict], letters: str,
-                       version: str, fmt: int) -> None:
+                       transforms: list[list[dict]], ms_transforms: list[dict] | None, axes_meta: list[dict],
+                       letters: str, version: str, fmt: int) -> None:
     """Write a complete label image group at ``dest`` (which must not exist)."""
     _, zarr = _libs(dest)
 
@@ -452,7 +458,8 @@ def _nearest_index(n_src: int, n_dst: int) -> np.ndarray:
     return np.minimum(((np.arange(n_dst) + 0.5) * (n_src / n_dst)).astype(np.int64), n_src - 1)
 
 
-def create_label_group(image: "OmeZarrImage", dest, level: int = 0, dtype=np.uint32) -> list:
+def create_label_group(image: "OmeZarrImage", dest: PathLike, level: int = 0,
+                       dtype: npt.DTypeLike = np.uint32) -> list[Any]:
     """Create an empty label image group at ``dest`` (which must not exist) for ``image`` segmented
     at ``level``: the attributes :func:`write_labels` writes and one zero-filled ``dtype`` array
     per image level from ``level`` down (the channel axis of size 1). Returns the arrays, level
@@ -493,7 +500,7 @@ def fill_label_levels(arrays: Sequence, letters: str, band: int = 1024) -> None:
             dst[tuple(key)] = part
 
 
-def add_label_group(image: "OmeZarrImage", tmp, name: str) -> Path:
+def add_label_group(image: "OmeZarrImage", tmp: PathLike, name: str) -> Path:
     """Move the complete label group ``tmp`` to ``image``'s ``labels/<name>`` (replacing one of
     that name) and list it in ``labels/``; returns the label group's path."""
     name = _check_name(name)
@@ -548,7 +555,7 @@ def _full_labels(labels: np.ndarray, labels_axes: str, letters: str) -> np.ndarr
     return np.transpose(labels, [labels_axes.index(a) for a in order]).reshape(shape)
 
 
-def labels_path(path, name: str) -> Path:
+def labels_path(path: PathLike, name: str) -> Path:
     """Where :func:`write_labels` puts label image ``name`` of the OME-Zarr image at ``path``."""
     return Path(path) / "labels" / name
 
@@ -560,8 +567,8 @@ def _check_name(name: str) -> str:
     return name
 
 
-def write_labels(image: OmeZarrImage | str | Path, labels, axes: str, name: str = "cellseg", level: int = 0,
-                 overwrite: bool = False) -> Path:
+def write_labels(image: OmeZarrImage | str | Path, labels: npt.ArrayLike, axes: str, name: str = "cellseg",
+                 level: int = 0, overwrite: bool = False) -> Path:
     """Write ``labels`` (segmented at resolution ``level``) into ``image``'s ``labels/<name>`` group.
 
     The label image has the image's axes (the channel axis of size 1) and one level per
@@ -623,8 +630,8 @@ def _downsample_mean(data: np.ndarray, letters: str) -> np.ndarray:
     return out.astype(data.dtype)
 
 
-def write_image(path, image: ImageData | np.ndarray, labels, labels_axes: str, axes: str | None = None,
-                pixel_size: dict | None = None, name: str = "cellseg", min_size: int = 256,
+def write_image(path: PathLike, image: ImageData | np.ndarray, labels: npt.ArrayLike, labels_axes: str,
+                axes: str | None = None, pixel_size: dict | None = None, name: str = "cellseg", min_size: int = 256,
                 overwrite: bool = False) -> Path:
     """Write a new OME-Zarr 0.5 image at ``path`` holding ``image`` and ``labels/<name>``.
 

@@ -393,7 +393,7 @@ def run_segment(opts: SegmentOptions, reporter: Reporter | None = None) -> int:
                          augment=opts.augment, diameter=opts.diameter, pixel_size=opts.pixel_size,
                          transform=opts.norm_transform, device=opts.device, backend=opts.backend,
                          precision=opts.precision,
-                         normalize=tuple(opts.norm) if opts.norm else None)
+                         normalize=opts.norm or None)
     try:  # a read-only folder, or -o naming a file or a path below one: say so before any work
         check_output_dir(out_dir)
     except OutputError as exc:

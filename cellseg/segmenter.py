@@ -33,14 +33,16 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
 from .labels import link_by_iou
 
 if TYPE_CHECKING:
-    from .representations.base import Representation
+    from .representations.base import Decoded, Representation
+
+_T = TypeVar("_T")
 
 __all__ = ["Segmenter", "Progress", "SegmentationResult", "FrameResult", "SegmenterError", "TRANSFORMS", "Predictor",
            "RoutedPredictor"]
@@ -247,7 +249,7 @@ def _default_augment(model: Predictor) -> bool:
     return bool(model.config.get("augment", False))
 
 
-def _drain(gen):
+def _drain(gen: Generator[Any, None, _T]) -> _T:
     """Run a generator to the end and return its value."""
     while True:
         try:
@@ -459,7 +461,7 @@ class Segmenter:
         full = x.shape[lead:]
         whole_runs: list[tuple[float, dict]] = []  # (factor, outputs) of passes over the whole frame
 
-        def measure(side: int, factor: float):
+        def measure(side: int, factor: float) -> float | None:
             win = _texture_window(x, sp, side)
             crop = x[(slice(None),) * lead + win]
             whole = all(w.stop - w.start == n for w, n in zip(win, full))
@@ -504,7 +506,7 @@ class Segmenter:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", **kwargs) -> "Segmenter":
+    def from_pretrained(cls, name_or_path: str | Path, device: str = "auto", **kwargs: Any) -> "Segmenter":
         """A bundled model by name (see ``cellseg.models.list_models()``) or a model file, on
         ``device`` (``"auto"``: CUDA, else MPS, else CPU)."""
         from .models import load_model
@@ -579,7 +581,7 @@ class Segmenter:
             )
         )
 
-    def decode(self, outputs: dict, params: Any = None, **overrides):
+    def decode(self, outputs: Mapping[str, np.ndarray], params: Any = None, **overrides: Any) -> Decoded:
         """Decode cached head outputs (no network call) with the segmenter's params,
         updated by ``params`` / keyword overrides."""
         base = dataclasses.asdict(self.params)
@@ -587,7 +589,8 @@ class Segmenter:
             base.update(self._as_dict(params))
         return self.rep.decode(outputs, self.rep.params(base, **overrides))
 
-    def _select_channel(self, image: np.ndarray, axes: str, channel, channel_names) -> tuple[np.ndarray, str]:
+    def _select_channel(self, image: np.ndarray, axes: str, channel: int | str | None,
+                        channel_names: Sequence[str] | None) -> tuple[np.ndarray, str]:
         want = int(self.model.in_channels)
         if "C" not in axes:
             if want not in (1, 3):
@@ -813,7 +816,7 @@ class Segmenter:
                          outputs=outputs if keep else None)
         return fr, next_id + n
 
-    def _finish(self, labels: np.ndarray, frames: list[FrameResult], canon_axes: str, in_axes: str, params,
+    def _finish(self, labels: np.ndarray, frames: list[FrameResult], canon_axes: str, in_axes: str, params: Any,
                 link: bool, link_iou: float, stitch_iou: float) -> SegmentationResult:
         """Stitch Z slices of a 2D model, link T frames, and return labels in the input's axis order."""
         if self.spatial_ndim == 2 and "Z" in canon_axes:
@@ -825,7 +828,7 @@ class Segmenter:
         return SegmentationResult(labels=labels, axes=in_axes, frames=frames, params=params,
                                   canon_axes=canon_axes, link=link, link_iou=link_iou, stitch_iou=stitch_iou)
 
-    def redecode(self, result: SegmentationResult, params: Any = None, **overrides) -> SegmentationResult:
+    def redecode(self, result: SegmentationResult, params: Any = None, **overrides: Any) -> SegmentationResult:
         """Decode the head outputs kept in ``result`` (``keep_outputs=True``) again with new
         decode parameters — no network call — assembling frames exactly as
         :meth:`iter_segment` does (id offsets, Z stitching, T linking)."""
@@ -861,11 +864,6 @@ class Segmenter:
             frames[i] = dataclasses.replace(fr, id_scores={int(mapping.get(k, k)): v for k, v in fr.id_scores.items()})
         return np.ascontiguousarray(np.moveaxis(linked, 0, axis))
 
-    def segment(self, image: np.ndarray, **kwargs) -> SegmentationResult:
+    def segment(self, image: np.ndarray, **kwargs: Any) -> SegmentationResult:
         """Run :meth:`iter_segment` to the end and return its result."""
-        gen = self.iter_segment(image, **kwargs)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        return _drain(self.iter_segment(image, **kwargs))
