@@ -46,12 +46,15 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from .blockwise import BlockResult, MappedRows, Plane, fixed_scale, percentile_range, segment_block, write_block
 from .tiling import block_grid
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
 
 __all__ = ["BLOCKWISE_ABOVE_PX", "DEFAULT_BLOCK", "BLOCK_TILE", "OVERLAY_MAX_SIDE", "BlockwiseError", "BlockPlan",
            "BlockEvent", "PlaneSource", "probe", "default_margin", "network_context", "block_segmenter", "block_tile",
@@ -278,7 +281,7 @@ def _channel_index(path, channel, n: int, names) -> int:
 # ----------------------------------------------------------------------------- segmenter, margin
 
 
-def block_segmenter(segmenter, pixel_size: float | None = None):
+def block_segmenter(segmenter: Segmenter, pixel_size: float | None = None) -> Segmenter:
     """A copy of ``segmenter`` for blocks, with the file's pixel size when it was given none."""
     seg = copy.copy(segmenter)
     if seg.pixel_size is None and pixel_size:
@@ -288,7 +291,7 @@ def block_segmenter(segmenter, pixel_size: float | None = None):
     return seg
 
 
-def _factor(segmenter) -> tuple[float, float | None]:
+def _factor(segmenter: Segmenter) -> tuple[float, float | None]:
     """(resampling factor, object diameter in image px or None) of a segmenter with a fixed scale."""
     mode, diam = segmenter.scale_mode()
     d0 = segmenter.object_size.get("diameter")
@@ -297,29 +300,31 @@ def _factor(segmenter) -> tuple[float, float | None]:
     return segmenter._clip_factor(float(d0) / float(diam)), float(diam)
 
 
-def block_tile(read: int, segmenter) -> int:
+def block_tile(read: int, segmenter: Segmenter) -> int:
     """The network tile for blocks read ``read`` px a side (block + 2 margins) when none was given:
     the fewest tiles per side whose cores are at most :data:`BLOCK_TILE` px, equal in size (blocks
     of 2048 px with margins of 96 px are read 2240 px a side: 3 x 3 tiles of 752 px cores, not 3 x 3
     of 1024 px tiles mostly outside the window). In the network's pixels (after resampling), each
     tile with the network's context margin; a window smaller than a tile is one tile."""
     f, _ = _factor(segmenter)
-    div = max(1, int(getattr(segmenter.model, "div_by", 1)))
-    ctx = segmenter.margin if segmenter.margin is not None else segmenter.default_margin()
+    div = max(1, int(segmenter.model.div_by))
+    given = segmenter.margin
+    # a margin given per axis: the largest, since the tiles here are square
+    ctx = segmenter.default_margin() if given is None else max(given) if isinstance(given, Sequence) else given
     m = int(math.ceil(int(ctx) / div) * div)
     n = int(math.ceil(read * f))
     k = max(1, math.ceil(n / BLOCK_TILE))
     return int(math.ceil(math.ceil(n / k) / div) * div) + 2 * m
 
 
-def network_context(segmenter) -> int:
+def network_context(segmenter: Segmenter) -> int:
     """Pixels of context (in the image) the network needs on each side: half its receptive
     field, times the resampling of a fixed object size."""
     f, _ = _factor(segmenter)
     return int(math.ceil(segmenter.default_margin() / f))
 
 
-def default_margin(segmenter) -> int:
+def default_margin(segmenter: Segmenter) -> int:
     """The margin of context read around each block: the network's context
     (:func:`network_context`) plus two object diameters (64 px when the model records no
     object size), rounded up to a multiple of 16 px."""
@@ -423,7 +428,7 @@ def _remove_zarr_partials(folder: Path) -> None:
 
 def _settings_fingerprint(settings: dict | None, segmenter) -> tuple[str, dict]:
     from .batch import _fingerprint, _settings_id
-    from .models.network import _jsonable
+    from .models.config import jsonable as _jsonable
 
     if settings is None:  # called from Python without a run record: the segmenter's own settings
         import dataclasses

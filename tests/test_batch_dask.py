@@ -104,3 +104,14 @@ def images_3(tmp_path):
         img, _ = synthetic_cells((64, 64), n_cells=6, seed=50 + i)
         tifffile.imwrite(src / f"f{i}.tif", (img * 1000).astype(np.uint16))
     return src
+
+
+def test_expand_inputs_has_one_home_and_resolves_samples_when_asked():
+    from cellseg import batch, io
+    from cellseg.datasets.samples import sample_path
+
+    assert batch.expand_inputs is io.expand_inputs
+    files, missing = io.expand_inputs(["sample:synthetic_nuclei"], samples=True)
+    assert files == [sample_path("synthetic_nuclei")] and not missing
+    files, missing = io.expand_inputs(["sample:synthetic_nuclei"])  # a plain path otherwise
+    assert not files and "no such file or folder" in missing[0]

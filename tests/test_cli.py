@@ -676,3 +676,52 @@ def test_small_things_of_the_first_week(images, tmp_path, tiny_model_path, capsy
                  "-q"]) == 1
     failed = capsys.readouterr().out
     assert "image is empty" in failed and "truncated" not in failed
+
+
+class _Recorder:
+    """A Reporter that keeps every line: ``(text, to stderr)``."""
+
+    def __init__(self):
+        self.lines, self.n_files, self.events = [], None, 0
+
+    def print(self, text, err=False):
+        self.lines.append((text, err))
+
+    say = print
+
+    def begin(self, n_files):
+        self.n_files = n_files
+
+    def progress(self, event):
+        self.events += 1
+
+    def file_done(self, lines):
+        self.lines += list(lines)
+
+    def end(self):
+        pass
+
+
+def test_run_segment_from_python_says_what_the_command_line_prints(images, tmp_path, tiny_model_path, capsys):
+    """The run behind ``cellseg segment``, called with options and a reporter, gives the same lines."""
+    from cellseg.segment_run import SegmentOptions, SegmentUsageError, run_segment
+
+    rec = _Recorder()
+    opts = SegmentOptions(inputs=(str(images / "img0.tif"), str(images / "nope.tif")), out=str(tmp_path / "o"),
+                          model=str(tiny_model_path), decode_flags={})
+    assert run_segment(opts, rec) == 1
+    assert rec.n_files == 1 and rec.events > 0
+    assert rec.lines[0] == (f"error: {images / 'nope.tif'} (no such file or folder)", True)
+    assert any(t.startswith(f"done {images / 'img0.tif'}: ") and not e for t, e in rec.lines)
+    assert rec.lines[-1] == (f"1 segmented, 0 skipped, 0 failed, 1 not found; outputs in {tmp_path / 'o'}", False)
+    # the command line prints the same lines (with --quiet, nothing else)
+    capsys.readouterr()
+    assert main(["segment", str(images / "img0.tif"), str(images / "nope.tif"), "-o", str(tmp_path / "c"),
+                 "--model", str(tiny_model_path), "-q"]) == 1
+    cap = capsys.readouterr()
+    printed = [(t, True) for t in cap.err.splitlines()] + [(t, False) for t in cap.out.splitlines()]
+    want = [(t.replace(str(tmp_path / "o"), str(tmp_path / "c")), e) for t, e in rec.lines]
+    assert sorted(printed) == sorted(want)
+    with pytest.raises(SegmentUsageError, match="--param expects NAME=VALUE"):
+        run_segment(SegmentOptions(inputs=(str(images),), out=str(tmp_path / "p"), model=str(tiny_model_path),
+                                   param=("fg_thresh",)), rec)
