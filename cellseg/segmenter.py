@@ -285,7 +285,7 @@ class Segmenter:
 
     Parameters
     ----------
-    model : CellsegModel
+    model : CellsegModel, or any :class:`Predictor` (a stand-in with known outputs)
     params : decode parameter overrides (mapping or the representation's Params);
         defaults are the model's tuned thresholds.
     tile : tile size in pixels (per spatial axis, or one int); ``None`` runs the
