@@ -86,6 +86,8 @@ class SegmenterSpec:
 
 @dataclass
 class FileResult:
+    """What happened to one input file: its status, the outputs written and the objects found."""
+
     input: str
     status: str  # "done", "skipped", "failed"
     outputs: dict[str, str] = field(default_factory=dict)

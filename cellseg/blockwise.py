@@ -48,6 +48,8 @@ def _full_key(key, ndim: int) -> tuple:
 
 @dataclass
 class BlockProgress:
+    """Progress of a block-wise run, reported after each block."""
+
     done: int
     total: int
     n_objects: int

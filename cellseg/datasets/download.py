@@ -99,6 +99,8 @@ class Source:
 
 @dataclass(frozen=True)
 class DatasetEntry:
+    """A public data set that ``cellseg download`` knows: its layout and where its files come from."""
+
     name: str
     layout: str  # "ctc" | "dsb2018" | "bbbc039"
     sources: tuple[Source, ...]

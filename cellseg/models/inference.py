@@ -97,6 +97,7 @@ class InferenceError(ValueError):
 
 
 def onnxruntime_available() -> bool:
+    """Whether ONNX Runtime can be imported."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

@@ -112,6 +112,7 @@ def default_model_name(weights_dir: Path | None = None) -> str:
 
 
 def sha256sum(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of the file at ``path``, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -202,6 +202,7 @@ class UNet(nn.Module):
 
 
 def build_backbone(cfg: BackboneConfig | Mapping[str, Any], in_channels: int = 1) -> UNet:
+    """The U-Net or Res-U-Net described by ``cfg`` (a :class:`BackboneConfig` or its dict form)."""
     if not isinstance(cfg, BackboneConfig):
         cfg = BackboneConfig.from_dict(cfg)
     return UNet(cfg, in_channels)

@@ -201,7 +201,7 @@ class Offsets(Representation):
         return seq, n, offset, center, centres
 
     def encode(self, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """Targets, all float32 channel-first:
+        """Build the targets, all float32 channel-first.
 
         * ``offset`` (ndim, *sp): ``c - u`` per object pixel (normalized units), 0 on background;
         * ``instance`` (1, *sp): object ids relabelled 1..n (increasing original

@@ -1,4 +1,4 @@
-"""Weight averaging of checkpoints (Izmailov et al. 2018, "Averaging weights leads to wider
+r"""Weight averaging of checkpoints (Izmailov et al. 2018, "Averaging weights leads to wider
 optima and better generalization", SWA).
 
 Checkpoints of one training run taken late in its schedule (after the learning rate has
@@ -15,7 +15,7 @@ worse model).
 
 Command line (through the recipes)::
 
-    python -m cellseg.models.recipes nuclei-flows --data-root DATA --out OUT \\
+    python -m cellseg.models.recipes nuclei-flows --data-root DATA --out OUT \
         --average RUN/best.pt RUN/last.pt ...
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ def _same_architecture(a: dict, b: dict) -> bool:
 
 
 def has_batchnorm(network) -> bool:
+    """Whether ``network`` has batch-norm layers (whose statistics averaging invalidates)."""
     import torch
 
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())

@@ -148,7 +148,8 @@ def _source_items(source: str, root: Path) -> tuple[dict[str, list[tuple[str, Pa
 
 
 def load_general(kind: str, root, diameter: float, normalization: Mapping[str, float],
-                 max_images: int | None = None, verbose: bool = False) -> tuple[dict[str, TrainingData], dict[str, Any]]:
+                 max_images: int | None = None,
+                 verbose: bool = False) -> tuple[dict[str, TrainingData], dict[str, Any]]:
     """Train/val/test :class:`TrainingData` (3 channels, resampled to ``diameter``) and the split record."""
     from cellseg import io
 

@@ -94,6 +94,8 @@ _REP_TITLE = {"stardist": "StarDist star-convex polygons (32 rays)", "flows": "C
 
 @dataclass(frozen=True)
 class Recipe:
+    """A bundled model's training recipe: data, representation, backbone and schedule."""
+
     name: str
     representation: str
     rep_config: Mapping[str, Any]
@@ -131,10 +133,12 @@ RECIPES: dict[str, Recipe] = _make_recipes()
 
 
 def list_recipes() -> list[str]:
+    """The recipe names, sorted."""
     return sorted(RECIPES)
 
 
 def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; a ValueError lists the known names."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {list_recipes()}")
     return RECIPES[name]
@@ -471,6 +475,7 @@ def _denoise_line(cfg: Mapping[str, Any]) -> str:
 
 def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: Mapping[str, Any], path,
                      smoke: bool = False) -> Path:
+    """Write the model card (Markdown) of a trained recipe to ``path``."""
     cfg = model.config
     tr = cfg["training"]
     tc = tr["train_config"]
@@ -538,6 +543,7 @@ def write_model_card(model, recipe: Recipe, split: Mapping[str, Any], metrics: M
 
 
 def main(argv=None) -> int:
+    """Command line of the recipes (``python -m cellseg.models.recipes``)."""
     parser = argparse.ArgumentParser(prog="python -m cellseg.models.recipes",
                                      description="Train a bundled cellseg model from its recipe.")
     parser.add_argument("recipe", nargs="?", help=f"one of {', '.join(list_recipes())}; omit to list them")

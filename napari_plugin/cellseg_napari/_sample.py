@@ -44,8 +44,8 @@ def sample_layers(name: str) -> list[tuple]:
     layers = [(img.data, kw, "image")]
     gt_name = f"{name}_labels"
     if gt_name in datasets.list_samples():
-        from cellseg.io import read_labels
         from cellseg.datasets.samples import sample_path
+        from cellseg.io import read_labels
 
         gt = read_labels(sample_path(gt_name))
         gt_axes = img.axes.replace("C", "")
