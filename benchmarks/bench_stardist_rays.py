@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from cellseg.metrics import matching_dataset
-    from cellseg.segmenter import Segmenter, _drain  # _drain: a generator's return value
+    from cellseg.segmenter import Segmenter, drain  # drain: a generator's return value
     from cellseg.train.dataset import TrainingData
     from cellseg.train.recipes import DSB_FOLDER
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     for s in data.samples:
         img = s.image[0] if s.image.ndim == 3 else s.image
         gt = s.labels
-        out = _drain(seg.predict(img))
+        out = drain(seg.predict(img))
         enc = rep.encode(gt)
         tp, td = enc["prob"][0], enc["dist"]
         pp, pd = out["prob"][0], out["dist"]

@@ -50,14 +50,14 @@ def denoised_frame(segmenter, x: np.ndarray, outputs: dict | None = None, norm_r
 
     ``outputs``: head outputs of this frame at its own scale when the caller has them (else the
     network runs here, tiled as the segmenter says)."""
-    from .segmenter import _drain
+    from .segmenter import drain
 
     x = np.asarray(x)
     sp = segmenter.spatial_ndim
     if not np.any(x != x.flat[0]):
         return x.astype(np.float32)
     if outputs is None or HEAD not in outputs:
-        outputs = _drain(segmenter.predict(x, norm_range))
+        outputs = drain(segmenter.predict(x, norm_range))
     y = _inverse_transform(np.asarray(outputs[HEAD], np.float32), segmenter.transform)
     xc = x if x.ndim > sp else x[None]
     xn = segmenter.normalized(x, norm_range)
@@ -109,13 +109,13 @@ def denoise_image(model, image: np.ndarray, axes: str | None = None, tile=None, 
     ``YX``) with ``model``'s denoising head; returns float32 of the image's shape (module doc).
 
     ``progress(done, total)`` is called after each frame."""
-    from .segmenter import Segmenter, SegmenterError, _resolve_axes
+    from .segmenter import Segmenter, SegmenterError, resolve_axes
 
     check_denoises(model)
     image = np.asarray(image)
     if image.size == 0:
         raise SegmenterError("the image is empty (size 0)")
-    axes = _resolve_axes(image, axes)
+    axes = resolve_axes(image, axes)
     seg = segmenter or Segmenter(model, tile=tile, diameter="off")
     sp = seg.spatial_ndim
     space = "ZYX" if sp == 3 else "YX"

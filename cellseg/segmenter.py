@@ -208,7 +208,8 @@ class SegmentationResult:
         return out
 
 
-def _resolve_axes(image: np.ndarray, axes: str | None) -> str:
+def resolve_axes(image: np.ndarray, axes: str | None) -> str:
+    """The axes string of ``image`` (``axes`` checked and upper-cased; ``None`` means YX for a 2D image)."""
     if axes is None:
         if image.ndim == 2:
             return "YX"
@@ -249,7 +250,7 @@ def _default_augment(model: Predictor) -> bool:
     return bool(model.config.get("augment", False))
 
 
-def _drain(gen: Generator[Any, None, _T]) -> _T:
+def drain(gen: Generator[Any, None, _T]) -> _T:
     """Run a generator to the end and return its value."""
     while True:
         try:
@@ -468,7 +469,7 @@ class Segmenter:
             xi = crop if factor == 1.0 else zoom_image(crop, factor, sp)
             if min(xi.shape[lead:]) < 8:
                 return None
-            outputs = _drain(self.predict(xi))
+            outputs = drain(self.predict(xi))
             lab = self.rep.decode(outputs, self.params).labels
             if whole:
                 whole_runs.append((float(factor), outputs))
@@ -639,7 +640,7 @@ class Segmenter:
         image = np.asarray(image)
         if image.size == 0:
             raise SegmenterError("the image is empty (size 0)")
-        axes = _resolve_axes(image, axes)
+        axes = resolve_axes(image, axes)
         image, axes = self._select_channel(image, axes, channel, channel_names)
         params = self.rep.params({**dataclasses.asdict(self.params)}, **overrides) if overrides else self.params
         sp = self.spatial_ndim
@@ -866,4 +867,4 @@ class Segmenter:
 
     def segment(self, image: np.ndarray, **kwargs: Any) -> SegmentationResult:
         """Run :meth:`iter_segment` to the end and return its result."""
-        return _drain(self.iter_segment(image, **kwargs))
+        return drain(self.iter_segment(image, **kwargs))
