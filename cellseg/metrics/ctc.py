@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from cellseg.metrics.matching import OverlapTable, _overlap_table, _pairs
+from cellseg.metrics.matching import OverlapTable, iter_label_pairs, named_overlap_table
 
 __all__ = [
     "SEGResult",
@@ -169,7 +169,8 @@ def seg_sequence(gts: Iterable, preds: Iterable, *, names: Sequence[str] | None 
     """CTC SEG of a sequence: the mean Jaccard over the reference objects of all
     frames (frames taken pairwise, one at a time). Frames without reference
     objects add nothing; the result is NaN if no frame has any."""
-    return pool_seg([seg_from_table(_table(g, p, n)) for g, p, n in _pairs(gts, preds, names, ("gts", "preds"))])
+    frames = iter_label_pairs(gts, preds, names, ("gts", "preds"))
+    return pool_seg([seg_from_table(_table(g, p, n)) for g, p, n in frames])
 
 
 # --------------------------------------------------------------------------- DET
@@ -253,7 +254,8 @@ class DETSequenceResult(_DETCounts):
         return d
 
 
-def _pool_det(frames: Sequence[DETResult]) -> DETSequenceResult:
+def pool_det(frames: Sequence[DETResult]) -> DETSequenceResult:
+    """DET of a sequence from the DET of its frames (their error counts summed)."""
     s = {k: sum(getattr(f, k) for f in frames) for k in ("n_ref", "n_pred", "tp", "fn", "fp", "ns")}
     aogm = _aogm(s["ns"], s["fn"], s["fp"])
     aogm0 = DET_WEIGHTS["fn"] * s["n_ref"]
@@ -263,10 +265,11 @@ def _pool_det(frames: Sequence[DETResult]) -> DETSequenceResult:
 def det_sequence(gts: Iterable, preds: Iterable, *, names: Sequence[str] | None = None) -> DETSequenceResult:
     """CTC DET over a sequence of frames (AOGM-D summed over frames; NaN when
     there is no reference object at all)."""
-    return _pool_det([det_from_table(_table(g, p, n)) for g, p, n in _pairs(gts, preds, names, ("gts", "preds"))])
+    frames = iter_label_pairs(gts, preds, names, ("gts", "preds"))
+    return pool_det([det_from_table(_table(g, p, n)) for g, p, n in frames])
 
 
 def _table(gt, pred, name) -> OverlapTable:
     if isinstance(gt, OverlapTable):
         raise TypeError("pass label images; use seg_from_table / det_from_table for an OverlapTable")
-    return _overlap_table(gt, pred, name, ("gt", "pred"))
+    return named_overlap_table(gt, pred, name, ("gt", "pred"))

@@ -266,10 +266,11 @@ def overlap_table(y_true, y_pred, *, name: str | None = None) -> OverlapTable:
     largest id (ids are compacted first when they are much larger than the
     image) plus the number of overlapping pairs.
     """
-    return _overlap_table(y_true, y_pred, name, ("y_true", "y_pred"))
+    return named_overlap_table(y_true, y_pred, name, ("y_true", "y_pred"))
 
 
-def _overlap_table(y_true, y_pred, name, arg_names) -> OverlapTable:
+def named_overlap_table(y_true, y_pred, name, arg_names) -> OverlapTable:
+    """:func:`overlap_table` whose error messages call the two images ``arg_names``."""
     from cellseg.metrics._matching_kernels import overlap_int32
 
     t, p = check_label_pair(y_true, y_pred, name, arg_names=arg_names)
@@ -455,7 +456,8 @@ class _Counts:
         self.tp, self.n_true, self.n_pred, self.score_sum, self.idx = tp, n_true, n_pred, score_sum, idx
 
 
-def _table_counts(table: OverlapTable, thresholds: Sequence[float], criterion: str) -> list[_Counts]:
+def table_counts(table: OverlapTable, thresholds: Sequence[float], criterion: str) -> list[_Counts]:
+    """The matching counts of one overlap table at each threshold."""
     s64 = table.scores(criterion)
     s32 = s64.astype(np.float32)
     out = []
@@ -466,7 +468,8 @@ def _table_counts(table: OverlapTable, thresholds: Sequence[float], criterion: s
     return out
 
 
-def _matching_from_counts(c: _Counts, thr: float, criterion: str, table=None, s64=None) -> Matching:
+def matching_from_counts(c: _Counts, thr: float, criterion: str, table=None, s64=None) -> Matching:
+    """The :class:`Matching` of one image at ``thr`` from its counts (the matched pairs when ``table`` is given)."""
     fp, fn = c.n_pred - c.tp, c.n_true - c.tp
     pairs = scores = None
     if table is not None:
@@ -480,10 +483,10 @@ def _matching_from_counts(c: _Counts, thr: float, criterion: str, table=None, s6
 
 
 def _matchings(table: OverlapTable, thresholds, criterion, report_matches) -> list[Matching]:
-    counts = _table_counts(table, thresholds, criterion)
+    counts = table_counts(table, thresholds, criterion)
     s64 = table.scores(criterion) if report_matches else None
     return [
-        _matching_from_counts(c, thr, criterion, table if report_matches else None, s64)
+        matching_from_counts(c, thr, criterion, table if report_matches else None, s64)
         for c, thr in zip(counts, thresholds)
     ]
 
@@ -531,7 +534,7 @@ def matching(y_true, y_pred, thresh=0.5, criterion: str = "iou", report_matches:
     return res[0] if single else res
 
 
-def _pairs(ys_true, ys_pred, names, arg_names=("ys_true", "ys_pred")):
+def iter_label_pairs(ys_true, ys_pred, names, arg_names=("ys_true", "ys_pred")):
     """Yield (y_true, y_pred, name) one at a time; lengths must agree."""
     it_t, it_p = iter(ys_true), iter(ys_pred)
     it_n = iter(names) if names is not None else None
@@ -553,7 +556,8 @@ def _pairs(ys_true, ys_pred, names, arg_names=("ys_true", "ys_pred")):
 _END = object()
 
 
-def _pool(per_image: list[_Counts], thr: float, criterion: str, by_image: bool) -> DatasetMatching:
+def pool_counts(per_image: list[_Counts], thr: float, criterion: str, by_image: bool) -> DatasetMatching:
+    """The :class:`DatasetMatching` at ``thr`` of the counts of several images."""
     n = len(per_image)
     if n == 0:
         raise ValueError("matching_dataset: no image pairs given")
@@ -587,11 +591,11 @@ def matching_dataset(ys_true: Iterable, ys_pred: Iterable, thresh=DEFAULT_THRESH
     crit = _check_criterion(criterion)
     thresholds, single = _check_thresholds(thresh)
     per_thr: list[list[_Counts]] = [[] for _ in thresholds]
-    for t, p, nm in _pairs(ys_true, ys_pred, names):
+    for t, p, nm in iter_label_pairs(ys_true, ys_pred, names):
         table = overlap_table(t, p, name=nm)
-        for acc, c in zip(per_thr, _table_counts(table, thresholds, crit)):
+        for acc, c in zip(per_thr, table_counts(table, thresholds, crit)):
             acc.append(c)
-    res = [_pool(acc, thr, crit, by_image) for acc, thr in zip(per_thr, thresholds)]
+    res = [pool_counts(acc, thr, crit, by_image) for acc, thr in zip(per_thr, thresholds)]
     return res[0] if single else res
 
 

@@ -38,8 +38,8 @@ from cellseg.metrics.ctc import (
     DETSequenceResult,
     SEGResult,
     SEGSequenceResult,
-    _pool_det,
     det_from_table,
+    pool_det,
     pool_seg,
     seg_from_table,
 )
@@ -48,10 +48,10 @@ from cellseg.metrics.matching import (
     DatasetMatching,
     Matching,
     OverlapTable,
-    _matching_from_counts,
-    _pool,
-    _table_counts,
+    matching_from_counts,
     overlap_table,
+    pool_counts,
+    table_counts,
 )
 
 __all__ = ["evaluate", "EvaluationReport", "ImageEvaluation", "COLUMNS"]
@@ -226,8 +226,8 @@ def evaluate(pairs: Iterable) -> EvaluationReport:
         name = str(name)
         table = overlap_table(gt, pred, name=name)
         del gt, pred, item
-        counts = _table_counts(table, _THRESHOLDS, "iou")
-        ms = tuple(_matching_from_counts(c, t, "iou") for c, t in zip(counts, _THRESHOLDS))
+        counts = table_counts(table, _THRESHOLDS, "iou")
+        ms = tuple(matching_from_counts(c, t, "iou") for c, t in zip(counts, _THRESHOLDS))
         for acc, c in zip(per_thr, counts):
             acc.append(c)
         seg, det = seg_from_table(table), det_from_table(table)
@@ -237,5 +237,5 @@ def evaluate(pairs: Iterable) -> EvaluationReport:
         images.append(ImageEvaluation(name, _figures(list(ms), seg.seg, det.det), ms, seg, det))
     if not images:
         raise ValueError("evaluate: no image pairs given")
-    pooled = tuple(_pool(acc, t, "iou", False) for acc, t in zip(per_thr, _THRESHOLDS))
-    return EvaluationReport(tuple(images), pooled, pool_seg(segs), _pool_det(dets), tuple(tables))
+    pooled = tuple(pool_counts(acc, t, "iou", False) for acc, t in zip(per_thr, _THRESHOLDS))
+    return EvaluationReport(tuple(images), pooled, pool_seg(segs), pool_det(dets), tuple(tables))
