@@ -109,7 +109,7 @@ class FileResult:
 _SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".ome.zarr", ".zarr")
 
 
-def _split_name(name: str) -> tuple[str, str]:
+def split_name(name: str) -> tuple[str, str]:
     """``(stem, extension tag)``: ``img.ome.tif`` -> ``("img", "ome_tif")``."""
     for suf in _SUFFIXES:
         if name.lower().endswith(suf):
@@ -127,7 +127,7 @@ def output_names(files: Sequence[str | Path]) -> list[str]:
     clash (an input ``img_tif.tif`` beside ``img.tif`` and ``img.png``).
     """
     paths = [Path(f) for f in files]
-    parsed = [_split_name(f.name) for f in paths]
+    parsed = [split_name(f.name) for f in paths]
     names = [stem for stem, _ in parsed]
     groups: dict[str, list[int]] = {}
     for i, (stem, _) in enumerate(parsed):
@@ -184,7 +184,7 @@ def output_paths(inp: Path, out_dir: Path, csv: bool = True, overlay: bool = Tru
     other inputs (see :func:`resolve_output_format` for the default)."""
     from .omezarr import is_zarr, labels_path
 
-    stem = name if name is not None else _split_name(Path(inp).name)[0]
+    stem = name if name is not None else split_name(Path(inp).name)[0]
     fmt = resolve_output_format(Path(inp), output_format)
     if fmt == "zarr":
         labels = labels_path(inp, labels_name) if is_zarr(inp) else out_dir / f"{stem}.ome.zarr"
@@ -213,7 +213,7 @@ def _overlay_frame(image: np.ndarray, labels: np.ndarray, axes: str) -> tuple[np
 RUN_RECORD = "cellseg_run.json"
 
 
-def _fingerprint(model: CellsegModel) -> str:
+def model_fingerprint(model: CellsegModel) -> str:
     """sha256 of a model's config and weights: equal for the same model wherever its file lies."""
     import hashlib
     import json
@@ -240,7 +240,7 @@ def run_settings(spec: SegmenterSpec, model: CellsegModel, axes: str | None = No
     rep = model.representation
     decode = dataclasses.asdict(rep.params(dict(model.thresholds or {}), **dict(spec.params)))
     out = {
-        "model": spec.model, "model_sha256": _fingerprint(model), "representation": rep.name,
+        "model": spec.model, "model_sha256": model_fingerprint(model), "representation": rep.name,
         "decode": decode, "normalize": list(spec.normalize) if spec.normalize else None,
         "transform": getattr(spec, "transform", "linear"),
         "augment": spec.augment, "diameter": spec.diameter, "pixel_size": spec.pixel_size,
@@ -254,14 +254,15 @@ def run_settings(spec: SegmenterSpec, model: CellsegModel, axes: str | None = No
     return _jsonable(out)
 
 
-def _settings_id(settings: dict) -> str:
+def settings_id(settings: dict) -> str:
+    """A short id of a :func:`run_settings` dict: the first 12 hex digits of its sha256."""
     import hashlib
     import json
 
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _differences(old: dict, new: dict) -> list[str]:
+def settings_differences(old: dict, new: dict) -> list[str]:
     """What changed between two :func:`run_settings`, one line per setting."""
     out = []
     other_rep = old.get("representation") != new.get("representation")
@@ -323,7 +324,7 @@ class RunRecord:
         for n in names:
             old = self.recorded(n)
             if old is not None and old != settings and existing(n):
-                out[n] = _differences(old, settings)
+                out[n] = settings_differences(old, settings)
         return out
 
     def set(self, name: str, settings: dict) -> None:
@@ -332,7 +333,7 @@ class RunRecord:
 
         from . import __version__
 
-        sid = _settings_id(settings)
+        sid = settings_id(settings)
         if sid not in self.settings:
             self.settings[sid] = {"cellseg": __version__, **settings}
         if self.outputs.get(name) != sid:
@@ -563,13 +564,14 @@ def _segment_blockwise(segmenter: Segmenter, path: Path, out_dir: Path, plan: Bl
         return FileResult(str(path), "failed", message=msg, fatal=fatal)
 
 
-_WORKER_CACHE: dict[Hashable, Segmenter] = {}
+#: what a Dask worker process keeps between tasks, by key: its segmenters (:func:`worker_segmenter`) and open inputs
+WORKER_CACHE: dict[Hashable, Segmenter] = {}
 
 
 def worker_segmenter(key: Hashable, build: Callable[[], Segmenter]) -> Segmenter:
     """The segmenter cached under ``key`` in this Dask worker process, built by ``build()`` on first
     use (with one torch thread per worker process: no oversubscription)."""
-    seg = _WORKER_CACHE.get(key)
+    seg = WORKER_CACHE.get(key)
     if seg is None:
         try:
             import torch
@@ -577,7 +579,7 @@ def worker_segmenter(key: Hashable, build: Callable[[], Segmenter]) -> Segmenter
             torch.set_num_threads(1)
         except Exception:
             pass
-        seg = _WORKER_CACHE[key] = build()
+        seg = WORKER_CACHE[key] = build()
     return seg
 
 

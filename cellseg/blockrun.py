@@ -427,17 +427,17 @@ def _remove_zarr_partials(folder: Path) -> None:
 
 
 def _settings_fingerprint(settings: dict | None, segmenter) -> tuple[str, dict]:
-    from .batch import _fingerprint, _settings_id
+    from .batch import model_fingerprint, settings_id
     from .models.config import jsonable as _jsonable
 
     if settings is None:  # called from Python without a run record: the segmenter's own settings
         import dataclasses
 
         settings = _jsonable({
-            "model_sha256": _fingerprint(segmenter.model), "decode": dataclasses.asdict(segmenter.params),
+            "model_sha256": model_fingerprint(segmenter.model), "decode": dataclasses.asdict(segmenter.params),
             "normalize": list(segmenter.normalize), "transform": segmenter.transform,
             "augment": segmenter.augment, "diameter": segmenter.diameter, "pixel_size": segmenter.pixel_size})
-    return _settings_id(settings), settings
+    return settings_id(settings), settings
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -489,7 +489,7 @@ def _csv_rows(labels, image, blocks, counts, offsets, shape, scores: np.ndarray,
     """The CSV rows of every object, block by block: the objects a block wrote are measured in its
     read window of the finished labels (where all their pixels are), so each row equals the one a
     whole-image table gives."""
-    from .measure import _frame_rows
+    from .measure import frame_rows
 
     h, w = shape
     for b, n, off in zip(blocks, counts, offsets):
@@ -502,7 +502,7 @@ def _csv_rows(labels, image, blocks, counts, offsets, shape, scores: np.ndarray,
             continue
         img = np.asarray(image[b.read])
         y0, x0 = b.read[0].start, b.read[1].start
-        for r in _frame_rows(local, img, 0, {}, set(), spacing):
+        for r in frame_rows(local, img, 0, {}, set(), spacing):
             i = r["id"] + off
             r["id"] = i
             r["centroid_y"] += y0
@@ -524,14 +524,14 @@ def _write_csv_stream(path, rows, columns) -> None:
     import csv
 
     from ._files import atomic_write
-    from .measure import _cell
+    from .measure import csv_cell
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:
             wr = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
             wr.writeheader()
             for r in rows:
-                wr.writerow({k: _cell(k, r.get(k)) for k in columns})
+                wr.writerow({k: csv_cell(k, r.get(k)) for k in columns})
 
     atomic_write(Path(path), write)
 
@@ -548,7 +548,7 @@ def _strided(arr, step: int, band: int = 256) -> np.ndarray:
 
 def _block_on_worker(spec, fix: dict, source: PlaneSource, block, shape, norm_range, index: int) -> BlockResult:
     """A Dask task: segment one block (the worker builds the segmenter and opens the input once)."""
-    from .batch import _WORKER_CACHE, worker_segmenter
+    from .batch import WORKER_CACHE, worker_segmenter
 
     def build():
         seg = copy.copy(spec.build())
@@ -558,9 +558,9 @@ def _block_on_worker(spec, fix: dict, source: PlaneSource, block, shape, norm_ra
 
     seg = worker_segmenter(("blocks", spec, tuple(sorted(fix.items()))), build)
     img_key = ("source", source)
-    img = _WORKER_CACHE.get(img_key)
+    img = WORKER_CACHE.get(img_key)
     if img is None:
-        img = _WORKER_CACHE[img_key] = source.open()
+        img = WORKER_CACHE[img_key] = source.open()
     return segment_block(seg, img, block, shape, norm_range, index=index)
 
 
@@ -623,7 +623,7 @@ def _run(seg, path, source, shape, plan, outs, fmt, zimage, level, labels_name, 
          overwrite, say, client, spec, ps, table_columns, FileResult):
     from . import omezarr
     from ._files import remove_stale_temporaries
-    from .batch import _differences
+    from .batch import settings_differences
 
     remove_stale_temporaries(work.folder)
     image = source.open()
@@ -632,7 +632,7 @@ def _run(seg, path, source, shape, plan, outs, fmt, zimage, level, labels_name, 
     if state is not None:
         why = None
         if state.get("settings_id") != sid:
-            diffs = _differences(state.get("settings") or {}, settings)
+            diffs = settings_differences(state.get("settings") or {}, settings)
             why = "it was made with other settings (" + "; ".join(diffs[:3] or ["model or parameters"]) + ")"
         elif state.get("identity") != identity:
             old = state.get("identity") or {}
@@ -727,12 +727,12 @@ def _run(seg, path, source, shape, plan, outs, fmt, zimage, level, labels_name, 
     if "csv" in outs:
         say(BlockEvent(str(path), "finish", len(counts), len(blocks), n_objects,
                        f"{path}: measuring the objects block by block for the CSV"))
-        from .measure import _spacing
+        from .measure import frame_spacing
 
         scores = np.fromfile(work.scores_path, "<f4") if n_objects else np.zeros(0, np.float32)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist() if counts else []
         columns = table_columns("YX", pix)
-        rows = _csv_rows(out, image, blocks, counts, offsets, shape, scores, set(cut), _spacing("YX", pix))
+        rows = _csv_rows(out, image, blocks, counts, offsets, shape, scores, set(cut), frame_spacing("YX", pix))
         _write_csv_stream(outs["csv"], rows, columns)
     step = max(1, math.ceil(max(shape) / OVERLAY_MAX_SIDE))
     if "overlay" in outs:

@@ -39,12 +39,13 @@ def table_columns(axes: str, pixel_size: Mapping[str, float] | None = None) -> t
     columns only when ``pixel_size`` gives every spatial axis (as :func:`object_table`)."""
     spatial = axes.upper().replace("T", "")
     drop = set() if "Z" in spatial else set(_Z_COLUMNS)
-    if _spacing(spatial, pixel_size) is None:
+    if frame_spacing(spatial, pixel_size) is None:
         drop |= _UM_COLUMNS
     return tuple(c for c in COLUMNS if c not in drop)
 
 
-def _spacing(frame_axes: str, pixel_size) -> tuple[float, ...] | None:
+def frame_spacing(frame_axes: str, pixel_size) -> tuple[float, ...] | None:
+    """The pixel size along ``frame_axes`` from a ``{axis: size}`` mapping, or ``None`` when one is missing."""
     if not pixel_size:
         return None
     ps = {k.upper(): v for k, v in pixel_size.items() if v}
@@ -53,8 +54,9 @@ def _spacing(frame_axes: str, pixel_size) -> tuple[float, ...] | None:
     return None
 
 
-def _frame_rows(lab: np.ndarray, img: np.ndarray | None, frame, scores: Mapping[int, float],
-                cut: set[int], spacing: tuple[float, ...] | None = None) -> list[dict]:
+def frame_rows(lab: np.ndarray, img: np.ndarray | None, frame, scores: Mapping[int, float],
+               cut: set[int], spacing: tuple[float, ...] | None = None) -> list[dict]:
+    """The measurement rows of the objects of one frame (``scores``: by id; ``cut``: the ids cut by a block edge)."""
     ids = np.unique(lab)
     ids = ids[ids != 0]
     if ids.size == 0:
@@ -119,18 +121,19 @@ def object_table(
     scores = scores or {}
     cut = set(int(c) for c in cut)
     frame_axes = axes.replace("T", "")
-    spacing = _spacing(frame_axes, pixel_size)
+    spacing = frame_spacing(frame_axes, pixel_size)
     if "T" in axes:
         t = axes.index("T")
         rows = []
         for f in range(labels.shape[t]):
-            rows += _frame_rows(np.take(labels, f, axis=t),
+            rows += frame_rows(np.take(labels, f, axis=t),
                                 None if image is None else np.take(image, f, axis=t), f, scores, cut, spacing)
         return rows
-    return _frame_rows(labels, image, 0, scores, cut, spacing)
+    return frame_rows(labels, image, 0, scores, cut, spacing)
 
 
-def _cell(column: str, value):
+def csv_cell(column: str, value):
+    """The text of ``value`` in the CSV column ``column`` (floats rounded to that column's precision)."""
     if isinstance(value, (float, np.floating)):
         if not np.isfinite(value):
             return ""
@@ -160,6 +163,6 @@ def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | N
             w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             w.writeheader()
             for r in rows:
-                w.writerow({k: _cell(k, r.get(k)) for k in columns})
+                w.writerow({k: csv_cell(k, r.get(k)) for k in columns})
 
     return atomic_write(Path(path), write)

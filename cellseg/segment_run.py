@@ -292,12 +292,12 @@ def run_segment(opts: SegmentOptions, reporter: Reporter | None = None) -> int:
     from .batch import (
         RunRecord,
         SegmenterSpec,
-        _split_name,
         output_names,
         output_paths,
         resolve_output_format,
         run_batch,
         run_settings,
+        split_name,
     )
     from .io import SkippedEntries, expand_inputs
     from .models import default_model_name, load_model
@@ -324,7 +324,7 @@ def run_segment(opts: SegmentOptions, reporter: Reporter | None = None) -> int:
         out_names = output_names(files)
     except ValueError as exc:
         return error(str(exc))
-    renamed = [(f, n) for f, n in zip(files, out_names) if n != _split_name(Path(f).name)[0]]
+    renamed = [(f, n) for f, n in zip(files, out_names) if n != split_name(Path(f).name)[0]]
     if renamed:
         out(f"note: {len(renamed)} inputs share a file name with another input; their outputs keep "
             f"their folder (and extension) to stay apart:", err=True)
