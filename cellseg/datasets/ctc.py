@@ -36,11 +36,13 @@ __all__ = [
     "LABEL_SUFFIXES",
 ]
 
-_FRAME_RE = re.compile(r"^t(\d{3,4})\.tiff?$", re.IGNORECASE)
+#: an image file of a CTC sequence folder (``t000.tif``); group 1 is the frame number
+FRAME_RE = re.compile(r"^t(\d{3,4})\.tiff?$", re.IGNORECASE)
 _SEG_RE = re.compile(r"^man_seg(\d{3,4})\.tiff?$", re.IGNORECASE)
 _SEG_SLICE_RE = re.compile(r"^man_seg_?(\d{3,4})_(\d{3,4})\.tiff?$", re.IGNORECASE)
 _MASK_RE = re.compile(r"^mask(\d{3,4})\.tiff?$", re.IGNORECASE)
-_SEQ_RE = re.compile(r"^\d{2,}$")
+#: the name of a CTC sequence folder (``01``, ``02``, ...)
+SEQ_RE = re.compile(r"^\d{2,}$")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 TRUTHS = ("GT", "ST")
 
@@ -57,13 +59,15 @@ class PairingError(DatasetError):
     """Ground-truth and prediction files that cannot be paired."""
 
 
-def _listing(names, limit: int = 15) -> str:
+def short_listing(names, limit: int = 15) -> str:
+    """``names`` joined by commas, the first ``limit`` of them and a count of the rest."""
     names = list(names)
     shown = ", ".join(str(n) for n in names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _need_dir(path: Path, what: str) -> Path:
+def need_dir(path: Path, what: str) -> Path:
+    """``path`` when it is a folder; else a :class:`DatasetError` naming it as ``what``."""
     if not path.exists():
         raise MissingFolderError(f"{path}: {what} not found")
     if not path.is_dir():
@@ -112,11 +116,11 @@ class CTCDataset:
 
     def __init__(self, root, axes: str | None = None):
         self.axes = axes
-        self.root = _need_dir(Path(root), "CTC dataset folder")
+        self.root = need_dir(Path(root), "CTC dataset folder")
         self.name = self.root.resolve().name
         seqs = []
         for d in sorted(self.root.iterdir()):
-            if d.is_dir() and _SEQ_RE.match(d.name) and any(_FRAME_RE.match(f.name) for f in d.iterdir()):
+            if d.is_dir() and SEQ_RE.match(d.name) and any(FRAME_RE.match(f.name) for f in d.iterdir()):
                 seqs.append(d.name)
         if not seqs:
             raise DatasetError(
@@ -139,7 +143,7 @@ class CTCDataset:
         s = self._seq(seq)
         out = []
         for f in (self.root / s).iterdir():
-            m = _FRAME_RE.match(f.name)
+            m = FRAME_RE.match(f.name)
             if m:
                 out.append((int(m.group(1)), f))
         out.sort()
@@ -182,7 +186,7 @@ class CTCDataset:
                     f"(looked for {self.truth_dir(s, 'GT')} and {self.truth_dir(s, 'ST')})"
                 )
             truth = have[0]
-        seg = _need_dir(self.truth_dir(s, truth), f"{truth} segmentation folder of sequence {s}")
+        seg = need_dir(self.truth_dir(s, truth), f"{truth} segmentation folder of sequence {s}")
         images = dict(self.frames(s))
         out = []
         for f in sorted(seg.iterdir()):
@@ -229,7 +233,7 @@ def write_result(out_root, seq, t: int, labels, ndigits: int = 3) -> Path:
     if not 0 <= t < 10**ndigits:
         raise ValueError(f"frame number {t} does not fit into {ndigits} digits")
     s = f"{int(seq):02d}" if isinstance(seq, (int, np.integer)) else str(seq)
-    if not _SEQ_RE.match(s):
+    if not SEQ_RE.match(s):
         raise ValueError(f"sequence must look like '01', got {seq!r}")
     path = Path(out_root) / f"{s}_RES" / f"mask{t:0{ndigits}d}.tif"
     arr = np.asarray(labels)
@@ -315,8 +319,8 @@ def pair_label_folders(gt_dir, pred_dir, allow_missing: bool = False) -> list[tu
     Predictions without ground truth are ignored with a ``UserWarning`` that
     lists them. Returns ``[(name, gt_path, pred_path_or_None), ...]``.
     """
-    gt = _need_dir(Path(gt_dir), "ground-truth folder")
-    pred = _need_dir(Path(pred_dir), "prediction folder")
+    gt = need_dir(Path(gt_dir), "ground-truth folder")
+    pred = need_dir(Path(pred_dir), "prediction folder")
     seg = _ctc_truth_folder(gt)
     if seg is not None:
         g = _by_number(seg, _SEG_RE)
@@ -348,27 +352,27 @@ def pair_label_folders(gt_dir, pred_dir, allow_missing: bool = False) -> list[tu
         msg = (f"{which} in {gt_where} has {'no' if len(gkeys) == 1 else 'a'} prediction in {pred_where} "
                f"(paired as {naming})")
         if extra:
-            msg += f"; the predictions there: {_listing(pkeys[k].name for k in extra)}"
+            msg += f"; the predictions there: {short_listing(pkeys[k].name for k in extra)}"
         raise PairingError(msg)
     if missing and not allow_missing:
         msg = (
             f"{len(missing)} of {len(gkeys)} ground-truth files in {gt_where} have no prediction in {pred_where}: "
-            f"{_listing(gkeys[k].name for k in missing)}"
+            f"{short_listing(gkeys[k].name for k in missing)}"
         )
         if extra:
-            msg += f"; {len(extra)} prediction(s) have no ground truth: {_listing(pkeys[k].name for k in extra)}"
+            msg += f"; {len(extra)} prediction(s) have no ground truth: {short_listing(pkeys[k].name for k in extra)}"
         raise PairingError(msg + " (pass allow_missing=True to score missing predictions as empty)")
     if missing:
         warnings.warn(
             f"{len(missing)} of {len(gkeys)} ground-truth files in {gt_where} have no prediction in {pred_where} "
-            f"and are scored as empty predictions: {_listing(gkeys[k].name for k in missing)}",
+            f"and are scored as empty predictions: {short_listing(gkeys[k].name for k in missing)}",
             UserWarning,
             stacklevel=2,
         )
     if extra:
         warnings.warn(
             f"{len(extra)} prediction(s) in {pred_where} have no ground truth in {gt_where} and are ignored: "
-            f"{_listing(pkeys[k].name for k in extra)}",
+            f"{short_listing(pkeys[k].name for k in extra)}",
             UserWarning,
             stacklevel=2,
         )

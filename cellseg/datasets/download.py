@@ -331,10 +331,10 @@ def _extract(archive: Path, into: Path) -> None:
 
 
 def _find_ctc_root(top: Path) -> Path:
-    from cellseg.datasets.ctc import _FRAME_RE, _SEQ_RE
+    from cellseg.datasets.ctc import FRAME_RE, SEQ_RE
 
     def is_root(d: Path) -> bool:
-        return any(s.is_dir() and _SEQ_RE.match(s.name) and any(_FRAME_RE.match(f.name) for f in s.iterdir())
+        return any(s.is_dir() and SEQ_RE.match(s.name) and any(FRAME_RE.match(f.name) for f in s.iterdir())
                    for s in d.iterdir())
 
     for d in [top, *sorted(p for p in top.rglob("*") if p.is_dir())]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cellseg import io
-from cellseg.datasets.ctc import DatasetError, MissingFolderError, _listing, _need_dir
+from cellseg.datasets.ctc import DatasetError, MissingFolderError, need_dir, short_listing
 
 __all__ = ["FolderDataset", "Sample", "IMAGE_SUFFIXES", "MASK_SUFFIXES"]
 
@@ -63,9 +63,9 @@ class FolderDataset(Sequence):
     """
 
     def __init__(self, root, images: str | Path = "images", masks: str | Path = "masks", names=None):
-        self.root = _need_dir(Path(root), "dataset folder")
-        self.images_dir = _need_dir(self.root / images, "images folder")
-        self.masks_dir = _need_dir(self.root / masks, "masks folder")
+        self.root = need_dir(Path(root), "dataset folder")
+        self.images_dir = need_dir(self.root / images, "images folder")
+        self.masks_dir = need_dir(self.root / masks, "masks folder")
         self._images = _files(self.images_dir, IMAGE_SUFFIXES)
         self._masks = _files(self.masks_dir, MASK_SUFFIXES)
         if not self._images and not self._masks:
@@ -79,10 +79,10 @@ class FolderDataset(Sequence):
             parts = []
             if no_mask:
                 parts.append(f"{len(no_mask)} image(s) in {self.images_dir} without a mask: "
-                             f"{_listing(self._images[n].name for n in no_mask)}")
+                             f"{short_listing(self._images[n].name for n in no_mask)}")
             if no_image:
                 parts.append(f"{len(no_image)} mask(s) in {self.masks_dir} without an image: "
-                             f"{_listing(self._masks[n].name for n in no_image)}")
+                             f"{short_listing(self._masks[n].name for n in no_image)}")
             raise DatasetError(f"{self.root}: " + "; ".join(parts))
         if names is None:
             self._names = sorted(self._images)
@@ -90,7 +90,7 @@ class FolderDataset(Sequence):
             names = [str(n) for n in names]
             unknown = [n for n in names if n not in self._images]
             if unknown:
-                raise DatasetError(f"{self.root}: unknown sample name(s): {_listing(unknown)}")
+                raise DatasetError(f"{self.root}: unknown sample name(s): {short_listing(unknown)}")
             if len(set(names)) != len(names):
                 raise DatasetError(f"{self.root}: repeated sample names in names=")
             self._names = names
@@ -181,7 +181,7 @@ class FolderDataset(Sequence):
         ``"all"`` keeps every image. The tag is a heuristic of whoever built the
         index (see the data's SOURCE.md).
         """
-        root = _need_dir(Path(root), "DSB 2018 folder")
+        root = need_dir(Path(root), "DSB 2018 folder")
         if modality is None or modality == "all":
             return cls(root)
         index = root / "index.csv"
