@@ -109,7 +109,8 @@ def check_instance_labels(labels: np.ndarray, name: str) -> int:
         raise DataError(f"{exc} Training needs instance labels.") from None
 
 
-def _check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndarray:
+def check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndarray:
+    """``labels`` as an ``ndim``-D instance label image of the spatial shape of ``image (C, *spatial)``."""
     lab = np.asarray(labels)
     try:  # float labels (ImageJ exports) are fine when every value is a whole number
         lab = as_labels(lab, name=name)
@@ -122,7 +123,8 @@ def _check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndar
     return lab
 
 
-def _normalize(x: np.ndarray, pmin: float, pmax: float, name: str) -> np.ndarray:
+def normalize_sample(x: np.ndarray, pmin: float, pmax: float, name: str) -> np.ndarray:
+    """``x (C, *spatial)`` normalized per channel to its ``pmin``/``pmax`` percentiles (else a :class:`DataError`)."""
     from cellseg.preprocess import normalize_percentile
 
     try:
@@ -260,8 +262,8 @@ class TrainingData(Sequence):
         samples = []
         for (img, lab), name in zip(pairs, names):
             x = to_channels_first(img, axes, ndim, in_channels, name)
-            lab = _check_pair(x, lab, name, ndim)
-            samples.append(TrainingSample(name, _normalize(x, norm["pmin"], norm["pmax"], name), lab))
+            lab = check_pair(x, lab, name, ndim)
+            samples.append(TrainingSample(name, normalize_sample(x, norm["pmin"], norm["pmax"], name), lab))
         return cls(samples, ndim, in_channels, norm, source)
 
     @classmethod
@@ -281,8 +283,8 @@ class TrainingData(Sequence):
                                 f"{lab.shape}) where {Path(first[0]).name} is {first[1]}D: training data must be "
                                 "all 2D images or all 3D volumes")
             x = to_channels_first(im.data, im.axes, nd, in_channels, str(ip))
-            lab = _check_pair(x, lab, str(lp), nd)
-            samples.append(TrainingSample(name, _normalize(x, norm["pmin"], norm["pmax"], str(ip)), lab,
+            lab = check_pair(x, lab, str(lp), nd)
+            samples.append(TrainingSample(name, normalize_sample(x, norm["pmin"], norm["pmax"], str(ip)), lab,
                                           pixel_size=dict(im.pixel_size) if im.pixel_size else None))
         return cls(samples, first[1] if first is not None else (ndim or 2), in_channels, norm, source)
 

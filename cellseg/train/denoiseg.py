@@ -41,7 +41,7 @@ import numpy as np
 from cellseg.models.heads import DENOISE_HEAD
 
 from .augment import AugmentConfig, augment_intensity, sample_patch
-from .dataset import DataError, PatchSampler, _normalize, to_channels_first
+from .dataset import DataError, PatchSampler, normalize_sample, to_channels_first
 
 __all__ = [
     "DENOISE_HEAD",
@@ -172,7 +172,7 @@ class UnlabeledData(Sequence):
         samples = []
         for img, name in zip(images, names):
             x = to_channels_first(img, axes, ndim, in_channels, name)
-            samples.append(UnlabeledSample(name, _normalize(x, norm["pmin"], norm["pmax"], name)))
+            samples.append(UnlabeledSample(name, normalize_sample(x, norm["pmin"], norm["pmax"], name)))
         return cls(samples, ndim, in_channels, norm, source)
 
     def __len__(self) -> int:
@@ -212,7 +212,7 @@ def load_unlabeled(path: str | os.PathLike, ndim: int = 2, in_channels: int = 1,
         except (ValueError, OSError) as exc:
             raise DataError(f"{f}: cannot read the image ({exc})") from None
         x = to_channels_first(im.data, im.axes, ndim, in_channels, str(f))
-        samples.append(UnlabeledSample(f.stem, _normalize(x, norm["pmin"], norm["pmax"], str(f))))
+        samples.append(UnlabeledSample(f.stem, normalize_sample(x, norm["pmin"], norm["pmax"], str(f))))
     return UnlabeledData(samples, ndim, in_channels, norm, str(folder))
 
 

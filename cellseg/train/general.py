@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .dataset import DataError, TrainingData, TrainingSample, _check_pair, _normalize
+from .dataset import DataError, TrainingData, TrainingSample, check_pair, normalize_sample
 
 __all__ = ["load_general", "to_rgb3", "rescale_sample", "GENERAL_SOURCES"]
 
@@ -168,9 +168,9 @@ def load_general(kind: str, root, diameter: float, normalization: Mapping[str, f
             for name, ip, lp in items:
                 im = io.read_image(ip)
                 x = to_rgb3(im.data, im.axes, str(ip))
-                lab = _check_pair(x, io.read_labels(lp), str(lp), 2)
+                lab = check_pair(x, io.read_labels(lp), str(lp), 2)
                 lab, removed = keep_largest_parts(lab)
-                x = _normalize(x, normalization["pmin"], normalization["pmax"], str(ip))
+                x = normalize_sample(x, normalization["pmin"], normalization["pmax"], str(ip))
                 s, f = rescale_sample(name, x, lab, diameter)
                 s.labels, removed2 = keep_largest_parts(s.labels)  # resampling thin parts can cut them
                 if removed + removed2:
