@@ -209,13 +209,14 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     lab = as_labels(labels).copy()
     if lab.ndim == 0 or lab.size == 0 or lab.max() == 0:
         return lab
-    _fill_holes_inplace(lab)
+    fill_holes_inplace(lab)
     return lab
 
 
-def _fill_holes_inplace(lab: np.ndarray) -> None:
+def fill_holes_inplace(lab: np.ndarray) -> None:
     """:func:`fill_holes` on a C-contiguous int32 label image, in place (no checks)."""
-    from ._labels_kernels import fill_holes_2d, fill_holes_inplace, label_boxes
+    from ._labels_kernels import fill_holes_2d, label_boxes
+    from ._labels_kernels import fill_holes_inplace as fill_holes_nd
 
     nd = lab.ndim
     n = int(lab.max()) if lab.size else 0
@@ -225,7 +226,7 @@ def _fill_holes_inplace(lab: np.ndarray) -> None:
     if nd == 2:
         fill_holes_2d(lab, lo, hi)
     else:
-        fill_holes_inplace(lab.reshape(-1), np.array(lab.shape, np.int64), lo, hi)
+        fill_holes_nd(lab.reshape(-1), np.array(lab.shape, np.int64), lo, hi)
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:

@@ -8,7 +8,6 @@ and :func:`load_model` in :mod:`cellseg.models.loading`.
 from __future__ import annotations
 
 from .config import FORMAT_VERSION, ModelFormatError, make_config, validate_config
-from .config import jsonable as _jsonable  # noqa: F401  (imported from here by cellseg.batch, cellseg.blockrun)
 from .device import resolve_device
 from .loading import load_model
 from .model import CellsegModel

@@ -284,10 +284,10 @@ def cli_aliases(target: Any) -> dict[str, str]:
 def representation_classes() -> dict[str, type[Representation]]:
     """``{label: class}`` of every representation class: the registered ones and the variants
     :func:`cellseg.representations.get` builds from their configuration (``stardist3d``)."""
-    from . import _REGISTRY, _VARIANTS
+    from . import REGISTRY, VARIANTS
 
     return {label: getattr(importlib.import_module(mod), cls)
-            for label, (mod, cls) in list(_REGISTRY.items()) + list(_VARIANTS.items())}
+            for label, (mod, cls) in list(REGISTRY.items()) + list(VARIANTS.items())}
 
 
 def cli_flags() -> dict[str, dict[str, Any]]:

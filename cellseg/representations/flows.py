@@ -103,7 +103,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cellseg.labels import _fill_holes_inplace, as_labels, sequential
+from cellseg.labels import as_labels, fill_holes_inplace, sequential
 
 from ._params import document, knob, off_value, validate
 from .base import Decoded, HeadSpec, Representation, check_outputs
@@ -581,7 +581,7 @@ class Flows(Representation):
             bad = np.concatenate([[False], errors > p.flow_threshold])
             if bad.any():
                 lab.flat[fg_idx] = np.where(bad[ids], 0, ids)
-        _fill_holes_inplace(lab)
+        fill_holes_inplace(lab)
         # objects under min_size go, ids become 1..k again; scores = mean prob per object
         flat = lab.reshape(-1)
         counts, sums = LK.label_sums(flat, np.ascontiguousarray(prob, np.float32).reshape(-1), n)
