@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from . import io
     from ._files import OutputError, check_output_dir, remove_stale_temporaries
     from .batch import expand_inputs
-    from .cli import _tile
+    from .cli_args import parse_tile
     from .denoise import check_denoises, denoise_image
     from .models import load_model
     from .segmenter import Segmenter
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     try:
-        tile = _tile(args.tile)
+        tile = parse_tile(args.tile)
     except argparse.ArgumentTypeError as exc:
         return err(f"--tile: {exc}")
     files, missing = expand_inputs(args.inputs)

@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from .cli_args import parse_tile
 from .segment_run import SegmentOptions, SegmentUsageError, duration, run_segment
 from .segment_run import cli_message as _cli_message
 
@@ -20,22 +21,6 @@ if TYPE_CHECKING:
     _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["main"]
-
-
-def _tile(v: str | None) -> int | tuple[int, ...] | None:
-    """``--tile``: ``512``, ``256,512`` or ``256x512``; ``0`` means the whole image at once."""
-    if v is None:
-        return None
-    try:
-        parts = [int(p) for p in v.lower().replace("x", ",").split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size in pixels such as 512 or 256,512 (0: no tiling), "
-                                         f"got {v!r}") from None
-    if not parts or any(p < 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected sizes >= 0 in pixels (0: no tiling), got {v!r}")
-    if all(p == 0 for p in parts):
-        return None
-    return parts[0] if len(parts) == 1 else tuple(parts)
 
 
 # -- segment ----------------------------------------------------------------------
@@ -68,7 +53,7 @@ def _add_segment(sub: _SubParsers) -> None:
         p.add_argument(flag, type=spec["type"], default=None, help=spec["help"].replace("%", "%%"))
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other decode parameter of the model's representation (repeatable)")
-    p.add_argument("--tile", type=_tile, default=None,
+    p.add_argument("--tile", type=parse_tile, default=None,
                    help="tile size in pixels, e.g. 512 or 256,512 (default, or 0: the whole image at once; "
                         "block-wise runs: each block in equal tiles of at most 1024 px plus the context); a "
                         "tile must be larger than twice the model's context margin, and a smaller one is "
@@ -364,7 +349,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 def _add_train(sub: _SubParsers) -> None:
     try:
-        from .train import _cli as train_cli
+        from .train import cli as train_cli
     except ImportError:  # pragma: no cover - training extras always installed with torch
         return
     p = sub.add_parser("train", help="train or fine-tune a model on annotated images")

@@ -12,7 +12,8 @@ import torch.nn.functional as F  # noqa: E402
 from cellseg.datasets.synthetic import synthetic_cells  # noqa: E402
 from cellseg.models import CellsegModel  # noqa: E402
 from cellseg.representations import get  # noqa: E402
-from cellseg.train import TrainConfig, _cli, fit  # noqa: E402
+from cellseg.train import TrainConfig, fit  # noqa: E402
+from cellseg.train import cli as train_cli  # noqa: E402
 from cellseg.train import loop as loop_mod  # noqa: E402
 from cellseg.train import losses as L  # noqa: E402
 from cellseg.train.augment import AugmentConfig  # noqa: E402
@@ -96,9 +97,9 @@ def test_unknown_name_raises_with_the_choices():
 
 
 def test_cli_names_match_the_registry():
-    assert _cli._LOSSES == tuple(L.HEAD_LOSSES)
+    assert train_cli._LOSSES == tuple(L.HEAD_LOSSES)
     p = argparse.ArgumentParser()
-    _cli.add_arguments(p)
+    train_cli.add_arguments(p)
     text = p.format_help()
     for name in ("default", *L.HEAD_LOSSES, "bce+dice"):
         assert name in text
@@ -211,7 +212,7 @@ def folder(tmp_path):
 
 def _parse(argv):
     p = argparse.ArgumentParser(prog="cellseg train")
-    _cli.add_arguments(p)
+    train_cli.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -225,12 +226,12 @@ def test_cli_flag_reaches_train_config(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(loop_mod, "fit", fake_fit)
     base = ["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"), "--quiet"]
     assert _parse(base).loss == "default"
-    assert _cli.run(_parse(base + ["--loss", "bce+dice"])) == 2
+    assert train_cli.run(_parse(base + ["--loss", "bce+dice"])) == 2
     assert seen["config"].loss == "bce+dice"
-    assert _cli.run(_parse(base)) == 2
+    assert train_cli.run(_parse(base)) == 2
     assert seen["config"].loss == "default"
     seen.clear()
     capsys.readouterr()
-    assert _cli.run(_parse(base + ["--loss", "iou"])) == 2
+    assert train_cli.run(_parse(base + ["--loss", "iou"])) == 2
     assert "config" not in seen
     assert "unknown loss 'iou'" in capsys.readouterr().err

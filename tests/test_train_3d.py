@@ -17,7 +17,7 @@ from cellseg.datasets.synthetic import synthetic_cells, synthetic_cells_3d  # no
 from cellseg.metrics import matching  # noqa: E402
 from cellseg.models import CellsegModel  # noqa: E402
 from cellseg.segmenter import Segmenter  # noqa: E402
-from cellseg.train import _cli  # noqa: E402
+from cellseg.train import cli as train_cli  # noqa: E402
 from cellseg.train.dataset import DataError, data_anisotropy, load_training_data  # noqa: E402
 
 SHAPE = (16, 48, 48)
@@ -53,7 +53,7 @@ def write_folder(root, n: int = 4, anisotropy: float = 2.0, voxel: bool = True, 
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="cellseg train")
-    _cli.add_arguments(p)
+    train_cli.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -122,13 +122,13 @@ def test_volumes_with_different_voxel_sizes_are_refused(tmp_path):
 
 
 def test_patch_size_defaults():
-    assert _cli._patch_size(None, 2, 3, 1.0) == 128
-    assert _cli._patch_size(None, 3, 3, 1.0) == (64, 64, 64)
-    assert _cli._patch_size(None, 3, 3, 2.0) == (32, 64, 64)
-    assert _cli._patch_size(None, 3, 2, 4.0) == (16, 64, 64)
-    assert _cli._patch_size(None, 3, 5, 4.0) == (32, 64, 64)  # multiples of 2**depth
-    assert _cli._patch_size([16, 32, 32], 3, 2, 1.0) == (16, 32, 32)
-    assert _cli._patch_size([32], 3, 2, 1.0) == 32
+    assert train_cli._patch_size(None, 2, 3, 1.0) == 128
+    assert train_cli._patch_size(None, 3, 3, 1.0) == (64, 64, 64)
+    assert train_cli._patch_size(None, 3, 3, 2.0) == (32, 64, 64)
+    assert train_cli._patch_size(None, 3, 2, 4.0) == (16, 64, 64)
+    assert train_cli._patch_size(None, 3, 5, 4.0) == (32, 64, 64)  # multiples of 2**depth
+    assert train_cli._patch_size([16, 32, 32], 3, 2, 1.0) == (16, 32, 32)
+    assert train_cli._patch_size([32], 3, 2, 1.0) == 32
 
 
 @pytest.mark.parametrize("text, expect", [("2.5", (2.5, None)), ("1.5,0.5,0.5", (3.0, {"Z": 1.5, "Y": 0.5, "X": 0.5}))])
@@ -149,7 +149,7 @@ def test_every_3d_representation_trains_from_a_zyx_folder(tmp_path, rep, heads):
     root = write_folder(tmp_path / "d", n=2, anisotropy=2.5)
     out = tmp_path / "m.pt"
     extra = ["--rep-config", "n_rays=16"] if rep == "stardist" else []
-    assert _cli.run(parse(["-r", rep, "--data", str(root), "--out", str(out), *extra, *ONE_STEP])) == 0
+    assert train_cli.run(parse(["-r", rep, "--data", str(root), "--out", str(out), *extra, *ONE_STEP])) == 0
     m = CellsegModel.load(out, device="cpu")
     assert m.ndim == 3 and m.config["axes"] == "ZYX" and m.network.backbone_config.ndim == 3
     assert m.representation.ndim == 3 if rep != "stardist" else type(m.representation).__name__ == "StarDist3D"
@@ -163,19 +163,19 @@ def test_every_3d_representation_trains_from_a_zyx_folder(tmp_path, rep, heads):
 def test_anisotropy_option_wins_over_the_files(tmp_path, capsys):
     root = write_folder(tmp_path / "d", n=2, anisotropy=2.0)
     out = tmp_path / "m.pt"
-    assert _cli.run(parse(["-r", "distance", "--data", str(root), "--out", str(out), "--anisotropy", "3",
+    assert train_cli.run(parse(["-r", "distance", "--data", str(root), "--out", str(out), "--anisotropy", "3",
                            *ONE_STEP])) == 0
     assert "--anisotropy 3 overrides the voxel size the files record (Z step 2 pixels" in capsys.readouterr().err
     m = CellsegModel.load(out, device="cpu")
     assert m.representation.anisotropy == 3.0 and m.config["training"]["anisotropy"]["source"] == "--anisotropy"
     # plain stacks without a voxel size: the option, else 1 (said in the model)
     plain = write_folder(tmp_path / "p", n=2, voxel=False)
-    assert _cli.run(parse(["-r", "offsets", "--data", str(plain), "--out", str(out), "--anisotropy",
+    assert train_cli.run(parse(["-r", "offsets", "--data", str(plain), "--out", str(out), "--anisotropy",
                            "1.2,0.3,0.3", *ONE_STEP, "--checkpoint-dir", str(tmp_path / "c2")])) == 0
     m = CellsegModel.load(out, device="cpu")
     assert m.representation.anisotropy == pytest.approx(4.0)
     assert m.config["training"]["anisotropy"]["voxel_size_um"] == {"Z": 1.2, "Y": 0.3, "X": 0.3}
-    assert _cli.run(parse(["-r", "flows", "--rep-config", "mode=omnipose", "--data", str(plain), "--out", str(out),
+    assert train_cli.run(parse(["-r", "flows", "--rep-config", "mode=omnipose", "--data", str(plain), "--out", str(out),
                            *ONE_STEP, "--checkpoint-dir", str(tmp_path / "c3")])) == 0
     m = CellsegModel.load(out, device="cpu")
     assert m.representation.anisotropy == 1.0 and m.config["training"]["anisotropy"]["source"].startswith("default")
@@ -190,17 +190,17 @@ def test_3d_options_on_the_wrong_data_are_errors(tmp_path, capsys):
     tifffile.imwrite(two / "images" / "a.tif", (im * 200).astype(np.uint8))
     tifffile.imwrite(two / "masks" / "a.tif", lab.astype(np.uint16))
     out = str(tmp_path / "m.pt")
-    assert _cli.run(parse(["-r", "distance", "--data", str(two), "--out", out, "--rep-config", "ndim=3",
+    assert train_cli.run(parse(["-r", "distance", "--data", str(two), "--out", out, "--rep-config", "ndim=3",
                            *ONE_STEP])) == 2
     assert "--rep-config ndim=3: the training data are 2D" in capsys.readouterr().err
-    assert _cli.run(parse(["-r", "distance", "--data", str(root3), "--out", out, "--rep-config", "ndim=2",
+    assert train_cli.run(parse(["-r", "distance", "--data", str(root3), "--out", out, "--rep-config", "ndim=2",
                            *ONE_STEP])) == 2
     assert "--rep-config ndim=2: the training data are 3D" in capsys.readouterr().err
-    assert _cli.run(parse(["-r", "distance", "--data", str(two), "--out", out, "--anisotropy", "2",
+    assert train_cli.run(parse(["-r", "distance", "--data", str(two), "--out", out, "--anisotropy", "2",
                            *ONE_STEP])) == 2
     assert "--anisotropy applies to 3D (ZYX) data" in capsys.readouterr().err
     # a 3D validation folder for 2D training data
-    assert _cli.run(parse(["-r", "distance", "--data", str(two), "--val-data", str(root3), "--out", out,
+    assert train_cli.run(parse(["-r", "distance", "--data", str(two), "--val-data", str(root3), "--out", out,
                            *ONE_STEP])) == 2
     assert "v0.tif" in capsys.readouterr().err
 
@@ -229,7 +229,7 @@ def test_a_tiny_3d_model_segments_a_held_back_volume_better_than_untrained(tmp_p
     root = write_folder(tmp_path / "d", n=4, anisotropy=2.0)
     out = tmp_path / "m.pt"
     extra = {"stardist": ["--rep-config", "n_rays=32"], "offsets": ["--rep-config", "scale=64"]}.get(rep, [])
-    assert _cli.run(parse(["-r", rep, "--data", str(root), "--out", str(out), *extra, *TINY,
+    assert train_cli.run(parse(["-r", rep, "--data", str(root), "--out", str(out), *extra, *TINY,
                            "--steps-per-epoch", str(STEPS[rep])])) == 0
     img, truth = volume(100)
     ps = {"Z": 1.0, "Y": 0.5, "X": 0.5}
@@ -256,15 +256,15 @@ def test_a_tiny_3d_model_segments_a_held_back_volume_better_than_untrained(tmp_p
 
 def test_fine_tuning_a_3d_model_keeps_its_anisotropy(tmp_path, capsys):
     out, out2 = tmp_path / "m.pt", tmp_path / "ft.pt"
-    assert _cli.run(parse(["-r", "distance", "--data", str(write_folder(tmp_path / "a", n=2, anisotropy=2.0)),
+    assert train_cli.run(parse(["-r", "distance", "--data", str(write_folder(tmp_path / "a", n=2, anisotropy=2.0)),
                            "--out", str(out), *ONE_STEP])) == 0
     other = write_folder(tmp_path / "b", n=2, anisotropy=3.0)
-    assert _cli.run(parse(["--fine-tune", str(out), "--data", str(other), "--out", str(out2), *ONE_STEP])) == 0
+    assert train_cli.run(parse(["--fine-tune", str(out), "--data", str(other), "--out", str(out2), *ONE_STEP])) == 0
     assert "trained with a Z step of 2 pixels, the files record 3" in capsys.readouterr().err
     m = CellsegModel.load(out2, device="cpu")
     assert m.ndim == 3 and m.representation.anisotropy == 2.0
     assert m.config["training"]["anisotropy"] == {"value": 2.0, "source": "fine-tuned model"}
-    assert _cli.run(parse(["--fine-tune", str(out), "--data", str(other), "--out", str(out2), "--anisotropy", "3",
+    assert train_cli.run(parse(["--fine-tune", str(out), "--data", str(other), "--out", str(out2), "--anisotropy", "3",
                            *ONE_STEP])) == 2
     assert "--anisotropy: the model to fine-tune keeps its own" in capsys.readouterr().err
 
@@ -273,7 +273,7 @@ def test_segment_says_when_a_volume_has_another_z_step_than_the_model(tmp_path, 
     from cellseg.cli import main
 
     out = tmp_path / "m.pt"
-    assert _cli.run(parse(["-r", "distance", "--data", str(write_folder(tmp_path / "a", n=2, anisotropy=2.0)),
+    assert train_cli.run(parse(["-r", "distance", "--data", str(write_folder(tmp_path / "a", n=2, anisotropy=2.0)),
                            "--out", str(out), *ONE_STEP])) == 0
     img, _ = volume(7)
     for name, z in (("same", 1.0), ("deeper", 2.0)):

@@ -11,7 +11,7 @@ tifffile = pytest.importorskip("tifffile")
 
 from cellseg.datasets.synthetic import synthetic_cells  # noqa: E402
 from cellseg.models import CellsegModel  # noqa: E402
-from cellseg.train import _cli  # noqa: E402
+from cellseg.train import cli as train_cli  # noqa: E402
 from cellseg.train import loop as loop_mod  # noqa: E402
 
 from .test_train import _bce_loss  # noqa: E402
@@ -30,7 +30,7 @@ def folder(tmp_path):
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="cellseg train")
-    _cli.add_arguments(p)
+    train_cli.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -43,7 +43,7 @@ def test_train_folder_and_resume(folder, tmp_path, monkeypatch):
     out = tmp_path / "m.pt"
     args = parse(["--representation", "distance", "--data", str(folder), "--out", str(out),
                   "--val-fraction", "0.25", "--half", *TINY])
-    assert _cli.run(args) == 0
+    assert train_cli.run(args) == 0
     m = CellsegModel.load(out)
     assert m.representation.name == "distance" and m.network.backbone_config.width == 4
     assert m.config["training"]["val_data"]["n_images"] == 1
@@ -52,31 +52,31 @@ def test_train_folder_and_resume(folder, tmp_path, monkeypatch):
     # resume a finished run: nothing to train, the model is written again
     args = parse(["--representation", "distance", "--data", str(folder), "--out", str(out),
                   "--val-fraction", "0.25", "--resume", "--no-tune-thresholds", *TINY])
-    assert _cli.run(args) == 0
+    assert train_cli.run(args) == 0
     # fine-tune from the saved model
     out2 = tmp_path / "ft.pt"
     args = parse(["--fine-tune", str(out), "--data", str(folder), "--out", str(out2), *TINY])
-    assert _cli.run(args) == 0
+    assert train_cli.run(args) == 0
     assert "fine_tuned_from" in CellsegModel.load(out2).config["training"]
 
 
 def test_errors_are_reported(folder, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(loop_mod, "representation_loss", _bce_loss)
     args = parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.tif")])
-    assert _cli.run(args) == 2
+    assert train_cli.run(args) == 2
     assert ".pt" in capsys.readouterr().err
-    assert _cli.run(parse(["--data", str(folder), "--out", str(tmp_path / "m.pt")])) == 2
+    assert train_cli.run(parse(["--data", str(folder), "--out", str(tmp_path / "m.pt")])) == 2
     assert "--representation is required" in capsys.readouterr().err
-    assert _cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "nope"),
+    assert train_cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "nope"),
                            "--out", str(tmp_path / "m.pt")])) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
+    assert train_cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
                            "--patch-size", "30", "--depth", "2"])) == 2
     assert "divisible" in capsys.readouterr().err
     # float masks
     tifffile.imwrite(folder / "masks" / "im0.tif", np.zeros((64, 64), np.float32) + 0.5)
     args = parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt")])
-    assert _cli.run(args) == 2
+    assert train_cli.run(args) == 2
     assert "im0.tif" in capsys.readouterr().err
 
 
@@ -84,8 +84,8 @@ def test_parser_is_importable_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, argparse; from cellseg.train import _cli; p = argparse.ArgumentParser(); "
-            "_cli.add_arguments(p); p.parse_args(['--data', 'x', '--out', 'y.pt']); "
+    code = ("import sys, argparse; from cellseg.train import cli as train_cli; p = argparse.ArgumentParser(); "
+            "train_cli.add_arguments(p); p.parse_args(['--data', 'x', '--out', 'y.pt']); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -104,13 +104,13 @@ def test_unwritable_out_is_an_error_before_training(folder, tmp_path, capsys, mo
         if out == tmp_path:
             (tmp_path / "dir.pt").mkdir()
             out = tmp_path / "dir.pt"
-        rc = _cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "no-data"),
+        rc = train_cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "no-data"),
                              "--out", str(out), *TINY]))
         err = capsys.readouterr().err
         assert rc == 2 and "error:" in err and what in err and "Traceback" not in err, err
     assert calls == []
     # --checkpoint-dir below a file
-    rc = _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
+    rc = train_cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
                          "--checkpoint-dir", str(a_file / "ck"), *TINY]))
     assert rc == 2 and "checkpoint folder" in capsys.readouterr().err
 
@@ -124,7 +124,7 @@ def test_unwritable_out_is_an_error_before_training(folder, tmp_path, capsys, mo
 
     monkeypatch.setattr(loop_mod, "fit", lambda *a, **k: Result())
     out = tmp_path / "final.pt"
-    rc = _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(out), *TINY]))
+    rc = train_cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(out), *TINY]))
     err = capsys.readouterr().err
     assert rc == 1 and f"{out}: No space left on device" in err and "Traceback" not in err, err
 
@@ -136,7 +136,7 @@ def test_temporaries_of_a_killed_run_are_removed(tmp_path):
     ckpt = tmp_path / "m_checkpoints"
     ckpt.mkdir()
     stale = [_killed_writer_leaves(ckpt, "last.pt"), _killed_writer_leaves(tmp_path, "m.pt")]
-    rc = _cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "no-data"),
+    rc = train_cli.run(parse(["--representation", "distance", "--data", str(tmp_path / "no-data"),
                          "--out", str(tmp_path / "m.pt"), *TINY]))
     assert rc == 2  # no data; the folders were tidied first
     assert not any(p.exists() for p in stale)
@@ -149,7 +149,7 @@ def test_a_model_that_finds_nothing_is_saved_with_a_warning(folder, tmp_path, ca
     monkeypatch.setattr(loop_mod, "representation_loss", _bce_loss)
     _decodes_nothing(monkeypatch)
     out = tmp_path / "m.pt"
-    rc = _cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(out),
+    rc = train_cli.run(parse(["--representation", "distance", "--data", str(folder), "--out", str(out),
                          "--val-fraction", "0.25", *TINY]))
     err = capsys.readouterr().err
     assert rc == 0 and out.exists()
