@@ -13,6 +13,8 @@ neither torch nor numba nor numpy; each name imports its module on first use::
 import importlib as _importlib
 
 __version__ = "0.1.0"
+#: the distribution name (``pip install cellseg-toolkit``); the import name is ``cellseg``
+__distribution__ = "cellseg-toolkit"
 
 # public name -> (module, attribute in it)
 _EXPORTS: dict[str, tuple[str, str]] = {

@@ -117,7 +117,7 @@ def _need(module: str, what: str):
         return importlib.import_module(module)
     except ImportError:
         raise BioimageioError(f"{what} needs the package {module.split('.')[0]!r}: "
-                              "pip install 'cellseg[bioimageio]'") from None
+                              "pip install 'cellseg-toolkit[bioimageio]'") from None
 
 
 def _sha256(path: Path) -> str:
@@ -228,7 +228,9 @@ def _software_licence() -> str:
     try:
         from importlib.metadata import metadata
 
-        lic = (metadata("cellseg").get_all("License") or [""])[0]
+        from cellseg import __distribution__
+
+        lic = (metadata(__distribution__).get_all("License") or [""])[0]
     except Exception:  # noqa: BLE001 - not installed as a distribution
         lic = ""
     return lic.strip() or "BSD-3-Clause"

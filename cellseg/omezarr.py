@@ -92,7 +92,7 @@ def _libs(path: PathLike) -> tuple[Any, Any]:
         import zarr
     except ImportError as exc:
         raise OmeZarrError(f"{path}: OME-Zarr support needs the packages zarr and yaozarrs ({exc}): "
-                           "pip install 'cellseg[omezarr]'") from None
+                           "pip install 'cellseg-toolkit[omezarr]'") from None
     return yaozarrs, zarr
 
 

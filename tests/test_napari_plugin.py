@@ -16,6 +16,8 @@ from cellseg_napari._testing import OracleModel  # noqa: E402
 from cellseg_napari._widgets import EvaluateWidget, SegmentWidget, TrainWidget  # noqa: E402
 
 WAIT_MS = 60_000
+#: the plugin's name in napari: the distribution name, which npe2 requires of the manifest
+PLUGIN = "cellseg-toolkit"
 
 
 def _wait_idle(qtbot, widget):
@@ -25,7 +27,7 @@ def _wait_idle(qtbot, widget):
 def _open(viewer, name, qtbot):
     """Dock the plugin widget ``name``; wait until it is idle (the Segment widget loads
     the default bundled model, if any, in a worker)."""
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", name)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
     if hasattr(widget, "busy"):
         _wait_idle(qtbot, widget)
     return widget
@@ -45,8 +47,8 @@ def _saturated_fraction(rgb: np.ndarray) -> float:
 def test_manifest_is_valid_and_commands_import():
     import npe2
 
-    pm = npe2.PluginManifest.from_distribution("cellseg")
-    assert pm.name == "cellseg" and pm.display_name == "cellseg"
+    pm = npe2.PluginManifest.from_distribution(PLUGIN)
+    assert pm.name == PLUGIN and pm.display_name == "cellseg"
     assert "Segmentation" in pm.categories
     c = pm.contributions
     assert {w.display_name for w in c.widgets} == {"Segment", "Train", "Evaluate"}
@@ -54,7 +56,7 @@ def test_manifest_is_valid_and_commands_import():
     assert c.readers[0].filename_patterns == ["*.tif", "*.tiff"]
     assert c.writers[0].layer_types == ["labels"]
     for cmd in c.commands:
-        assert cmd.id.startswith("cellseg.")
+        assert cmd.id.startswith(PLUGIN + ".")
         mod, attr = cmd.python_name.split(":")
         assert callable(getattr(importlib.import_module(mod), attr)), cmd.python_name
 
@@ -63,7 +65,7 @@ def test_manifest_is_valid_and_commands_import():
                                       ("Evaluate", EvaluateWidget)])
 def test_widgets_open_from_the_plugin(make_napari_viewer_proxy, qtbot, name, cls):
     viewer = make_napari_viewer_proxy()
-    viewer.open_sample("cellseg", "synthetic")
+    viewer.open_sample(PLUGIN, "synthetic")
     widget = _open(viewer, name, qtbot)
     assert isinstance(widget, cls)
     if cls is SegmentWidget:
@@ -79,7 +81,7 @@ def test_widgets_open_from_the_plugin(make_napari_viewer_proxy, qtbot, name, cls
 @pytest.fixture
 def seg_viewer(make_napari_viewer_proxy, qtbot):
     viewer = make_napari_viewer_proxy()
-    viewer.open_sample("cellseg", "synthetic")
+    viewer.open_sample(PLUGIN, "synthetic")
     widget = _open(viewer, "Segment", qtbot)
     return viewer, widget
 
@@ -230,7 +232,7 @@ def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
 
 def test_time_lapse_segment_link_and_evaluate(make_napari_viewer_proxy, qtbot):
     viewer = make_napari_viewer_proxy()
-    viewer.open_sample("cellseg", "timelapse")
+    viewer.open_sample(PLUGIN, "timelapse")
     gt = np.asarray(viewer.layers["synthetic_nuclei_t ground truth"].data)
     widget = _open(viewer, "Segment", qtbot)
     widget.use_model(OracleModel("stardist", list(gt)), "oracle")
@@ -291,17 +293,17 @@ def test_reader_and_writer_through_napari(make_napari_viewer_proxy, tmp_path):
     path = tmp_path / "cells_masks.tif"
     write_labels(path, gt)
     viewer = make_napari_viewer_proxy()
-    layers = viewer.open(str(path), plugin="cellseg")
+    layers = viewer.open(str(path), plugin=PLUGIN)
     assert isinstance(layers[0], napari.layers.Labels)
     np.testing.assert_array_equal(np.asarray(layers[0].data), gt)
     out = tmp_path / "saved.tif"
-    layers[0].save(str(out), plugin="cellseg")
+    layers[0].save(str(out), plugin=PLUGIN)
     np.testing.assert_array_equal(read_labels(out), gt)
 
 
 def test_bundled_sample_opens(make_napari_viewer_proxy):
     viewer = make_napari_viewer_proxy()
-    viewer.open_sample("cellseg", "bundled")
+    viewer.open_sample(PLUGIN, "bundled")
     assert isinstance(viewer.layers["synthetic_nuclei"], napari.layers.Image)
     assert isinstance(viewer.layers["synthetic_nuclei ground truth"], napari.layers.Labels)
 
@@ -311,7 +313,7 @@ def test_bundled_sample_opens(make_napari_viewer_proxy):
 
 def test_screenshot_shows_coloured_labels_over_grey_image(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
-    viewer.open_sample("cellseg", "synthetic")
+    viewer.open_sample(PLUGIN, "synthetic")
     gt = np.asarray(viewer.layers["synthetic cells ground truth"].data)
     widget = _open(viewer, "Segment", qtbot)
     widget.use_model(OracleModel("stardist", gt), "oracle")
@@ -439,7 +441,7 @@ def test_segment_bundled_sample_with_the_default_model(make_napari_viewer_proxy,
     if not list_models():
         pytest.skip("no bundled model in this installation yet")
     viewer = make_napari_viewer_proxy()
-    viewer.open_sample("cellseg", "bundled")
+    viewer.open_sample(PLUGIN, "bundled")
     widget = _open(viewer, "Segment", qtbot)  # loads the default bundled model
     assert widget._model_choice.value == default_model_name()
     assert widget.model is not None, widget._model_status.value
@@ -783,9 +785,9 @@ def test_docked_widgets_wrap_messages_and_show_the_whole_table(make_napari_viewe
     win.resize(1200, 800)
     _, gt = synthetic_cells((128, 128), n_cells=12, seed=2)
     viewer.add_labels(gt, name="truth")
-    seg_dock, seg = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    seg_dock, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
     _wait_idle(qtbot, seg)
-    _, ev = viewer.window.add_plugin_dock_widget("cellseg", "Evaluate")
+    _, ev = viewer.window.add_plugin_dock_widget(PLUGIN, "Evaluate")
     ev._pred.value = ev._truth.value = "truth"
     ev.evaluate()
     qtbot.wait(300)

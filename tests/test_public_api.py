@@ -87,4 +87,22 @@ def test_the_version_has_one_source():
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert "version" not in project and "version" in project["dynamic"]
-    assert importlib.metadata.version("cellseg") == cellseg.__version__
+    assert importlib.metadata.version(cellseg.__distribution__) == cellseg.__version__
+
+
+def test_the_distribution_name_is_declared_once_per_place():
+    """The distribution is published as ``cellseg-toolkit`` (the import name stays ``cellseg``):
+    pyproject, ``cellseg.__distribution__`` and the napari manifest (npe2 requires its name to be
+    the distribution's) agree, and every manifest command id starts with it."""
+    import tomllib
+    from pathlib import Path
+
+    import cellseg
+
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    manifest = yaml.safe_load((root / "napari_plugin" / "cellseg_napari" / "napari.yaml").read_text())
+    assert project["name"] == cellseg.__distribution__ == manifest["name"] == "cellseg-toolkit"
+    ids = [c["id"] for c in manifest["contributions"]["commands"]]
+    assert ids and all(i.startswith(manifest["name"] + ".") for i in ids)
