@@ -367,13 +367,6 @@ def test_sample_data_layers():
 # ----------------------------------------------------------------------------- training
 
 
-def _need_loss(rep: str):
-    import importlib.util
-
-    if importlib.util.find_spec(f"cellseg.train.losses_{rep}") is None:
-        pytest.skip(f"cellseg.train.losses_{rep} has not landed yet")
-
-
 def test_training_pairs_from_layers():
     frames, labs = synthetic_stack(n_frames=3, shape=(48, 48), n_cells=4, seed=0)
     labs = labs.copy()
@@ -390,7 +383,6 @@ def test_training_pairs_from_layers():
 
 
 def test_training_job_saves_a_loadable_model(tmp_path):
-    _need_loss("distance")
     from cellseg.models import load_model
 
     img, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
@@ -409,7 +401,6 @@ def test_training_job_saves_a_loadable_model(tmp_path):
 
 
 def test_training_job_stop_saves_nothing(tmp_path):
-    _need_loss("distance")
     img, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
     job = _training.TrainingJob([(img, gt)], tmp_path / "m.pt", representation="distance", epochs=50,
                                 steps_per_epoch=50, patch_size=32, batch_size=1, network={"depth": 1, "width": 4})
@@ -711,7 +702,6 @@ def test_training_channel_choice_and_colour_layers():
 def test_training_job_on_an_rgba_layer_and_its_history_line(tmp_path):
     """The default representation is flows (the best of the bundled models); the last epoch's
     line says "finishing…" while the model is saved, its summary (the history) does not."""
-    _need_loss("flows")
     from cellseg.models import load_model
 
     assert _training.DEFAULT_REPRESENTATION == "flows"

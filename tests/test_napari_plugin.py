@@ -355,10 +355,6 @@ def test_screenshot_shows_coloured_labels_over_grey_image(make_napari_viewer, qt
 
 
 def test_train_widget_trains_registers_and_segment_widget_uses_it(make_napari_viewer_proxy, qtbot, tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("cellseg.train.losses_distance") is None:
-        pytest.skip("cellseg.train.losses_distance has not landed yet")
     viewer = make_napari_viewer_proxy()
     image, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
     viewer.add_image(image, name="img")
@@ -739,10 +735,6 @@ def test_train_widget_colour_layer_channel_choice_and_history(make_napari_viewer
     """An RGBA layer trains in colour (alpha dropped; it failed with '1 of 4 normalization
     groups ... are constant') or on a chosen channel; the default representation is flows;
     the history line does not keep "(finishing…)"."""
-    import importlib.util
-
-    if importlib.util.find_spec("cellseg.train.losses_flows") is None:
-        pytest.skip("cellseg.train.losses_flows has not landed yet")
     from cellseg.models import load_model
 
     image, gt = synthetic_cells((64, 64), n_cells=6, seed=0)
