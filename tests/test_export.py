@@ -24,7 +24,7 @@ pytest.importorskip("onnxruntime")
 from cellseg.export import BioimageioError, export_bioimageio, load_bioimageio  # noqa: E402
 
 #: models whose modality no bundled sample shows (DIC, phase contrast): exported with a DIC frame
-_DIC = {"hela-dic-flows", "cells"}
+_DIC = {"cells"}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_bad_input_is_refused_naming_the_file(tiny_model_path, tmp_path, capsys)
     assert not list(tmp_path.iterdir())                 # nothing written, no temporary left
     # a DIC model with no image given: no bundled sample looks like its training data
     with pytest.raises(BioimageioError, match="--image"):
-        export_bioimageio("hela-dic-flows", out)
+        export_bioimageio("cells", out)
     assert not out.exists()
 
 

@@ -61,12 +61,12 @@ def test_segmenter_warns_once_per_image(tiny_model_path):
 
 @pytest.mark.data
 def test_bundled_models_warn_on_the_other_modality(dic_hela, fluo_hela):
-    """A DIC model given fluorescence (and the other way round) warns; each on its own data does not."""
+    """The whole-cell (DIC, phase contrast) model given fluorescence (and the other way round) warns; each on its own data does not."""
     from cellseg.segmenter import Segmenter
 
     dic = io.read_image(sorted((dic_hela / "02").glob("*.tif"))[0]).data
     fluo = io.read_image(sorted((fluo_hela / "01").glob("*.tif"))[0]).data
-    dic_model = Segmenter.from_pretrained("hela-dic-flows")
+    dic_model = Segmenter.from_pretrained("cells")
     nuc_model = Segmenter.from_pretrained("nuclei-flows")
     for seg, own, other in ((dic_model, dic, fluo), (nuc_model, fluo, dic)):
         f_own = image_features(own)

@@ -13,8 +13,8 @@ from ._axes import COLOUR
 __all__ = ["DEFAULT_REPRESENTATION", "NETWORKS", "training_pairs_from_layers", "training_data", "TrainingJob"]
 
 
-#: the representation the Train widget starts with: flows, the best of the bundled models (the
-#: default nuclei-flows, and hela-dic-flows: SEG 0.864)
+#: the representation the Train widget starts with: flows, the representation of the best bundled
+#: models (`nuclei`, `cells`, `nuclei-flows`)
 DEFAULT_REPRESENTATION = "flows"
 
 #: backbone presets offered by the train widget (None: the library default)
