@@ -93,8 +93,8 @@ def main(argv=None) -> int:
     viewer = napari.Viewer(show=True, title="cellseg")
     app = QApplication.instance()
     viewer.window._qt_window.resize(w, h)
-    viewer.open_sample("cellseg", "bundled")
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", "Segment")
+    viewer.open_sample("cellseg-toolkit", "bundled")
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg-toolkit", "Segment")
     if args.oracle:
         from cellseg_napari._testing import OracleModel
 

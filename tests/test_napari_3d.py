@@ -26,7 +26,7 @@ def _vol(seed=0, anisotropy=2.0, shape=(12, 40, 40)):
 
 
 def _open(viewer, name, qtbot):
-    _, widget = viewer.window.add_plugin_dock_widget("cellseg", name)
+    _, widget = viewer.window.add_plugin_dock_widget("cellseg-toolkit", name)  # named after the distribution
     if hasattr(widget, "busy"):
         qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     return widget

@@ -61,7 +61,8 @@ def test_segmenter_warns_once_per_image(tiny_model_path):
 
 @pytest.mark.data
 def test_bundled_models_warn_on_the_other_modality(dic_hela, fluo_hela):
-    """The whole-cell (DIC, phase contrast) model given fluorescence (and the other way round) warns; each on its own data does not."""
+    """The whole-cell (DIC, phase contrast) model given fluorescence (and the other way round)
+    warns; each on its own data does not."""
     from cellseg.segmenter import Segmenter
 
     dic = io.read_image(sorted((dic_hela / "02").glob("*.tif"))[0]).data
