@@ -110,3 +110,20 @@ def test_model_card_command_reproduces_schedule_overrides():
     assert _overrides(r, dict(r.train)) == ""
     tc = dict(r.train, epochs=25, tune_time_limit=240.0)
     assert _overrides(r, tc) == " --epochs 25 --tune-time-limit 240"
+
+
+def test_module_command_runs_through_the_forwarding_module(tmp_path):
+    """``python -m cellseg.models.recipes`` (the command the model cards give) still runs the
+    recipes, which live in cellseg.train.recipes: without arguments it lists them, and an unknown
+    recipe is a one-line error."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "cellseg.models.recipes"]
+    out = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    assert names == recipes.list_recipes()
+    bad = subprocess.run([*run, "no-such-recipe", "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "no-such-recipe" in bad.stderr and "Traceback" not in bad.stderr
