@@ -195,3 +195,23 @@ class ViewerWidget(Container):
             self.reset_choices()
         except RuntimeError:  # the Qt widget is gone (viewer closing)
             pass
+
+    def _start_worker(self, worker, on_returned, button, status: str) -> None:
+        """Run ``worker`` for a widget with a progress bar, a status line and a cancel button:
+        its progress, result, error, cancellation and end go to the widget's handlers
+        (``_on_progress``, ``on_returned``, ``_on_error``, ``_on_aborted``, ``_on_finished``),
+        and ``button`` stays disabled until it ends."""
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(on_returned)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        button.enabled = False
+        self._cancel_button.enabled = True
+        self._progress.value = 0
+        self._status.value = status
+        worker.start()
+
+    def _on_error(self, exc):
+        self._status.value = f"error: {exc}"

@@ -467,17 +467,7 @@ class SegmentWidget(ViewerWidget):
         remember_axes(layer, axes)  # answered once: Segment and Train know the layer's axes from now on
         self._run_info = {"image": layer.name, "axes": axes, "scale": scale_without_c(layer, axes),
                           "axis_labels": None, "translate": None, "t0": time.perf_counter(), "spec": spec}
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_segmented)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self._run_button.enabled = False
-        self._cancel_button.enabled = True
-        self._progress.value = 0
-        self._status.value = "segmenting…"
-        worker.start()
+        self._start_worker(worker, self._on_segmented, self._run_button, "segmenting…")
 
     def cancel(self, *_):
         """Stop the running segmentation at its next progress step."""
@@ -546,9 +536,6 @@ class SegmentWidget(ViewerWidget):
                 set_or_add(self.viewer, *pl)
             elif poly_name in self.viewer.layers:
                 self.viewer.layers.remove(poly_name)
-
-    def _on_error(self, exc):
-        self._status.value = f"error: {exc}"
 
     def _on_aborted(self):
         self._status.value = "cancelled"

@@ -247,19 +247,8 @@ class TrainWidget(ViewerWidget):
         except (ValueError, FileNotFoundError, KeyError) as exc:
             self._status.value = f"error: {exc}"
             return
-        worker = thread_worker(job.run)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_trained)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self._job, self._worker = job, worker
-        self.events = []
-        self._button.enabled = False
-        self._cancel_button.enabled = True
-        self._progress.value = 0
-        self._status.value = "preparing…"
-        worker.start()
+        self._job, self.events = job, []
+        self._start_worker(thread_worker(job.run), self._on_trained, self._button, "preparing…")
 
     def cancel(self, *_):
         """Stop training after the current step; nothing is saved."""
@@ -283,9 +272,6 @@ class TrainWidget(ViewerWidget):
         self.registered_name = self.trained_models.add(path)
         self._progress.value = PROGRESS_MAX
         self._status.value = f"saved {Path(path).name}: '{self.registered_name}' is now in the Segment widget"
-
-    def _on_error(self, exc):
-        self._status.value = f"error: {exc}"
 
     def _on_aborted(self):
         self._status.value = "stopped; no model saved"
