@@ -39,10 +39,14 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
+def _head(*columns: str) -> list[str]:
+    """A Markdown table's header row and separator."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def table_accuracy(rows: list[dict]) -> list[str]:
-    out = ["| model | test split | images | AP@0.5 | AP@0.75 | AP@0.9 | mAP 0.5:0.95 | F1@0.5 | SEG | s/Mpx "
-           "| training min | refused |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = _head("model", "test split", "images", "AP@0.5", "AP@0.75", "AP@0.9", "mAP 0.5:0.95", "F1@0.5", "SEG",
+                "s/Mpx", "training min", "refused")
     for r in rows:
         out.append(f"| `{r['model']}` | {r['split']} | {r['n_images']} | {_f(r['ap50'])} | {_f(r['ap75'])} | "
                    f"{_f(r['ap90'])} | {_f(r['map'])} | {_f(r['f1'])} | {_f(r['seg'])} | {_f(r['s_per_mpx'], 1)} | "
@@ -51,8 +55,7 @@ def table_accuracy(rows: list[dict]) -> list[str]:
 
 
 def table_scale(rows: list[dict]) -> list[str]:
-    out = ["| model | test split | images | x0.5 | x1 | x2 | auto / given time (pooled) |",
-           "|---|---|---|---|---|---|---|"]
+    out = _head("model", "test split", "images", "x0.5", "x1", "x2", "auto / given time (pooled)")
     for r in rows:
         x1 = r["ap50_x1"]
         out.append(f"| `{r['model']}` | {r['split']} | {r['n_images']} | {_f(r['ap50_x0.5'])} "
@@ -62,9 +65,8 @@ def table_scale(rows: list[dict]) -> list[str]:
 
 
 def table_denoiseg(rows: list[dict]) -> list[str]:
-    out = ["| sigma | annotated | unlabelled | model | AP@0.5 | SEG | PSNR denoised (dB) | PSNR noisy input (dB) "
-           "| steps | training s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = _head("sigma", "annotated", "unlabelled", "model", "AP@0.5", "SEG", "PSNR denoised (dB)",
+                "PSNR noisy input (dB)", "steps", "training s")
     for r in rows:
         out.append(f"| {r['sigma']:g} | {r['annotated']} | {r['unlabeled']} | {r['model']} | {_f(r['ap50'])} | "
                    f"{_f(r['seg'])} | {_f(r['psnr_denoised'], 2)} | {_f(r['psnr_input'], 2)} | {r['steps']} | "
@@ -77,7 +79,7 @@ def table_generic(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     keys = list(rows[0])
-    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    out = _head(*keys)
     for r in rows:
         cells = []
         for k in keys:
