@@ -83,13 +83,13 @@ def _stack_outputs(run: SegmentRun, head: str) -> tuple[np.ndarray, tuple[float,
     frame_shape = tuple(res.labels.shape[res.axes.index(a)] for a in canon[:n_frame])
     full = None
     for fr in res.frames:
-        out = fr.get("outputs")
+        out = fr.outputs
         if out is None or head not in out:
             continue
         a = np.asarray(out[head], np.float32)
         if full is None:
             full = np.zeros((a.shape[0],) + frame_shape + a.shape[1:], np.float32)
-        full[(slice(None),) + tuple(fr["index"])] = a
+        full[(slice(None),) + tuple(fr.index)] = a
     if full is None:
         return None
     perm = [0] + [1 + canon.index(a) for a in res.axes]
@@ -164,7 +164,7 @@ def polygon_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
     canon, _ = _canonical(res, 2)
     ry = rx = 1.0
     for fr in res.frames:
-        out = fr.get("outputs")
+        out = fr.outputs
         if out:
             grid = np.shape(next(iter(out.values())))[-2:]
             ry = res.labels.shape[res.axes.index("Y")] / grid[0]
@@ -172,13 +172,13 @@ def polygon_layer(run: SegmentRun, name: str, scale=None) -> tuple | None:
             break
     polys = []
     for fr in res.frames:
-        p = (fr.get("extra") or {}).get("polygons")
+        p = (fr.extra or {}).get("polygons")
         if p is None:
             continue
         p = np.asarray(p, np.float32)
         if p.ndim != 3 or p.shape[1] != 2 or p.shape[0] == 0:
             continue
-        idx = tuple(fr["index"])
+        idx = tuple(fr.index)
         for poly in p:
             yx = poly.T  # (n_rays, 2)
             # pixel-centre convention of cellseg.scale.resize_labels (identity when not resampled)

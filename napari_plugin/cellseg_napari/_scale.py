@@ -116,7 +116,7 @@ def network_scale(result) -> float:
     X size over the labels' X size); ``result.scale`` when no outputs were kept."""
     axes = getattr(result, "axes", "")
     for fr in getattr(result, "frames", []):
-        out = fr.get("outputs")
+        out = fr.outputs
         if out and "X" in axes:
             return float(np.shape(next(iter(out.values())))[-1]) / float(result.labels.shape[axes.index("X")])
     return float(getattr(result, "scale", 1.0) or 1.0)
