@@ -363,6 +363,8 @@ class Segmenter:
 
             check_denoises(model)
         self.denoise = bool(denoise)
+        #: (outputs, params, Decoded) of the size estimate's last whole-frame pass
+        self._whole_decode: tuple[dict, Any, Decoded] | None = None
         from .models.inference import InferenceError, check
 
         try:
@@ -431,20 +433,26 @@ class Segmenter:
 
     def estimate_diameter(self, image: np.ndarray, window: int = 256,
                           objects_across: float = 10.0) -> tuple[float | None, tuple[float, dict] | None]:
-        """The objects' median diameter (px) in one frame ``(C?, *spatial)``, from a first pass.
+        """The objects' median diameter (px) in one frame ``(C?, *spatial)``, from a few passes.
 
-        1. The network and decoder run at the image's own scale on its most textured
-           ``window``-sized window (the whole frame when it is smaller); the median
-           equivalent diameter of the decoded objects not touching the window's border
-           is a first estimate ``d1``. Nothing found: the same is tried on a window twice
-           as large shrunk by 2 (objects too large for the network to see whole).
-        2. Objects far larger than the model's size come out of the network as fragments,
-           so the image is also measured shrunk by 2 (then 4), on a window of
-           ``window / sqrt(s)`` pixels a side shrunk by ``s`` (half, then a quarter of the
-           first pass's pixels).
-        3. When the estimate is far from the model's size (outside 0.67-1.5x), a window of
-           about ``objects_across`` objects a side is resampled to the model's size and
-           measured again (the network sees objects best near its training size).
+        Each pass runs the network and decoder on a window of the frame resampled by some
+        factor and measures the median equivalent diameter of the decoded objects that do not
+        touch the window's border (all of them when the window is the whole frame).
+
+        1. Half scale first, on the most textured window of ``window / sqrt(0.5)`` pixels a
+           side (``window²/2`` pixels after shrinking). Objects at least about the model's
+           size there (0.67x) are large and are measured whole, cheaply: the full-scale pass
+           is skipped, and a quarter-scale pass checks whether they are fragments of still
+           larger objects (objects far larger than the model's size come out of the network
+           as fragments; kept when it shows objects of at least the model's 0.67x and 1.5x
+           the half-scale estimate).
+        2. Otherwise the objects are small: the most textured ``window``-sized window at the
+           image's own scale gives the estimate (the half-scale one when this finds nothing).
+        3. Unless the estimate was measured on objects near the model's size (0.8-1.25x),
+           a window of about ``objects_across`` objects a side is resampled to the model's
+           size and measured again, at most twice (until two passes agree within 0.8-1.25x).
+           This corrects both sides: objects far smaller than the model's size that coarse
+           passes merged into clumps, and sizes read off fragments.
 
         Every pass costs at most ``window²`` or ``(objects_across · model diameter)²``
         pixels, whatever the image's size. Returns ``(diameter or None when nothing was
@@ -460,7 +468,7 @@ class Segmenter:
         sp = self.spatial_ndim
         lead = x.ndim - sp
         full = x.shape[lead:]
-        whole_runs: list[tuple[float, dict]] = []  # (factor, outputs) of passes over the whole frame
+        whole_runs: list[tuple[float, dict, Decoded]] = []  # (factor, outputs, decoded) of whole-frame passes
 
         def measure(side: int, factor: float) -> float | None:
             win = _texture_window(x, sp, side)
@@ -470,38 +478,47 @@ class Segmenter:
             if min(xi.shape[lead:]) < 8:
                 return None
             outputs = drain(self.predict(xi))
-            lab = self.rep.decode(outputs, self.params).labels
+            dec = self.rep.decode(outputs, self.params)
             if whole:
-                whole_runs.append((float(factor), outputs))
-            di = median_diameter(lab, exclude_border=not whole)
+                whole_runs.append((float(factor), outputs, dec))
+            di = median_diameter(dec.labels, exclude_border=not whole)
             return None if di is None else di / factor
 
-        d = measure(window, 1.0)
-        if d is None:
-            d = measure(2 * window, 0.5)
-        if d is None:
-            return None, None
-        # Objects far larger than the training size come out of the network as fragments of about
-        # the training size, so the estimate is checked at coarser scales: when the image shrunk
-        # by 2 (then 4) still shows objects of nearly the model's size, at least 1.5x the first
-        # estimate, the objects are that large and the first pass saw fragments. The fragments can be
-        # far smaller than the model's size (DSB nuclei of 84 px gave a first estimate of 6 px), so
-        # the check runs whatever the first estimate (bench_scale.py, DSB fluo and H&E MICCAI15 at x2).
-        s = 0.5
-        while s >= 0.25 and d < 1.5 * d0 / s:
-            dc = measure(int(round(window / math.sqrt(s))), s)
-            if dc is None or dc * s < 0.67 * d0 or dc < 1.5 * d:
+        def coarse_side(s: float) -> int:  # the window (px of the image) that shrinks to window² · s pixels
+            return int(math.ceil(window / math.sqrt(s)))
+
+        # bench_scale.py: starting at half scale keeps the estimate's cost below the segmentation's
+        # for large objects (DIC HeLa, 120 px: the final pass runs on a quarter of the pixels)
+        d_half = measure(coarse_side(0.5), 0.5)
+        if d_half is not None and d_half * 0.5 >= 0.67 * d0:
+            d, s = d_half, 0.5
+            dc = measure(coarse_side(0.25), 0.25)
+            if dc is not None and dc * 0.25 >= 0.67 * d0 and dc >= 1.25 * d:
+                d, s = dc, 0.25
+        else:
+            d1, s = measure(window, 1.0), 1.0
+            if d1 is None:
+                d1, s = d_half, 0.5
+            if d1 is None:
+                d1 = measure(2 * window, 0.5)
+            if d1 is None:
+                return None, None
+            d = d1
+        # a pass at the scale the estimate asks for (bench_scale.py: Usiigaci cells of 20 px, merged
+        # into clumps of 80 px at half scale, are measured at 20-25 px by it)
+        for _ in range(2):
+            f = self._clip_factor(d0 / d)
+            if 0.8 <= f / s <= 1.25:
                 break
-            d = dc
-            s /= 2
-        if not 0.67 <= d0 / d <= 1.5:
             side = int(min(max(full), max(window, round(objects_across * d))))
-            d2 = measure(side, d0 / d)
-            if d2 is not None:
-                d = d2
+            d2 = measure(side, f)
+            if d2 is None:
+                break
+            d, s = d2, f
         want = self._clip_factor(d0 / d)
-        for f, outputs in reversed(whole_runs):  # the latest pass is the best informed
+        for f, outputs, dec in reversed(whole_runs):  # the latest pass is the best informed
             if 1 / self.REUSE_RATIO <= want / f <= self.REUSE_RATIO:
+                self._whole_decode = (outputs, self.params, dec)  # _decode_frame of these outputs uses it
                 return d, (f, outputs)
         return d, None
 
@@ -801,7 +818,12 @@ class Segmenter:
                       labels: np.ndarray, keep: bool = True) -> tuple[FrameResult, int]:
         """Decode one frame into ``labels[idx]`` with ids from ``next_id`` on (its head outputs kept
         in the frame when ``keep``)."""
-        dec = self.rep.decode(outputs, params)
+        cached = self._whole_decode
+        if cached is not None and cached[0] is outputs and cached[1] == params:
+            dec = cached[2]  # a pass of the size estimate decoded these very outputs with these parameters
+        else:
+            dec = self.rep.decode(outputs, params)
+        self._whole_decode = None
         lab = dec.labels
         target = labels[tuple(idx)].shape
         if lab.shape != target:  # segmented at the model's scale: back onto the input grid

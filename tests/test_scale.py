@@ -352,3 +352,53 @@ def test_resize_labels_keeps_objects_at_the_image_border(f):
     assert np.array_equal(big[[0, -1]], expected[[0, -1]]) and np.array_equal(big[:, [0, -1]], expected[:, [0, -1]])
     if f == 2:
         assert np.array_equal(big, expected)
+
+
+def test_auto_decodes_a_reused_pass_once(sized_model, monkeypatch):
+    """When a pass of the estimate is the result, its decoded labels are the result's too."""
+    img, gt = synthetic_cells((128, 128), n_cells=14, seed=22)
+    seg = Segmenter(sized_model, diameter="auto")
+    d0 = sized_model.config["object_size"]["diameter"]
+    img, _ = _scaled(img, gt, d0 / seg.estimate_diameter(img)[0])  # objects of the model's size: a pass is reused
+    decoded = []
+    orig = type(seg.rep).decode
+
+    def counting(self, outputs, *a, **k):
+        decoded.append(id(outputs))
+        return orig(self, outputs, *a, **k)
+
+    monkeypatch.setattr(type(seg.rep), "decode", counting)
+    d, reuse = seg.estimate_diameter(img)
+    n_estimate = len(decoded)
+    decoded.clear()
+    res = seg.segment(img)
+    assert reuse is not None
+    assert len(decoded) == n_estimate  # the estimate's decodes and none for the result
+    # the same labels as decoding the result's outputs afresh
+    again = Segmenter(sized_model, diameter=res.diameter, keep_outputs=True).segment(img)
+    assert again.n_objects == res.n_objects
+    # other decode parameters than the estimate's: decoded afresh
+    decoded.clear()
+    seg.segment(img, min_size=seg.params.min_size + 5)
+    assert len(decoded) == n_estimate + 1
+
+
+def test_auto_skips_the_full_scale_pass_for_large_objects(sized_model, monkeypatch):
+    """Objects several times the model's size are measured at half or quarter scale: no pass of
+    the estimate runs the frame at its own scale (that pass would cost more than the result's)."""
+    img, gt = synthetic_cells((128, 128), n_cells=10, seed=23)
+    big, big_gt = _scaled(img, gt, 3.0)
+    sizes = []
+    orig = Segmenter.predict
+
+    def counting(self, x, *a, **k):
+        sizes.append(tuple(x.shape[-2:]))
+        return (yield from orig(self, x, *a, **k))
+
+    monkeypatch.setattr(Segmenter, "predict", counting)
+    seg = Segmenter(sized_model, diameter="auto")
+    d, _ = seg.estimate_diameter(big)
+    d0 = sized_model.config["object_size"]["diameter"]
+    assert d is not None and d > 1.8 * d0
+    full_scale_pixels = 256 * 256  # the full-scale pass's window
+    assert all(h * w < full_scale_pixels for h, w in sizes), sizes

@@ -1,0 +1,96 @@
+"""The size estimate behind ``diameter="auto"`` on validation images, at x0.5, x1 and x2.
+
+For each source of a general model (``nuclei``, ``cells``), its *validation* images
+(``cellseg.train.general``'s split; never the test split) and their labels are resampled by
+0.5, 1 and 2; :meth:`cellseg.segmenter.Segmenter.estimate_diameter` estimates the objects'
+median diameter, which is compared with the labels' median equivalent diameter. Prints,
+per source and scale, the median ratio estimate / truth and the share of images whose
+estimate is within 1.25x of the truth (the general models are trained with scale
+augmentation of 0.55-1.8x, so such an error costs little).
+
+    python benchmarks/bench_size_estimate.py --models nuclei,cells [--max-images 8] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.bench_scale import SCALES, _resample  # noqa: E402
+
+
+def validation_items(model, data_root: Path, max_images: int | None) -> dict[str, list]:
+    """``{source: [(name, image, axes, labels)]}``: the validation images of a general model's sources."""
+    from cellseg import io
+    from cellseg.train.general import _source_items
+
+    out = {}
+    for source in model.config.get("training", {}).get("split", {}).get("sources", {}):
+        items = _source_items(source, data_root)[0]["val"]
+        items = items[:max_images] if max_images else items
+        out[source] = []
+        for name, ip, lp in items:
+            im = io.read_image(ip)
+            out[source].append((name, im.data, im.axes, io.read_labels(lp)))
+    return out
+
+
+def bench_model(name: str, data_root: Path, max_images: int | None) -> list[dict]:
+    from cellseg.models import load_model
+    from cellseg.scale import median_diameter
+    from cellseg.segmenter import Segmenter
+
+    model = load_model(name)
+    seg = Segmenter(model, diameter="auto")
+    rows = []
+    for source, items in validation_items(model, data_root, max_images).items():
+        row: dict = {"model": name, "source": source, "n_images": len(items)}
+        for f in SCALES:
+            ratios = []
+            for _, img, axes, gt in items:
+                x, g = _resample(img, axes, gt, f)
+                truth = median_diameter(g)
+                if not truth:
+                    continue
+                # the frame as Segmenter.iter_segment gives it to the estimate: channels first, matched
+                xc = np.moveaxis(x, axes.index("C"), 0) if "C" in axes else x
+                d, _ = seg.estimate_diameter(seg._match_channels(np.ascontiguousarray(xc), "C" in axes))
+                ratios.append((d or float(model.config["object_size"]["diameter"])) / truth)
+            r = np.asarray(ratios)
+            row[f"median_ratio_x{f:g}"] = float(np.median(r)) if r.size else None
+            row[f"within_1.25_x{f:g}"] = float(np.mean((r >= 0.8) & (r <= 1.25))) if r.size else None
+        rows.append(row)
+        print(f"{name:8s} {source:16s} {len(items):4d}  " + "  ".join(
+            f"x{f:g} {row[f'median_ratio_x{f:g}']:.2f} ({100 * row[f'within_1.25_x{f:g}']:.0f}%)"
+            if row[f"median_ratio_x{f:g}"] is not None else f"x{f:g} -" for f in SCALES), flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="nuclei,cells")
+    p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
+    p.add_argument("--max-images", type=int, default=None, help="at most this many validation images per source")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    data_root = Path(args.data).resolve()
+    if not data_root.is_dir():
+        raise SystemExit(f"data folder {data_root} not found (set CELLSEG_DATA or --data)")
+    print(f"{'model':8s} {'source':16s} {'n':>4s}  per scale: median estimate/truth (share within 1.25x)")
+    rows = []
+    for n in args.models.split(","):
+        rows += bench_model(n, data_root, args.max_images)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
