@@ -7,7 +7,8 @@ machine, with the command); each line of the form::
 
 is replaced by the table of KIND made from the rows of those JSON files (the files that the
 benchmarks' ``--json`` option wrote, kept in ``benchmarks/results/``). Kinds: ``accuracy``
-(``bench_accuracy.py``), ``scale`` (``bench_scale.py``), ``denoiseg`` (``bench_denoiseg.py``),
+(``bench_accuracy.py``), ``scale`` (``bench_scale.py``), ``size`` (``bench_size_estimate.py``),
+``denoiseg`` (``bench_denoiseg.py``),
 ``inference`` (``bench_inference.py``), ``blockwise`` (``bench_blockwise.py``).
 
     python -m benchmarks.make_results           # rewrite RESULTS.md
@@ -55,12 +56,24 @@ def table_accuracy(rows: list[dict]) -> list[str]:
 
 
 def table_scale(rows: list[dict]) -> list[str]:
-    out = _head("model", "test split", "images", "x0.5", "x1", "x2", "auto / given time (pooled)")
+    out = _head("model", "test split", "images", "x0.5", "x1", "x2", "auto / given time (median; pooled)",
+                "diameter given: x0.5 / x1 / x2")
     for r in rows:
         x1 = r["ap50_x1"]
+        given = " / ".join(_f(r.get(f"ap50_given_x{f}")) for f in ("0.5", "1", "2"))
         out.append(f"| `{r['model']}` | {r['split']} | {r['n_images']} | {_f(r['ap50_x0.5'])} "
                    f"({_signed(r['ap50_x0.5'] - x1)}) | {_f(x1)} | {_f(r['ap50_x2'])} ({_signed(r['ap50_x2'] - x1)}) "
-                   f"| {_f(r['auto_time_ratio_pooled'], 2)} |")
+                   f"| {_f(r['auto_time_ratio_median'], 2)}; {_f(r['auto_time_ratio_pooled'], 2)} | {given} |")
+    return out
+
+
+def table_size(rows: list[dict]) -> list[str]:
+    out = _head("model", "source (validation)", "images", "x0.5", "x1", "x2")
+    for r in rows:
+        if not r["n_images"]:
+            continue
+        cells = [f"{_f(r[f'median_ratio_x{f}'], 2)} ({100 * r[f'within_1.25_x{f}']:.0f}%)" for f in ("0.5", "1", "2")]
+        out.append(f"| `{r['model']}` | {r['source']} | {r['n_images']} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -90,7 +103,7 @@ def table_generic(rows: list[dict]) -> list[str]:
 
 
 TABLES: dict[str, Callable[[list[dict]], list[str]]] = {
-    "accuracy": table_accuracy, "scale": table_scale, "denoiseg": table_denoiseg,
+    "accuracy": table_accuracy, "scale": table_scale, "size": table_size, "denoiseg": table_denoiseg,
     "inference": table_generic, "blockwise": table_generic,
 }
 
