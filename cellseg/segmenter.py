@@ -444,7 +444,7 @@ class Segmenter:
            size there (0.67x) are large and are measured whole, cheaply: the full-scale pass
            is skipped, and a quarter-scale pass checks whether they are fragments of still
            larger objects (objects far larger than the model's size come out of the network
-           as fragments; kept when it shows objects of at least the model's 0.67x and 1.5x
+           as fragments; kept when it shows objects of at least the model's 0.67x and 1.25x
            the half-scale estimate).
         2. Otherwise the objects are small: the most textured ``window``-sized window at the
            image's own scale gives the estimate (the half-scale one when this finds nothing).
@@ -504,8 +504,8 @@ class Segmenter:
             if d1 is None:
                 return None, None
             d = d1
-        # a pass at the scale the estimate asks for (bench_scale.py: Usiigaci cells of 20 px, merged
-        # into clumps of 80 px at half scale, are measured at 20-25 px by it)
+        # a pass at the scale the estimate asks for (bench_size_estimate.py, bench_scale.py: phase-contrast
+        # cells of 20 px, merged into clumps of 80 px at half scale, are measured at 20-25 px by it)
         for _ in range(2):
             f = self._clip_factor(d0 / d)
             if 0.8 <= f / s <= 1.25:
