@@ -482,10 +482,10 @@ def test_segmentation_task_diameter_choice_reaches_the_segmenter(choice):
         assert res.scale == pytest.approx(2.0) and res.diameter == pytest.approx(d)
         assert model.inputs == [(192, 192)] and _scale.network_scale(res) == 2.0
         assert "resampled ×2 to the model's" in _scale.scale_summary(res, model)
-    else:  # auto (the model's default here): a first pass estimates the size, then 2x
+    else:  # auto (the model's default here): the estimate's passes (the first at half scale), then 2x
         assert res.diameter == pytest.approx(d, rel=0.1) and res.scale == pytest.approx(2.0, rel=0.1)
         assert any(e.stage == "scale" and "object diameter" in e.message for e in events)
-        assert model.inputs[0] == image.shape and model.inputs[-1][0] > 180
+        assert model.inputs[0] == (48, 48) and model.inputs[-1][0] > 180
         summary = _scale.scale_summary(res, model)
         assert f"object diameter {res.diameter:.1f} px" in summary and "resampled" in summary
 

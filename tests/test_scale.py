@@ -143,7 +143,7 @@ def test_numeric_diameter_resamples_and_maps_back(sized_model):
 
 
 def test_auto_diameter_follows_the_object_size(sized_model):
-    """The estimate is the median size of the objects the first pass decodes, so it scales with
+    """The estimate is the median size of the objects its passes decode, so it scales with
     the image (the barely trained test network merges some cells: its sizes are not the truth's)."""
     img, gt = synthetic_cells((128, 128), n_cells=14, seed=22)
     est = {}

@@ -476,7 +476,7 @@ class SegmentWidget(ViewerWidget):
             self._status.value = "cancelling…"
 
     def _on_progress(self, p):
-        if p.stage != "scale":  # the size estimate is a first pass over the first frame: no progress
+        if p.stage != "scale":  # the size estimate runs a few passes over the first frame: no progress
             self._progress.value = int(round(p.fraction * PROGRESS_MAX))
         if p.stage == "load":
             self._status.value = p.message
