@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -94,24 +95,31 @@ def bench_model(name: str, data_root: Path, max_images: int | None) -> list[dict
     return rows
 
 
+def run_models(args: argparse.Namespace, header: str,
+               bench: Callable[[str, Path, int | None], list[dict]]) -> int:
+    """Print ``header``, run ``bench(model, data root, max images)`` for each of ``args.models``
+    (comma-separated) and write the rows to ``args.json`` when given."""
+    data_root = Path(args.data).resolve()
+    if not data_root.is_dir():
+        raise SystemExit(f"data folder {data_root} not found (set CELLSEG_DATA or --data)")
+    print(header)
+    rows = []
+    for n in args.models.split(","):
+        rows += bench(n, data_root, args.max_images)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="nuclei", help="comma-separated bundled model names or model files")
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
     p.add_argument("--max-images", type=int, default=None, help="at most this many images per test split")
     p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    data_root = Path(args.data).resolve()
-    if not data_root.is_dir():
-        raise SystemExit(f"data folder {data_root} not found (set CELLSEG_DATA or --data)")
-    print(f"{'model':10s} {'test split':26s} {'n':>4s}  AP@0.5 with diameter='auto' at x0.5, x1, x2 (difference "
-          "to x1); time of auto over the diameter given; AP@0.5 with the annotated diameter given")
-    rows = []
-    for n in args.models.split(","):
-        rows += bench_model(n, data_root, args.max_images)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 0
+    return run_models(p.parse_args(argv), f"{'model':10s} {'test split':26s} {'n':>4s}  AP@0.5 with diameter='auto' "
+                      "at x0.5, x1, x2 (difference to x1); time of auto over the diameter given; AP@0.5 with the "
+                      "annotated diameter given", bench_model)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ augmentation of 0.55-1.8x, so such an error costs little).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.bench_scale import SCALES, _resample  # noqa: E402
+from benchmarks.bench_scale import SCALES, _resample, run_models  # noqa: E402
 
 
 def validation_items(model, data_root: Path, max_images: int | None) -> dict[str, list]:
@@ -79,17 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
     p.add_argument("--max-images", type=int, default=None, help="at most this many validation images per source")
     p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    data_root = Path(args.data).resolve()
-    if not data_root.is_dir():
-        raise SystemExit(f"data folder {data_root} not found (set CELLSEG_DATA or --data)")
-    print(f"{'model':8s} {'source':16s} {'n':>4s}  per scale: median estimate/truth (share within 1.25x)")
-    rows = []
-    for n in args.models.split(","):
-        rows += bench_model(n, data_root, args.max_images)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 0
+    return run_models(p.parse_args(argv), f"{'model':8s} {'source':16s} {'n':>4s}  per scale: median "
+                      "estimate/truth (share within 1.25x)", bench_model)
 
 
 if __name__ == "__main__":
