@@ -363,8 +363,6 @@ class Segmenter:
 
             check_denoises(model)
         self.denoise = bool(denoise)
-        #: (outputs, params, Decoded) of the size estimate's last whole-frame pass
-        self._whole_decode: tuple[dict, Any, Decoded] | None = None
         from .models.inference import InferenceError, check
 
         try:
@@ -461,6 +459,13 @@ class Segmenter:
         :attr:`REUSE_RATIO` of the one the estimate asks for (the caller can use them as the
         result instead of running the network again); else ``None``.
         """
+        d, reuse = self._estimate(image, window, objects_across)
+        return d, None if reuse is None else reuse[:2]
+
+    def _estimate(self, image: np.ndarray, window: int = 256, objects_across: float = 10.0
+                  ) -> tuple[float | None, tuple[float, dict, Decoded] | None]:
+        """:meth:`estimate_diameter`, whose ``reuse`` also holds the reused pass's labels decoded
+        with :attr:`params`: ``(factor, outputs, decoded)`` (the caller need not decode them again)."""
         from .scale import median_diameter, zoom_image
 
         d0 = float(self.object_size["diameter"])
@@ -516,10 +521,9 @@ class Segmenter:
                 break
             d, s = d2, f
         want = self._clip_factor(d0 / d)
-        for f, outputs, dec in reversed(whole_runs):  # the latest pass is the best informed
-            if 1 / self.REUSE_RATIO <= want / f <= self.REUSE_RATIO:
-                self._whole_decode = (outputs, self.params, dec)  # _decode_frame of these outputs uses it
-                return d, (f, outputs)
+        for run in reversed(whole_runs):  # the latest pass is the best informed
+            if 1 / self.REUSE_RATIO <= want / run[0] <= self.REUSE_RATIO:
+                return d, run
         return d, None
 
     # -- construction -------------------------------------------------------------
@@ -706,11 +710,11 @@ class Segmenter:
                 if msg:
                     warnings.append(msg)
                     yield Progress("warning", 0, 1, fi, n_frames, msg)
-            outputs = None
+            outputs = decoded = None
             if mode == "auto" and diam is None:
                 # one estimate for the whole stack, from its first non-constant frame
                 yield Progress("scale", 0, 1, fi, n_frames, "estimating the object size")
-                diam, reuse = self.estimate_diameter(x)
+                diam, reuse = self._estimate(x)
                 if diam is None:
                     diam = float(self.object_size["diameter"])
                     msg = "no objects found by the size estimate: segmenting at the image's own scale"
@@ -723,8 +727,11 @@ class Segmenter:
                     warnings.append(self._range_message(diam, clipped))
                 factor = clipped
                 if reuse is not None and norm_range is None:
-                    # a pass of the estimate covered the whole frame at nearly this scale: its outputs are the result
-                    factor, outputs = reuse
+                    # a pass of the estimate covered the whole frame at nearly this scale: its outputs are the
+                    # result, and so are its labels when decoded with these parameters
+                    factor, outputs, decoded = reuse
+                    if params != self.params:
+                        decoded = None
                 yield Progress("scale", 1, 1, fi, n_frames, msg)
             elif mode != "off":
                 assert diam is not None  # "fixed", or "auto" once estimated
@@ -742,7 +749,8 @@ class Segmenter:
                         break
                     yield Progress("predict", done, total, fi, n_frames)
             # outputs of earlier frames are not kept unless asked: memory stays bounded
-            fr, next_id = self._decode_frame(idx, outputs, params, next_id, labels, keep=self.keep_outputs)
+            fr, next_id = self._decode_frame(idx, outputs, params, next_id, labels, keep=self.keep_outputs,
+                                             decoded=decoded)
             if den is not None:
                 from .denoise import denoised_like
 
@@ -815,15 +823,11 @@ class Segmenter:
         return FrameResult(index=tuple(idx), scores=np.zeros(0, np.float32), extra={}, id_scores={}, empty=True)
 
     def _decode_frame(self, idx: tuple[int, ...], outputs: dict[str, np.ndarray], params: Any, next_id: int,
-                      labels: np.ndarray, keep: bool = True) -> tuple[FrameResult, int]:
+                      labels: np.ndarray, keep: bool = True,
+                      decoded: Decoded | None = None) -> tuple[FrameResult, int]:
         """Decode one frame into ``labels[idx]`` with ids from ``next_id`` on (its head outputs kept
-        in the frame when ``keep``)."""
-        cached = self._whole_decode
-        if cached is not None and cached[0] is outputs and cached[1] == params:
-            dec = cached[2]  # a pass of the size estimate decoded these very outputs with these parameters
-        else:
-            dec = self.rep.decode(outputs, params)
-        self._whole_decode = None
+        in the frame when ``keep``; ``decoded``: these outputs already decoded with ``params``)."""
+        dec = self.rep.decode(outputs, params) if decoded is None else decoded
         lab = dec.labels
         target = labels[tuple(idx)].shape
         if lab.shape != target:  # segmented at the model's scale: back onto the input grid
