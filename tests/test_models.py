@@ -240,6 +240,36 @@ def test_registry(tmp_path):
         registry.load_pretrained("tiny-distance", weights_dir=wd)
 
 
+def test_registry_replacing_a_model_keeps_its_entry(tmp_path):
+    """Re-registering a name keeps the registry-carried size, image statistics and default role,
+    accepts the bundled card itself, and a missing card writes nothing."""
+    wd = tmp_path / "weights"
+    m = tiny_model()
+    m.save(tmp_path / "m.pt")
+    card = tmp_path / "card.md"
+    card.write_text("# tiny\n")
+    registry.register_model(tmp_path / "m.pt", "tiny", card=card, default=True, weights_dir=wd)
+    registry.register_model(tmp_path / "m.pt", "other", weights_dir=wd)
+    index_path = wd / "registry.json"
+    index = json.loads(index_path.read_text())
+    size = {"diameter": 20.0, "default": "off", "pixel_size": None, "measured": "median of the training objects"}
+    index["models"]["tiny"].update(object_size=size, image_stats={"n_images": 3})
+    index_path.write_text(json.dumps(index))
+    (wd / "tiny.md").write_text("# tiny, edited in place\n")
+    e = registry.register_model(tmp_path / "m.pt", "tiny", card=wd / "tiny.md", summary="again", weights_dir=wd)
+    assert e["object_size"] == size and e["image_stats"] == {"n_images": 3} and e["default"] is True
+    assert registry.default_model_name(wd) == "tiny"
+    assert registry.model_card("tiny", wd) == "# tiny, edited in place\n"
+    assert registry.load_pretrained("tiny", device="cpu", weights_dir=wd).config["object_size"]["diameter"] == 20.0
+    # another name does not inherit them
+    e2 = registry.register_model(tmp_path / "m.pt", "other", weights_dir=wd)
+    assert "object_size" not in e2 and "default" not in e2
+    # a card that does not exist: an error before the weights are written
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        registry.register_model(tmp_path / "m.pt", "third", card=tmp_path / "nope.md", weights_dir=wd)
+    assert not (wd / "third.pt").exists() and "third" not in registry.list_models(wd)
+
+
 def test_bundled_registry_is_consistent():
     """Every bundled entry has its weights and card and passes the hash check."""
     for name in registry.list_models():

@@ -154,15 +154,28 @@ def register_model(
     half: bool = True,
     weights_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Copy a trained model into the weights folder (float16 by default) and add its registry entry."""
+    """Copy a trained model into the weights folder (float16 by default) and add its registry entry.
+
+    Replacing a model under its own name keeps what the registry carries for it and the new
+    model's config lacks (``object_size``, ``image_stats``: they describe the training data),
+    and keeps it the default model when it was. ``card`` may be the bundled card itself (edited
+    in place). The card is checked before anything is written.
+    """
     from .model import CellsegModel  # here: listing the bundled models does not import torch
 
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise ValueError(f"invalid model name {name!r}")
     d = Path(weights_dir or WEIGHTS_DIR)
-    d.mkdir(parents=True, exist_ok=True)
+    card_target = d / f"{name}.md"
+    if card is not None:
+        card = Path(card)
+        if not card.is_file():
+            raise FileNotFoundError(f"model card {card} does not exist")
     model = CellsegModel.load(model_path, device="cpu")
     model.config["name"] = name
+    d.mkdir(parents=True, exist_ok=True)
+    index = _read_index(d)
+    previous = index["models"].get(name, {})
     target = d / f"{name}.pt"
     model.save(target, half=half)
     entry: dict[str, Any] = {
@@ -171,15 +184,15 @@ def register_model(
         "summary": summary,
         "representation": model.representation.name,
     }
+    for key in ("object_size", "image_stats"):
+        if previous.get(key) and not model.config.get(key):
+            entry[key] = previous[key]
     if card is not None:
-        card = Path(card)
-        if not card.exists():
-            raise FileNotFoundError(f"model card {card} does not exist")
-        shutil.copyfile(card, d / f"{name}.md")
-        entry["card"] = f"{name}.md"
-    if default:
+        if not (card_target.exists() and card.resolve() == card_target.resolve()):
+            shutil.copyfile(card, card_target)
+        entry["card"] = card_target.name
+    if default or previous.get("default"):
         entry["default"] = True
-    index = _read_index(d)
     if default:
         for e in index["models"].values():
             e.pop("default", None)
