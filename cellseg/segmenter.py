@@ -445,12 +445,19 @@ class Segmenter:
            as fragments; kept when it shows objects of at least the model's 0.67x and 1.25x
            the half-scale estimate).
         2. Otherwise the objects are small: the most textured ``window``-sized window at the
-           image's own scale gives the estimate (the half-scale one when this finds nothing).
-        3. Unless the estimate was measured on objects near the model's size (0.8-1.25x),
-           a window of about ``objects_across`` objects a side is resampled to the model's
-           size and measured again, at most twice (until two passes agree within 0.8-1.25x).
-           This corrects both sides: objects far smaller than the model's size that coarse
-           passes merged into clumps, and sizes read off fragments.
+           image's own scale gives the estimate (the half-scale one when this finds nothing;
+           when neither finds anything, windows of ``2 · window`` at half and ``4 · window`` at
+           a quarter of the size).
+        3. Unless the estimate was measured on objects near the model's size (0.8-1.25x) and
+           on at least 3 objects clear of its window's border (a window a few objects across
+           holds mostly cut ones), a window of about ``objects_across`` objects a side is
+           resampled to the model's size and measured again, at most twice (until two passes
+           agree within 0.8-1.25x). This corrects objects far smaller than the model's size
+           that coarse passes merged into clumps, sizes read off fragments, and sizes read
+           off cut objects.
+
+        A window's size is the median of its objects clear of its border, edge-corrected
+        (:func:`cellseg.scale.median_diameter`).
 
         Every pass costs at most ``window²`` or ``(objects_across · model diameter)²``
         pixels, whatever the image's size. Returns ``(diameter or None when nothing was
@@ -466,7 +473,7 @@ class Segmenter:
                   ) -> tuple[float | None, tuple[float, dict, Decoded] | None]:
         """:meth:`estimate_diameter`, whose ``reuse`` also holds the reused pass's labels decoded
         with :attr:`params`: ``(factor, outputs, decoded)`` (the caller need not decode them again)."""
-        from .scale import median_diameter, zoom_image
+        from .scale import inside_objects, median_diameter, zoom_image
 
         d0 = float(self.object_size["diameter"])
         x = np.asarray(image)
@@ -474,6 +481,10 @@ class Segmenter:
         lead = x.ndim - sp
         full = x.shape[lead:]
         whole_runs: list[tuple[float, dict, Decoded]] = []  # (factor, outputs, decoded) of whole-frame passes
+
+        # whether the latest pass measured whole objects: the whole frame, or a window with at least 3 objects
+        # clear of its border (objects of a third of the window or more are mostly cut, and read too small)
+        whole_objects = [False]
 
         def measure(side: int, factor: float) -> float | None:
             win = _texture_window(x, sp, side)
@@ -487,6 +498,7 @@ class Segmenter:
             if whole:
                 whole_runs.append((float(factor), outputs, dec))
             di = median_diameter(dec.labels, exclude_border=not whole)
+            whole_objects[0] = whole or np.unique(inside_objects(dec.labels)).size > 3
             return None if di is None else di / factor
 
         def coarse_side(s: float) -> int:  # the window (px of the image) that shrinks to window² · s pixels
@@ -495,31 +507,38 @@ class Segmenter:
         # bench_scale.py: starting at half scale keeps the estimate's cost below the segmentation's
         # for large objects (DIC HeLa, 120 px: the final pass runs on a quarter of the pixels)
         d_half = measure(coarse_side(0.5), 0.5)
+        half_whole = whole_objects[0]
         if d_half is not None and d_half * 0.5 >= 0.67 * d0:
-            d, s = d_half, 0.5
+            d, s, ok = d_half, 0.5, half_whole
             dc = measure(coarse_side(0.25), 0.25)
             if dc is not None and dc * 0.25 >= 0.67 * d0 and dc >= 1.25 * d:
-                d, s = dc, 0.25
+                d, s, ok = dc, 0.25, whole_objects[0]
         else:
             d1, s = measure(window, 1.0), 1.0
+            ok = whole_objects[0]
             if d1 is None:
-                d1, s = d_half, 0.5
-            if d1 is None:
-                d1 = measure(2 * window, 0.5)
+                d1, s, ok = d_half, 0.5, half_whole
+            # nothing found in the textured windows: wider views at coarser scales (cells of 140 px
+            # fill a 182 px half-scale window, bench_size_estimate.py on the phase-contrast images at x2)
+            for side, f0 in ((2 * window, 0.5), (4 * window, 0.25)):
+                if d1 is None:
+                    d1, s = measure(side, f0), f0
+                    ok = whole_objects[0]
             if d1 is None:
                 return None, None
             d = d1
         # a pass at the scale the estimate asks for (bench_size_estimate.py, bench_scale.py: phase-contrast
-        # cells of 20 px, merged into clumps of 80 px at half scale, are measured at 20-25 px by it)
+        # cells of 20 px, merged into clumps of 80 px at half scale, are measured at 20-25 px by it), also
+        # when the estimate was read off objects cut by its window's border (few objects across a window)
         for _ in range(2):
             f = self._clip_factor(d0 / d)
-            if 0.8 <= f / s <= 1.25:
+            if 0.8 <= f / s <= 1.25 and ok:
                 break
             side = int(min(max(full), max(window, round(objects_across * d))))
             d2 = measure(side, f)
             if d2 is None:
                 break
-            d, s = d2, f
+            d, s, ok = d2, f, whole_objects[0]
         want = self._clip_factor(d0 / d)
         for run in reversed(whole_runs):  # the latest pass is the best informed
             if 1 / self.REUSE_RATIO <= want / run[0] <= self.REUSE_RATIO:

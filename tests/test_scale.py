@@ -8,10 +8,18 @@ from cellseg.datasets.synthetic import synthetic_cells
 from cellseg.metrics import matching
 from cellseg.models import load_model
 from cellseg.models.network import CellsegModel
-from cellseg.scale import equivalent_diameters, median_diameter, resize_labels, scale_factor, scaled_shape, zoom_image
+from cellseg.scale import (
+    equivalent_diameters,
+    inside_objects,
+    median_diameter,
+    resize_labels,
+    scale_factor,
+    scaled_shape,
+    zoom_image,
+)
 from cellseg.segmenter import Segmenter, SegmenterError
 from tests._events import events_and_result
-from tests.reference.ref_scale import ref_resize_labels
+from tests.reference.ref_scale import ref_inside_positions, ref_resize_labels
 
 
 def test_equivalent_diameters_of_discs_and_balls():
@@ -402,3 +410,102 @@ def test_auto_skips_the_full_scale_pass_for_large_objects(sized_model, monkeypat
     assert d is not None and d > 1.8 * d0
     full_scale_pixels = 256 * 256  # the full-scale pass's window
     assert all(h * w < full_scale_pixels for h, w in sizes), sizes
+
+
+def _disc_lattice(shape, diam, spacing, seed):
+    """Separated discs of about ``diam`` px on a jittered square lattice: (image, labels)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    lab = np.zeros(shape, np.int32)
+    n = 0
+    for cy in np.arange(spacing / 2, shape[0], spacing):
+        for cx in np.arange(spacing / 2, shape[1], spacing):
+            r = diam / 2 * rng.uniform(0.9, 1.1)
+            y, x = cy + rng.uniform(-4, 4), cx + rng.uniform(-4, 4)
+            n += 1
+            lab[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = n
+    return (lab > 0).astype(np.float32), lab
+
+
+class _ThresholdNet:
+    """A stand-in network, perfect at every scale and on every window for separated bright
+    discs: its outputs are the distance representation's targets of the connected
+    components of the normalized image above 0.5."""
+
+    def __init__(self, d0: float):
+        from cellseg.representations import get
+
+        self.representation = get("distance")
+        self.thresholds: dict = {}
+        self.config = {"ndim": 2, "in_channels": 1, "normalization": {"pmin": 0.0, "pmax": 100.0},
+                       "thresholds": {}, "object_size": {"diameter": d0, "pixel_size": None, "default": "auto"}}
+        self.in_channels, self.div_by, self.receptive_field = 1, 1, 1
+
+    def predict(self, image, augment=None):
+        from scipy import ndimage
+
+        lab, _ = ndimage.label(np.asarray(image, np.float32).reshape(image.shape[-2:]) > 0.5)
+        return self.representation.encode(lab.astype(np.int32))
+
+
+def test_auto_measures_objects_larger_than_its_windows():
+    """Objects 2.5x the model's size, 40% of the half-scale window across: that window
+    holds hardly an object clear of its border, and the cut ones read too small. The estimate
+    measures them again on a wider view (within 10% of the truth), and the labels follow."""
+    img, lab = _disc_lattice((1024, 1024), 150, 180, seed=3)
+    seg = Segmenter(_ThresholdNet(60.0), diameter="auto")
+    truth = median_diameter(lab)
+    d, _ = seg.estimate_diameter(img)
+    assert d is not None and abs(d / truth - 1) < 0.1, (d, truth)
+    res = seg.segment(img)
+    assert res.diameter == pytest.approx(d) and matching(lab, res.labels, 0.5).accuracy > 0.95
+
+
+def test_auto_finds_objects_that_fill_its_first_windows():
+    """Cells that fill the textured windows of the first passes (nothing found there) are found
+    on the wider coarse views, not segmented at the image's own scale."""
+    img, lab = _disc_lattice((1024, 1024), 200, 240, seed=4)
+    seg = Segmenter(_ThresholdNet(40.0), diameter="auto")
+    d, _ = seg.estimate_diameter(img)
+    assert d is not None and abs(d / median_diameter(lab) - 1) < 0.1
+
+
+def test_inside_positions_and_weighted_median_match_their_twins():
+    from cellseg.scale import _inside_positions, _weighted_median
+
+    _, lab = _disc_lattice((60, 70), 14, 20, seed=5)
+    lab[lab == 3] = 0  # a gap in the ids
+    assert np.array_equal(_inside_positions(lab), ref_inside_positions(lab))
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 8):
+        v = rng.normal(size=n)
+        assert _weighted_median(v, np.ones(n)) == pytest.approx(np.median(v))
+        w = rng.integers(1, 4, n)  # integer weights: the median of the values repeated
+        assert _weighted_median(v, w.astype(float)) == pytest.approx(np.median(np.repeat(v, w)))
+
+
+def test_window_weights_correct_for_objects_cut_by_the_border():
+    """Small and large objects in equal numbers: windows a few large objects across keep more
+    small ones clear of their border. Weighted by the edge correction of ``median_diameter``,
+    the objects inside the windows are half large again; counted plainly, they are not."""
+    from cellseg.scale import _inside_positions
+
+    rng = np.random.default_rng(6)
+    lab = np.zeros((600, 600), np.int32)
+    yy, xx = np.mgrid[:600, :600]
+    n = 0
+    for cy in range(25, 600, 50):
+        for cx in range(25, 600, 50):
+            n += 1
+            r = 21 if (cy + cx) // 50 % 2 else 8  # diameters 42 and 16, a checkerboard
+            lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = n
+    large = plain = weighted = total = 0.0
+    for _ in range(200):
+        y, x = rng.integers(0, 600 - 120, 2)
+        inner = inside_objects(lab[y:y + 120, x:x + 120])
+        big = equivalent_diameters(inner) > 30
+        w = 1.0 / _inside_positions(inner)
+        large, plain = large + big.sum(), plain + big.size
+        weighted, total = weighted + (w * big).sum(), total + w.sum()
+    assert large / plain < 0.42  # large objects are under-counted inside windows
+    assert abs(weighted / total - 0.5) < 0.04
