@@ -55,11 +55,7 @@ def median_diameter(labels: np.ndarray, exclude_border: bool = False) -> float |
     """Median equivalent diameter (px) of the objects of ``labels``; ``None`` without objects.
 
     ``exclude_border=True`` leaves out objects touching the image border (cut objects
-    look smaller) unless that would leave fewer than 3 objects. As large objects touch the
-    border more often than small ones, the others are then weighted by the inverse of the
-    number of positions at which they would lie wholly inside (the Miles-Lantuejoul edge
-    correction: ``1 / prod(n - extent - 1)`` over the axes, ``extent`` the object's bounding
-    box): a window a few objects across otherwise reads them too small.
+    look smaller) unless that would leave fewer than 3 objects.
 
     >>> import numpy as np
     >>> lab = np.zeros((30, 30), np.int32)
@@ -73,7 +69,7 @@ def median_diameter(labels: np.ndarray, exclude_border: bool = False) -> float |
         inner = inside_objects(lab)
         d = equivalent_diameters(inner)
         if d.size >= 3:
-            return _weighted_median(d, 1.0 / _inside_positions(inner))
+            return float(np.median(d))
     d = equivalent_diameters(lab)
     return float(np.median(d)) if d.size else None
 
@@ -89,28 +85,6 @@ def inside_objects(labels: np.ndarray) -> np.ndarray:
     lab = np.asarray(labels)
     edge = np.unique(np.concatenate([np.take(lab, [0, -1], axis=a).ravel() for a in range(lab.ndim)]))
     return np.where(np.isin(lab, edge[edge > 0]), 0, lab)
-
-
-def _inside_positions(labels: np.ndarray) -> np.ndarray:
-    """Per object of ``labels`` (id order): the number of translations at which its bounding
-    box lies inside the image without touching its border, ``prod(n - extent - 1)`` (at least 1)."""
-    from scipy import ndimage
-
-    boxes = [b for b in ndimage.find_objects(labels) if b is not None]
-    return np.array([max(1, math.prod(n - (sl.stop - sl.start) - 1 for n, sl in zip(labels.shape, b)))
-                     for b in boxes], np.float64)
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """The weighted median: the mean of the lower and upper weighted medians (the plain
-    median for equal weights)."""
-    order = np.argsort(values, kind="stable")
-    v, w = np.asarray(values, np.float64)[order], np.asarray(weights, np.float64)[order]
-    c = np.cumsum(w)
-    half = 0.5 * c[-1]
-    lo = int(np.searchsorted(c, half * (1 - 1e-12), side="left"))  # first cumulative weight >= half
-    hi = int(np.searchsorted(c, half * (1 + 1e-12), side="right"))  # first cumulative weight > half
-    return float(0.5 * (v[lo] + v[min(hi, v.size - 1)]))
 
 
 def scaled_shape(shape: Sequence[int], factor: float | Sequence[float]) -> tuple[int, ...]:

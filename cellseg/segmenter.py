@@ -456,8 +456,6 @@ class Segmenter:
            that coarse passes merged into clumps, sizes read off fragments, and sizes read
            off cut objects.
 
-        A window's size is the median of its objects clear of its border, edge-corrected
-        (:func:`cellseg.scale.median_diameter`).
 
         Every pass costs at most ``window²`` or ``(objects_across · model diameter)²``
         pixels, whatever the image's size. Returns ``(diameter or None when nothing was

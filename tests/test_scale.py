@@ -10,7 +10,6 @@ from cellseg.models import load_model
 from cellseg.models.network import CellsegModel
 from cellseg.scale import (
     equivalent_diameters,
-    inside_objects,
     median_diameter,
     resize_labels,
     scale_factor,
@@ -19,7 +18,7 @@ from cellseg.scale import (
 )
 from cellseg.segmenter import Segmenter, SegmenterError
 from tests._events import events_and_result
-from tests.reference.ref_scale import ref_inside_positions, ref_resize_labels
+from tests.reference.ref_scale import ref_resize_labels
 
 
 def test_equivalent_diameters_of_discs_and_balls():
@@ -468,44 +467,3 @@ def test_auto_finds_objects_that_fill_its_first_windows():
     seg = Segmenter(_ThresholdNet(40.0), diameter="auto")
     d, _ = seg.estimate_diameter(img)
     assert d is not None and abs(d / median_diameter(lab) - 1) < 0.1
-
-
-def test_inside_positions_and_weighted_median_match_their_twins():
-    from cellseg.scale import _inside_positions, _weighted_median
-
-    _, lab = _disc_lattice((60, 70), 14, 20, seed=5)
-    lab[lab == 3] = 0  # a gap in the ids
-    assert np.array_equal(_inside_positions(lab), ref_inside_positions(lab))
-    rng = np.random.default_rng(0)
-    for n in (1, 2, 5, 8):
-        v = rng.normal(size=n)
-        assert _weighted_median(v, np.ones(n)) == pytest.approx(np.median(v))
-        w = rng.integers(1, 4, n)  # integer weights: the median of the values repeated
-        assert _weighted_median(v, w.astype(float)) == pytest.approx(np.median(np.repeat(v, w)))
-
-
-def test_window_weights_correct_for_objects_cut_by_the_border():
-    """Small and large objects in equal numbers: windows a few large objects across keep more
-    small ones clear of their border. Weighted by the edge correction of ``median_diameter``,
-    the objects inside the windows are half large again; counted plainly, they are not."""
-    from cellseg.scale import _inside_positions
-
-    rng = np.random.default_rng(6)
-    lab = np.zeros((600, 600), np.int32)
-    yy, xx = np.mgrid[:600, :600]
-    n = 0
-    for cy in range(25, 600, 50):
-        for cx in range(25, 600, 50):
-            n += 1
-            r = 21 if (cy + cx) // 50 % 2 else 8  # diameters 42 and 16, a checkerboard
-            lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = n
-    large = plain = weighted = total = 0.0
-    for _ in range(200):
-        y, x = rng.integers(0, 600 - 120, 2)
-        inner = inside_objects(lab[y:y + 120, x:x + 120])
-        big = equivalent_diameters(inner) > 30
-        w = 1.0 / _inside_positions(inner)
-        large, plain = large + big.sum(), plain + big.size
-        weighted, total = weighted + (w * big).sum(), total + w.sum()
-    assert large / plain < 0.42  # large objects are under-counted inside windows
-    assert abs(weighted / total - 0.5) < 0.04

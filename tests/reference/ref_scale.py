@@ -33,16 +33,3 @@ def ref_resize_labels(labels: np.ndarray, shape) -> np.ndarray:
             out[p] = oid
     return out
 
-
-def ref_inside_positions(labels: np.ndarray) -> np.ndarray:
-    """Twin of ``cellseg.scale._inside_positions`` (2D): every translation of each object's
-    bounding box, in id order, counted when the box lies inside the image without touching
-    its border (at least 1)."""
-    out = []
-    for i in np.unique(labels[labels > 0]):
-        ys, xs = np.nonzero(labels == i)
-        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-        count = sum(1 for y0 in range(labels.shape[0]) for x0 in range(labels.shape[1])
-                    if y0 >= 1 and x0 >= 1 and y0 + h <= labels.shape[0] - 1 and x0 + w <= labels.shape[1] - 1)
-        out.append(max(1, count))
-    return np.array(out, np.float64)
