@@ -1,18 +1,21 @@
 """The size estimate behind ``diameter="auto"`` on validation images, at x0.5, x1 and x2.
 
 For each source of a general model (``nuclei``, ``cells``), its *validation* images
-(``cellseg.train.general``'s split; never the test split) and their labels are resampled by
+(``cellseg.train.general``'s split; ``--split train`` its training images; never the test
+split) and their labels are resampled by
 0.5, 1 and 2; :meth:`cellseg.segmenter.Segmenter.estimate_diameter` estimates the objects'
 median diameter, which is compared with the labels' median equivalent diameter. Prints,
 per source and scale, the median ratio estimate / truth and the share of images whose
 estimate is within 1.25x of the truth (the general models are trained with scale
 augmentation of 0.55-1.8x, so such an error costs little).
 
-    python benchmarks/bench_size_estimate.py --models nuclei,cells [--max-images 8] [--json out.json]
+    python benchmarks/bench_size_estimate.py --models nuclei,cells [--max-images 8] [--split val|train]
+        [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -25,14 +28,15 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks.bench_scale import SCALES, _resample, run_models  # noqa: E402
 
 
-def validation_items(model, data_root: Path, max_images: int | None) -> dict[str, list]:
-    """``{source: [(name, image, axes, labels)]}``: the validation images of a general model's sources."""
+def validation_items(model, data_root: Path, max_images: int | None, part: str = "val") -> dict[str, list]:
+    """``{source: [(name, image, axes, labels)]}``: the validation (``part="val"``) or training
+    (``"train"``) images of a general model's sources."""
     from cellseg import io
     from cellseg.train.general import _source_items
 
     out = {}
     for source in model.config.get("training", {}).get("split", {}).get("sources", {}):
-        items = _source_items(source, data_root)[0]["val"]
+        items = _source_items(source, data_root)[0][part]
         items = items[:max_images] if max_images else items
         out[source] = []
         for name, ip, lp in items:
@@ -41,7 +45,7 @@ def validation_items(model, data_root: Path, max_images: int | None) -> dict[str
     return out
 
 
-def bench_model(name: str, data_root: Path, max_images: int | None) -> list[dict]:
+def bench_model(name: str, data_root: Path, max_images: int | None, part: str = "val") -> list[dict]:
     from cellseg.models import load_model
     from cellseg.scale import median_diameter
     from cellseg.segmenter import Segmenter
@@ -49,7 +53,7 @@ def bench_model(name: str, data_root: Path, max_images: int | None) -> list[dict
     model = load_model(name)
     seg = Segmenter(model, diameter="auto")
     rows = []
-    for source, items in validation_items(model, data_root, max_images).items():
+    for source, items in validation_items(model, data_root, max_images, part).items():
         row: dict = {"model": name, "source": source, "n_images": len(items)}
         for f in SCALES:
             ratios = []
@@ -76,10 +80,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="nuclei,cells")
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
-    p.add_argument("--max-images", type=int, default=None, help="at most this many validation images per source")
+    p.add_argument("--max-images", type=int, default=None, help="at most this many images per source")
+    p.add_argument("--split", default="val", choices=["val", "train"],
+                   help="the sources' validation images (default) or their training images")
     p.add_argument("--json", default=None)
-    return run_models(p.parse_args(argv), f"{'model':8s} {'source':16s} {'n':>4s}  per scale: median "
-                      "estimate/truth (share within 1.25x)", bench_model)
+    args = p.parse_args(argv)
+    return run_models(args, f"{'model':8s} {'source':16s} {'n':>4s}  per scale: median estimate/truth (share "
+                      f"within 1.25x), {args.split} images", functools.partial(bench_model, part=args.split))
 
 
 if __name__ == "__main__":

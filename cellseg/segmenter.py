@@ -449,13 +449,12 @@ class Segmenter:
            when neither finds anything, windows of ``2 · window`` at half and ``4 · window`` at
            a quarter of the size).
         3. Unless the estimate was measured on objects near the model's size (0.8-1.25x) and
-           on at least 3 objects clear of its window's border (a window a few objects across
-           holds mostly cut ones), a window of about ``objects_across`` objects a side is
-           resampled to the model's size and measured again, at most twice (until two passes
-           agree within 0.8-1.25x). This corrects objects far smaller than the model's size
-           that coarse passes merged into clumps, sizes read off fragments, and sizes read
-           off cut objects.
-
+           on at least 3 objects clear of its window's border (or on objects under a fifth of
+           the window: a window a few objects across holds mostly cut ones), a window of about
+           ``objects_across`` objects a side is resampled to the model's size and measured
+           again, at most twice (until two passes agree within 0.8-1.25x). This corrects
+           objects far smaller than the model's size that coarse passes merged into clumps,
+           sizes read off fragments, and sizes read off cut objects.
 
         Every pass costs at most ``window²`` or ``(objects_across · model diameter)²``
         pixels, whatever the image's size. Returns ``(diameter or None when nothing was
@@ -480,8 +479,9 @@ class Segmenter:
         full = x.shape[lead:]
         whole_runs: list[tuple[float, dict, Decoded]] = []  # (factor, outputs, decoded) of whole-frame passes
 
-        # whether the latest pass measured whole objects: the whole frame, or a window with at least 3 objects
-        # clear of its border (objects of a third of the window or more are mostly cut, and read too small)
+        # whether the latest pass measured whole objects: the whole frame, a window with at least 3 objects
+        # clear of its border, or objects small beside the window (few because sparse, not because cut): objects
+        # of a third of the window or more are mostly cut by its border, and read too small
         whole_objects = [False]
 
         def measure(side: int, factor: float) -> float | None:
@@ -496,7 +496,8 @@ class Segmenter:
             if whole:
                 whole_runs.append((float(factor), outputs, dec))
             di = median_diameter(dec.labels, exclude_border=not whole)
-            whole_objects[0] = whole or np.unique(inside_objects(dec.labels)).size > 3
+            whole_objects[0] = (whole or np.unique(inside_objects(dec.labels)).size > 3
+                                or (di is not None and di <= 0.2 * min(xi.shape[lead:])))
             return None if di is None else di / factor
 
         def coarse_side(s: float) -> int:  # the window (px of the image) that shrinks to window² · s pixels

@@ -467,3 +467,27 @@ def test_auto_finds_objects_that_fill_its_first_windows():
     seg = Segmenter(_ThresholdNet(40.0), diameter="auto")
     d, _ = seg.estimate_diameter(img)
     assert d is not None and abs(d / median_diameter(lab) - 1) < 0.1
+
+
+def test_auto_trusts_few_small_objects_in_a_sparse_field(monkeypatch):
+    """A sparse field (a few nuclei of the model's size in a large frame): windows hold few whole
+    objects because there are few, not because the border cuts them; the size is read off them
+    without further passes."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:1024, :1024]
+    lab = np.zeros((1024, 1024), np.int32)
+    for i, (cy, cx) in enumerate(rng.uniform(60, 964, (6, 2)), start=1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12 ** 2] = i
+    img = (lab > 0).astype(np.float32)
+    seg = Segmenter(_ThresholdNet(24.0), diameter="auto")
+    passes = []
+    orig = Segmenter.predict
+
+    def counting(self, x, *a, **k):
+        passes.append(x.shape[-2:])
+        return (yield from orig(self, x, *a, **k))
+
+    monkeypatch.setattr(Segmenter, "predict", counting)
+    d, _ = seg.estimate_diameter(img)
+    assert d is not None and abs(d / median_diameter(lab) - 1) < 0.15
+    assert len(passes) <= 2, passes  # half scale and the image's own scale
