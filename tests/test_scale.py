@@ -310,18 +310,24 @@ def test_blockwise_estimates_the_size_once(sized_model, tmp_path, monkeypatch):
                                                                  0.5).accuracy
 
 
+def _record_passes(monkeypatch) -> list[tuple[int, ...]]:
+    """The spatial shape of every image :meth:`Segmenter.predict` gets from now on, in order."""
+    shapes: list[tuple[int, ...]] = []
+    orig = Segmenter.predict
+
+    def recording(self, x, *a, **k):
+        shapes.append(tuple(x.shape[-2:]))
+        return (yield from orig(self, x, *a, **k))
+
+    monkeypatch.setattr(Segmenter, "predict", recording)
+    return shapes
+
+
 def test_auto_reuses_a_whole_frame_pass(sized_model, monkeypatch):
     """A frame smaller than the estimate's window, with objects near the model's size, is not run
     through the network again after the estimate: a pass of the estimate is the result."""
     img, gt = synthetic_cells((128, 128), n_cells=14, seed=22)
-    sizes = []
-    orig = Segmenter.predict
-
-    def counting(self, x, *a, **k):
-        sizes.append(x.shape[-2:])
-        return (yield from orig(self, x, *a, **k))
-
-    monkeypatch.setattr(Segmenter, "predict", counting)
+    sizes = _record_passes(monkeypatch)
     seg = Segmenter(sized_model, diameter="auto")
     d0 = sized_model.config["object_size"]["diameter"]
     # the image resampled so that the network's objects have the model's size (the barely trained
@@ -395,14 +401,7 @@ def test_auto_skips_the_full_scale_pass_for_large_objects(sized_model, monkeypat
     the estimate runs the frame at its own scale (that pass would cost more than the result's)."""
     img, gt = synthetic_cells((128, 128), n_cells=10, seed=23)
     big, big_gt = _scaled(img, gt, 3.0)
-    sizes = []
-    orig = Segmenter.predict
-
-    def counting(self, x, *a, **k):
-        sizes.append(tuple(x.shape[-2:]))
-        return (yield from orig(self, x, *a, **k))
-
-    monkeypatch.setattr(Segmenter, "predict", counting)
+    sizes = _record_passes(monkeypatch)
     seg = Segmenter(sized_model, diameter="auto")
     d, _ = seg.estimate_diameter(big)
     d0 = sized_model.config["object_size"]["diameter"]
@@ -480,14 +479,7 @@ def test_auto_trusts_few_small_objects_in_a_sparse_field(monkeypatch):
         lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12 ** 2] = i
     img = (lab > 0).astype(np.float32)
     seg = Segmenter(_ThresholdNet(24.0), diameter="auto")
-    passes = []
-    orig = Segmenter.predict
-
-    def counting(self, x, *a, **k):
-        passes.append(x.shape[-2:])
-        return (yield from orig(self, x, *a, **k))
-
-    monkeypatch.setattr(Segmenter, "predict", counting)
+    passes = _record_passes(monkeypatch)
     d, _ = seg.estimate_diameter(img)
     assert d is not None and abs(d / median_diameter(lab) - 1) < 0.15
     assert len(passes) <= 2, passes  # half scale and the image's own scale
