@@ -459,15 +459,6 @@ def test_auto_measures_objects_larger_than_its_windows():
     assert res.diameter == pytest.approx(d) and matching(lab, res.labels, 0.5).accuracy > 0.95
 
 
-def test_auto_finds_objects_that_fill_its_first_windows():
-    """Cells that fill the textured windows of the first passes (nothing found there) are found
-    on the wider coarse views, not segmented at the image's own scale."""
-    img, lab = _disc_lattice((1024, 1024), 200, 240, seed=4)
-    seg = Segmenter(_ThresholdNet(40.0), diameter="auto")
-    d, _ = seg.estimate_diameter(img)
-    assert d is not None and abs(d / median_diameter(lab) - 1) < 0.1
-
-
 def test_auto_trusts_few_small_objects_in_a_sparse_field(monkeypatch):
     """A sparse field (a few nuclei of the model's size in a large frame): windows hold few whole
     objects because there are few, not because the border cuts them; the size is read off them
