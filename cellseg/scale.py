@@ -64,27 +64,31 @@ def median_diameter(labels: np.ndarray, exclude_border: bool = False) -> float |
     >>> round(median_diameter(lab), 2), median_diameter(np.zeros((4, 4), int)) is None
     (11.28, True)
     """
-    lab = np.asarray(labels)
-    if exclude_border and lab.size:
-        inner = inside_objects(lab)
-        d = equivalent_diameters(inner)
-        if d.size >= 3:
-            return float(np.median(d))
-    d = equivalent_diameters(lab)
+    if exclude_border:
+        return window_median_diameter(labels)[0]
+    d = equivalent_diameters(np.asarray(labels))
     return float(np.median(d)) if d.size else None
 
 
-def inside_objects(labels: np.ndarray) -> np.ndarray:
-    """``labels`` without the objects that touch the image border.
+def window_median_diameter(labels: np.ndarray) -> tuple[float | None, int]:
+    """``(median_diameter(labels, exclude_border=True), n)``, ``n`` the number of objects that do
+    not touch the image border (the median is theirs when ``n >= 3``, else all objects').
 
     >>> import numpy as np
-    >>> lab = np.zeros((6, 6), np.int32); lab[0, 0] = 1; lab[2:4, 2:4] = 2
-    >>> np.unique(inside_objects(lab)).tolist()
-    [0, 2]
+    >>> lab = np.zeros((30, 30), np.int32); lab[0:10, 0:10] = 1; lab[12:22, 12:22] = 2
+    >>> d, n = window_median_diameter(lab); round(d, 2), n
+    (11.28, 1)
     """
     lab = np.asarray(labels)
-    edge = np.unique(np.concatenate([np.take(lab, [0, -1], axis=a).ravel() for a in range(lab.ndim)]))
-    return np.where(np.isin(lab, edge[edge > 0]), 0, lab)
+    n = 0
+    if lab.size:
+        edge = np.unique(np.concatenate([np.take(lab, [0, -1], axis=a).ravel() for a in range(lab.ndim)]))
+        d = equivalent_diameters(np.where(np.isin(lab, edge[edge > 0]), 0, lab))
+        n = int(d.size)
+        if n >= 3:
+            return float(np.median(d)), n
+    d = equivalent_diameters(lab)
+    return (float(np.median(d)) if d.size else None), n
 
 
 def scaled_shape(shape: Sequence[int], factor: float | Sequence[float]) -> tuple[int, ...]:

@@ -470,7 +470,7 @@ class Segmenter:
                   ) -> tuple[float | None, tuple[float, dict, Decoded] | None]:
         """:meth:`estimate_diameter`, whose ``reuse`` also holds the reused pass's labels decoded
         with :attr:`params`: ``(factor, outputs, decoded)`` (the caller need not decode them again)."""
-        from .scale import inside_objects, median_diameter, zoom_image
+        from .scale import median_diameter, window_median_diameter, zoom_image
 
         d0 = float(self.object_size["diameter"])
         x = np.asarray(image)
@@ -479,50 +479,47 @@ class Segmenter:
         full = x.shape[lead:]
         whole_runs: list[tuple[float, dict, Decoded]] = []  # (factor, outputs, decoded) of whole-frame passes
 
-        # whether the latest pass measured whole objects: the whole frame, a window with at least 3 objects
-        # clear of its border, or objects small beside the window (few because sparse, not because cut): objects
-        # of a third of the window or more are mostly cut by its border, and read too small
-        whole_objects = [False]
-
-        def measure(side: int, factor: float) -> float | None:
+        def measure(side: int, factor: float) -> tuple[float | None, bool]:
+            """The objects' median diameter (px of the image) in a pass, and whether it was read off whole
+            objects: the whole frame, a window with at least 3 objects clear of its border, or objects under a
+            fifth of the window (few because sparse, not because cut: larger ones are mostly cut by its border,
+            and read too small)."""
             win = _texture_window(x, sp, side)
             crop = x[(slice(None),) * lead + win]
             whole = all(w.stop - w.start == n for w, n in zip(win, full))
             xi = crop if factor == 1.0 else zoom_image(crop, factor, sp)
             if min(xi.shape[lead:]) < 8:
-                return None
+                return None, False
             outputs = drain(self.predict(xi))
             dec = self.rep.decode(outputs, self.params)
             if whole:
                 whole_runs.append((float(factor), outputs, dec))
-            di = median_diameter(dec.labels, exclude_border=not whole)
-            whole_objects[0] = (whole or np.unique(inside_objects(dec.labels)).size > 3
-                                or (di is not None and di <= 0.2 * min(xi.shape[lead:])))
-            return None if di is None else di / factor
+                di, ok = median_diameter(dec.labels), True
+            else:
+                di, n_inside = window_median_diameter(dec.labels)
+                ok = n_inside >= 3 or (di is not None and di <= 0.2 * min(xi.shape[lead:]))
+            return (None if di is None else di / factor), ok
 
         def coarse_side(s: float) -> int:  # the window (px of the image) that shrinks to window² · s pixels
             return int(math.ceil(window / math.sqrt(s)))
 
         # bench_scale.py: starting at half scale keeps the estimate's cost below the segmentation's
         # for large objects (DIC HeLa, 120 px: the final pass runs on a quarter of the pixels)
-        d_half = measure(coarse_side(0.5), 0.5)
-        half_whole = whole_objects[0]
+        d_half, half_ok = measure(coarse_side(0.5), 0.5)
         if d_half is not None and d_half * 0.5 >= 0.67 * d0:
-            d, s, ok = d_half, 0.5, half_whole
-            dc = measure(coarse_side(0.25), 0.25)
+            d, s, ok = d_half, 0.5, half_ok
+            dc, c_ok = measure(coarse_side(0.25), 0.25)
             if dc is not None and dc * 0.25 >= 0.67 * d0 and dc >= 1.25 * d:
-                d, s, ok = dc, 0.25, whole_objects[0]
+                d, s, ok = dc, 0.25, c_ok
         else:
-            d1, s = measure(window, 1.0), 1.0
-            ok = whole_objects[0]
+            (d1, ok), s = measure(window, 1.0), 1.0
             if d1 is None:
-                d1, s, ok = d_half, 0.5, half_whole
+                d1, s, ok = d_half, 0.5, half_ok
             # nothing found in the textured windows: wider views at coarser scales (cells of 140 px
             # fill a 182 px half-scale window, bench_size_estimate.py on the phase-contrast images at x2)
             for side, f0 in ((2 * window, 0.5), (4 * window, 0.25)):
                 if d1 is None:
-                    d1, s = measure(side, f0), f0
-                    ok = whole_objects[0]
+                    (d1, ok), s = measure(side, f0), f0
             if d1 is None:
                 return None, None
             d = d1
@@ -534,10 +531,10 @@ class Segmenter:
             if 0.8 <= f / s <= 1.25 and ok:
                 break
             side = int(min(max(full), max(window, round(objects_across * d))))
-            d2 = measure(side, f)
+            d2, ok2 = measure(side, f)
             if d2 is None:
                 break
-            d, s, ok = d2, f, whole_objects[0]
+            d, s, ok = d2, f, ok2
         want = self._clip_factor(d0 / d)
         for run in reversed(whole_runs):  # the latest pass is the best informed
             if 1 / self.REUSE_RATIO <= want / run[0] <= self.REUSE_RATIO:

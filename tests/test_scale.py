@@ -8,14 +8,7 @@ from cellseg.datasets.synthetic import synthetic_cells
 from cellseg.metrics import matching
 from cellseg.models import load_model
 from cellseg.models.network import CellsegModel
-from cellseg.scale import (
-    equivalent_diameters,
-    median_diameter,
-    resize_labels,
-    scale_factor,
-    scaled_shape,
-    zoom_image,
-)
+from cellseg.scale import equivalent_diameters, median_diameter, resize_labels, scale_factor, scaled_shape, zoom_image
 from cellseg.segmenter import Segmenter, SegmenterError
 from tests._events import events_and_result
 from tests.reference.ref_scale import ref_resize_labels
