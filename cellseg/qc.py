@@ -16,11 +16,11 @@ more than a margin. It warns, it never refuses: the user may know better.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["image_features", "training_image_stats", "unlike_training", "FEATURES"]
+__all__ = ["image_features", "training_image_stats", "merge_image_stats", "unlike_training", "FEATURES"]
 
 FEATURES = ("median", "skew", "colour")
 #: absolute slack added to each side of a training range, and a relative one (of its width)
@@ -78,6 +78,22 @@ def training_image_stats(images: Iterable[np.ndarray], channel_axis: int | None 
         lo, hi = (np.percentile(v, [1, 99]) if v.size >= 100 else (v.min(), v.max()))
         out[f] = [round(float(lo), 4), round(float(hi), 4)]
     out["n_images"] = len(rows)
+    return out
+
+
+def merge_image_stats(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """The ranges of two :func:`training_image_stats` records together (a fine-tuned model
+    knows both its original training images and the new ones).
+
+    >>> merge_image_stats({"median": [0.1, 0.2], "n_images": 5}, {"median": [0.15, 0.4], "n_images": 2})
+    {'median': [0.1, 0.4], 'n_images': 7}
+    """
+    out: dict[str, Any] = {}
+    for f in FEATURES:
+        ranges = [r[f] for r in (a, b) if f in r]
+        if ranges:
+            out[f] = [min(float(r[0]) for r in ranges), max(float(r[1]) for r in ranges)]
+    out["n_images"] = int(a.get("n_images", 0)) + int(b.get("n_images", 0))
     return out
 
 

@@ -61,8 +61,14 @@ def test_bad_scale_options_are_refused_before_any_work(sized_model_path, tmp_pat
 
 
 def test_numeric_diameter_needs_a_model_that_knows_its_size(tiny_model_path, tmp_path, capsys):
+    from cellseg.models import CellsegModel
+
+    model = CellsegModel.load(tiny_model_path, device="cpu")
+    assert model.config["object_size"]["default"] == "off"  # a model trained by `fit` records its data's size
+    del model.config["object_size"]  # as a model trained on 3D data, or one from before such records
+    model.save(tmp_path / "unsized.pt")
     img, _ = synthetic_cells((64, 64), n_cells=4, seed=8)
     write_image(tmp_path / "in" / "a.tif", (img * 1000).astype(np.uint16), "YX")
-    rc = main(["segment", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path), "-q",
-               "--diameter", "30"])
+    rc = main(["segment", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "unsized.pt"),
+               "-q", "--diameter", "30"])
     assert rc == 2 and "records no object size" in capsys.readouterr().err

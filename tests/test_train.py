@@ -213,3 +213,112 @@ def test_training_log_counts_one_image_as_one_image(plain_loss, capsys):
         backbone=BB)
     err = capsys.readouterr().err
     assert "training distance on 1 image (" in err and "validating on 1;" in err
+
+
+# --------------------------------------------------------------------------- object size
+def _resampling_model(default="auto"):
+    """A tiny model that records an object size twice the synthetic cells' (as the general models do)."""
+    from cellseg.scale import median_diameter
+
+    m = fit("distance", data(2), config=cfg(epochs=1, steps_per_epoch=2), backbone=BB)
+    d = float(np.median([median_diameter(lab, exclude_border=True) for _, lab in data(2, seed0=5)]))
+    m.config["object_size"] = {"diameter": round(2 * d, 3), "pixel_size": None, "default": default}
+    return m
+
+
+def _record_sampled_shapes(monkeypatch):
+    shapes: list = []
+    real = loop_mod.PatchSampler
+
+    def sampler(train, *a, **k):
+        shapes.extend(s.shape for s in train.samples)
+        return real(train, *a, **k)
+
+    monkeypatch.setattr(loop_mod, "PatchSampler", sampler)
+    return shapes
+
+
+def test_fine_tuning_resamples_to_the_models_object_size(plain_loss, monkeypatch):
+    from cellseg.scale import median_diameter
+
+    m = _resampling_model()
+    shapes = _record_sampled_shapes(monkeypatch)
+    new = data(2, seed0=5)
+    m2 = fit(None, new, val=data(1, seed0=9), model=m, config=cfg(epochs=1, steps_per_epoch=2))
+    rec = m2.config["training"]["object_size_resampling"]
+    assert rec["diameter"] == m.config["object_size"]["diameter"]
+    for i, (_, lab) in enumerate(new):  # each image by its own objects' size: about 2x
+        f = rec["factors"][f"train[{i}]"]
+        assert f == pytest.approx(m.config["object_size"]["diameter"] / median_diameter(lab, exclude_border=True),
+                                  rel=1e-3)
+        assert 1.6 < f < 2.4
+        assert shapes[i] == tuple(int(round(n * f)) for n in lab.shape)
+    assert "val[0]" in rec["factors"]
+    assert m2.config["object_size"]["default"] == "auto"  # the record of the model itself stays
+
+
+def test_fine_tuning_keeps_the_scale_when_asked_or_when_the_model_does_not_resample(plain_loss, monkeypatch):
+    resampling, not_resampling = _resampling_model(), _resampling_model(default="off")
+    shapes = _record_sampled_shapes(monkeypatch)
+    m = fit(None, data(2, seed0=5), model=resampling, config=cfg(epochs=1, steps_per_epoch=2, match_object_size=False))
+    assert "object_size_resampling" not in m.config["training"] and shapes == [(64, 64)] * 2
+    shapes.clear()
+    m = fit(None, data(2, seed0=5), model=not_resampling, config=cfg(epochs=1, steps_per_epoch=2))
+    assert "object_size_resampling" not in m.config["training"] and shapes == [(64, 64)] * 2
+    with pytest.raises(ValueError, match="match_object_size"):
+        cfg(match_object_size="yes")
+
+
+def test_a_new_model_records_its_training_object_size(plain_loss):
+    from cellseg.scale import equivalent_diameters
+    from cellseg.segmenter import Segmenter
+
+    train = data(3)
+    m = fit("distance", train, config=cfg(epochs=1, steps_per_epoch=2), backbone=BB)
+    size = m.config["object_size"]
+    per_image = []
+    for _, lab in train:  # the median over images of their interior objects' median diameter
+        edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        inner = np.where(np.isin(lab, edge[edge > 0]), 0, lab)
+        per_image.append(np.median(equivalent_diameters(inner)))
+    assert size == {"diameter": pytest.approx(float(np.median(per_image)), abs=1e-3), "pixel_size": None,
+                    "default": "off"}
+    img = train[0][0]
+    res = Segmenter(m, diameter=2 * size["diameter"], backend="torch").segment(img)  # was refused: no size
+    assert res.labels.shape == img.shape
+
+
+def test_match_object_size_resamples_images_labels_and_pixel_size():
+    from cellseg.scale import median_diameter
+    from cellseg.train.dataset import TrainingData, TrainingSample
+    from cellseg.train.general import match_object_size, training_object_size
+
+    yy, xx = np.mgrid[:80, :80]
+    lab = np.zeros((80, 80), np.int32)
+    for i, (cy, cx) in enumerate([(20, 20), (20, 60), (60, 20), (60, 60)], start=1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = i  # discs of 13 px
+    img = (lab > 0).astype(np.float32)[None]
+    ps = {"Z": None, "Y": 0.5, "X": 0.5}
+    td = TrainingData([TrainingSample("a", img, lab, ps)], check=False)
+    assert training_object_size(td) == {"diameter": pytest.approx(median_diameter(lab), abs=1e-3), "pixel_size": 0.5,
+                                        "default": "off"}
+    out, factors = match_object_size(td, 26.0)
+    s = out.samples[0]
+    assert factors["a"] == pytest.approx(26.0 / median_diameter(lab), rel=1e-3)
+    assert s.labels.shape == s.image.shape[1:] == (round(80 * factors["a"]),) * 2
+    assert median_diameter(s.labels) == pytest.approx(26.0, rel=0.05) and s.labels.max() == 4
+    assert s.pixel_size["Y"] == pytest.approx(0.5 / factors["a"])
+    other = TrainingSample("b", img, lab, {"Z": None, "Y": 0.8, "X": 0.8})  # two pixel sizes: none recorded
+    assert training_object_size(TrainingData([td.samples[0], other], check=False))["pixel_size"] is None
+
+
+def test_an_rgb_model_trains_on_grey_and_rgba_images():
+    from cellseg.train.dataset import to_channels_first
+
+    grey = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    x = to_channels_first(grey, "YX", 2, 3, "g")
+    assert x.shape == (3, 3, 4) and all(np.array_equal(c, grey) for c in x)
+    rgba = np.random.default_rng(0).random((3, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(to_channels_first(rgba, "YXC", 2, 3, "a"), np.moveaxis(rgba[..., :3], -1, 0))
+    with pytest.raises(Exception, match="takes 3 channels, the image has 2"):
+        to_channels_first(np.zeros((2, 3, 4)), "CYX", 2, 3, "two")

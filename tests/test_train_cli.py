@@ -155,3 +155,28 @@ def test_a_model_that_finds_nothing_is_saved_with_a_warning(folder, tmp_path, ca
     assert rc == 0 and out.exists()
     assert f"warning: {out}: the trained model finds no object in the 1 validation image even with tuned" in err
     assert err.count("finds no object") == 1
+
+
+def test_fine_tune_the_general_cells_model_on_grey_images_at_its_object_size(folder, tmp_path, capsys):
+    """The bundled RGB model takes the grey folder (repeated to 3 channels), at its own object size
+    (60 px: the synthetic cells are enlarged), with the patch size it was trained with."""
+    from cellseg.models import load_model
+
+    base = load_model("cells")
+    args = parse(["--fine-tune", "cells", "--data", str(folder), "--out", str(tmp_path / "ft.pt"), "--epochs", "1",
+                  "--steps-per-epoch", "1", "--batch-size", "1", "--val-fraction", "0.25", "--threads", "1",
+                  "--no-tune-thresholds"])
+    assert train_cli.run(args) == 0
+    out = capsys.readouterr().err  # the training log
+    assert "resampled to the model's object size (60 px)" in out and "patch (256, 256)" in out
+    m = CellsegModel.load(tmp_path / "ft.pt", device="cpu")
+    assert m.in_channels == 3 and m.config["object_size"] == base.config["object_size"]
+    factors = m.config["training"]["object_size_resampling"]["factors"]
+    assert len(factors) == 4 and all(f > 2 for f in factors.values())
+    assert m.config["image_stats"]["n_images"] == base.config["image_stats"]["n_images"] + 3
+
+
+def test_keep_scale_needs_fine_tune(folder, tmp_path, capsys):
+    args = parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
+                  "--keep-scale"])
+    assert train_cli.run(args) == 2 and "--fine-tune" in capsys.readouterr().err

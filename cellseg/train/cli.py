@@ -90,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-dir", default=None,
                    help="checkpoint folder (default: OUT without .pt + '_checkpoints')")
     g.add_argument("--fine-tune", default=None, metavar="MODEL", help="start from this model (path or bundled name)")
+    g.add_argument("--keep-scale", action="store_true",
+                   help="with --fine-tune: train on the images at their own scale; by default a model that "
+                        "resamples images to its object size (diameter 'auto': the general models nuclei and "
+                        "cells) gets every training and validation image resampled so its objects' median "
+                        "diameter is the model's, as its own training data were")
     g.add_argument("--backbone", choices=("unet", "resunet"), default="unet")
     g.add_argument("--depth", type=int, default=3)
     g.add_argument("--width", type=int, default=32, help="channels of the first level")
@@ -104,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--patch-size", type=int, nargs="+", default=None,
                    help="one size or one per axis (Z Y X for volumes); default 128 for 2D images, for 3D 64 in Y/X "
-                        "and 64 / anisotropy in Z (at least 16)")
+                        "and 64 / anisotropy in Z (at least 16); with --fine-tune the patch size the model was "
+                        "trained with (256 for the general cells model)")
     g.add_argument("--lr", type=float, default=3e-4)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--schedule", choices=("cosine", "plateau", "constant"), default="cosine")
@@ -240,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
     if args.unlabeled and not args.denoise:
         print("error: --unlabeled images train the denoising head only: add --denoise", file=sys.stderr)
         return 2
+    if args.keep_scale and not args.fine_tune:
+        print("error: --keep-scale applies to fine-tuning a model (--fine-tune MODEL); a new model is trained "
+              "at the images' own scale", file=sys.stderr)
+        return 2
     if out.suffix != ".pt":
         print(f"error: --out must name a .pt file, got {out}", file=sys.stderr)
         return 2
@@ -290,7 +300,11 @@ def run(args: argparse.Namespace) -> int:
             aniso = _check_fine_tune_anisotropy(rep, train)
         backbone = {"name": args.backbone, "depth": args.depth, "width": args.width, "norm": args.norm,
                     "dropout": args.dropout, "conv_after": args.conv_after, "ndim": ndim, "seed": args.seed}
-        patch = _patch_size(args.patch_size, ndim, args.depth if model is None else
+        given_patch = args.patch_size
+        if not given_patch and model is not None:  # fine-tuning: the patch size the model was trained with
+            ps = ((model.config.get("training") or {}).get("train_config") or {}).get("patch_size")
+            given_patch = None if not ps else ([int(ps)] if isinstance(ps, (int, float)) else [int(p) for p in ps])
+        patch = _patch_size(given_patch, ndim, args.depth if model is None else
                             model.network.backbone_config.depth, getattr(rep, "anisotropy", 1.0))
         cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                           patch_size=patch, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
@@ -300,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
                           tune_augment=args.tune_augment, loss=args.loss, denoise=args.denoise,
                           denoise_weight=args.denoise_weight, labeled_fraction=args.labeled_fraction,
                           augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
-                          verbose=not args.quiet)
+                          match_object_size=False if args.keep_scale else None, verbose=not args.quiet)
         val = None
         val_fraction = None
         if args.val_data:

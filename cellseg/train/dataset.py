@@ -66,7 +66,9 @@ class TrainingSample:
 def to_channels_first(data: np.ndarray, axes: str | None, ndim: int, in_channels: int, name: str) -> np.ndarray:
     """``(C, *spatial)`` float32 view of an image with ``axes`` (``None``: ``YX``/``ZYX`` or ``C``+those).
 
-    With ``in_channels == 1`` several channels (e.g. RGB) are averaged.
+    With ``in_channels == 1`` several channels (e.g. RGB) are averaged; with ``in_channels == 3``
+    (an RGB model such as the general ``nuclei`` and ``cells``) a grey image is repeated and RGBA
+    loses its alpha, as :class:`cellseg.segmenter.Segmenter` gives such images to the model.
     """
     x = np.asarray(data)
     if x.dtype == bool or x.dtype.kind not in "uif":
@@ -93,6 +95,10 @@ def to_channels_first(data: np.ndarray, axes: str | None, ndim: int, in_channels
     if c != in_channels:
         if in_channels == 1:
             x = x.astype(np.float32).mean(axis=0, keepdims=True)
+        elif in_channels == 3 and c == 1:
+            x = np.repeat(x, 3, axis=0)
+        elif in_channels == 3 and c == 4:
+            x = x[:3]
         else:
             raise DataError(f"{name}: the model takes {in_channels} channels, the image has {c}")
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -30,7 +30,8 @@ import numpy as np
 
 from .dataset import DataError, TrainingData, TrainingSample, check_pair, normalize_sample
 
-__all__ = ["load_general", "to_rgb3", "rescale_sample", "GENERAL_SOURCES"]
+__all__ = ["load_general", "to_rgb3", "rescale_sample", "match_object_size", "training_object_size",
+           "GENERAL_SOURCES"]
 
 GENERAL_SOURCES = {
     "general-nuclei": ["dsb-fluorescence", "dsb-brightfield", "dsb-color", "he-kong", "he-miccai2015",
@@ -101,6 +102,64 @@ def rescale_sample(name: str, image: np.ndarray, labels: np.ndarray, diameter: f
     img = zoom_image(image, f, spatial_ndim=2)
     lab = resize_labels(labels, shape).astype(np.int32)
     return TrainingSample(name, img, lab), f
+
+
+def match_object_size(data: TrainingData, diameter: float) -> tuple[TrainingData, dict[str, float]]:
+    """``data`` with every 2D image resampled so that the median equivalent diameter of its
+    annotated objects (those clear of the image border, see :func:`cellseg.scale.median_diameter`)
+    is ``diameter`` px, as the general models' training data are; and the factor used per
+    sample name (> 1 enlarges; kept within 0.2-5; 1 for an image without objects).
+
+    Fine-tuning a model that records an object size (``config["object_size"]``) goes through
+    this, so that the network keeps seeing objects of the size it learnt and
+    ``diameter="auto"`` resamples new images to the size it was fine-tuned on.
+    """
+    if data.ndim != 2:
+        raise DataError(f"{data.source}: resampling to an object size takes 2D images, got {data.ndim}D")
+    samples, factors = [], {}
+    for s in data.samples:
+        r, f = rescale_sample(s.name, s.image, s.labels, diameter)
+        if f != 1.0:
+            r.labels, _ = keep_largest_parts(r.labels)  # resampling thin parts can cut them
+        r.pixel_size = (None if s.pixel_size is None else
+                        {k: (v if k == "Z" or v is None else float(v) / f) for k, v in s.pixel_size.items()})
+        samples.append(r)
+        factors[s.name] = round(f, 4)
+    out = TrainingData(samples, data.ndim, data.in_channels, data.normalization, data.source, check=False)
+    for attr in ("sample_weights",):  # optional attributes, per sample: they carry over
+        if hasattr(data, attr):
+            setattr(out, attr, getattr(data, attr))
+    return out, factors
+
+
+def training_object_size(data: TrainingData) -> dict[str, Any] | None:
+    """The object size record of a model trained on ``data`` at its own scale:
+    ``{"diameter": median over the images of their objects' median equivalent diameter (px),
+    "pixel_size": µm/px when every image records the same Y/X pixel size (within 5%) else None,
+    "default": "off"}``, or None for 3D data or data without objects.
+
+    With it, a model trained on a lab's images takes ``diameter=D`` or ``"auto"`` for images
+    at another magnification; ``"off"`` (segment at the image's own scale) stays its default.
+    """
+    from cellseg.scale import median_diameter
+
+    if data.ndim != 2:
+        return None
+    ds = [d for d in (median_diameter(s.labels, exclude_border=True) for s in data.samples) if d]
+    if not ds:
+        return None
+    ps: float | None = None
+    sizes: list[float] = []
+    for s in data.samples:
+        p = s.pixel_size or {}
+        y, x = p.get("Y"), p.get("X")
+        if not (y and x) or abs(float(y) - float(x)) > 0.05 * max(float(y), float(x)):
+            sizes = []
+            break
+        sizes.append(0.5 * (float(y) + float(x)))
+    if sizes and max(sizes) <= 1.05 * min(sizes):
+        ps = round(float(np.median(sizes)), 6)
+    return {"diameter": round(float(np.median(ds)), 3), "pixel_size": ps, "default": "off"}
 
 
 def _folder_parts(ds, source: str, test_frac: float, val_frac: float) -> dict[str, list[tuple[str, Path, Path]]]:

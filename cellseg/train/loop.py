@@ -142,6 +142,12 @@ class TrainConfig:
     n2v_radius: int = 2
     #: with unlabelled images: the probability that a patch comes from an annotated image
     labeled_fraction: float = 0.5
+    #: fine-tuning a model that records an object size (``config["object_size"]``): resample
+    #: every training and validation image so that its objects' median diameter is the model's
+    #: (:func:`cellseg.train.general.match_object_size`). ``None``: when the model resamples
+    #: images by default (``object_size["default"] == "auto"``: the general models); ``True``:
+    #: whenever it records a size; ``False``: never (train at the images' own scale)
+    match_object_size: bool | None = None
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "val_every"):
@@ -172,6 +178,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.n2v_radius must be a positive integer, got {self.n2v_radius!r}")
         if not 0.0 < float(self.labeled_fraction) <= 1.0:
             raise ValueError(f"TrainConfig.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
+        if self.match_object_size not in (None, True, False):
+            raise ValueError("TrainConfig.match_object_size must be None, True or False, "
+                             f"got {self.match_object_size!r}")
         ps = (self.patch_size,) if isinstance(self.patch_size, (int, np.integer)) else tuple(self.patch_size)
         if not all(int(p) >= 1 for p in ps):
             raise ValueError(f"TrainConfig.patch_size must be positive, got {self.patch_size!r}")
@@ -394,6 +403,23 @@ def fit(
         if overlap:
             raise DataError(f"{len(overlap)} sample(s) are in both the training and validation sets, "
                             f"e.g. {overlap[:3]}")
+    resampled = None
+    size = (model.config.get("object_size") or {}) if model is not None else {}
+    match = size.get("default") == "auto" if cfg.match_object_size is None else bool(cfg.match_object_size)
+    if size.get("diameter") and match and bb.ndim == 2 and not getattr(train, "object_size", None):
+        # fine-tuning a model that records an object size: bring the objects to that size, as its
+        # own training data were, so it keeps seeing what it learnt and diameter="auto" holds
+        from .general import match_object_size
+
+        d0 = float(size["diameter"])
+        train, factors = match_object_size(train, d0)
+        if val is not None:
+            val, vf = match_object_size(val, d0)
+            factors = {**factors, **vf}
+        resampled = {"diameter": d0, "factors": factors}
+        f = np.array(list(factors.values()))
+        _log(cfg, f"images resampled to the model's object size ({d0:g} px): factors {f.min():.2f}-{f.max():.2f} "
+                  f"(median {np.median(f):.2f})")
     if unlabeled is not None and not cfg.denoise:
         raise ValueError("unlabelled images train the denoising head only: set TrainConfig(denoise=True) "
                          "(cellseg train --denoise)")
@@ -429,13 +455,26 @@ def fit(
         model = CellsegModel(mcfg, device=dev)
         if getattr(train, "object_size", None):
             model.config["object_size"] = dict(train.object_size)
+        else:  # the training data's own object size: diameter=D / "auto" then work with this model
+            from .general import training_object_size
+
+            own = training_object_size(train)
+            if own:
+                model.config["object_size"] = own
         from cellseg.qc import training_image_stats
 
         # the range of simple image statistics of the training data, behind the "unlike the training
         # data" warning (cellseg.qc)
         model.config["image_stats"] = training_image_stats(s.image for s in train.samples)
     else:
+        if resampled is not None:
+            training_record["object_size_resampling"] = resampled
         model.config["training"] = {**training_record, "fine_tuned_from": model.config.get("training", {})}
+        if model.config.get("image_stats"):  # the ranges behind the "unlike the training data" warning
+            from cellseg.qc import merge_image_stats, training_image_stats
+
+            model.config["image_stats"] = merge_image_stats(model.config["image_stats"],
+                                                            training_image_stats(s.image for s in train.samples))
         if name:
             model.config["name"] = name
         model.to(dev)
