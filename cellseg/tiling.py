@@ -12,6 +12,8 @@ Two levels:
   convolution backend. ``blend="linear"`` instead blends overlapping outputs
   with linear ramps (Cellpose style): smoother across seams when the margin is
   smaller than the receptive field, but no longer equal to the untiled run.
+  :func:`budget_tile` chooses the tiles for a pixel budget per network call
+  (what :class:`cellseg.segmenter.Segmenter` does when no tile is given).
 
 * **Label blocks** (:func:`block_grid`, :func:`owned_objects`): for images too
   large to decode at once, the image is split into blocks; each block is decoded
@@ -32,6 +34,7 @@ __all__ = [
     "Tile",
     "check_tile",
     "tile_grid",
+    "budget_tile",
     "predict_tiled",
     "Block",
     "block_grid",
@@ -149,6 +152,52 @@ def tile_grid(
             crop.append(slice(cs - rs, ce - rs))
         tiles.append(Tile(tuple(read), tuple(core), tuple(crop)))
     return tiles
+
+
+def budget_tile(
+    shape: Sequence[int],
+    max_pixels: int,
+    margin: int | Sequence[int],
+    div_by: int = 1,
+) -> tuple[int, ...] | None:
+    """The tile (per axis, as :func:`tile_grid` takes it) that keeps every network call of a
+    frame of spatial ``shape`` within ``max_pixels`` pixels (voxels in 3D), context included.
+
+    ``None`` when the whole frame fits (one call). Otherwise each axis is cut into equal cores
+    (a multiple of ``div_by``, the last one possibly shorter), the longest read window first,
+    until a window (core plus ``margin``, rounded up to ``div_by``, on each side) holds at most
+    ``max_pixels``; an axis that needs no cut gets ``0`` (not cut). The windows are then about
+    square (cubic), and as large as the budget allows, so the context read twice stays small.
+    When even the smallest tiles (cores of ``div_by``) exceed the budget those are returned.
+    """
+    nd = len(shape)
+    n = [int(v) for v in shape]
+    if math.prod(n) <= int(max_pixels):
+        return None
+    margins_in = _per_axis(margin, nd)
+    if len(margins_in) != nd:
+        margins_in = (max(margins_in),) * nd
+    div = max(1, int(div_by))
+    m = [int(math.ceil(int(v) / div) * div) for v in margins_in]
+    k = [1] * nd  # cores per axis
+
+    def core(i: int) -> int:
+        return int(math.ceil(math.ceil(n[i] / k[i]) / div) * div)
+
+    def read(i: int) -> int:  # the largest window along axis i (tile_grid leaves an axis uncut when it fits)
+        return n[i] if k[i] == 1 or core(i) + 2 * m[i] >= n[i] else core(i) + 2 * m[i]
+
+    while math.prod(read(i) for i in range(nd)) > max_pixels:
+        # the axes whose window can still shrink: cores above div_by
+        open_axes = [i for i in range(nd) if core(i) > div and min(n[i], div + 2 * m[i]) < read(i)]
+        if not open_axes:
+            break
+        i = max(open_axes, key=read)
+        before = read(i)
+        while read(i) == before and core(i) > div:
+            k[i] += 1
+    tile = tuple(0 if read(i) == n[i] else core(i) + 2 * m[i] for i in range(nd))
+    return None if all(t == 0 for t in tile) else tile
 
 
 def _ramp(n: int, lo_overlap: int, hi_overlap: int) -> np.ndarray:

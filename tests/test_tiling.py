@@ -177,3 +177,42 @@ def test_segmenter_tile_zero_and_too_small(tiny_model_path):
     np.testing.assert_array_equal(Segmenter(model, tile=0).segment(img).labels, whole)
     with pytest.raises(ValueError, match="at least 52 px"):
         Segmenter(model, tile=8).segment(img)
+
+
+@pytest.mark.parametrize("shape,budget,margin,div", [((1000, 1300), 250_000, 52, 8), ((5000, 5400), 4_000_000, 112, 16),
+                                                     ((3000, 200), 100_000, 20, 4), ((60, 400, 500), 1_000_000, 26, 8),
+                                                     ((37, 91), 1000, 5, 4)])
+def test_budget_tile_keeps_every_window_within_the_budget(shape, budget, margin, div):
+    """The tile chosen for a pixel budget: every read window (core plus context) holds at most
+    ``budget`` pixels, windows start on the ``div`` grid, the cores partition the frame, and the
+    cores along an axis are equal but for the last one (never longer than the others)."""
+    from cellseg.tiling import budget_tile
+
+    tile = budget_tile(shape, budget, margin, div)
+    assert tile is not None and len(tile) == len(shape)
+    tiles = tile_grid(shape, tile, margin, div)
+    assert len(tiles) > 1
+    assert max(int(np.prod([s.stop - s.start for s in t.read])) for t in tiles) <= budget
+    cover = np.zeros(shape, np.int32)
+    for t in tiles:
+        cover[t.core] += 1
+        assert all(s.start % div == 0 for s in t.read)
+    assert np.all(cover == 1)
+    for ax in range(len(shape)):
+        cores = sorted({(t.core[ax].start, t.core[ax].stop) for t in tiles})
+        sizes = [b - a for a, b in cores]
+        assert len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
+
+
+def test_budget_tile_whole_frame_uncut_axes_and_smallest_tiles():
+    from cellseg.tiling import budget_tile, check_tile
+
+    assert budget_tile((2000, 2000), 4_000_000, 52, 8) is None  # fits: one call
+    # a long strip: only the long axis is cut (0: not cut), into as few tiles as the budget allows
+    tile = budget_tile((40_000, 300), 4_000_000, 52, 8)
+    assert tile is not None and tile[1] == 0 and tile[0] * 300 <= 4_000_000
+    # windows of at most 13,333 rows, 112 of them context (margin 52 on the grid of 8): 4 cores of 10,000
+    assert len(tile_grid((40_000, 300), tile, 52, 8)) == 4
+    # a budget below the smallest tile allowed: the smallest tiles (cores of div_by), never smaller
+    tile = budget_tile((300, 300), 1000, 52, 8)
+    assert tile == (120, 120) and check_tile(tile, 52, 8) == tile
