@@ -12,7 +12,8 @@ the integer levels). A constant frame (or channel) is its own denoised version.
 Frames (T, and Z for a 2D model) are denoised one by one; a multi-channel image given to
 a one-channel model is denoised channel by channel. The network runs at the image's own
 scale (Noise2Void learns the noise of the pixel grid it was trained on), with tiles when
-``tile`` is given.
+``tile`` is given, and by itself for frames of more than the segmenter's ``max_pixels``
+(:data:`cellseg.segmenter.MAX_PIXELS`) when not; ``tile=0`` runs each frame whole.
 """
 from __future__ import annotations
 

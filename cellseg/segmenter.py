@@ -45,7 +45,15 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 __all__ = ["Segmenter", "Progress", "SegmentationResult", "FrameResult", "SegmenterError", "TRANSFORMS", "Predictor",
-           "RoutedPredictor"]
+           "RoutedPredictor", "MAX_PIXELS"]
+
+#: the most pixels (voxels for a 3D model) one network call reads when no tile is given: a larger frame
+#: (after resampling to the model's object size) goes through the network in tiles of at most this,
+#: context margins included (:func:`cellseg.tiling.budget_tile`). The memory of a call grows with its
+#: pixels: on the CPU, per megapixel, 0.75 GB for ``nuclei`` and ``nuclei-flows`` and 0.39 GB for
+#: ``cells`` with ONNX Runtime fp32 (the default path), 0.55 and 0.31 GB with torch fp32 (rise of the
+#: peak RSS over one whole-frame call of 4 Mpx, one thread); 4 Mpx keeps a call near 3 GB.
+MAX_PIXELS = 4_000_000
 
 
 @runtime_checkable
@@ -289,9 +297,19 @@ class Segmenter:
     model : CellsegModel, or any :class:`Predictor` (a stand-in with known outputs)
     params : decode parameter overrides (mapping or the representation's Params);
         defaults are the model's tuned thresholds.
-    tile : tile size in pixels (per spatial axis, or one int); ``None`` runs the
-        network on the whole image.
+    tile : tile size in pixels (per spatial axis, or one int), the window each network call
+        reads (its core plus ``margin`` on each side). ``None`` (the default): frames of up to
+        ``max_pixels`` go through the network at once, larger ones in tiles chosen for that
+        budget (:func:`cellseg.tiling.budget_tile`). ``0``: the whole frame at once, whatever
+        its size. With the default ``blend`` and ``margin``, tiles give the labels of the
+        whole-frame run (their outputs differ by float rounding only).
     margin : context per side for tiles; default from the receptive field.
+    max_pixels : the most pixels (voxels for a 3D model) one network call reads when ``tile``
+        is None (default ``None``: :data:`MAX_PIXELS`); counted after resampling to the model's object
+        size (``diameter``), so a frame enlarged 8x is tiled even when the image is small. The
+        network's memory follows it (about 0.75 GB per Mpx for the bundled ``nuclei`` models on
+        ONNX Runtime, see :data:`MAX_PIXELS`); the frame, its head outputs and the decode are
+        still held whole (block-wise runs, :mod:`cellseg.blockwise`, bound those too).
     normalize : ``(pmin, pmax)`` percentiles; default the model's.
     blend : ``'crop'`` (default; equals the untiled run) or ``'linear'``.
     keep_outputs : keep head outputs in the result (for re-decoding).
@@ -334,6 +352,7 @@ class Segmenter:
         denoise: bool = False,
         backend: str = "auto",
         precision: str = "auto",
+        max_pixels: int | None = None,
     ):
         self.model = model
         self.rep = model.representation
@@ -342,6 +361,11 @@ class Segmenter:
             self.params = self.rep.params({**dataclasses.asdict(self.params), **self._as_dict(params)})
         self.tile = tile
         self.margin = margin
+        if max_pixels is None:
+            max_pixels = MAX_PIXELS
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+            raise SegmenterError(f"max_pixels must be a whole number of pixels >= 1, got {max_pixels!r}")
+        self.max_pixels = int(max_pixels)
         norm = model.config.get("normalization", {})
         if normalize is not None:
             pmin, pmax = normalize
@@ -588,12 +612,25 @@ class Segmenter:
             return normalize_percentile(image, *self.normalize, axis=axes)
         return normalize_percentile(image, *self.normalize)
 
+    def network_tile(self, shape: Sequence[int]) -> int | Sequence[int] | None:
+        """The tile the network pass uses on a frame of spatial ``shape`` (the network's pixels,
+        after resampling): the segmenter's ``tile`` when one was given (``0``: none), else
+        ``None`` (one call) for a frame of at most ``max_pixels`` and the tile of
+        :func:`cellseg.tiling.budget_tile` for a larger one."""
+        if self.tile is not None:
+            return self.tile
+        from .tiling import budget_tile
+
+        margin = self.margin if self.margin is not None else self.default_margin()
+        return budget_tile(tuple(shape), self.max_pixels, margin, int(self.model.div_by))
+
     def predict(self, image: np.ndarray, norm_range: tuple[float, float] | None = None
                 ) -> Generator[tuple[int, int], None, dict[str, np.ndarray]]:
         """Normalized, tiled network outputs of one frame; generator → returns outputs.
 
         ``norm_range=(lo, hi)`` normalizes with a given intensity range instead of
         the frame's own percentiles (block-wise runs use one range for the image).
+        Tiles as :meth:`network_tile` says; yields ``(done, total)`` after each tile.
         """
         from .tiling import predict_tiled
 
@@ -611,7 +648,7 @@ class Segmenter:
                 predict,
                 x,
                 spatial_ndim=self.spatial_ndim,
-                tile=self.tile,
+                tile=self.network_tile(x.shape[x.ndim - self.spatial_ndim:]),
                 margin=margin,
                 div_by=int(self.model.div_by),
                 blend=self.blend,

@@ -39,6 +39,128 @@ def test_progress_events_and_result(seg):
     assert res.n_objects == len(np.unique(res.labels)) - 1
 
 
+class _LocalModel:
+    """A stand-in network (2D or 3D) whose outputs at a pixel depend on the input within 2 px
+    (a receptive field of 5), each computed directly (``ndimage.correlate``, no running sums), so
+    tiles with the default margin give exactly the whole-frame outputs; ``calls`` holds the spatial
+    shape of every input. ``object_size``: recorded in its config (``diameter=`` resamples)."""
+
+    def __init__(self, ndim: int, object_size: dict | None = None):
+        from cellseg.representations import get
+
+        self.representation = get("distance", ndim=ndim)
+        self.config = {"ndim": ndim, "in_channels": 1, "normalization": {"pmin": 0.0, "pmax": 100.0}}
+        if object_size is not None:
+            self.config["object_size"] = dict(object_size)
+        self.thresholds = {"fg_thresh": 0.2, "min_size": 3}
+        self.in_channels = 1
+        self.div_by = 4
+        self.receptive_field = 5
+        self.calls: list[tuple[int, ...]] = []
+
+    def predict(self, image, augment=None):
+        from scipy import ndimage as ndi
+
+        x = np.asarray(image, np.float64)
+        self.calls.append(tuple(x.shape))
+        s = ndi.correlate(x, np.full((3,) * x.ndim, 1.0 / 3 ** x.ndim), mode="reflect")
+        return {"dist": np.clip(s, 0, 1)[None].astype(np.float32), "fg": (s > 0.1)[None].astype(np.float32)}
+
+
+def _cones(shape, n, radius, seed):
+    """Separate cones of height 1 (peaked objects, one maximum each) on a dark background."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(np.float64)
+    img = np.zeros(shape)
+    centres: list[np.ndarray] = []
+    while len(centres) < n:
+        c = np.array([rng.uniform(radius, s - radius) for s in shape])
+        if all(np.linalg.norm(c - o) > 2.5 * radius for o in centres):
+            centres.append(c)
+            r = np.sqrt(sum((g - v) ** 2 for g, v in zip(grid, c)))
+            img = np.maximum(img, np.clip(1 - r / radius, 0, None))
+    return img.astype(np.float32)
+
+
+def test_large_frames_are_tiled_within_the_pixel_budget(seg, monkeypatch):
+    """Without a tile, a frame of more than ``max_pixels`` goes through the network in several
+    calls of at most ``max_pixels`` pixels each, context included, and gives the labels of the
+    whole-frame run; a frame within the budget is one call, and so is ``tile=0`` above it."""
+    img, _ = synthetic_cells((200, 232), n_cells=30, seed=3)
+    model = seg.model
+    calls = []
+    real = model.predict
+
+    def recording(x, *args, **kwargs):
+        calls.append(x.shape[-2:])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(model, "predict", recording)
+    whole = Segmenter(model, tile=0, max_pixels=10_000).segment(img)
+    assert calls == [img.shape]
+    assert whole.n_objects > 5
+    calls.clear()
+    events, auto = events_and_result(Segmenter(model, max_pixels=10_000).iter_segment(img))
+    totals = {e.total for e in events if e.stage == "predict"}
+    assert len(calls) > 1 and totals == {len(calls)}
+    assert max(h * w for h, w in calls) <= 10_000
+    np.testing.assert_array_equal(auto.labels, whole.labels)
+    calls.clear()
+    Segmenter(model, max_pixels=img.size).segment(img)  # the whole frame fits: one call
+    assert calls == [img.shape]
+
+
+def test_default_pixel_budget_and_bad_budgets(seg):
+    import math
+
+    from cellseg.segmenter import MAX_PIXELS
+    from cellseg.tiling import tile_grid
+
+    s = Segmenter(seg.model)
+    assert s.max_pixels == MAX_PIXELS and 1_000_000 <= MAX_PIXELS <= 16_000_000
+    side = math.isqrt(MAX_PIXELS)
+    assert s.network_tile((side, side)) is None
+    tile = s.network_tile((side + 1, side + 1))
+    assert tile is not None
+    windows = tile_grid((side + 1, side + 1), tile, s.default_margin(), seg.model.div_by)
+    assert max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in windows) <= MAX_PIXELS
+    assert Segmenter(seg.model, tile=0).network_tile((10 ** 5, 10 ** 5)) == 0
+    assert Segmenter(seg.model, tile=96).network_tile((10 ** 5, 10 ** 5)) == 96
+    for bad in (0, -5, 2.5, "many", True):
+        with pytest.raises(SegmenterError, match="max_pixels"):
+            Segmenter(seg.model, max_pixels=bad)
+
+
+def test_pixel_budget_counts_the_resampled_frame():
+    """The budget applies to the frame the network sees: an image resampled 2x by ``diameter``
+    is tiled though it fits the budget at its own size; labels equal those of ``tile=0``."""
+    model = _LocalModel(2, object_size={"diameter": 16.0, "default": "off"})
+    img = _cones((64, 80), 6, 8.0, seed=1)
+    whole = Segmenter(model, diameter=8.0, tile=0, max_pixels=img.size).segment(img)
+    assert model.calls == [(128, 160)]
+    model.calls.clear()
+    tiled = Segmenter(model, diameter=8.0, max_pixels=img.size).segment(img)
+    assert len(model.calls) > 1 and max(a * b for a, b in model.calls) <= img.size
+    assert whole.n_objects == 6
+    np.testing.assert_array_equal(tiled.labels, whole.labels)
+
+
+def test_large_volumes_are_tiled_within_the_voxel_budget():
+    """A 3D model: the budget is in voxels; the tiles cut the volume along all three axes where
+    needed and give the labels of the whole-volume run."""
+    model = _LocalModel(3)
+    vol = _cones((40, 56, 64), 8, 7.0, seed=2)
+    whole = Segmenter(model, tile=0, max_pixels=5000).segment(vol, axes="ZYX")
+    assert model.calls == [vol.shape] and whole.n_objects == 8
+    model.calls.clear()
+    budget = 24 * 32 * 32
+    events, tiled = events_and_result(Segmenter(model, max_pixels=budget).iter_segment(vol, axes="ZYX"))
+    assert len(model.calls) > 1 and max(int(np.prod(c)) for c in model.calls) <= budget
+    assert {e.total for e in events if e.stage == "predict"} == {len(model.calls)}
+    assert all(max(c[ax] for c in model.calls) < vol.shape[ax] for ax in range(3))  # cut along Z, Y and X
+    np.testing.assert_array_equal(tiled.labels, whole.labels)
+
+
 def test_time_stack_and_linking(seg):
     imgs, gts = synthetic_stack(n_frames=3, shape=(96, 96), n_cells=8, seed=2)
     res = seg.segment(imgs, axes="TYX")
