@@ -63,6 +63,16 @@ def test_onnx_session_follows_the_weights(tmp_path):
     assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
 
 
+def test_onnx_sessions_plan_no_memory_per_shape():
+    """Tiles of several shapes share the arena's blocks: no memory pattern (a block per input shape,
+    1.7x the memory of one call over a tiled frame); the engine's session gets these options."""
+    so = inf._session_options(ort)
+    assert so.enable_mem_pattern is False and so.enable_cpu_mem_arena is True
+    m = CellsegModel(make_config(get("distance"), TINY), device="cpu")
+    m.predict(_image(), backend="onnx", precision="fp32")
+    assert inf._ENGINES[m][("onnx", "fp32")].session.get_session_options().enable_mem_pattern is False
+
+
 def test_segmenter_onnx_end_to_end(tiny_model_path):
     from cellseg.models import load_model
 
