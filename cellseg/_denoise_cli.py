@@ -25,7 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--model", required=True, help="a model file (.pt) trained with --denoise")
     p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX)")
-    p.add_argument("--tile", default=None, help="tile size in pixels, e.g. 512 (default: the whole image at once)")
+    p.add_argument("--tile", default=None,
+                   help="tile size in pixels, e.g. 512; 0: the whole image at once (default: images of more than "
+                        "4 Mpx go through the network in tiles of at most 4 Mpx with their context)")
     p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures")

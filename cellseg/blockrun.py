@@ -64,7 +64,7 @@ __all__ = ["BLOCKWISE_ABOVE_PX", "DEFAULT_BLOCK", "BLOCK_TILE", "OVERLAY_MAX_SID
 BLOCKWISE_ABOVE_PX = 64_000_000
 #: block size (px, the owned core of each block) when a file goes block-wise without --block-size
 DEFAULT_BLOCK = 2048
-#: the largest core of a network tile inside a block when no --tile is given (memory stays bounded by
+#: the largest core of a network tile inside a block when no --tile (or --tile 0) is given (memory stays bounded by
 #: the tile; see :func:`block_tile`)
 BLOCK_TILE = 1024
 #: the overlay of a block-wise run is downsampled to at most this many pixels a side
@@ -653,7 +653,7 @@ def _run(seg, path, source, shape, plan, outs, fmt, zimage, level, labels_name, 
         margin = plan.margin if plan.margin is not None else default_margin(fixed)
         check_block_size(plan.block, margin, network_context(fixed), where=str(path))
         fixed = copy.copy(fixed)
-        if fixed.tile is None:
+        if fixed.tile is None or not np.any(np.asarray(fixed.tile)):  # none given, or --tile 0
             fixed.tile = block_tile(plan.block + 2 * margin, fixed)
         out_path, out, arrays = _create_output(kind, work.folder, shape, source, zimage, level)
         with open(work.scores_path, "wb"):

@@ -54,10 +54,12 @@ def _add_segment(sub: _SubParsers) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other decode parameter of the model's representation (repeatable)")
     p.add_argument("--tile", type=parse_tile, default=None,
-                   help="tile size in pixels, e.g. 512 or 256,512 (default, or 0: the whole image at once; "
-                        "block-wise runs: each block in equal tiles of at most 1024 px plus the context); a "
-                        "tile must be larger than twice the model's context margin, and a smaller one is "
-                        "refused with the minimum")
+                   help="tile size in pixels, e.g. 512 or 256,512; 0: the whole image at once, whatever its "
+                        "size. Default: a frame of more than 4 Mpx (after resampling to the model's object "
+                        "size) goes through the network in equal tiles of at most 4 Mpx with their context, a "
+                        "smaller one at once; the labels are the same (block-wise runs, by default or with 0: "
+                        "each block in equal tiles of at most 1024 px plus the context). A tile must be larger "
+                        "than twice the model's context margin, and a smaller one is refused with the minimum")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average the network over the 8 flips/transposes of the image "
                         "(8x the network time; default: the model's choice)")

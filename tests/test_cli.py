@@ -291,6 +291,36 @@ def test_tile_zero_is_untiled_and_tiny_tiles_are_refused(images, tmp_path, tiny_
         main([*base, "-o", str(tmp_path / "x"), "--tile", "big"])
 
 
+def test_large_frames_are_tiled_without_tile_and_tile_zero_runs_them_whole(images, tmp_path, tiny_model_path,
+                                                                           monkeypatch, capsys):
+    """Without --tile a frame above the segmenter's pixel budget (made small here) goes through the
+    network in tiles within the budget; --tile 0 runs it whole; the labels are the same. The help
+    states the budget."""
+    from cellseg import segmenter
+    from cellseg.models.model import CellsegModel
+
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    assert f"tiles of at most {segmenter.MAX_PIXELS / 1e6:g} Mpx" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.setattr(segmenter, "MAX_PIXELS", 5000)
+    calls = []
+    real = CellsegModel.predict
+
+    def recording(self, image, *args, **kwargs):
+        calls.append(image.shape[-2:])
+        return real(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(CellsegModel, "predict", recording)
+    base = ["segment", str(images / "img0.tif"), "--model", str(tiny_model_path), "-q", "--no-csv", "--no-overlay"]
+    assert main([*base, "-o", str(tmp_path / "auto")]) == 0
+    assert len(calls) > 1 and max(h * w for h, w in calls) <= 5000
+    calls.clear()
+    assert main([*base, "-o", str(tmp_path / "zero"), "--tile", "0"]) == 0
+    assert calls == [(96, 128)]
+    np.testing.assert_array_equal(read_labels(tmp_path / "auto" / "img0_labels.tif").data,
+                                  read_labels(tmp_path / "zero" / "img0_labels.tif").data)
+
+
 def test_unusable_output_folder_is_refused_before_any_work(images, tmp_path, tiny_model_path, capsys, monkeypatch):
     from cellseg import batch
 

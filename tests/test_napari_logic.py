@@ -145,6 +145,16 @@ def test_segmentation_task_matches_segmenter_and_ground_truth(cells):
     assert "outputs" in run.result.frames[0]  # kept for re-decoding
 
 
+def test_build_segmenter_tile_none_tiles_large_frames_and_zero_runs_them_whole():
+    """Tile None (the widget's 0): frames above the pixel budget go through the network in tiles;
+    an explicit 0 runs the whole image at once, whatever its size."""
+    model = OracleModel("stardist", np.zeros((32, 32), np.int32))
+    big = (20_000, 20_000)
+    assert _run.build_segmenter(model).tile is None and _run.build_segmenter(model).network_tile(big) is not None
+    assert _run.build_segmenter(model, tile=0).network_tile(big) == 0
+    assert _run.build_segmenter(model, tile=128).network_tile(big) == 128
+
+
 def test_segmentation_task_passes_augmentation(cells):
     torch = pytest.importorskip("torch")  # noqa: F841
     from cellseg.models import CellsegModel, make_config

@@ -20,7 +20,9 @@ def build_segmenter(model, params: dict | None = None, tile: int | None = None,
                     denoise: bool = False, backend: str = "auto", precision: str = "auto"):
     """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).
 
-    ``tile`` of 0 or None runs the whole image at once; ``augment`` None: the model's choice.
+    ``tile`` None: frames larger than the segmenter's pixel budget go through the network in
+    tiles, smaller ones at once (:data:`cellseg.segmenter.MAX_PIXELS`, same labels); 0: the
+    whole image at once, whatever its size; ``augment`` None: the model's choice.
     ``diameter`` (px, ``"auto"``, ``"off"``; None: the model's default) and ``pixel_size``
     (µm/px, or None/0 when unknown) set the scale the image is segmented at. ``denoise``:
     also compute the denoised image (models with a denoising head, see :func:`cellseg_napari._layers.denoised_layer`).
@@ -29,7 +31,7 @@ def build_segmenter(model, params: dict | None = None, tile: int | None = None,
     """
     from cellseg.segmenter import Segmenter
 
-    return Segmenter(model, params=params or None, tile=int(tile) if tile else None,
+    return Segmenter(model, params=params or None, tile=None if tile is None else int(tile),
                      normalize=normalize, keep_outputs=True, augment=augment, diameter=diameter,
                      pixel_size=pixel_size or None, denoise=bool(denoise), backend=backend, precision=precision)
 

@@ -152,8 +152,12 @@ class SegmentWidget(ViewerWidget):
         self._scale_info = message_label()
         self._params_header = Label(label="", value="decode thresholds (changes re-decode at once):")
         self._params = Container(label="", labels=True)
+        from cellseg.segmenter import MAX_PIXELS
+
         self._tile = SpinBox(label="tile size", value=0, min=0, max=8192, step=64,
-                             tooltip="tile size in pixels (0: the whole image at once)")
+                             tooltip=f"tile size in pixels (0: automatic: an image of up to {MAX_PIXELS / 1e6:g} Mpx "
+                                     "after resampling goes through the network at once, a larger one in tiles of at "
+                                     "most that, context included; the labels are the same)")
         self._pmin = FloatSpinBox(label="norm. pmin %", value=1.0, min=0.0, max=100.0, step=0.1)
         self._pmax = FloatSpinBox(label="norm. pmax %", value=99.8, min=0.0, max=100.0, step=0.1)
         self._augment = CheckBox(text="test-time augmentation (8x slower)", value=False,
