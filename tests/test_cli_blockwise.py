@@ -30,7 +30,7 @@ from cellseg.measure import object_table, table_columns
 from cellseg.models import load_model
 from cellseg.segmenter import Segmenter
 
-BLOCK = 192  # the smallest block the tiny model allows (twice its default margin of 96 px)
+BLOCK = 192  # a small block the tiny model allows (at least twice its default margin, 64 px)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,9 @@ def _hidden(folder):
 
 
 def test_tiff_labels_csv_overlay_equal_the_api(tmp_path, tiny_model_path, seg, margin, pixels, capsys):
-    assert margin == 96
+    # the network's context plus two diameters of the objects the model was trained on, to 16 px
+    d0 = load_model(tiny_model_path).config["object_size"]["diameter"]
+    assert margin == -(-(blockrun.network_context(seg) + 2 * d0) // 16) * 16 == 64
     src = tmp_path / "big.tif"
     tifffile.imwrite(src, pixels, resolution=(2.0, 2.0), resolutionunit="CENTIMETER")  # 5000 µm/px: any value
     out = tmp_path / "out"
@@ -324,7 +326,7 @@ def test_big_inputs_go_blockwise_by_themselves(tmp_path, tiny_model_path, pixels
     assert "note:" not in cap.err and "block-wise" not in cap.out
 
 
-def test_bad_settings_and_inputs_are_refused_naming_the_file(tmp_path, tiny_model_path, pixels, capsys):
+def test_bad_settings_and_inputs_are_refused_naming_the_file(tmp_path, tiny_model_path, margin, pixels, capsys):
     src = tmp_path / "img.tif"
     tifffile.imwrite(src, pixels)
     out = tmp_path / "out"
@@ -337,7 +339,8 @@ def test_bad_settings_and_inputs_are_refused_naming_the_file(tmp_path, tiny_mode
 
     # before any work: blocks too small for the margin, a margin below the network's context, contradictions
     msg = err("--block-size", "100")
-    assert "block size of 100 px is too small for a margin of 96 px" in msg and "--block-size 192" in msg
+    assert f"block size of 100 px is too small for a margin of {margin} px" in msg
+    assert f"--block-size {2 * margin}" in msg
     msg = err("--block-size", "192", "--block-margin", "8")
     assert "block margin of 8 px is too small: the network needs 24 px of context" in msg
     assert "contradicts" in err("--block-size", "192", "--no-blockwise")

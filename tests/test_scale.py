@@ -215,6 +215,7 @@ def test_redecode_maps_back(sized_model):
 
 def test_diameter_errors(tiny_model_path, sized_model):
     plain = load_model(tiny_model_path)
+    del plain.config["object_size"]  # a model that records no size (trained on 3D data, or before such records)
     with pytest.raises(SegmenterError, match="records no object size"):
         Segmenter(plain, diameter=30)
     assert Segmenter(plain, diameter="auto").scale_mode() == ("off", None)  # nothing to match: own scale
