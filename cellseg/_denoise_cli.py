@@ -17,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="write denoised images with a model that has a denoising head (cellseg train --denoise)",
         description="Denoise images with the DenoiSeg head of a model trained with 'cellseg train --denoise': one "
                     "float32 TIFF per input, OUT/<stem>_denoised.tif, with the input's shape and axes and its "
-                    "intensity units (the normalization undone). Inputs are files, folders (their .tif/.tiff/.png "
+                    "intensity units (the normalization undone). Inputs are files, folders (their .tif/.tiff/.png/.jpg "
                     "files) or globs. Existing outputs are skipped unless --overwrite; a file that fails is "
                     "reported by name and the others go on. A model without a denoising head is an error.",
     )

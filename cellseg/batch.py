@@ -1,6 +1,6 @@
 """Batch segmentation of files: one label TIFF (+ CSV, + PNG overlay) per input.
 
-* Inputs are files, folders (their .tif/.tiff/.png files and OME-Zarr images) or glob
+* Inputs are files, folders (their .tif/.tiff/.png/.jpg files and OME-Zarr images) or glob
   patterns; an OME-Zarr image (a folder, see :mod:`cellseg.omezarr`) is one input.
 * OME-Zarr inputs are read at one resolution level (``level``, default 0) with the pixel
   sizes of their metadata, and their labels go into the image's own ``labels/<name>``
@@ -106,7 +106,7 @@ class FileResult:
     blockwise: dict[str, Any] | None = None
 
 
-_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".ome.zarr", ".zarr")
+_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg", ".ome.zarr", ".zarr")
 
 
 def split_name(name: str) -> tuple[str, str]:

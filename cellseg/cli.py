@@ -33,7 +33,7 @@ def _add_segment(sub: _SubParsers) -> None:
         "the first T frame and the middle Z slice); OUT/cellseg_run.json records the model and parameters "
         "of every output, and a rerun with other ones is refused unless --overwrite. Inputs are files, "
         "OME-Zarr images (labels into their labels/ group; see --output-format), folders (their "
-        ".tif/.tiff/.png files and OME-Zarr images, not other subfolders), glob patterns or "
+        ".tif/.tiff/.png/.jpg files and OME-Zarr images, not other subfolders), glob patterns or "
         "sample:NAME for a bundled sample. Inputs with the same stem (a/img.tif, a/img.png, b/img.tif) "
         "keep their folder under OUT (OUT/a/..., OUT/b/...) and, within one folder, their extension "
         "(img_tif_labels.tif, img_png_labels.tif); this is said before any work. The output folder is "

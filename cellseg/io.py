@@ -75,7 +75,7 @@ AXES = "TZCYX"  # the vocabulary and the canonical order
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: the image files a folder given as input contributes (besides its OME-Zarr images)
-INPUT_SUFFIXES = (".tif", ".tiff", ".png")
+INPUT_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _COMPRESSIONS = ("zlib", "lzw", "zstd", "none", None)
 
 # seconds per time unit (OME units and the spellings ImageJ/Fiji write)
@@ -622,7 +622,7 @@ def expand_inputs(inputs: Sequence[str | Path], skipped: list[SkippedEntries] | 
                   samples: bool = False) -> tuple[list[Path], list[str]]:
     """Files for the given files / folders / globs, and the inputs that matched nothing.
 
-    A folder gives its ``.tif``/``.tiff``/``.png`` files (not hidden ones) and the
+    A folder gives its ``.tif``/``.tiff``/``.png``/``.jpg``/``.jpeg`` files (not hidden ones) and the
     OME-Zarr images in it (folders that are zarr groups or named ``*.zarr``), not the
     files of its other subfolders; a zarr folder given or matched is one input; ``skipped``, when given a list, receives
     ``(folder, subfolders, other files)`` for each folder where something was left
@@ -652,7 +652,7 @@ def expand_inputs(inputs: Sequence[str | Path], skipped: list[SkippedEntries] | 
                 if subs or other:
                     skipped.append((p, subs, other))
             if not found:
-                missing.append(f"{s} (folder without .tif/.tiff/.png files or OME-Zarr images)")
+                missing.append(f"{s} (folder without .tif/.tiff/.png/.jpg files or OME-Zarr images)")
             files += found
         elif p.is_file() or is_zarr(p):
             files.append(p)

@@ -315,7 +315,7 @@ def run_segment(opts: SegmentOptions, reporter: Reporter | None = None) -> int:
         parts = ([plural(n_sub, "subfolder")] if n_sub else []) + (
             [f"{plural(len(other), 'file')} of other types ({kinds_text})"] if other else [])
         out(f"note: left out {' and '.join(parts)} in the input folder{'s' if len(left_out) > 1 else ''}: only "
-            ".tif, .tiff and .png files directly in a folder are segmented (for subfolders give them, or a "
+            ".tif, .tiff, .png and .jpg/.jpeg files directly in a folder are segmented (for subfolders give them, or a "
             "pattern such as 'DIR/**/*.tif')", err=True)
     if not files:
         return error("no input files")

@@ -690,7 +690,8 @@ def test_small_things_of_the_first_week(images, tmp_path, tiny_model_path, capsy
     assert "if its 4 planes are Z slices or time points rather than channels, pass --axes ZYX" in failed[0]
     notes = [ln for ln in text.err.splitlines() if ln.startswith("note: left out")]
     assert notes == ["note: left out 1 subfolder and 2 files of other types (.csv, .txt) in the input folder: only "
-                     ".tif, .tiff and .png files directly in a folder are segmented (for subfolders give them, or a "
+                     ".tif, .tiff, .png and .jpg/.jpeg files directly in a folder are segmented (for subfolders give "
+                     "them, or a "
                      "pattern such as 'DIR/**/*.tif')"]
     assert main(["segment", str(tmp_path / "zstack.tif"), "-o", str(out), "--model", str(tiny_model_path), "-q",
                  "--axes", "TYX"]) == 0
@@ -755,3 +756,20 @@ def test_run_segment_from_python_says_what_the_command_line_prints(images, tmp_p
     with pytest.raises(SegmentUsageError, match="--param expects NAME=VALUE"):
         run_segment(SegmentOptions(inputs=(str(images),), out=str(tmp_path / "p"), model=str(tiny_model_path),
                                    param=("fg_thresh",)), rec)
+
+
+def test_a_folder_of_jpeg_images_is_segmented(tmp_path, tiny_model_path, capsys):
+    """Histology and camera images often come as JPEG: a folder of them is an input like TIFF and PNG."""
+    from PIL import Image
+
+    src = tmp_path / "jpegs"
+    src.mkdir()
+    for i, name in enumerate(("a.jpg", "b.JPEG")):
+        img, _ = synthetic_cells((96, 128), n_cells=8, seed=40 + i)
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(src / name, quality=95)
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "-o", str(out), "--model", str(tiny_model_path), "-q"]) == 0
+    assert "left out" not in capsys.readouterr().err
+    for stem in ("a", "b"):
+        lab = read_image(out / f"{stem}_labels.tif")
+        assert lab.data.shape == (96, 128) and lab.data.max() > 0
