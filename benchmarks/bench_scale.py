@@ -9,10 +9,15 @@ AP@0.5 per scale, its difference to the native figure, and the time of ``auto`` 
 time with the diameter given (median over images and the pooled ratio).
 
     python benchmarks/bench_scale.py --models nuclei [--max-images 20] [--data ../shared/data]
+        [--split test|val]
+
+``--split val`` runs the same on each source's validation images (``cellseg.train.general``'s
+split, as ``bench_size_estimate.py``): for deciding changes to the estimate without the test split.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -50,7 +55,7 @@ def _timed(seg, x, axes):
     return res, time.perf_counter() - t
 
 
-def bench_model(name: str, data_root: Path, max_images: int | None) -> list[dict]:
+def bench_model(name: str, data_root: Path, max_images: int | None, part: str = "test") -> list[dict]:
     from cellseg.metrics import matching_dataset
     from cellseg.models import load_model
     from cellseg.scale import median_diameter
@@ -60,8 +65,16 @@ def bench_model(name: str, data_root: Path, max_images: int | None) -> list[dict
     auto = Segmenter(model, diameter="auto")
     warmed = False
     rows = []
-    for title, items in test_sets(model, data_root).items():
+    if part == "test":
+        sets = test_sets(model, data_root)
+    else:  # the sources' validation images, by source name
+        from benchmarks.bench_size_estimate import validation_items
+
+        sets = validation_items(model, data_root, None, part)
+    for title, items in sets.items():
         items = items[:max_images] if max_images else items
+        if not items:  # a source without validation images (Fluo-N2DL-HeLa is test only)
+            continue
         if not warmed and items:  # compiles every decoder kernel before anything is timed
             auto.segment(items[0][1], axes=items[0][2])
             warmed = True
@@ -116,10 +129,13 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="nuclei", help="comma-separated bundled model names or model files")
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
     p.add_argument("--max-images", type=int, default=None, help="at most this many images per test split")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="the models' test splits (default) or their sources' validation images")
     p.add_argument("--json", default=None)
-    return run_models(p.parse_args(argv), f"{'model':10s} {'test split':26s} {'n':>4s}  AP@0.5 with diameter='auto' "
+    args = p.parse_args(argv)
+    return run_models(args, f"{'model':10s} {args.split + ' split':26s} {'n':>4s}  AP@0.5 with diameter='auto' "
                       "at x0.5, x1, x2 (difference to x1); time of auto over the diameter given; AP@0.5 with the "
-                      "annotated diameter given", bench_model)
+                      "annotated diameter given", functools.partial(bench_model, part=args.split))
 
 
 if __name__ == "__main__":
