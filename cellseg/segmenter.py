@@ -330,8 +330,8 @@ class Segmenter:
         ``"torch"``, ``"onnx"`` (ONNX Runtime, CPU) or ``"auto"``; precision ``"fp32"``,
         ``"bf16"`` (torch), ``"int8"`` (onnx) or ``"auto"``. ``"auto"`` for both (the default) is
         the model's default path on its device: on the CPU ONNX Runtime int8 for a bundled model
-        whose int8 ranges were checked to keep its test AP@0.5 within 0.005 (``nuclei``), else
-        ONNX Runtime fp32 (torch fp32's outputs to float rounding, faster); torch fp32 without
+        whose int8 ranges were checked to keep its test AP@0.5 within 0.005 on every test split
+        (none of the bundled models today), else ONNX Runtime fp32 (torch fp32's outputs to float rounding, faster); torch fp32 without
         onnxruntime and on GPUs (docs/speed.md). A combination that does not exist or cannot run
         here is a :class:`SegmenterError`.
     """
