@@ -495,6 +495,8 @@ def segment_file(
     if z_note:
         warnings.append(z_note)
     # intensity image without C for measurements
+    from .segmenter import nuclear_channel, segments_nuclei
+
     inten = img.data
     if "C" in img.axes:
         c = img.axes.index("C")
@@ -502,6 +504,9 @@ def segment_file(
             inten = np.take(inten, int(channel), axis=c)
         elif channel is not None:
             inten = np.take(inten, list(img.channel_names or []).index(channel), axis=c)
+        elif (segments_nuclei(segmenter) and img.channel_names and len(img.channel_names) == inten.shape[c]
+              and (stain := nuclear_channel(img.channel_names)) is not None):
+            inten = np.take(inten, stain, axis=c)  # the nuclear stain the segmenter chose
         else:
             inten = inten.mean(axis=c)
     n_frames, frame_objects = 1, res.n_objects

@@ -132,6 +132,7 @@ class PlaneSource:
     array_path: str = ""
     zarr_format: int = 0
     pixel_size: tuple = ()  # (("Y", µm), ("X", µm)) or ()
+    note: str = ""  # which channel was chosen, when the choice was not the user's (a nuclear stain)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -167,12 +168,13 @@ class PlaneSource:
 _AXIS_WORDS = {"T": "time points", "Z": "Z slices", "C": "channels"}
 
 
-def probe(path, level: int = 0, axes: str | None = None, channel=None) -> PlaneSource:
+def probe(path, level: int = 0, axes: str | None = None, channel=None, nuclear: bool = False) -> PlaneSource:
     """Read the metadata of ``path`` (a TIFF or an OME-Zarr image; no pixels) and describe the
     2D plane a block-wise run would segment. Raises :class:`BlockwiseError` (or the reader's
     error) naming the file when it has no such plane: a Z or T stack, several channels and
     no ``channel``, a PNG, a TIFF stored as a few huge compressed strips."""
     from . import io, omezarr
+    from .segmenter import nuclear_channel
 
     path = Path(path)
     names = None
@@ -245,6 +247,7 @@ def probe(path, level: int = 0, axes: str | None = None, channel=None) -> PlaneS
         return exc
 
     fixed = []
+    note = ""
     for ax, (a, n) in enumerate(zip(letters, shape)):
         if a in "YX":
             continue
@@ -252,6 +255,10 @@ def probe(path, level: int = 0, axes: str | None = None, channel=None) -> PlaneS
             fixed.append((ax, 0))
         elif a == "C" and channel is not None:
             fixed.append((ax, _channel_index(path, channel, n, names)))
+        elif a == "C" and nuclear and names and len(names) == n and (i := nuclear_channel(names)) is not None:
+            fixed.append((ax, i))
+            note = (f"segmented channel {i} ({names[i]!r}, a nuclear stain) of {n}; choose another with "
+                    "--channel")
         elif a == "C":
             raise fail(
                 f"{path}: has {n} channels and a block-wise run segments one: choose it with --channel (an index"
@@ -262,7 +269,7 @@ def probe(path, level: int = 0, axes: str | None = None, channel=None) -> PlaneS
                 f"{path}: block-wise runs segment one 2D image (Y, X); this one has {n} {what} (axes {letters!r}, "
                 f"shape {shape}), which block-wise runs do not support yet: segment it whole (--no-blockwise) or "
                 f"split it into 2D images")
-    return PlaneSource(fixed=tuple(fixed), pixel_size=tuple(sorted(ps.items())) if ps else (), **src)
+    return PlaneSource(fixed=tuple(fixed), pixel_size=tuple(sorted(ps.items())) if ps else (), note=note, **src)
 
 
 def _channel_index(path, channel, n: int, names) -> int:
@@ -591,7 +598,9 @@ def segment_file_blockwise(
     say = (lambda ev: progress(ev)) if progress is not None else (lambda ev: None)
     if plan.error:
         raise BlockwiseError(plan.error)
-    source = probe(path, level=level, axes=axes, channel=channel)
+    from .segmenter import segments_nuclei
+
+    source = probe(path, level=level, axes=axes, channel=channel, nuclear=segments_nuclei(segmenter))
     zimage = None
     if fmt == "zarr":
         if source.kind != "zarr":
@@ -747,7 +756,7 @@ def _run(seg, path, source, shape, plan, outs, fmt, zimage, level, labels_name, 
         arrays = None
         omezarr.add_label_group(zimage, out_path, labels_name)
     work.remove()
-    warnings = []
+    warnings = [source.note] if source.note else []
     if cut:
         warnings.append(f"{len(cut)} object{'s' if len(cut) != 1 else ''} reached the edge of a block's margin "
                         f"({margin} px) and may be cut there (column cut_by_block of the CSV); a larger "

@@ -239,6 +239,9 @@ def plan_blockwise(opts: SegmentOptions, files: Sequence[Path], seg: Segmenter, 
         margin = opts.block_margin if opts.block_margin is not None else default_margin(bseg)
         check_block_size(block, margin, network_context(bseg))
     explicit = opts.block_size is not None
+    from .segmenter import segments_nuclei
+
+    nuclear = segments_nuclei(seg)
     plans: dict[str, BlockPlan] = {}
     for f in files:
         f = Path(f)
@@ -248,7 +251,7 @@ def plan_blockwise(opts: SegmentOptions, files: Sequence[Path], seg: Segmenter, 
         try:
             if bseg is None:
                 raise BlockwiseError(f"{f}: block-wise runs segment 2D images; this model segments 3D volumes")
-            src = probe(f, level=opts.level, axes=opts.axes, channel=opts.channel)
+            src = probe(f, level=opts.level, axes=opts.axes, channel=opts.channel, nuclear=nuclear)
             px = src.shape[0] * src.shape[1]
             if resolve_output_format(f, opts.output_format) == "zarr" and not is_zarr(f):
                 raise ValueError(f"{f}: block-wise runs write the labels of a TIFF input as a TIFF; drop "

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 __all__ = ["Segmenter", "Progress", "SegmentationResult", "FrameResult", "SegmenterError", "TRANSFORMS", "Predictor",
-           "RoutedPredictor", "MAX_PIXELS"]
+           "RoutedPredictor", "MAX_PIXELS", "NUCLEAR_STAINS", "nuclear_channel",
+           "segments_nuclei"]
 
 #: the most pixels (voxels for a 3D model) one network call reads when no tile is given: a larger frame
 #: (after resampling to the model's object size) goes through the network in tiles of at most this,
@@ -244,6 +245,41 @@ TRANSFORMS = {
 }
 
 
+#: channel-name words of nuclear stains and markers (whole words ignoring case, hyphenated pairs
+#: joined: ``SiR-DNA`` is ``sirdna``); any word starting with ``nuc`` counts too (nuclei, NucBlue)
+NUCLEAR_STAINS = frozenset({"dapi", "hoechst", "h33342", "h33258", "h2b", "draq5", "draq7", "sirdna", "dna",
+                            "propidium"})
+
+
+def nuclear_channel(names: Sequence[str] | None) -> int | None:
+    """The index of the one channel whose name names a nuclear stain or marker (``DAPI``,
+    ``Hoechst 33342``, ``H2B-GFP``, ``SiR-DNA``, ``DRAQ5``, ``NucBlue``, ``nuclei``...);
+    None when no channel or several do.
+
+    >>> nuclear_channel(["Phalloidin", "DAPI", "GFP"]), nuclear_channel(["H2B-mCherry", "tubulin"])
+    (1, 0)
+    >>> nuclear_channel(["GFP", "RFP"]) is None, nuclear_channel(["DAPI", "Hoechst"]) is None
+    (True, True)
+    """
+    import re
+
+    hits = []
+    for i, name in enumerate(names or []):
+        words = [w for w in re.split(r"[^a-z0-9]+", str(name).casefold()) if w]
+        words += [a + b for a, b in zip(words, words[1:])]
+        if any(w in NUCLEAR_STAINS or w.startswith("nuc") for w in words):
+            hits.append(i)
+    return hits[0] if len(hits) == 1 else None
+
+
+def segments_nuclei(segmenter: Any) -> bool:
+    """Whether a segmenter's model segments nuclei (``config["objects"] == "nuclei"``, as the
+    bundled ``nuclei`` models): given an image of several named channels and no channel, it
+    takes the one :func:`nuclear_channel` names."""
+    config = getattr(getattr(segmenter, "model", None), "config", None) or {}
+    return config.get("objects") == "nuclei"
+
+
 def _equal_channels(image: np.ndarray, c: int) -> bool:
     """True when the colour channels (the first three) along axis ``c`` are identical."""
     first = np.take(image, 0, axis=c)
@@ -331,9 +367,9 @@ class Segmenter:
         ``"bf16"`` (torch), ``"int8"`` (onnx) or ``"auto"``. ``"auto"`` for both (the default) is
         the model's default path on its device: on the CPU ONNX Runtime int8 for a bundled model
         whose int8 ranges were checked to keep its test AP@0.5 within 0.005 on every test split
-        (none of the bundled models today), else ONNX Runtime fp32 (torch fp32's outputs to float rounding, faster); torch fp32 without
-        onnxruntime and on GPUs (docs/speed.md). A combination that does not exist or cannot run
-        here is a :class:`SegmenterError`.
+        (none of the bundled models today), else ONNX Runtime fp32 (torch fp32's outputs to float
+        rounding, faster); torch fp32 without onnxruntime and on GPUs (docs/speed.md). A
+        combination that does not exist or cannot run here is a :class:`SegmenterError`.
     """
 
     def __init__(
@@ -664,21 +700,28 @@ class Segmenter:
         return self.rep.decode(outputs, self.rep.params(base, **overrides))
 
     def _select_channel(self, image: np.ndarray, axes: str, channel: int | str | None,
-                        channel_names: Sequence[str] | None) -> tuple[np.ndarray, str]:
+                        channel_names: Sequence[str] | None) -> tuple[np.ndarray, str, str | None]:
+        """``(image, axes, note)``: the channel(s) the model takes, and a note saying which channel
+        was chosen when the choice was the segmenter's (a nuclear stain by its name), else None."""
         want = int(self.model.in_channels)
         if "C" not in axes:
             if want not in (1, 3):
                 raise SegmenterError(f"the model takes {self.model.in_channels} channels; the image has none")
-            return image, axes  # grey; an RGB model gets it repeated (_match_channels)
+            return image, axes, None  # grey; an RGB model gets it repeated (_match_channels)
         c = axes.index("C")
         n = image.shape[c]
         if channel is None:
             if want == n or (want == 3 and n == 4):
-                return image, axes  # the model takes all channels (RGBA: alpha dropped later)
+                return image, axes, None  # the model takes all channels (RGBA: alpha dropped later)
             if n == 1:
-                return np.take(image, 0, axis=c), axes.replace("C", "")
+                return np.take(image, 0, axis=c), axes.replace("C", ""), None
             if n in (3, 4) and _equal_channels(image, c):
-                return np.take(image, 0, axis=c), axes.replace("C", "")  # grey stored as RGB
+                return np.take(image, 0, axis=c), axes.replace("C", ""), None  # grey stored as RGB
+            stain = nuclear_channel(channel_names) if segments_nuclei(self) else None
+            if stain is not None and channel_names is not None and len(channel_names) == n:
+                note = (f"segmented channel {stain} ({channel_names[stain]!r}, a nuclear stain) of {n}; choose "
+                        "another with channel= (--channel)")
+                return np.take(image, stain, axis=c), axes.replace("C", ""), note
             raise SegmenterError(
                 f"the image has {n} channels; choose one with channel= (index"
                 + (f" or one of {list(channel_names)})" if channel_names else ")")
@@ -691,7 +734,7 @@ class Segmenter:
             idx = int(channel)
         if not -n <= idx < n:
             raise SegmenterError(f"channel {idx} out of range: the image has {n} channels")
-        return np.take(image, idx, axis=c), axes.replace("C", "")
+        return np.take(image, idx, axis=c), axes.replace("C", ""), None
 
     def iter_segment(
         self,
@@ -714,7 +757,7 @@ class Segmenter:
         if image.size == 0:
             raise SegmenterError("the image is empty (size 0)")
         axes = resolve_axes(image, axes)
-        image, axes = self._select_channel(image, axes, channel, channel_names)
+        image, axes, channel_note = self._select_channel(image, axes, channel, channel_names)
         params = self.rep.params({**dataclasses.asdict(self.params)}, **overrides) if overrides else self.params
         sp = self.spatial_ndim
         # frame axes: T always; Z too when the model is 2D
@@ -745,7 +788,7 @@ class Segmenter:
         next_id = 1
         mode, diam = self.scale_mode(pixel_size)
         factor = 1.0 if diam is None else float(self.object_size["diameter"]) / diam
-        warnings: list[str] = []
+        warnings: list[str] = [channel_note] if channel_note else []
         checked = False
         for fi, idx in enumerate(np.ndindex(*frame_shape) if frame_shape else [()]):
             x = data[idx]

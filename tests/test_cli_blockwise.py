@@ -411,3 +411,30 @@ def test_default_model_rgb_input_and_estimated_object_size(tmp_path):
     ref, _ = _api(seg, img, tmp_path / "api.tif", 96, block=256)
     assert ref.max() > 20
     np.testing.assert_array_equal(tifffile.imread(out / "n_labels.tif"), ref)
+
+
+def test_a_nuclei_model_takes_the_nuclear_stain_of_a_named_multichannel_file(tmp_path, tiny_model_path, pixels,
+                                                                               capsys):
+    """An OME-TIFF of two named channels and no --channel: a nuclei model segments the one named for a
+    nuclear stain, whole or block-wise, measures its intensities, and says which it took."""
+    from cellseg.io import write_image
+
+    model = load_model(tiny_model_path)
+    model.config["objects"] = "nuclei"
+    model.save(tmp_path / "nuc.pt")
+    dapi = pixels.astype(np.uint16)
+    other = np.random.default_rng(1).integers(0, 4000, pixels.shape).astype(np.uint16)
+    write_image(tmp_path / "two.ome.tif", np.stack([other, dapi]), "CYX", channel_names=["Phalloidin", "DAPI"])
+    tifffile.imwrite(tmp_path / "dapi.tif", dapi)
+    runs = {"whole": ["--no-blockwise"], "blocks": ["--block-size", str(BLOCK)]}
+    for kind, extra in runs.items():
+        for src in ("two.ome.tif", "dapi.tif"):
+            assert main(["segment", str(tmp_path / src), "-o", str(tmp_path / kind), "--model",
+                         str(tmp_path / "nuc.pt"), "-q", *extra]) == 0
+        err = capsys.readouterr().err
+        assert "segmented channel 1 ('DAPI', a nuclear stain) of 2" in err
+        two = tifffile.imread(tmp_path / kind / "two_labels.tif")
+        assert two.max() > 0
+        np.testing.assert_array_equal(two, tifffile.imread(tmp_path / kind / "dapi_labels.tif"))
+        with open(tmp_path / kind / "two_objects.csv") as f1, open(tmp_path / kind / "dapi_objects.csv") as f2:
+            assert f1.read() == f2.read()  # intensities of the DAPI channel

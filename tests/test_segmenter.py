@@ -181,6 +181,38 @@ def test_z_stack_with_2d_model_is_stitched(seg):
     assert set(np.unique(res.labels[0])) == set(np.unique(res.labels[2]))
 
 
+def test_a_nuclei_model_takes_the_channel_named_for_a_nuclear_stain(seg):
+    """Several named channels and none chosen: a model that segments nuclei takes the one channel
+    named for a nuclear stain, and says so; other models, unnamed or ambiguous channels still ask."""
+    import copy
+
+    img, _ = synthetic_cells((64, 64), n_cells=4, seed=1)
+    noise = np.random.default_rng(0).random(img.shape).astype(np.float32)
+    cyx = np.stack([noise, img])
+    nuclei_model = copy.copy(seg.model)
+    nuclei_model.config = {**seg.model.config, "objects": "nuclei"}
+    nseg = Segmenter(nuclei_model)
+    ref = seg.segment(img).labels
+    for names in (["Phalloidin", "DAPI"], ["actin-GFP", "Hoechst 33342"], ["mito", "H2B-mCherry"], ["a", "SiR-DNA"]):
+        res = nseg.segment(cyx, axes="CYX", channel_names=names)
+        np.testing.assert_array_equal(res.labels, ref)
+        assert any(f"segmented channel 1 ({names[1]!r}, a nuclear stain) of 2" in w for w in res.warnings)
+    np.testing.assert_array_equal(nseg.segment(cyx, axes="CYX", channel=0, channel_names=["a", "DAPI"]).labels,
+                                  seg.segment(noise).labels)  # a channel given wins
+    for names in (None, ["GFP", "RFP"], ["DAPI", "Hoechst"]):
+        with pytest.raises(SegmenterError, match="choose one with channel"):
+            nseg.segment(cyx, axes="CYX", channel_names=names)
+    with pytest.raises(SegmenterError, match="choose one with channel"):  # not a nuclei model
+        seg.segment(cyx, axes="CYX", channel_names=["Phalloidin", "DAPI"])
+
+
+def test_bundled_models_say_what_they_segment():
+    from cellseg.segmenter import segments_nuclei
+
+    assert load_model("nuclei").config["objects"] == "nuclei" and load_model("cells").config["objects"] == "cells"
+    assert segments_nuclei(Segmenter(load_model("nuclei-flows"))) and not segments_nuclei(Segmenter(load_model("cells")))
+
+
 def test_channel_selection_and_axes_errors(seg):
     img, _ = synthetic_cells((64, 64), n_cells=4, seed=1)
     noise = np.random.default_rng(0).random(img.shape).astype(np.float32)

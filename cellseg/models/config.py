@@ -14,7 +14,10 @@
       "augment": false,   (optional: test-time augmentation by default, see CellsegModel.predict)
       "denoise": true,    (optional, default false: a DenoiSeg denoising head "denoised" beside
                            the representation's heads, see cellseg.train.denoiseg)
-      "training": {...free-form record: data, split, schedule, metrics...}
+      "training": {...free-form record: data, split, schedule, metrics...},
+      "objects": "nuclei",  (optional: what the model segments, "nuclei" or "cells"; a
+                             nuclei model given an image of several named channels takes
+                             the one named for a nuclear stain, see cellseg.segmenter)
     }
 
 Building a network from a config is deterministic: the weights are initialised
@@ -39,7 +42,7 @@ FORMAT_VERSION = 1
 _TOP_KEYS = {
     "format_version", "backbone", "representation", "in_channels", "ndim", "axes",
     "normalization", "thresholds", "training", "name", "description", "augment", "object_size",
-    "image_stats", "denoise",
+    "image_stats", "denoise", "objects",
 }
 
 

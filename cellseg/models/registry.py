@@ -142,6 +142,8 @@ def load_pretrained(name: str, device: Any = "auto", weights_dir: Path | None = 
         config["object_size"] = {k: v for k, v in info["object_size"].items() if k != "measured"}
     if info.get("image_stats") and not config.get("image_stats"):
         config["image_stats"] = dict(info["image_stats"])
+    if info.get("objects") and not config.get("objects"):
+        config["objects"] = str(info["objects"])
     return model
 
 
@@ -157,7 +159,7 @@ def register_model(
     """Copy a trained model into the weights folder (float16 by default) and add its registry entry.
 
     Replacing a model under its own name keeps what the registry carries for it and the new
-    model's config lacks (``object_size``, ``image_stats``: they describe the training data),
+    model's config lacks (``object_size``, ``image_stats``, ``objects``: they describe the training data),
     and keeps it the default model when it was. ``card`` may be the bundled card itself (edited
     in place). The card is checked before anything is written.
     """
@@ -184,7 +186,7 @@ def register_model(
         "summary": summary,
         "representation": model.representation.name,
     }
-    for key in ("object_size", "image_stats"):
+    for key in ("object_size", "image_stats", "objects"):
         if previous.get(key) and not model.config.get(key):
             entry[key] = previous[key]
     if card is not None:
