@@ -746,6 +746,11 @@ def test_train_widget_colour_layer_channel_choice_and_history(make_napari_viewer
     viewer.add_labels(gt, name="gt")
     train = _open(viewer, "Train", qtbot)
     assert train._rep.value == "flows"
+    from cellseg_napari._models import FRESH_MODEL
+
+    train._start.value = "cells"  # fine-tuning starts from the patch size the model was trained with
+    assert train._patch.value == 256 and not train._rep.enabled
+    train._start.value = FRESH_MODEL
     train._image.value, train._labels_layer.value = "rgba", "gt"
     assert train._axes.value == "YXC" and not train._channel.native.isHidden()
     assert train._channel.value == _axes.COLOUR and set(train._channel.choices) >= {0, 1, 2, 3}

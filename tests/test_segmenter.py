@@ -210,7 +210,8 @@ def test_bundled_models_say_what_they_segment():
     from cellseg.segmenter import segments_nuclei
 
     assert load_model("nuclei").config["objects"] == "nuclei" and load_model("cells").config["objects"] == "cells"
-    assert segments_nuclei(Segmenter(load_model("nuclei-flows"))) and not segments_nuclei(Segmenter(load_model("cells")))
+    assert segments_nuclei(Segmenter(load_model("nuclei-flows")))
+    assert not segments_nuclei(Segmenter(load_model("cells")))
 
 
 def test_channel_selection_and_axes_errors(seg):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, ProgressBar, PushButton, SpinBox
 
 from .._axes import axes_hint, channels_equal, training_channel_choices
-from .._models import CUSTOM_MODEL, FRESH_MODEL, TrainedModels, model_choices, model_spec
+from .._models import CUSTOM_MODEL, FRESH_MODEL, TrainedModels, get_model, model_choices, model_spec
 from .._scale import z_step_from_layer
 from .._training import DEFAULT_REPRESENTATION, NETWORKS, TrainingJob, training_pairs_from_layers
 from .common import (
@@ -193,6 +193,14 @@ class TrainWidget(ViewerWidget):
         fresh = self._start.value == FRESH_MODEL
         # fine-tuning keeps the starting model's representation and network
         self._rep.enabled = self._network.enabled = fresh
+        if not fresh:  # and starts from the patch size it was trained with (256 for the cells model)
+            try:
+                config = get_model(model_spec(self._start.value, trained=self.trained_models)).config
+            except Exception:  # noqa: BLE001  (an unreadable model is reported when training starts)
+                config = {}
+            ps = ((config.get("training") or {}).get("train_config") or {}).get("patch_size")
+            if isinstance(ps, (int, float)) and self._patch.min <= int(ps) <= self._patch.max:
+                self._patch.value = int(ps)
         self._show_dims()
 
     @property
