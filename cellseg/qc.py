@@ -16,11 +16,13 @@ more than a margin. It warns, it never refuses: the user may know better.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["image_features", "training_image_stats", "merge_image_stats", "unlike_training", "FEATURES"]
+__all__ = ["image_features", "training_image_stats", "merge_image_stats", "unlike_training", "suggest_model",
+           "FEATURES"]
 
 FEATURES = ("median", "skew", "colour")
 #: absolute slack added to each side of a training range, and a relative one (of its width)
@@ -113,3 +115,59 @@ def unlike_training(features: Mapping[str, float], stats: Mapping[str, Iterable[
         if v < lo - m or v > hi + m:
             out.append(f"{_DESCRIBE[f]} {v:.2f} (training images: {lo:.2f} to {hi:.2f})")
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_training_stats() -> tuple[tuple[str, str, dict], ...]:
+    """``(name, objects, image_stats)`` of the bundled models that record what they segment and
+    the statistics of their training images, the default model first (read once)."""
+    from .models.registry import default_model_name, list_models, model_info
+
+    rows = []
+    try:
+        default = default_model_name()
+        names = sorted(list_models(), key=lambda n: (n != default, n))
+    except Exception:  # noqa: BLE001  (no registry: nothing to suggest)
+        names = []
+    for name in names:
+        info = model_info(name)
+        stats = info.get("image_stats")
+        if info.get("objects") and not stats:
+            try:
+                from .models.modelfile import payload_config, read_model_file
+
+                stats = payload_config(read_model_file(info["path"])).get("image_stats")
+            except Exception:  # noqa: BLE001  (an unreadable file is reported when it is loaded)
+                stats = None
+        if info.get("objects") and stats:
+            rows.append((name, str(info["objects"]), dict(stats)))
+    return tuple(rows)
+
+
+def _narrower(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether the training ranges ``a`` are within the width of ``b``'s in every statistic and
+    narrower in one (more specific evidence when an image falls inside both)."""
+    wa = [float(a[f][1]) - float(a[f][0]) for f in FEATURES if f in a and f in b]
+    wb = [float(b[f][1]) - float(b[f][0]) for f in FEATURES if f in a and f in b]
+    return bool(wa) and all(x <= y for x, y in zip(wa, wb)) and any(x < y for x, y in zip(wa, wb))
+
+
+def suggest_model(features: Mapping[str, float], objects: str | None,
+                  stats: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """``(name, objects)`` of a bundled model for other objects than ``objects`` (what the running
+    model segments) whose training images an image with ``features`` looks like, when that is
+    the better evidence: the image is unlike the running model's training images (``stats``), or
+    that model's ranges are narrower than the running model's in every statistic (a DIC or
+    phase-contrast image falls inside the wide ranges of the ``nuclei`` model, whose training
+    mixes fluorescence, brightfield and H&E, and inside the narrow ones of ``cells``). None when
+    no such model exists or ``objects`` is unknown."""
+    if not objects:
+        return None
+    off = bool(unlike_training(features, stats)) if stats else True
+    for name, objs, other in _bundled_training_stats():
+        if objs == objects or unlike_training(features, other):
+            continue
+        if off or (stats and _narrower(other, stats)):
+            return name, objs
+    return None
+

@@ -868,21 +868,28 @@ class Segmenter:
                 f"{used:.3g} only: check the diameter")
 
     def _modality_warning(self, x: np.ndarray) -> str | None:
-        """A message when frame ``x`` ``(C?, *spatial)`` looks unlike the model's training images."""
-        from .qc import image_features, unlike_training
+        """A message when frame ``x`` ``(C?, *spatial)`` looks unlike the model's training images,
+        or more like those of a bundled model for other objects (:func:`cellseg.qc.suggest_model`)."""
+        from .qc import image_features, suggest_model, unlike_training
 
         cfg = self.model.config
         stats = cfg.get("image_stats")
         if not stats:
             return None
         ca = 0 if x.ndim > self.spatial_ndim else None
-        off = unlike_training(image_features(x, channel_axis=ca, pmin=self.normalize[0], pmax=self.normalize[1]),
-                              stats)
-        if not off:
-            return None
+        features = image_features(x, channel_axis=ca, pmin=self.normalize[0], pmax=self.normalize[1])
+        off = unlike_training(features, stats)
+        other = suggest_model(features, cfg.get("objects"), stats)
         name = cfg.get("name") or "the model"
+        hint = (f"; it looks like the training images of '{other[0]}', a model for {other[1]}: if it shows "
+                f"{other[1]}, use that model (--model {other[0]})" if other else "")
+        if not off:
+            if not other:
+                return None
+            return (f"the image looks like {name}'s training data but more like that of '{other[0]}', a model for "
+                    f"{other[1]}: if it shows {other[1]}, use that model (--model {other[0]})")
         return (f"the image looks unlike {name}'s training data ({'; '.join(off)}): another modality? "
-                "The labels may be poor; 'cellseg models' lists models for other images")
+                "The labels may be poor; 'cellseg models' lists models for other images" + hint)
 
     #: the resampling factor is kept within these bounds (beyond them the image would be
     #: blown up or shrunk to a few pixels by a bad estimate)

@@ -76,3 +76,36 @@ def test_bundled_models_warn_on_the_other_modality(dic_hela, fluo_hela):
         assert unlike_training(f_own, stats) == []
         assert unlike_training(f_other, stats)
     assert any("looks unlike" in w for w in dic_model.segment(fluo[:256, :256]).warnings)
+
+
+def test_suggest_model_prefers_the_narrower_training_range(monkeypatch):
+    from cellseg import qc
+
+    wide = {"median": [0.0, 0.95], "skew": [-4.0, 13.0], "colour": [0.0, 0.12]}  # fluorescence, brightfield, H&E
+    narrow = {"median": [0.25, 0.42], "skew": [-0.2, 2.6], "colour": [0.0, 0.0]}  # DIC, phase contrast
+    monkeypatch.setattr(qc, "_bundled_training_stats", lambda: (("nuc", "nuclei", wide), ("cel", "cells", narrow)))
+    relief = {"median": 0.35, "skew": 0.3, "colour": 0.0}
+    fluo = {"median": 0.02, "skew": 5.0, "colour": 0.0}
+    he = {"median": 0.6, "skew": -0.5, "colour": 0.09}
+    assert qc.suggest_model(relief, "nuclei", wide) == ("cel", "cells")  # inside both: the narrower is specific
+    assert qc.suggest_model(fluo, "nuclei", wide) is None and qc.suggest_model(he, "nuclei", wide) is None
+    assert qc.suggest_model(fluo, "cells", narrow) == ("nuc", "nuclei")  # unlike the running model's images
+    assert qc.suggest_model(relief, "cells", narrow) is None
+    assert qc.suggest_model(relief, None, wide) is None  # a model that does not say what it segments
+    assert qc.suggest_model({"median": 0.99, "skew": 40.0, "colour": 0.5}, "cells", narrow) is None
+
+
+def test_the_default_nuclei_model_points_whole_cell_images_to_the_cells_model(dic_hela, fluo_hela):
+    """DIC HeLa falls inside the wide ranges of the nuclei model's training images (fluorescence,
+    brightfield, H&E), so it gave no warning; it falls inside those of the cells model too."""
+    from cellseg.segmenter import Segmenter
+
+    dic = io.read_image(sorted((dic_hela / "02").glob("*.tif"))[0]).data[:256, :256]
+    fluo = io.read_image(sorted((fluo_hela / "01").glob("*.tif"))[0]).data[:256, :256]
+    nuclei, cells = Segmenter.from_pretrained("nuclei"), Segmenter.from_pretrained("cells")
+    w = nuclei.segment(dic).warnings
+    assert any("more like that of 'cells', a model for cells" in m and "--model cells" in m for m in w), w
+    assert not any("cells" in m for m in nuclei.segment(fluo).warnings)
+    w = cells.segment(fluo).warnings
+    assert any("looks unlike" in m and "--model nuclei" in m for m in w), w
+    assert not any("--model" in m for m in cells.segment(dic).warnings)
