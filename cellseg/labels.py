@@ -11,6 +11,7 @@ __all__ = [
     "fill_holes",
     "remove_small",
     "check_instance_labels",
+    "keep_largest_parts",
     "check_not_binary",
     "mask_stats",
     "LabelError",
@@ -77,14 +78,43 @@ def _integral_float_labels(arr: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def keep_largest_parts(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels where each id keeps only its largest face-connected part (the others become
+    background), and the number of pixels removed. Some sources annotate a cell's cut-off
+    protrusions with the cell's id; one object per id is what the training targets need.
+
+    >>> lab = np.zeros((5, 7), np.int32); lab[1:4, 0:3] = 1; lab[2, 5] = 1; lab[0, 6] = 2
+    >>> out, removed = keep_largest_parts(lab); int(out.sum()), removed
+    (11, 1)
+    """
+    from skimage.measure import label as cc_label
+
+    comps = cc_label(labels > 0, connectivity=1)
+    if comps.max() == 0:
+        return labels, 0
+    # (component, id) pairs: split components that hold several ids as well
+    key = comps.astype(np.int64) * (int(labels.max()) + 1) + labels
+    uniq, inv, counts = np.unique(key.ravel(), return_inverse=True, return_counts=True)
+    ids = uniq % (int(labels.max()) + 1)
+    keep = np.zeros(uniq.size, bool)
+    order = np.lexsort((-counts, ids))
+    first = np.ones(order.size, bool)
+    first[1:] = ids[order][1:] != ids[order][:-1]
+    keep[order[first]] = True
+    keep[ids == 0] = True
+    out = np.where(keep[inv].reshape(labels.shape), labels, 0).astype(labels.dtype)
+    return out, int(np.count_nonzero(labels) - np.count_nonzero(out))
+
+
 def check_instance_labels(labels: np.ndarray, name: str = "labels") -> int:
     """Refuse a binary or semantic mask posing as instance labels; return the number of separate
     foreground blobs (face-connected, ignoring ids), for :func:`check_not_binary`.
 
-    Raises :class:`LabelError` naming ``name`` when one id is made of
-    ``_MAX_BLOBS_PER_ID`` (4) or more separate blobs of at least ``_BLOB_MIN_PX``
-    (4) pixels each: a class mask, not one object. Training data and ``cellseg
-    evaluate`` share this check.
+    Raises :class:`LabelError` naming ``name`` when the ids made of ``_MAX_BLOBS_PER_ID`` (4)
+    or more separate blobs of at least ``_BLOB_MIN_PX`` (4) pixels each hold at least half of
+    the image's blobs: a class mask, not objects. An instance image where a few objects are
+    annotated in parts (a cell and its cut-off protrusions under one id) passes. Training data
+    and ``cellseg evaluate`` share this check.
     """
     from scipy import ndimage as ndi
     from skimage.measure import label as cc_label
@@ -100,7 +130,8 @@ def check_instance_labels(labels: np.ndarray, name: str = "labels") -> int:
     big = sizes[1:] >= _BLOB_MIN_PX
     per_id = np.bincount(ids[1:][big])
     worst = int(per_id.argmax()) if per_id.size else 0
-    if per_id.size and per_id[worst] >= _MAX_BLOBS_PER_ID:
+    split = per_id[per_id >= _MAX_BLOBS_PER_ID].sum() if per_id.size else 0
+    if per_id.size and per_id[worst] >= _MAX_BLOBS_PER_ID and 2 * split >= per_id.sum():
         raise LabelError(
             f"{name}: label {worst} consists of {int(per_id[worst])} separate blobs; this looks like a binary or "
             "semantic mask, not instance labels (one id per object). Convert it with "

@@ -180,3 +180,17 @@ def test_keep_scale_needs_fine_tune(folder, tmp_path, capsys):
     args = parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
                   "--keep-scale"])
     assert train_cli.run(args) == 2 and "--fine-tune" in capsys.readouterr().err
+
+
+def test_objects_annotated_in_parts_train_with_a_note(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(loop_mod, "representation_loss", _bce_loss)
+    lab = tifffile.imread(folder / "masks" / "im0.tif").astype(np.uint16)
+    new = int(lab.max()) + 1
+    for y, x in [(0, 0), (0, 61), (61, 0), (61, 61)]:  # one more object, in four corner parts
+        lab[y:y + 3, x:x + 3] = new
+    tifffile.imwrite(folder / "masks" / "im0.tif", lab)
+    args = parse(["--representation", "distance", "--data", str(folder), "--out", str(tmp_path / "m.pt"),
+                  "--val-fraction", "0.25", "--no-tune-thresholds", *TINY])
+    assert train_cli.run(args) == 0
+    err = capsys.readouterr().err
+    assert "note: " in err and "im0.tif: 1 object annotated in separate parts keep their largest part" in err

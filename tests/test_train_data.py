@@ -155,3 +155,26 @@ def test_patch_larger_than_image():
     x, t = PatchSampler(data, _FG(), (32, 32), AugmentConfig.none()).batch(np.random.default_rng(0), 2)
     assert x.shape == (2, 1, 32, 32)
     assert t["fg"].sum() == 2 * (data[0].labels > 0).sum()
+
+
+def test_an_object_annotated_in_parts_keeps_its_largest_part():
+    """A few ids in separate parts (as some sources annotate cut-off protrusions) are instance labels
+    with a flaw: training keeps each such object's largest part, with a warning; a class mask is refused."""
+    from cellseg.labels import check_instance_labels
+    from cellseg.train.dataset import DataWarning
+
+    lab = np.zeros((64, 64), np.int32)
+    for i, (y, x) in enumerate([(12, 12), (12, 30), (12, 48), (40, 12), (40, 30), (40, 48)], start=1):
+        lab[y:y + 8, x:x + 8] = i
+    for y, x, n in [(1, 1, 4), (1, 60, 3), (60, 1, 3), (60, 60, 3)]:  # one object in four parts
+        lab[y:y + n, x:x + n] = 7
+    im = (lab > 0).astype(np.float32) + np.random.default_rng(0).normal(0, 0.05, lab.shape).astype(np.float32)
+    assert check_instance_labels(lab, "f") == 10  # was refused: "label 7 consists of 4 separate blobs"
+    with pytest.warns(DataWarning, match=r"frag: 1 object annotated in separate parts keep their largest part "
+                                         r"\(27 px left out\)"):
+        td = TrainingData.from_arrays([(im, lab)], names=["frag"])
+    out = td.samples[0].labels
+    assert int((out == 7).sum()) == 16 and out[1:5, 1:5].min() == 7
+    np.testing.assert_array_equal(out[lab != 7], lab[lab != 7])  # nothing else changes
+    with pytest.raises(DataError, match="separate blobs"):  # most blobs under one id: a class mask
+        TrainingData.from_arrays([(im, (lab > 0).astype(np.uint8))], names=["binary"])

@@ -136,15 +136,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path, sequences, truth, modality, ndim, in_channels, norm):
-    from .dataset import DataError, TrainingData, load_training_data
+    """The training data of ``path``; what the loader changed in it (objects annotated in separate
+    parts, :class:`DataWarning`) is said in ``note:`` lines, at most three and a count."""
+    import warnings
+
+    from .dataset import DataError, DataWarning, TrainingData, load_training_data
 
     p = Path(path)
-    if modality:
-        if not (p / "images").is_dir():
-            raise DataError(f"{p}: --modality needs an images/ + masks/ folder with index.csv")
-        return TrainingData.dsb2018(p, modality=modality, normalization=norm)
-    return load_training_data(p, sequences=sequences, truth=truth, ndim=ndim, in_channels=in_channels,
-                              normalization=norm)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        if modality:
+            if not (p / "images").is_dir():
+                raise DataError(f"{p}: --modality needs an images/ + masks/ folder with index.csv")
+            data = TrainingData.dsb2018(p, modality=modality, normalization=norm)
+        else:
+            data = load_training_data(p, sequences=sequences, truth=truth, ndim=ndim, in_channels=in_channels,
+                                      normalization=norm)
+    notes = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    for w in caught:
+        if not issubclass(w.category, DataWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for n in notes[:3]:
+        print(f"note: {n}", file=sys.stderr)
+    if len(notes) > 3:
+        print(f"note: ... and in {len(notes) - 3} more label images of {p}", file=sys.stderr)
+    return data
 
 
 def _patch_size(given, ndim: int, depth: int, anisotropy: float):

@@ -35,6 +35,7 @@ from .augment import AugmentConfig, augment_intensity, dim_objects, sample_patch
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "TrainingSample",
     "TrainingData",
     "PatchSampler",
@@ -46,6 +47,10 @@ __all__ = [
 
 class DataError(ValueError):
     """Unusable training data; the message names the sample (file) and what is wrong."""
+
+
+class DataWarning(UserWarning):
+    """Training data used with a change the user should know of (objects annotated in parts)."""
 
 
 @dataclass
@@ -115,8 +120,13 @@ def check_instance_labels(labels: np.ndarray, name: str) -> int:
         raise DataError(f"{exc} Training needs instance labels.") from None
 
 
-def check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndarray:
-    """``labels`` as an ``ndim``-D instance label image of the spatial shape of ``image (C, *spatial)``."""
+def check_pair(image: np.ndarray, labels: Any, name: str, ndim: int, trim: bool = True) -> np.ndarray:
+    """``labels`` as an ``ndim``-D instance label image of the spatial shape of ``image (C, *spatial)``.
+
+    A binary or semantic mask is refused (:func:`check_instance_labels`). With ``trim``, an
+    object annotated in separate parts (a cell and its cut-off protrusions under one id) keeps
+    its largest part, with a :class:`DataWarning`: the training targets need one region per id.
+    """
     lab = np.asarray(labels)
     try:  # float labels (ImageJ exports) are fine when every value is a whole number
         lab = as_labels(lab, name=name)
@@ -126,6 +136,18 @@ def check_pair(image: np.ndarray, labels: Any, name: str, ndim: int) -> np.ndarr
         raise DataError(f"{name}: labels of shape {lab.shape} are not {ndim}D")
     if image.shape[1:] != lab.shape:
         raise DataError(f"{name}: image spatial shape {image.shape[1:]} differs from labels shape {lab.shape}")
+    if trim:
+        import warnings
+
+        from cellseg.labels import keep_largest_parts
+
+        check_instance_labels(lab, name)  # a semantic mask is refused, not cut down to one blob per value
+        kept, removed = keep_largest_parts(lab)
+        if removed:
+            n = int(np.unique(lab[kept != lab]).size)
+            warnings.warn(f"{name}: {n} object{'s' if n != 1 else ''} annotated in separate parts keep their "
+                          f"largest part ({removed} px left out)", DataWarning, stacklevel=2)
+            lab = kept
     return lab
 
 

@@ -28,6 +28,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cellseg.labels import keep_largest_parts
+
 from .dataset import DataError, TrainingData, TrainingSample, check_pair, normalize_sample
 
 __all__ = ["load_general", "to_rgb3", "rescale_sample", "match_object_size", "training_object_size",
@@ -65,29 +67,6 @@ def to_rgb3(data: np.ndarray, axes: str, name: str) -> np.ndarray:
     if c in (3, 4):
         return np.ascontiguousarray(x[:3])
     raise DataError(f"{name}: {c} channels; a general model takes grey or RGB images")
-
-
-def keep_largest_parts(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels where each id keeps only its largest 4-connected part (the others become
-    background), and the number of pixels removed. Some sources annotate a cell's cut-off
-    protrusions with the cell's id; one object per id is what the targets need."""
-    from skimage.measure import label as cc_label
-
-    comps = cc_label(labels > 0, connectivity=1)
-    if comps.max() == 0:
-        return labels, 0
-    # (component, id) pairs: split components that hold several ids as well
-    key = comps.astype(np.int64) * (int(labels.max()) + 1) + labels
-    uniq, inv, counts = np.unique(key.ravel(), return_inverse=True, return_counts=True)
-    ids = uniq % (int(labels.max()) + 1)
-    keep = np.zeros(uniq.size, bool)
-    order = np.lexsort((-counts, ids))
-    first = np.ones(order.size, bool)
-    first[1:] = ids[order][1:] != ids[order][:-1]
-    keep[order[first]] = True
-    keep[ids == 0] = True
-    out = np.where(keep[inv].reshape(labels.shape), labels, 0).astype(labels.dtype)
-    return out, int(np.count_nonzero(labels) - np.count_nonzero(out))
 
 
 def rescale_sample(name: str, image: np.ndarray, labels: np.ndarray, diameter: float) -> tuple[TrainingSample, float]:
@@ -227,7 +206,7 @@ def load_general(kind: str, root, diameter: float, normalization: Mapping[str, f
             for name, ip, lp in items:
                 im = io.read_image(ip)
                 x = to_rgb3(im.data, im.axes, str(ip))
-                lab = check_pair(x, io.read_labels(lp), str(lp), 2)
+                lab = check_pair(x, io.read_labels(lp), str(lp), 2, trim=False)
                 lab, removed = keep_largest_parts(lab)
                 x = normalize_sample(x, normalization["pmin"], normalization["pmax"], str(ip))
                 s, f = rescale_sample(name, x, lab, diameter)
