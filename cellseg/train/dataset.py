@@ -124,8 +124,10 @@ def check_pair(image: np.ndarray, labels: Any, name: str, ndim: int, trim: bool 
     """``labels`` as an ``ndim``-D instance label image of the spatial shape of ``image (C, *spatial)``.
 
     A binary or semantic mask is refused (:func:`check_instance_labels`). With ``trim``, an
-    object annotated in separate parts (a cell and its cut-off protrusions under one id) keeps
-    its largest part, with a :class:`DataWarning`: the training targets need one region per id.
+    object annotated in separate parts (a cell and its cut-off protrusions under one id) of an
+    image with several ids keeps its largest part, with a :class:`DataWarning`: the training
+    targets need one region per id. Images of one value are left whole (a set of 0/1 masks is
+    refused by :class:`TrainingData`'s check of the whole set).
     """
     lab = np.asarray(labels)
     try:  # float labels (ImageJ exports) are fine when every value is a whole number
@@ -136,7 +138,8 @@ def check_pair(image: np.ndarray, labels: Any, name: str, ndim: int, trim: bool 
         raise DataError(f"{name}: labels of shape {lab.shape} are not {ndim}D")
     if image.shape[1:] != lab.shape:
         raise DataError(f"{name}: image spatial shape {image.shape[1:]} differs from labels shape {lab.shape}")
-    if trim:
+    fg = lab[lab != 0]
+    if trim and fg.size and fg.min() != fg.max():  # one value only: a 0/1 mask is for the set-level check
         import warnings
 
         from cellseg.labels import keep_largest_parts
