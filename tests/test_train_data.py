@@ -178,3 +178,26 @@ def test_an_object_annotated_in_parts_keeps_its_largest_part():
     np.testing.assert_array_equal(out[lab != 7], lab[lab != 7])  # nothing else changes
     with pytest.raises(DataError, match="separate blobs"):  # most blobs under one id: a class mask
         TrainingData.from_arrays([(im, (lab > 0).astype(np.uint8))], names=["binary"])
+
+
+
+def test_test_labels_are_read_as_annotated(tmp_path):
+    """trim=False (recipes' test splits): objects in parts stay as annotated, they are scored so."""
+    import tifffile
+
+    from cellseg.train.dataset import DataWarning
+
+    lab = np.zeros((48, 48), np.uint16)
+    for i, (y, x) in enumerate([(8, 8), (8, 20), (8, 32), (30, 8), (30, 20), (30, 32)], start=1):
+        lab[y:y + 8, x:x + 8] = i
+    for y, x in [(0, 0), (0, 45), (45, 0), (45, 45)]:  # one object in four parts (fewer than half the blobs)
+        lab[y:y + 3, x:x + 3] = 7
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", (lab > 0).astype(np.float32) + 0.1)
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", lab)
+    kept = TrainingData.from_folder(tmp_path, trim=False)
+    np.testing.assert_array_equal(kept.samples[0].labels, lab)
+    with pytest.warns(DataWarning):
+        trimmed = TrainingData.from_folder(tmp_path)
+    assert int((trimmed.samples[0].labels == 7).sum()) == 9

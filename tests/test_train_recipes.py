@@ -127,3 +127,42 @@ def test_module_command_runs_through_the_forwarding_module(tmp_path):
     bad = subprocess.run([*run, "no-such-recipe", "--out", str(tmp_path / "o")], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "no-such-recipe" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_recipe_init_starts_from_a_models_weights(data_dir, tmp_path, smoke_runs):
+    """--init: a new run of the recipe from a model's weights (here the smoke run's own model), checked
+    against the recipe's network first; --init with --resume, or a model of another network, is refused."""
+    torch = pytest.importorskip("torch")
+    from cellseg.models import CellsegModel
+
+    name = "nuclei-distance"
+    run, _ = smoke_runs(name, data_dir)
+    start = CellsegModel.load(run / "model.pt")
+    seen = []
+    import cellseg.train as train_pkg  # run_recipe imports fit from here when it runs: record what it gets
+
+    orig = train_pkg.fit
+
+    def spy(*a, **k):
+        m = k.get("model")
+        seen.append(None if m is None else {n: p.detach().clone() for n, p in m.network.state_dict().items()})
+        return orig(*a, **k)
+
+    train_pkg.fit = spy
+    try:
+        rc = recipes.main([name, "--data-root", str(data_dir), "--out", str(tmp_path / "init"), "--smoke",
+                           "--init", str(run / "model.pt")])
+    finally:
+        train_pkg.fit = orig
+    assert rc == 0 and seen and seen[0] is not None
+    for k, v in start.network.state_dict().items():  # the run started from those weights
+        assert torch.equal(seen[0][k], v), k
+    m = CellsegModel.load(tmp_path / "init" / "model.pt")
+    assert m.config["training"]["init"] == str(run / "model.pt") and "fine_tuned_from" in m.config["training"]
+    assert m.config["image_stats"]["n_images"] == start.config["image_stats"]["n_images"]
+    assert recipes.main([name, "--data-root", str(data_dir), "--out", str(tmp_path / "x"), "--smoke",
+                         "--init", str(run / "model.pt"), "--resume"]) == 2
+    assert recipes.main(["hela-dic-flows", "--data-root", str(data_dir), "--out", str(tmp_path / "y"), "--smoke",
+                         "--init", str(run / "model.pt")]) == 2

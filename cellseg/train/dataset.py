@@ -298,9 +298,11 @@ class TrainingData(Sequence):
         return cls(samples, ndim, in_channels, norm, source)
 
     @classmethod
-    def _from_files(cls, items, ndim, in_channels, normalization, source) -> "TrainingData":
+    def _from_files(cls, items, ndim, in_channels, normalization, source, trim: bool = True) -> "TrainingData":
         """Read ``(name, image path, label path)`` items; ``ndim=None``: 2D or 3D as the label
-        images are (all the same: a folder mixing 2D and 3D pairs is refused)."""
+        images are (all the same: a folder mixing 2D and 3D pairs is refused). ``trim``: objects
+        annotated in separate parts keep their largest part (:func:`check_pair`); ``False`` keeps
+        the labels as they are (test data, scored as annotated)."""
         norm = dict(normalization or {"pmin": 1.0, "pmax": 99.8})
         samples = []
         first = None  # (label path, ndim) of the first pair, for the mixed 2D/3D message
@@ -314,7 +316,7 @@ class TrainingData(Sequence):
                                 f"{lab.shape}) where {Path(first[0]).name} is {first[1]}D: training data must be "
                                 "all 2D images or all 3D volumes")
             x = to_channels_first(im.data, im.axes, nd, in_channels, str(ip))
-            lab = check_pair(x, lab, str(lp), nd)
+            lab = check_pair(x, lab, str(lp), nd, trim=trim)
             samples.append(TrainingSample(name, normalize_sample(x, norm["pmin"], norm["pmax"], str(ip)), lab,
                                           pixel_size=dict(im.pixel_size) if im.pixel_size else None))
         return cls(samples, first[1] if first is not None else (ndim or 2), in_channels, norm, source)
@@ -322,7 +324,7 @@ class TrainingData(Sequence):
     @classmethod
     def from_ctc(cls, root: str | os.PathLike, sequences: Sequence[str] = ("01",), truth: str = "ST",
                  frames: Sequence[int] | None = None, ndim: int | None = 2, in_channels: int = 1,
-                 normalization: Mapping[str, float] | None = None) -> "TrainingData":
+                 normalization: Mapping[str, float] | None = None, trim: bool = True) -> "TrainingData":
         """Annotated frames of CTC ``sequences`` (``truth`` ``"GT"``, ``"ST"`` or ``"auto"``).
 
         Sample names are ``"<seq>/t<TTT>"``; ``frames`` restricts to those time points.
@@ -342,12 +344,12 @@ class TrainingData(Sequence):
         src = f"{Path(root)} sequences {','.join(map(str, sequences))} ({truth})"
         if not items:
             raise DataError(f"{src}: no annotated frames selected")
-        return cls._from_files(items, ndim, in_channels, normalization, src)
+        return cls._from_files(items, ndim, in_channels, normalization, src, trim=trim)
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, names: Sequence[str] | None = None, ndim: int | None = 2,
                     in_channels: int = 1, normalization: Mapping[str, float] | None = None,
-                    dataset=None) -> "TrainingData":
+                    dataset=None, trim: bool = True) -> "TrainingData":
         """An ``images/`` + ``masks/`` folder (paired by file stem); ``names`` selects samples.
         ``ndim=None``: 2D images or 3D (ZYX) volumes as the label images are."""
         from cellseg.datasets import FolderDataset
@@ -359,7 +361,7 @@ class TrainingData(Sequence):
             items = [(n, ds.image_path(n), ds.mask_path(n)) for n in ds.names]
         except (ValueError, FileNotFoundError, KeyError) as exc:
             raise DataError(str(exc)) from None
-        return cls._from_files(items, ndim, in_channels, normalization, f"{Path(root)}")
+        return cls._from_files(items, ndim, in_channels, normalization, f"{Path(root)}", trim=trim)
 
     @classmethod
     def dsb2018(cls, root: str | os.PathLike, names: Sequence[str] | None = None, modality: str = "fluorescence",

@@ -177,7 +177,9 @@ def prepare_data(recipe: Recipe, data_root=None, max_images: int | None = None):
                  "train": cap(train), "val": cap(val), "test": cap(test)}
         if set(split["test"]) & (set(split["train"]) | set(split["val"])):
             raise AssertionError("test images leaked into training")  # pragma: no cover - guarded by construction
-        load = {k: TrainingData.from_folder(root / DSB_FOLDER, names=split[k], normalization=norm, dataset=ds)
+        # test labels are scored as annotated; training and validation ones keep the largest part of an object
+        load = {k: TrainingData.from_folder(root / DSB_FOLDER, names=split[k], normalization=norm, dataset=ds,
+                                            trim=k != "test")
                 for k in ("train", "val", "test")}
     elif recipe.dataset == "hela-dic":
         path = root / HELA_FOLDER
@@ -186,7 +188,7 @@ def prepare_data(recipe: Recipe, data_root=None, max_images: int | None = None):
         load = {
             "train": TrainingData.from_ctc(path, ["01"], "ST", frames=tr_frames, normalization=norm),
             "val": TrainingData.from_ctc(path, ["01"], "ST", frames=va_frames, normalization=norm),
-            "test": TrainingData.from_ctc(path, ["02"], "ST", normalization=norm),
+            "test": TrainingData.from_ctc(path, ["02"], "ST", normalization=norm, trim=False),
         }
         if max_images:
             load = {k: v.subset(v.names[:max_images]) for k, v in load.items()}
@@ -206,13 +208,40 @@ def prepare_data(recipe: Recipe, data_root=None, max_images: int | None = None):
     return load["train"], load["val"], load["test"], split
 
 
+def _init_model(recipe, rep, init: str, train, resume: bool):
+    """The model ``init`` names, checked against the recipe (representation, network, channels)."""
+    import json as _json
+
+    from cellseg.models import load_model
+
+    if resume:
+        raise ValueError("--init starts a new run from a model's weights; --resume continues this run's own "
+                         "last.pt: give one or the other")
+    model = load_model(init, device="cpu")
+
+    def canon(d):
+        return _json.loads(_json.dumps(d, sort_keys=True))
+
+    want_bb = {**model.config["backbone"], **dict(recipe.backbone)}
+    if canon(model.config["representation"]) != canon({"name": rep.name, "config": rep.config()}) or \
+            canon(model.config["backbone"]) != canon(want_bb) or model.in_channels != train.in_channels:
+        raise ValueError(f"--init {init}: its representation, network or channels differ from recipe "
+                         f"{recipe.name!r}'s ({model.config['representation']} / {model.config['backbone']} / "
+                         f"{model.in_channels} channels); start from a model of this recipe")
+    return model
+
+
 def run_recipe(name: str, out_dir, data_root=None, resume: bool = False, epochs: int | None = None,
                steps_per_epoch: int | None = None, device: str = "auto", threads: int | None = None,
-               smoke: bool = False, verbose: bool = True, tune_time_limit: float | None = None) -> dict[str, Any]:
+               smoke: bool = False, verbose: bool = True, tune_time_limit: float | None = None,
+               init: str | None = None) -> dict[str, Any]:
     """Train, tune on the validation split, evaluate on the test split and write the model card.
 
     ``smoke=True`` runs a minutes-long check of the whole pipeline (tiny schedule,
-    4 images per split); its figures mean nothing.
+    4 images per split); its figures mean nothing. ``init`` (a bundled model's name or a model
+    file of the recipe's representation and network) starts the run from those weights with a
+    new schedule instead of from scratch: a bundled model can be trained further on its own
+    recipe's data (``--resume`` continues a run's own ``last.pt`` instead).
     """
     from cellseg.train import TrainConfig, fit
     from cellseg.train.loop import evaluate_model
@@ -242,8 +271,17 @@ def run_recipe(name: str, out_dir, data_root=None, resume: bool = False, epochs:
     from cellseg import representations
 
     rep = representations.get(recipe.representation, **dict(recipe.rep_config))
+    start = None
+    if init is not None:
+        start = _init_model(recipe, rep, init, train, resume)
     model = fit(rep, train, val=val, config=TrainConfig(**tcfg), out_dir=out, resume=resume, device=device,
-                backbone=dict(recipe.backbone), name=name)
+                backbone=dict(recipe.backbone), name=name, model=start)
+    if start is not None:
+        from cellseg.qc import training_image_stats
+
+        # the recipe's own data: the ranges of a fresh run, not the start model's counted again
+        model.config["image_stats"] = training_image_stats(s.image for s in train.samples)
+        model.config["training"]["init"] = str(init)
     if model.config["training"].get("stopped_early"):
         raise RuntimeError(f"{name}: training was stopped; run again with --resume")
     t1 = time.perf_counter()
@@ -551,6 +589,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", default=None, help="folder with DSB2018-stage1-train-fixed/ and DIC-C2DH-HeLa/ "
                                                           "(default $CELLSEG_DATA)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init", default=None, metavar="MODEL",
+                        help="start from this model's weights (a bundled name such as nuclei, or a .pt of this "
+                             "recipe's network) with a new schedule, e.g. to train a bundled model further")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -581,7 +622,7 @@ def main(argv=None) -> int:
             return 0
         run_recipe(args.recipe, args.out, data_root=args.data_root, resume=args.resume, epochs=args.epochs,
                    steps_per_epoch=args.steps_per_epoch, device=args.device, threads=args.threads, smoke=args.smoke,
-                   tune_time_limit=args.tune_time_limit)
+                   tune_time_limit=args.tune_time_limit, init=args.init)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
