@@ -424,9 +424,10 @@ class _ThresholdNet:
     discs: its outputs are the distance representation's targets of the connected
     components of the normalized image above 0.5."""
 
-    def __init__(self, d0: float):
+    def __init__(self, d0: float, min_px: int = 0):
         from cellseg.representations import get
 
+        self.min_px = min_px  # components smaller than this are not objects (texture, hot pixels)
         self.representation = get("distance")
         self.thresholds: dict = {}
         self.config = {"ndim": 2, "in_channels": 1, "normalization": {"pmin": 0.0, "pmax": 100.0},
@@ -437,6 +438,10 @@ class _ThresholdNet:
         from scipy import ndimage
 
         lab, _ = ndimage.label(np.asarray(image, np.float32).reshape(image.shape[-2:]) > 0.5)
+        if self.min_px:
+            small = np.bincount(lab.ravel()) < self.min_px
+            small[0] = False
+            lab[small[lab]] = 0
         return self.representation.encode(lab.astype(np.int32))
 
 
@@ -451,6 +456,28 @@ def test_auto_measures_objects_larger_than_its_windows():
     assert d is not None and abs(d / truth - 1) < 0.1, (d, truth)
     res = seg.segment(img)
     assert res.diameter == pytest.approx(d) and matching(lab, res.labels, 0.5).accuracy > 0.95
+
+
+def test_auto_looks_wider_when_its_textured_windows_show_nothing(monkeypatch):
+    """The most textured windows hold a fine texture without objects (a field of debris, say) and
+    the cells lie beside it: the half- and full-scale windows find nothing, and the wider views (512 px
+    at half, 1024 px at a quarter of the size) find the cells. Without them the size is not found."""
+    n = 2048
+    yy, xx = np.mgrid[:n, :n]
+    img = np.zeros((n, n), np.float32)
+    img[:400, :400] = (np.indices((400, 400)) // 4).sum(0) % 2 * 0.49  # 4 px squares: no objects
+    lab = np.zeros((n, n), np.int32)
+    rng = np.random.default_rng(0)
+    for k, (cy, cx) in enumerate(((y, x) for y in range(560, 1000, 110) for x in range(560, 1000, 110)), start=1):
+        r = 20 * rng.uniform(0.9, 1.1)
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
+    img[lab > 0] = 1.0
+    seg = Segmenter(_ThresholdNet(20.0, min_px=20), diameter="auto")
+    passes = _record_passes(monkeypatch)
+    d, _ = seg.estimate_diameter(img)
+    truth = median_diameter(lab)
+    assert d is not None and abs(d / truth - 1) < 0.1, (d, truth)
+    assert passes[:4] == [(182, 182), (256, 256), (256, 256), (256, 256)]  # half, full, 512 @ 0.5, 1024 @ 0.25
 
 
 def test_auto_trusts_few_small_objects_in_a_sparse_field(monkeypatch):
