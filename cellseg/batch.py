@@ -504,8 +504,7 @@ def segment_file(
             inten = np.take(inten, int(channel), axis=c)
         elif channel is not None:
             inten = np.take(inten, list(img.channel_names or []).index(channel), axis=c)
-        elif (segments_nuclei(segmenter) and img.channel_names and len(img.channel_names) == inten.shape[c]
-              and (stain := nuclear_channel(img.channel_names)) is not None):
+        elif segments_nuclei(segmenter) and (stain := nuclear_channel(img.channel_names, inten.shape[c])) is not None:
             inten = np.take(inten, stain, axis=c)  # the nuclear stain the segmenter chose
         else:
             inten = inten.mean(axis=c)

@@ -174,7 +174,7 @@ def probe(path, level: int = 0, axes: str | None = None, channel=None, nuclear: 
     error) naming the file when it has no such plane: a Z or T stack, several channels and
     no ``channel``, a PNG, a TIFF stored as a few huge compressed strips."""
     from . import io, omezarr
-    from .segmenter import nuclear_channel
+    from .segmenter import nuclear_channel, nuclear_channel_note
 
     path = Path(path)
     names = None
@@ -255,10 +255,9 @@ def probe(path, level: int = 0, axes: str | None = None, channel=None, nuclear: 
             fixed.append((ax, 0))
         elif a == "C" and channel is not None:
             fixed.append((ax, _channel_index(path, channel, n, names)))
-        elif a == "C" and nuclear and names and len(names) == n and (i := nuclear_channel(names)) is not None:
+        elif a == "C" and nuclear and names and (i := nuclear_channel(names, n)) is not None:
             fixed.append((ax, i))
-            note = (f"segmented channel {i} ({names[i]!r}, a nuclear stain) of {n}; choose another with "
-                    "--channel")
+            note = nuclear_channel_note(i, names, "--channel")
         elif a == "C":
             raise fail(
                 f"{path}: has {n} channels and a block-wise run segments one: choose it with --channel (an index"

@@ -131,15 +131,17 @@ def _bundled_training_stats() -> tuple[tuple[str, str, dict], ...]:
         names = []
     for name in names:
         info = model_info(name)
+        if not info.get("objects"):
+            continue
         stats = info.get("image_stats")
-        if info.get("objects") and not stats:
+        if not stats:  # in the weights file's config
             try:
                 from .models.modelfile import payload_config, read_model_file
 
                 stats = payload_config(read_model_file(info["path"])).get("image_stats")
             except Exception:  # noqa: BLE001  (an unreadable file is reported when it is loaded)
-                stats = None
-        if info.get("objects") and stats:
+                continue
+        if stats:
             rows.append((name, str(info["objects"]), dict(stats)))
     return tuple(rows)
 

@@ -46,7 +46,7 @@ _T = TypeVar("_T")
 
 __all__ = ["Segmenter", "Progress", "SegmentationResult", "FrameResult", "SegmenterError", "TRANSFORMS", "Predictor",
            "RoutedPredictor", "MAX_PIXELS", "NUCLEAR_STAINS", "nuclear_channel",
-           "segments_nuclei"]
+           "nuclear_channel_note", "segments_nuclei"]
 
 #: the most pixels (voxels for a 3D model) one network call reads when no tile is given: a larger frame
 #: (after resampling to the model's object size) goes through the network in tiles of at most this,
@@ -251,10 +251,11 @@ NUCLEAR_STAINS = frozenset({"dapi", "hoechst", "h33342", "h33258", "h2b", "draq5
                             "propidium"})
 
 
-def nuclear_channel(names: Sequence[str] | None) -> int | None:
+def nuclear_channel(names: Sequence[str] | None, n: int | None = None) -> int | None:
     """The index of the one channel whose name names a nuclear stain or marker (``DAPI``,
     ``Hoechst 33342``, ``H2B-GFP``, ``SiR-DNA``, ``DRAQ5``, ``NucBlue``, ``nuclei``...);
-    None when no channel or several do.
+    None when no channel or several do, or when ``n`` (the image's channels) is given and the
+    names are not one per channel.
 
     >>> nuclear_channel(["Phalloidin", "DAPI", "GFP"]), nuclear_channel(["H2B-mCherry", "tubulin"])
     (1, 0)
@@ -263,13 +264,20 @@ def nuclear_channel(names: Sequence[str] | None) -> int | None:
     """
     import re
 
+    if not names or (n is not None and len(names) != n):
+        return None
     hits = []
-    for i, name in enumerate(names or []):
+    for i, name in enumerate(names):
         words = [w for w in re.split(r"[^a-z0-9]+", str(name).casefold()) if w]
         words += [a + b for a, b in zip(words, words[1:])]
         if any(w in NUCLEAR_STAINS or w.startswith("nuc") for w in words):
             hits.append(i)
     return hits[0] if len(hits) == 1 else None
+
+
+def nuclear_channel_note(i: int, names: Sequence[str], option: str = "channel= (--channel)") -> str:
+    """What a result says when a nuclei model chose channel ``i`` by its name."""
+    return f"segmented channel {i} ({names[i]!r}, a nuclear stain) of {len(names)}; choose another with {option}"
 
 
 def segments_nuclei(segmenter: Any) -> bool:
@@ -717,11 +725,9 @@ class Segmenter:
                 return np.take(image, 0, axis=c), axes.replace("C", ""), None
             if n in (3, 4) and _equal_channels(image, c):
                 return np.take(image, 0, axis=c), axes.replace("C", ""), None  # grey stored as RGB
-            stain = nuclear_channel(channel_names) if segments_nuclei(self) else None
-            if stain is not None and channel_names is not None and len(channel_names) == n:
-                note = (f"segmented channel {stain} ({channel_names[stain]!r}, a nuclear stain) of {n}; choose "
-                        "another with channel= (--channel)")
-                return np.take(image, stain, axis=c), axes.replace("C", ""), note
+            stain = nuclear_channel(channel_names, n) if segments_nuclei(self) else None
+            if stain is not None and channel_names is not None:
+                return np.take(image, stain, axis=c), axes.replace("C", ""), nuclear_channel_note(stain, channel_names)
             raise SegmenterError(
                 f"the image has {n} channels; choose one with channel= (index"
                 + (f" or one of {list(channel_names)})" if channel_names else ")")
@@ -880,16 +886,16 @@ class Segmenter:
         features = image_features(x, channel_axis=ca, pmin=self.normalize[0], pmax=self.normalize[1])
         off = unlike_training(features, stats)
         other = suggest_model(features, cfg.get("objects"), stats)
+        if not off and not other:
+            return None
         name = cfg.get("name") or "the model"
-        hint = (f"; it looks like the training images of '{other[0]}', a model for {other[1]}: if it shows "
-                f"{other[1]}, use that model (--model {other[0]})" if other else "")
+        hint = (f"'{other[0]}', a model for {other[1]}: if it shows {other[1]}, use that model "
+                f"(--model {other[0]})") if other else ""
         if not off:
-            if not other:
-                return None
-            return (f"the image looks like {name}'s training data but more like that of '{other[0]}', a model for "
-                    f"{other[1]}: if it shows {other[1]}, use that model (--model {other[0]})")
+            return f"the image looks like {name}'s training data but more like that of {hint}"
         return (f"the image looks unlike {name}'s training data ({'; '.join(off)}): another modality? "
-                "The labels may be poor; 'cellseg models' lists models for other images" + hint)
+                "The labels may be poor; 'cellseg models' lists models for other images"
+                + (f"; it looks like the training images of {hint}" if other else ""))
 
     #: the resampling factor is kept within these bounds (beyond them the image would be
     #: blown up or shrunk to a few pixels by a bad estimate)
