@@ -30,7 +30,7 @@ import numpy as np
 
 from cellseg.labels import keep_largest_parts
 
-from .dataset import DataError, TrainingData, TrainingSample, check_pair, normalize_sample
+from .dataset import DataError, TrainingData, TrainingSample, check_pair, normalize_sample, to_channels_first
 
 __all__ = ["load_general", "to_rgb3", "rescale_sample", "match_object_size", "training_object_size",
            "GENERAL_SOURCES"]
@@ -51,22 +51,12 @@ _MIN_FACTOR, _MAX_FACTOR = 0.2, 5.0
 
 
 def to_rgb3(data: np.ndarray, axes: str, name: str) -> np.ndarray:
-    """``float32 (3, Y, X)``: a grey image repeated, RGB kept, RGBA without alpha."""
-    x = np.asarray(data)
+    """``float32 (3, Y, X)``: a grey image repeated, RGB kept, RGBA without alpha
+    (:func:`cellseg.train.dataset.to_channels_first` for a 3-channel model; ``S`` is read as ``C``)."""
     axes = axes.upper().replace("S", "C")
-    extra = [a for a in axes if a not in "CYX"]
-    if extra:
-        raise DataError(f"{name}: a 2D image is needed, got axes {axes!r} with shape {x.shape}")
-    if "C" not in axes:
-        x = x[None]
-        axes = "C" + axes
-    x = np.moveaxis(x, [axes.index(a) for a in "CYX"], [0, 1, 2]).astype(np.float32)
-    c = x.shape[0]
-    if c == 1:
-        return np.ascontiguousarray(np.repeat(x, 3, axis=0))
-    if c in (3, 4):
-        return np.ascontiguousarray(x[:3])
-    raise DataError(f"{name}: {c} channels; a general model takes grey or RGB images")
+    if any(a not in "CYX" for a in axes):
+        raise DataError(f"{name}: a 2D image is needed, got axes {axes!r} with shape {np.shape(data)}")
+    return to_channels_first(data, axes, 2, 3, name)
 
 
 def rescale_sample(name: str, image: np.ndarray, labels: np.ndarray, diameter: float) -> tuple[TrainingSample, float]:

@@ -210,24 +210,21 @@ def prepare_data(recipe: Recipe, data_root=None, max_images: int | None = None):
 
 def _init_model(recipe, rep, init: str, train, resume: bool):
     """The model ``init`` names, checked against the recipe (representation, network, channels)."""
-    import json as _json
-
     from cellseg.models import load_model
+    from cellseg.models.config import jsonable
 
     if resume:
         raise ValueError("--init starts a new run from a model's weights; --resume continues this run's own "
                          "last.pt: give one or the other")
     model = load_model(init, device="cpu")
-
-    def canon(d):
-        return _json.loads(_json.dumps(d, sort_keys=True))
-
     want_bb = {**model.config["backbone"], **dict(recipe.backbone)}
-    if canon(model.config["representation"]) != canon({"name": rep.name, "config": rep.config()}) or \
-            canon(model.config["backbone"]) != canon(want_bb) or model.in_channels != train.in_channels:
+    if jsonable(model.config["representation"]) != jsonable({"name": rep.name, "config": rep.config()}) or \
+            jsonable(model.config["backbone"]) != jsonable(want_bb) or model.in_channels != train.in_channels:
         raise ValueError(f"--init {init}: its representation, network or channels differ from recipe "
                          f"{recipe.name!r}'s ({model.config['representation']} / {model.config['backbone']} / "
                          f"{model.in_channels} channels); start from a model of this recipe")
+    # the run's image statistics are its own data's (run_recipe), not merged with the same images again
+    model.config.pop("image_stats", None)
     return model
 
 
@@ -279,8 +276,7 @@ def run_recipe(name: str, out_dir, data_root=None, resume: bool = False, epochs:
     if start is not None:
         from cellseg.qc import training_image_stats
 
-        # the recipe's own data: the ranges of a fresh run, not the start model's counted again
-        model.config["image_stats"] = training_image_stats(s.image for s in train.samples)
+        model.config["image_stats"] = training_image_stats(s.image for s in train.samples)  # as a fresh run's
         model.config["training"]["init"] = str(init)
     if model.config["training"].get("stopped_early"):
         raise RuntimeError(f"{name}: training was stopped; run again with --resume")
