@@ -461,8 +461,10 @@ def segment_file(
             raise ValueError("the image is empty (size 0)")
         if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
             raise ValueError(f"unsupported pixel type {data.dtype}")
-        if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
-            raise ValueError("the image contains NaN or infinite values")
+        # NaN/inf pixels (the border of a registered image) are missing data: filled before anything sees
+        # them (the measurements and the overlay too), label 0 there
+        data, missing = io.fill_nonfinite(data, img.axes, where=str(path))
+        img.data = data
         if np.all(data == data.flat[0]):
             raise ValueError("the image is constant (every pixel has the same value): nothing to segment")
         data = _within_float32(data)
@@ -477,6 +479,12 @@ def segment_file(
                 break
             if progress is not None:
                 progress(ev)
+        if missing is not None:
+            lost = missing.any(axis=img.axes.index("C")) if "C" in img.axes else missing
+            lost = io.transpose_axes(lost, img.axes.replace("C", ""), res.axes)
+            res.labels[np.broadcast_to(lost, res.labels.shape)] = 0
+            res.warnings.insert(0, f"{int(lost.sum())} pixels are NaN or infinite: read as missing data (the "
+                                   f"lowest value of their frame), label 0 there")
     except Exception as exc:  # a bad file is reported by name; the batch goes on
         msg = str(exc) or type(exc).__name__
         if not isinstance(exc, (ValueError, OSError, KeyError)):

@@ -200,7 +200,7 @@ def probe(path, level: int = 0, axes: str | None = None, channel=None, nuclear: 
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
         try:
-            with tifffile.TiffFile(path) as tif:
+            with io._tifffile_messages(), tifffile.TiffFile(path) as tif:  # tifffile's log: no stderr line
                 if not tif.series:
                     raise BlockwiseError(f"{path}: TIFF file contains no image")
                 series = tif.series[0]
@@ -217,11 +217,17 @@ def probe(path, level: int = 0, axes: str | None = None, channel=None, nuclear: 
             raise io.ImageReadError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from None
         if dtype.kind not in "uif":
             raise BlockwiseError(f"{path}: pixel type {dtype} cannot be segmented block-wise")
+        # unnamed axes of length 1 (a (1, 1, Y, X) array written without axes) say nothing: fixed planes,
+        # and axes= names the others, as io.read_image reads them
+        ones = [i for i, (a, n) in enumerate(zip(raw, shape)) if a == "Q" and n == 1]
         if axes is not None:
-            letters = io.check_axes(axes, len(shape), where=str(path)).replace("S", "C")
+            given = io.check_axes(axes, len(shape) - len(ones), where=str(path)).replace("S", "C")
+            it = iter(given)
+            letters = "".join("Q" if i in ones else next(it) for i in range(len(shape)))
         else:
             letters = raw.replace("S", "C")
-            if len(set(letters)) != len(letters) or set(letters) - set("TZCYX"):
+            named = "".join(a for i, a in enumerate(letters) if i not in ones)
+            if len(set(named)) != len(named) or set(named) - set("TZCYX"):
                 raise io.AxesError(f"{path}: cannot tell the axes of this image of shape {shape} (tifffile reports "
                                    f"{raw!r}); pass --axes")
         ps = {a: v for a, v in sizes.items() if a in "YX" and raw.find(a) >= 0 and letters[raw.find(a)] == a}
@@ -656,7 +662,8 @@ def _run(seg, path, source, shape, plan, outs, fmt, zimage, level, labels_name, 
         work.clear()
         norm_range = percentile_range(image, *seg.normalize)
         if not all(math.isfinite(v) for v in norm_range):
-            raise BlockwiseError(f"{path}: the image contains NaN or infinite values")
+            raise BlockwiseError(f"{path}: the image contains NaN or infinite values, which block-wise runs do not "
+                                 "support yet: segment it whole (--no-blockwise), which reads them as missing data")
         fixed = fixed_scale(seg, image, norm_range)
         margin = plan.margin if plan.margin is not None else default_margin(fixed)
         check_block_size(plan.block, margin, network_context(fixed), where=str(path))

@@ -9,7 +9,15 @@ Axes
     whether its pages are Z slices, time points or channels; reading one
     raises :class:`AxesError` asking for ``axes=`` (for example ``axes="ZYX"``).
     Axes of size 1 are squeezed away, so ``axes`` always has ``data.ndim``
-    letters.
+    letters; that includes the unnamed axes of length 1 of a TIFF written
+    without axes (tifffile's ``Q``: a ``(1, 1, Y, X)`` array is read as ``YX``).
+
+Missing pixels
+    Float images may hold NaN or infinite pixels (the border of a registered
+    or stitched image). :func:`read_image` returns them as stored;
+    :func:`fill_nonfinite` replaces them by the lowest finite value of their
+    frame and says where they were (``cellseg segment`` does so and writes
+    label 0 there).
 
 Pixel sizes
     ``pixel_size`` maps axis letters (``Z``, ``Y``, ``X``) to micrometres, or is
@@ -42,12 +50,14 @@ Errors
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -62,6 +72,7 @@ __all__ = [
     "read_labels",
     "write_labels",
     "write_image",
+    "fill_nonfinite",
     "transpose_axes",
     "check_axes",
     "AXES",
@@ -192,19 +203,54 @@ def transpose_axes(data, axes_from: str, axes_to: str) -> np.ndarray:
 # --------------------------------------------------------------------------- reading
 
 
-class _CorruptionLog(logging.Handler):
-    """Collects tifffile's log messages that signal a damaged file."""
+#: tifffile's log messages that signal a damaged file
+_DAMAGE_HINTS = ("invalid page offset", "invalid offset", "corrupted", "failed to reshape", "truncated", "invalid tag",
+                 "incomplete")
 
-    HINTS = ("invalid page offset", "corrupted", "failed to reshape", "truncated", "invalid tag", "incomplete")
+
+class _TifffileLog(logging.Filter):
+    """Keeps tifffile's log records from anywhere else (no stderr line through logging's last resort
+    or the application's handlers) while this thread reads a file with :func:`_tifffile_messages`,
+    which collects them instead."""
 
     def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
+        super().__init__()
+        self.local = threading.local()
 
-    def emit(self, record):
+    def filter(self, record):
+        stack = getattr(self.local, "stack", None)
+        if not stack:
+            return True
         msg = record.getMessage()
-        if any(h in msg.lower() for h in self.HINTS):
-            self.messages.append(msg)
+        if msg.startswith("<tifffile.") and "> " in msg:  # "<tifffile.TiffPages @123> invalid offset ..."
+            msg = msg.split("> ", 1)[1]
+        if record.levelno >= logging.WARNING:
+            stack[-1].append(msg)
+        return False
+
+
+_TIFFFILE_LOG = _TifffileLog()
+logging.getLogger("tifffile").addFilter(_TIFFFILE_LOG)
+
+
+@contextlib.contextmanager
+def _tifffile_messages() -> Iterator[list[str]]:
+    """``with _tifffile_messages() as messages:`` tifffile logs nothing while the block runs in
+    this thread; ``messages`` receives the warnings and errors it would have logged."""
+    stack = getattr(_TIFFFILE_LOG.local, "stack", None)
+    if stack is None:
+        stack = _TIFFFILE_LOG.local.stack = []
+    messages: list[str] = []
+    stack.append(messages)
+    try:
+        yield messages
+    finally:
+        stack.pop()
+
+
+def _damage(messages: Sequence[str]) -> str | None:
+    """The first of tifffile's messages that says the file is damaged."""
+    return next((m for m in messages if any(h in m.lower() for h in _DAMAGE_HINTS)), None)
 
 
 def _to_um(value, unit) -> float | None:
@@ -296,40 +342,44 @@ def _tiff_sizes(tif, page) -> tuple[dict[str, float], list | None]:
 def _read_tiff(path: Path):
     import tifffile
 
-    handler = _CorruptionLog()
-    logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise ImageReadError(f"{path}: TIFF file contains no image")
-            series = tif.series[0]
-            raw_axes = series.axes
-            data = series.asarray()
-            page = series.pages[0] if series.pages else tif.pages[0]
-            if data.size == 0:  # before the truncation check: an empty page's offset may point anywhere
-                raise ImageReadError(f"{path}: image is empty (shape {data.shape})")
-            fsize = os.path.getsize(path)
-            for p in tif.pages:  # every strip/tile must lie inside the file
-                offs = getattr(p, "dataoffsets", ()) or ()
-                cnts = getattr(p, "databytecounts", ()) or ()
-                if any(c and o + c > fsize for o, c in zip(offs, cnts)):
-                    raise ImageReadError(f"{path}: TIFF file is truncated (image data runs past the end of the file)")
-            sizes, names = _tiff_sizes(tif, page)
-    except ImageReadError:
-        raise
-    except Exception as e:  # tifffile/imagecodecs raise many types for broken files
-        raise ImageReadError(f"{path}: cannot read as TIFF ({type(e).__name__}: {e})") from None
-    finally:
-        logger.removeHandler(handler)
-    if handler.messages:
-        raise ImageReadError(f"{path}: damaged or truncated TIFF ({handler.messages[0]})")
+    with _tifffile_messages() as messages:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    damage = _damage(messages)
+                    raise ImageReadError(f"{path}: damaged TIFF ({damage})" if damage else
+                                         f"{path}: TIFF file contains no image")
+                series = tif.series[0]
+                raw_axes = series.axes
+                data = series.asarray()
+                page = series.pages[0] if series.pages else tif.pages[0]
+                if data.size == 0:  # before the truncation check: an empty page's offset may point anywhere
+                    raise ImageReadError(f"{path}: image is empty (shape {data.shape})")
+                fsize = os.path.getsize(path)
+                for p in tif.pages:  # every strip/tile must lie inside the file
+                    offs = getattr(p, "dataoffsets", ()) or ()
+                    cnts = getattr(p, "databytecounts", ()) or ()
+                    if any(c and o + c > fsize for o, c in zip(offs, cnts)):
+                        raise ImageReadError(
+                            f"{path}: TIFF file is truncated (image data runs past the end of the file)")
+                sizes, names = _tiff_sizes(tif, page)
+        except ImageReadError:
+            raise
+        except Exception as e:  # tifffile/imagecodecs raise many types for broken files
+            raise ImageReadError(f"{path}: cannot read as TIFF ({type(e).__name__}: {e})") from None
+    damage = _damage(messages)
+    if damage:
+        raise ImageReadError(f"{path}: damaged or truncated TIFF ({damage})")
     if data.size == 0:
         raise ImageReadError(f"{path}: image is empty (shape {data.shape})")
     if data.dtype == bool:
         data = data.astype(np.uint8)
     if len(raw_axes) != data.ndim:  # defensive: tifffile squeezes both the same way
         raw_axes = "Q" * (data.ndim - 2) + "YX"
+    ones = [i for i, (a, n) in enumerate(zip(raw_axes, data.shape)) if a == "Q" and n == 1]
+    if ones:  # unnamed axes of length 1 (a (1, 1, Y, X) array written without axes) say nothing
+        data = data.reshape([n for i, n in enumerate(data.shape) if i not in ones])
+        raw_axes = "".join(a for i, a in enumerate(raw_axes) if i not in ones)
     return data, raw_axes, sizes, names
 
 
@@ -383,6 +433,33 @@ def _read_raw(path) -> tuple[np.ndarray, str, dict, list | None, Path]:
     return data, raw, sizes, names, path
 
 
+def _unknown_axes_message(path, shape: tuple[int, ...], raw: str) -> str:
+    """What to say about an image whose axes the file does not name (tifffile's ``Q``): the
+    ``axes=`` that would read it, channels last or first where the shape looks like it."""
+    ndim = len(shape)
+    head = f"{path}: cannot tell the axes of this {ndim}D image of shape {shape}"
+    large = ndim >= 3 and min(shape[-3:-1]) >= 16
+    if ndim in (3, 4) and raw.endswith("X") and 2 <= shape[-1] <= 4 and large:
+        n = shape[-1]
+        pick = "choose the channel to segment with channel=INDEX"
+        if ndim == 3:
+            return (f"{head} (the file does not say; tifffile reports {raw!r}). Its last axis has {n} entries, "
+                    f"as colour channels stored last would: pass axes='YXC' and {pick} (on the command line: "
+                    f"--axes YXC --channel INDEX)")
+        return (f"{head} (the file does not say; tifffile reports {raw!r}). Its last axis has {n} entries, "
+                f"as colour channels stored last would: pass axes='ZYXC' (a Z stack) or axes='TYXC' (time) "
+                f"and {pick} (on the command line: --axes ZYXC or --axes TYXC, with --channel INDEX)")
+    if ndim == 3 and 2 <= shape[0] <= 4 and min(shape[1:]) >= 16:
+        n = shape[0]
+        return (f"{head} (the file does not say; tifffile reports {raw!r}). Pass axes=..., e.g. axes='ZYX' for a "
+                f"Z stack, axes='TYX' for time or axes='CYX' if its {n} planes are channels (then choose one with "
+                f"channel=INDEX); on the command line: --axes ZYX, --axes TYX, or --axes CYX with --channel INDEX")
+    if ndim <= 3:
+        return (f"{head} (the file does not say; tifffile reports {raw!r}). Pass axes=..., e.g. "
+                f"axes={'Z' * (ndim - 2) + 'YX'!r} for a Z stack or {'T' * (ndim - 2) + 'YX'!r} for time")
+    return f"{head} (tifffile reports {raw!r}); pass axes=..., e.g. axes='TZYX'"
+
+
 def read_image(path, axes: str | None = None) -> ImageData:
     """Read a TIFF (plain, ImageJ, OME) or PNG/JPEG image with its axes.
 
@@ -391,9 +468,18 @@ def read_image(path, axes: str | None = None) -> ImageData:
     override may rename non-spatial axes (say ``TYX`` for a stack ImageJ calls
     ``ZYX``, or ``ZYX`` for a 3-plane file stored as planar RGB) but must keep
     Y and X, and interleaved colour samples (``YXS``), where the file has
-    them; otherwise :class:`AxesError`. PNG/JPEG: RGB(A) images whose
-    colour channels are equal are read as grey ``YX``, real colour as ``YXC``
-    (alpha dropped). Pixel values keep their stored dtype.
+    them; otherwise :class:`AxesError`. A file that does not name its axes
+    (tifffile's ``Q``) may also be read channels last: a ``(Y, X, 2)`` array
+    written without metadata, which tifffile stores as Y pages of X x 2, with
+    ``axes="YXC"``. Unnamed axes of length 1 are dropped (a ``(1, 1, Y, X)``
+    array written without metadata is read as ``YX``, and ``axes`` has two
+    letters); other unnamed axes raise :class:`AxesError` unless ``axes`` is
+    given: a message that suggests a channel axis (``YXC``, ``CYX``) where
+    the shape looks like one (2 to 4 entries beside a large Y and X) but
+    never reads it so. PNG/JPEG: RGB(A) images whose colour channels are
+    equal are read as grey ``YX``, real colour as ``YXC`` (alpha dropped).
+    Pixel values keep their stored dtype, NaN and infinite values included
+    (see :func:`fill_nonfinite`).
     """
     data, raw, sizes, names, path = _read_raw(path)
     mapped = raw.replace("S", "C")
@@ -402,18 +488,16 @@ def read_image(path, axes: str | None = None) -> ImageData:
         if "S" in raw and "C" in raw:
             raise AxesError(f"{path}: the file has both colour samples and channels ({raw!r}); pass axes=...")
         if not known:
-            raise AxesError(
-                f"{path}: cannot tell the axes of this {data.ndim}D image of shape {data.shape} "
-                f"(the file does not say; tifffile reports {raw!r}). Pass axes=..., e.g. "
-                f"axes={'Z' * (data.ndim - 2) + 'YX'!r} for a Z stack or {'T' * (data.ndim - 2) + 'YX'!r} for time"
-                if data.ndim <= 3 else
-                f"{path}: cannot tell the axes of this {data.ndim}D image of shape {data.shape} "
-                f"(tifffile reports {raw!r}); pass axes=..., e.g. axes='TZYX'"
-            )
+            raise AxesError(_unknown_axes_message(path, data.shape, raw))
         final = mapped
     else:
         final = check_axes(axes, data.ndim, where=str(path))
+        # a file that does not name its axes: tifffile's Y and X are its pages' rows and columns, and a
+        # (Y, X, C) array written without metadata is stored as Y pages of X x C
+        channels_last = not known and final.endswith("C") and raw.endswith("X")
         for letter in ("Y", "X", "S"):
+            if channels_last:
+                break
             i = raw.find(letter)
             if letter == "S" and i != len(raw) - 1:
                 continue  # planar samples (SYX) may just as well be a Z or T stack
@@ -454,6 +538,44 @@ def read_labels(path, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
         raise LabelError(f"{p}: labels must be a single-channel image, got colour samples "
                          f"(axes {raw!r}, shape {data.shape})")
     return as_labels(data, name=str(p), ndim=ndim)
+
+
+def fill_nonfinite(data, axes: str, where: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """Treat the NaN and infinite pixels of a float image as missing data.
+
+    Returns ``(filled, missing)``: a copy of ``data`` with each non-finite
+    pixel replaced by the lowest finite value of its frame (per ``T`` frame
+    and ``C`` channel; the lowest of the whole image for a frame without any
+    finite value) and a boolean mask of ``data.shape`` that is True where the
+    pixels were not finite. An image with only finite values (or of an
+    integer type) is returned as is, with ``missing`` None. An image without
+    a single finite value raises ``ValueError`` naming ``where``.
+    ``cellseg segment`` fills its inputs so before normalising, estimating
+    the object size or running the network, writes label 0 at the missing
+    pixels and warns how many there were.
+    """
+    arr = np.asarray(data)
+    axes = check_axes(axes, arr.ndim, where=where)
+    if arr.dtype.kind != "f":
+        return arr, None
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr, None
+    if not finite.any():
+        raise ValueError(f"{where}: every pixel is NaN or infinite: no data to segment")
+    lowest = float(arr[finite].min())
+    filled = arr.copy()
+    groups = [i for i, a in enumerate(axes) if a in "TC"]
+    for idx in np.ndindex(*[arr.shape[i] for i in groups]):
+        sel: list[Any] = [slice(None)] * arr.ndim
+        for i, k in zip(groups, idx):
+            sel[i] = k
+        s = tuple(sel)
+        ok = finite[s]
+        if not ok.all():
+            part = filled[s]
+            part[~ok] = part[ok].min() if ok.any() else lowest
+    return filled, ~finite
 
 
 # --------------------------------------------------------------------------- writing
