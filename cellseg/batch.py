@@ -68,6 +68,7 @@ class SegmenterSpec:
     diameter: float | str | None = None  # px, "auto", "off"; None: the model's choice
     pixel_size: float | None = None  # µm/px for every input (None: from each file)
     transform: str = "linear"  # intensity transform after normalization (Segmenter.transform)
+    flat_field: str = "auto"  # correction for uneven illumination (Segmenter.flat_field)
     device: str = "auto"  # where the network runs (models.device.resolve_device); not in the run record
     #: what runs the network (models.inference): fp32 paths are not in the run record (same labels to
     #: float rounding); bf16 and int8 are
@@ -80,7 +81,8 @@ class SegmenterSpec:
         return Segmenter.from_pretrained(self.model, params=dict(self.params) or None, tile=self.tile,
                                          normalize=self.normalize, augment=self.augment,
                                          diameter=self.diameter, pixel_size=self.pixel_size,
-                                         transform=self.transform, device=self.device,
+                                         transform=self.transform, flat_field=self.flat_field,
+                                         device=self.device,
                                          backend=self.backend, precision=self.precision)
 
 
@@ -231,7 +233,8 @@ def run_settings(spec: SegmenterSpec, model: CellsegModel, axes: str | None = No
     name and a fingerprint of its config and weights), the decode parameters in full (the model's
     thresholds with the overrides of ``spec``), normalization and intensity transform, test-time
     augmentation, object size, pixel size, axes, channel and linking (``None``: the model's or
-    the file's own), and the OME-Zarr resolution level when it is not 0. Tiling is left out:
+    the file's own), the flat-field correction and the OME-Zarr resolution level when they are not
+    the defaults (``"auto"``, 0). Tiling is left out:
     tiled and untiled runs give the same labels."""
     import dataclasses
 
@@ -248,6 +251,9 @@ def run_settings(spec: SegmenterSpec, model: CellsegModel, axes: str | None = No
     }
     if level:
         out["level"] = int(level)
+    flat = getattr(spec, "flat_field", "auto")
+    if flat != "auto":  # recorded when not the default, so records of earlier runs keep their id
+        out["flat_field"] = flat
     precision = getattr(spec, "precision", "auto")
     if precision not in ("auto", "fp32", None):  # bf16 and int8 give (slightly) other labels than fp32
         out["precision"] = precision

@@ -85,6 +85,11 @@ def _add_segment(sub: _SubParsers) -> None:
     p.add_argument("--norm-transform", default="linear", choices=("linear", "sqrt", "log"),
                    help="intensity transform after the normalization: sqrt or log lift dim objects next to "
                         "very bright ones (default: linear)")
+    p.add_argument("--flat-field", default="auto", choices=("auto", "on", "off"),
+                   help="correct uneven illumination (a gradient, a vignette) by dividing each frame by its "
+                        "illumination (a smooth surface through its background): auto (default) corrects frames "
+                        "with a bright background (brightfield, H&E and other stains) and not fluorescence; on: "
+                        "every frame; off: none. Whole frames only: block-wise runs do not correct")
     p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX, YXC)")
     p.add_argument("--channel", default=None, help="channel index or name for multi-channel images")
     p.add_argument("--link", action="store_true", help="T stacks: keep ids of cells across frames (IoU linking)")
@@ -222,7 +227,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         inputs=tuple(args.inputs), out=args.out, model=args.model, param=tuple(args.param), decode_flags=flags,
         tile=args.tile, augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
         norm=(args.norm[0], args.norm[1]) if args.norm is not None else None, device=args.device,
-        backend=args.backend, precision=args.precision, norm_transform=args.norm_transform, axes=args.axes,
+        backend=args.backend, precision=args.precision, norm_transform=args.norm_transform,
+        flat_field=args.flat_field, axes=args.axes,
         channel=args.channel, link=args.link, ctc=args.ctc, csv=not args.no_csv, overlay=not args.no_overlay,
         overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler, block_size=args.block_size,
         block_margin=args.block_margin, no_blockwise=args.no_blockwise, level=args.level,

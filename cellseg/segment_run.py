@@ -55,6 +55,7 @@ class SegmentOptions:
     backend: str = "auto"
     precision: str = "auto"
     norm_transform: str = "linear"
+    flat_field: str = "auto"
     axes: str | None = None
     channel: str | None = None
     link: bool = False
@@ -394,8 +395,8 @@ def run_segment(opts: SegmentOptions, reporter: Reporter | None = None) -> int:
         return error(str(exc))
     spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=opts.tile,
                          augment=opts.augment, diameter=opts.diameter, pixel_size=opts.pixel_size,
-                         transform=opts.norm_transform, device=opts.device, backend=opts.backend,
-                         precision=opts.precision,
+                         transform=opts.norm_transform, flat_field=opts.flat_field, device=opts.device,
+                         backend=opts.backend, precision=opts.precision,
                          normalize=opts.norm or None)
     try:  # a read-only folder, or -o naming a file or a path below one: say so before any work
         check_output_dir(out_dir)

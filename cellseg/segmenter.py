@@ -197,6 +197,8 @@ class SegmentationResult:
     #: object diameter (px, input grid) it assumed (``None`` when no size was used)
     scale: float = 1.0
     diameter: float | None = None
+    #: whether the frames were corrected for uneven illumination (``Segmenter(flat_field=...)``)
+    flat_field: bool = False
     #: things the user should know about this result (the image looks unlike the model's
     #: training data, the object size is outside what resampling can bridge...); the CLI
     #: prints them per file and napari shows them
@@ -243,6 +245,10 @@ TRANSFORMS = {
     "log": lambda x: (np.log1p(np.float32(99) * np.maximum(x, 0, dtype=np.float32)) / np.float32(np.log(100.0))
                       ).astype(np.float32),
 }
+
+
+#: the choices of ``Segmenter(flat_field=...)`` and ``cellseg segment --flat-field``
+FLAT_FIELD_MODES = ("auto", "on", "off")
 
 
 #: channel-name words of nuclear stains and markers (whole words ignoring case, hyphenated pairs
@@ -367,6 +373,14 @@ class Segmenter:
     transform : intensity transform after the percentile normalization: ``"linear"``
         (none, the default), ``"sqrt"`` or ``"log"`` (``log(1 + 99 x) / log(100)``): both
         lift dim objects next to very bright ones (a field with a wide intensity range).
+    flat_field : correction for uneven illumination before everything else (the size estimate
+        included), 2D models only: ``"auto"`` (the default) divides each frame by its
+        illumination (:func:`cellseg.preprocess.flat_field`) when the corrected frame has a
+        bright background (transmitted light: brightfield, H&E and other stains;
+        :func:`cellseg.preprocess.bright_background`), and leaves other frames (fluorescence) as
+        they are; ``"on"`` corrects every frame, ``"off"`` none. A stack is decided once, by its first
+        frame with content. Block-wise runs, which normalize every block with one range for the
+        image, do not correct.
     denoise : also return the denoised image (``SegmentationResult.denoised``); the model
         needs a denoising head (``cellseg train --denoise``). It is computed at the image's
         own scale: a frame resampled to the model's object size costs one more network run.
@@ -393,6 +407,7 @@ class Segmenter:
         diameter: float | str | None = None,
         pixel_size: float | None = None,
         transform: str = "linear",
+        flat_field: str | bool = "auto",
         denoise: bool = False,
         backend: str = "auto",
         precision: str = "auto",
@@ -426,6 +441,13 @@ class Segmenter:
         if transform not in TRANSFORMS:
             raise SegmenterError(f"transform must be one of {sorted(TRANSFORMS)}, got {transform!r}")
         self.transform = transform
+        if isinstance(flat_field, bool):
+            flat_field = "on" if flat_field else "off"
+        if flat_field not in FLAT_FIELD_MODES:
+            raise SegmenterError(f"flat_field must be one of {list(FLAT_FIELD_MODES)}, got {flat_field!r}")
+        if flat_field == "on" and int(model.config.get("ndim", 2)) != 2:
+            raise SegmenterError("flat_field='on' corrects 2D frames; this model segments 3D volumes")
+        self.flat_field = flat_field
         if denoise:
             from .denoise import check_denoises
 
@@ -796,6 +818,7 @@ class Segmenter:
         factor = 1.0 if diam is None else float(self.object_size["diameter"]) / diam
         warnings: list[str] = [channel_note] if channel_note else []
         checked = False
+        flatten: bool | None = None if norm_range is None and sp == 2 and self.flat_field != "off" else False
         for fi, idx in enumerate(np.ndindex(*frame_shape) if frame_shape else [()]):
             x = data[idx]
             if chan_last:
@@ -811,6 +834,13 @@ class Segmenter:
                 if msg:
                     warnings.append(msg)
                     yield Progress("warning", 0, 1, fi, n_frames, msg)
+            x_read = x
+            if flatten is None:  # decided once per stack, by its first frame with content
+                flatten = self.flat_field == "on" or self._bright_background(x)
+            if flatten:
+                from .preprocess import flat_field
+
+                x = flat_field(x, channel_axis=0 if x.ndim > sp else None)
             outputs = decoded = None
             if mode == "auto" and diam is None:
                 # one estimate for the whole stack, from its first non-constant frame
@@ -855,7 +885,8 @@ class Segmenter:
             if den is not None:
                 from .denoise import denoised_like
 
-                den[idx] = denoised_like(self, data[idx], x, outputs if factor == 1.0 else None, norm_range)
+                den[idx] = denoised_like(self, data[idx], x_read, outputs if factor == 1.0 and not flatten else None,
+                                         norm_range)
             frames.append(fr)
             yield Progress("decode", 1, 1, fi, n_frames)
         in_axes = "".join(a for a in axes if a != "C")
@@ -863,6 +894,7 @@ class Segmenter:
         res.scale = float(factor)
         res.diameter = None if mode == "off" else diam
         res.warnings = warnings
+        res.flat_field = bool(flatten)
         if den is not None:
             res.denoised = np.ascontiguousarray(np.transpose(den, np.argsort(perm)))
         return res
@@ -896,6 +928,17 @@ class Segmenter:
         return (f"the image looks unlike {name}'s training data ({'; '.join(off)}): another modality? "
                 "The labels may be poor; 'cellseg models' lists models for other images"
                 + (f"; it looks like the training images of {hint}" if other else ""))
+
+    def _bright_background(self, x: np.ndarray) -> bool:
+        """Whether the 2D frame ``x`` ``(C?, Y, X)`` is corrected by ``flat_field="auto"``: whether it
+        has a bright background once corrected (a strong gradient can pull the median of a bright
+        field below the middle of its range), judged on every n-th pixel (about 512 across)."""
+        from .preprocess import bright_background, flat_field
+
+        ca = 0 if x.ndim > self.spatial_ndim else None
+        step = max(1, min(x.shape[-2:]) // 512)
+        sub = flat_field(x[..., ::step, ::step], channel_axis=ca)
+        return bright_background(sub, channel_axis=ca, pmin=self.normalize[0], pmax=self.normalize[1])
 
     #: the resampling factor is kept within these bounds (beyond them the image would be
     #: blown up or shrunk to a few pixels by a bad estimate)

@@ -483,6 +483,24 @@ def _sized_oracle(gt, default="off", model_factor=2.0, pixel_size=None, **kw):
     return OracleModel("stardist", gt, object_size=size, **kw), d
 
 
+def test_segment_widget_flat_field_control(make_napari_viewer_proxy, qtbot):
+    """The illumination control reaches the segmenter: "auto" corrects a bright-field image (dark
+    cells on a bright background), "off" does not."""
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(image.max() - image, name="img")
+    widget = _open(viewer, "Segment", qtbot)
+    widget.use_model(OracleModel("stardist", gt), "oracle")
+    assert widget._flat_field.value == "auto"
+    for choice, corrected in (("auto", True), ("off", False)):
+        widget._flat_field.value = choice
+        widget.run()
+        _wait_idle(qtbot, widget)
+        run = widget._run
+        assert run is not None, widget._status.value
+        assert run.segmenter.flat_field == choice and run.result.flat_field is corrected
+
+
 def test_segment_widget_diameter_control(make_napari_viewer_proxy, qtbot):
     image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
     viewer = make_napari_viewer_proxy()

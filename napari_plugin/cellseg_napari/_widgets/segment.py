@@ -160,6 +160,10 @@ class SegmentWidget(ViewerWidget):
                                      "most that, context included; the labels are the same)")
         self._pmin = FloatSpinBox(label="norm. pmin %", value=1.0, min=0.0, max=100.0, step=0.1)
         self._pmax = FloatSpinBox(label="norm. pmax %", value=99.8, min=0.0, max=100.0, step=0.1)
+        self._flat_field = ComboBox(label="uneven illumination", choices=["auto", "on", "off"], value="auto",
+                                    tooltip="divide each frame by its illumination (a smooth surface through "
+                                            "its background) before segmenting: auto corrects images with a bright "
+                                            "background (brightfield, H&E) and not fluorescence")
         self._augment = CheckBox(text="test-time augmentation (8x slower)", value=False,
                                  tooltip="average the network over the 8 flips/transposes of the image")
         self._link = CheckBox(text="link objects over time (T)", value=False, visible=False)
@@ -177,7 +181,8 @@ class SegmentWidget(ViewerWidget):
             napari_viewer,
             widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
                      self._model_status, self._diameter, self._diameter_px, self._pixel_size, self._scale_info,
-                     self._params_header, self._params, self._tile, self._pmin, self._pmax, self._augment, self._link,
+                     self._params_header, self._params, self._tile, self._pmin, self._pmax, self._flat_field,
+                     self._augment, self._link,
                      self._show_outputs, self._show_polygons, self._show_denoised, self._run_button,
                      self._cancel_button,
                      self._progress, self._status],
@@ -466,7 +471,7 @@ class SegmentWidget(ViewerWidget):
             segmentation_task, model, data, axes, channel=channel,
             params=params, tile=tile, normalize=(float(self._pmin.value), float(self._pmax.value)), link=link,
             augment=bool(self._augment.value), diameter=diameter, pixel_size=self.pixel_size(),
-            denoise=bool(self._show_denoised.value),
+            denoise=bool(self._show_denoised.value), flat_field=str(self._flat_field.value),
         )
         remember_axes(layer, axes)  # answered once: Segment and Train know the layer's axes from now on
         self._run_info = {"image": layer.name, "axes": axes, "scale": scale_without_c(layer, axes),

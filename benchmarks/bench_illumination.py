@@ -1,0 +1,119 @@
+"""Uneven illumination: the images as read and under an illumination gradient or a vignette,
+segmented with ``flat_field="off"`` and with the default ``"auto"``.
+
+For every test split of a model (``--split test``, see ``bench_accuracy.test_sets``) or the
+validation images of its sources (``--split val``, the default: for deciding the correction), each
+image is multiplied by a smooth illumination field (the dark level is taken as 0, as for
+transmitted light and for fluorescence without a camera offset):
+
+- ``as read``: no field;
+- ``gradient 2x``, ``gradient 3x``: from 1 on the left edge to 1/2 (1/3) on the right;
+- ``vignette``: 1 at the centre, 0.4 in the corners (quadratic in the distance).
+
+The model segments each with its defaults (``diameter="auto"``) and with ``flat_field="off"``.
+Prints AP@0.5 per condition for both, and how many of the images ``"auto"`` corrected.
+
+    python benchmarks/bench_illumination.py --models nuclei,cells [--split val|test]
+        [--max-images N] [--data ../shared/data] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.bench_scale import run_models  # noqa: E402
+
+#: condition name -> illumination field of a (h, w) frame, or None for the image as read
+CONDITIONS = ("as read", "gradient 2x", "gradient 3x", "vignette")
+
+
+def illumination(kind: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The multiplicative illumination field of a condition, float32 of ``shape`` (None: none)."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "as read":
+        return None
+    if kind.startswith("gradient"):
+        low = 1 / float(kind.split()[1].rstrip("x"))
+        return (1 - (1 - low) * xx / max(w - 1, 1)).astype(np.float32)
+    if kind == "vignette":
+        r2 = (((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2) / 2
+        return (1 - 0.6 * np.minimum(r2, 1)).astype(np.float32)
+    raise ValueError(kind)
+
+
+def lit(img: np.ndarray, axes: str, kind: str) -> np.ndarray:
+    """``img`` (axes with Y, X and maybe C) under the illumination of ``kind``, as float32."""
+    x = np.asarray(img, np.float32)
+    field = illumination(kind, (x.shape[axes.index("Y")], x.shape[axes.index("X")]))
+    if field is None:
+        return x
+    if "C" in axes:
+        field = np.expand_dims(field, axes.index("C"))
+    return x * field
+
+
+def bench_model(name: str, data_root: Path, max_images: int | None, part: str = "val") -> list[dict]:
+    from cellseg.metrics import matching_dataset
+    from cellseg.models import load_model
+    from cellseg.segmenter import Segmenter
+
+    model = load_model(name)
+    modes = {"auto": Segmenter(model), "off": Segmenter(model, flat_field="off")}
+    if part == "test":
+        from benchmarks.bench_accuracy import test_sets
+
+        sets = test_sets(model, data_root)
+    else:
+        from benchmarks.bench_size_estimate import validation_items
+
+        sets = validation_items(model, data_root, None, part)
+    rows = []
+    for title, items in sets.items():
+        items = items[:max_images] if max_images else items
+        if not items:
+            continue
+        row: dict = {"model": name, "split": title, "n_images": len(items)}
+        cells = []
+        for kind in CONDITIONS:
+            for mode, seg in modes.items():
+                preds, corrected = [], 0
+                for _, img, axes, gt in items:
+                    res = seg.segment(lit(img, axes, kind), axes=axes)
+                    preds.append(res.labels)
+                    corrected += bool(res.flat_field)
+                ap = matching_dataset([it[3] for it in items], preds, thresh=0.5).accuracy
+                row[f"ap50 {kind} {mode}"] = ap
+                if mode == "auto":
+                    row[f"corrected {kind}"] = corrected
+            cells.append(f"{kind}: {row[f'ap50 {kind} off']:.3f} -> {row[f'ap50 {kind} auto']:.3f} "
+                         f"({row[f'corrected {kind}']}/{len(items)})")
+        rows.append(row)
+        print(f"{name:10s} {title:26s} {len(items):4d}  " + "  ".join(cells), flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="nuclei", help="comma-separated bundled model names or model files")
+    p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
+    p.add_argument("--max-images", type=int, default=None, help="at most this many images per split")
+    p.add_argument("--split", default="val", choices=["test", "val"],
+                   help="the sources' validation images (default) or the models' test splits")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    return run_models(args, f"{'model':10s} {args.split + ' split':26s} {'n':>4s}  AP@0.5 per condition: "
+                      "flat_field='off' -> 'auto' (images 'auto' corrected)",
+                      functools.partial(bench_model, part=args.split))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
