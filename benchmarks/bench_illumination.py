@@ -3,8 +3,10 @@ segmented with ``flat_field="off"`` and with the default ``"auto"``.
 
 For every test split of a model (``--split test``, see ``bench_accuracy.test_sets``) or the
 validation images of its sources (``--split val``, the default: for deciding the correction), each
-image is multiplied by a smooth illumination field (the dark level is taken as 0, as for
-transmitted light and for fluorescence without a camera offset):
+image's signal above its dark level is multiplied by a smooth illumination field (a lamp does
+not scale the camera's offset): the dark level is 0 for an image with a bright background
+(transmitted light, :func:`cellseg.preprocess.bright_background`) and the image's 1st percentile
+for one with a dark background (fluorescence: offset and background):
 
 - ``as read``: no field;
 - ``gradient 2x``, ``gradient 3x``: from 1 on the left edge to 1/2 (1/3) on the right;
@@ -51,14 +53,20 @@ def illumination(kind: str, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def lit(img: np.ndarray, axes: str, kind: str) -> np.ndarray:
-    """``img`` (axes with Y, X and maybe C) under the illumination of ``kind``, as float32."""
+    """``img`` (axes with Y, X and maybe C) under the illumination of ``kind``, as float32: the
+    signal above the dark level (0 for a bright background, else the 1st percentile) times the
+    field."""
+    from cellseg.preprocess import bright_background
+
     x = np.asarray(img, np.float32)
     field = illumination(kind, (x.shape[axes.index("Y")], x.shape[axes.index("X")]))
     if field is None:
         return x
-    if "C" in axes:
-        field = np.expand_dims(field, axes.index("C"))
-    return x * field
+    ca = axes.index("C") if "C" in axes else None
+    dark = np.float32(0.0 if bright_background(x, channel_axis=ca) else np.percentile(x, 1))
+    if ca is not None:
+        field = np.expand_dims(field, ca)
+    return dark + (x - dark) * field
 
 
 def bench_model(name: str, data_root: Path, max_images: int | None, part: str = "val") -> list[dict]:

@@ -8,6 +8,7 @@ machine, with the command); each line of the form::
 is replaced by the table of KIND made from the rows of those JSON files (the files that the
 benchmarks' ``--json`` option wrote, kept in ``benchmarks/results/``). Kinds: ``accuracy``
 (``bench_accuracy.py``), ``scale`` (``bench_scale.py``), ``size`` (``bench_size_estimate.py``),
+``illumination`` (``bench_illumination.py``),
 ``denoiseg`` (``bench_denoiseg.py``),
 ``inference`` (``bench_inference.py``), ``blockwise`` (``bench_blockwise.py``).
 
@@ -77,6 +78,18 @@ def table_size(rows: list[dict]) -> list[str]:
     return out
 
 
+#: the conditions of ``bench_illumination.py``, in its order
+ILLUMINATION = ("as read", "gradient 2x", "gradient 3x", "vignette")
+
+
+def table_illumination(rows: list[dict]) -> list[str]:
+    out = _head("model", "split", "images", *(f"{k}: off → auto" for k in ILLUMINATION))
+    for r in rows:
+        cells = [f"{_f(r[f'ap50 {k} off'])} → {_f(r[f'ap50 {k} auto'])} ({r[f'corrected {k}']})" for k in ILLUMINATION]
+        out.append(f"| `{r['model']}` | {r['split']} | {r['n_images']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def table_denoiseg(rows: list[dict]) -> list[str]:
     out = _head("sigma", "annotated", "unlabelled", "model", "AP@0.5", "SEG", "PSNR denoised (dB)",
                 "PSNR noisy input (dB)", "steps", "training s")
@@ -104,7 +117,7 @@ def table_generic(rows: list[dict]) -> list[str]:
 
 TABLES: dict[str, Callable[[list[dict]], list[str]]] = {
     "accuracy": table_accuracy, "scale": table_scale, "size": table_size, "denoiseg": table_denoiseg,
-    "inference": table_generic, "blockwise": table_generic,
+    "inference": table_generic, "blockwise": table_generic, "illumination": table_illumination,
 }
 
 

@@ -48,6 +48,19 @@ def test_make_results_tables(tmp_path):
         render("<!-- table nonsense a.json -->", base=tmp_path)
 
 
+def test_make_results_illumination_table(tmp_path):
+    from benchmarks.make_results import ILLUMINATION, render
+
+    row = {"model": "m", "split": "s", "n_images": 3}
+    for i, k in enumerate(ILLUMINATION):
+        row.update({f"ap50 {k} off": 0.5 + i / 100, f"ap50 {k} auto": 0.6 + i / 100, f"corrected {k}": i})
+    import json
+
+    (tmp_path / "i.json").write_text(json.dumps([row]))
+    text = render("<!-- table illumination i.json -->", base=tmp_path)
+    assert "| `m` | s | 3 | 0.500 → 0.600 (0) | 0.510 → 0.610 (1) | 0.520 → 0.620 (2) | 0.530 → 0.630 (3) |" in text
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pdoc") is None, reason="pdoc is not installed (pip install -e .[dev])")
 def test_api_reference_builds_without_warnings(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "docs" / "build_api.py"), "-o", str(tmp_path)], cwd=REPO,
