@@ -300,6 +300,60 @@ def _equal_channels(image: np.ndarray, c: int) -> bool:
     return all(np.array_equal(first, np.take(image, i, axis=c)) for i in (1, 2))
 
 
+#: a colour channel whose intensity range (1-99.8 percentiles) is below this fraction of the strongest
+#: channel's holds nothing (JPEG compression leaves a little in the empty channels of a pseudo-coloured image)
+EMPTY_CHANNEL = 0.02
+#: channels whose pixels correlate at least this much hold the same grey image (at other gains and offsets)
+SAME_CHANNEL_CORR = 0.98
+
+
+def pseudo_colour_channel(image: np.ndarray, c: int) -> int | None:
+    """The channel that holds a colour image's one grey image, when it is a pseudo-coloured grey image:
+    RGB (or RGBA with a constant alpha) along axis ``c`` in which at least one colour channel is empty
+    (its 1-99.8 percentile range under :data:`EMPTY_CHANNEL` of the strongest channel's) and every other
+    one correlates with the strongest at :data:`SAME_CHANNEL_CORR` or more: a fluorescence image saved
+    with its colour table (DAPI in blue, GFP in green, a magenta LUT). Returns the strongest channel's
+    index, else None (real colour, or grey in all three channels, which the per-channel normalization
+    already makes grey).
+
+    >>> import numpy as np
+    >>> g = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    >>> z = np.zeros_like(g)
+    >>> pseudo_colour_channel(np.stack([z, z, g], -1), 2), pseudo_colour_channel(np.stack([g, z, g], 0), 0)
+    (2, 0)
+    >>> pseudo_colour_channel(np.stack([g, g[::-1], z], -1), 2) is None   # two different images
+    True
+    """
+    n = image.shape[c]
+    if n not in (3, 4):
+        return None
+    x = np.moveaxis(np.asarray(image), c, 0)
+    if n == 4:
+        if not np.all(x[3] == x[3].flat[0]):
+            return None  # four channels of data, not RGBA
+        x = x[:3]
+    flat = x.reshape(3, -1)
+    step = max(1, flat.shape[1] // 1_000_000)  # about a million pixels are plenty
+    flat = flat[:, ::step].astype(np.float32)
+    lo, hi = np.percentile(flat, [1.0, 99.8], axis=1)
+    rng = hi - lo
+    strongest = int(np.argmax(rng))
+    if rng[strongest] <= 0:
+        return None
+    empty = rng < EMPTY_CHANNEL * rng[strongest]
+    if not empty.any():
+        return None
+    ref = flat[strongest] - flat[strongest].mean()
+    for k in np.flatnonzero(~empty):
+        if k == strongest:
+            continue
+        other = flat[k] - flat[k].mean()
+        denom = float(np.sqrt(np.dot(ref, ref) * np.dot(other, other)))
+        if denom == 0 or float(np.dot(ref, other)) / denom < SAME_CHANNEL_CORR:
+            return None
+    return strongest
+
+
 def _default_augment(model: Predictor) -> bool:
     """A model's default for test-time augmentation: its own (:class:`RoutedPredictor`), else
     ``config["augment"]``."""
@@ -741,6 +795,13 @@ class Segmenter:
         c = axes.index("C")
         n = image.shape[c]
         if channel is None:
+            grey = pseudo_colour_channel(image, c) if want in (1, 3) else None
+            if grey is not None:  # a fluorescence image saved with its colour table: its grey image
+                colour = ("red", "green", "blue")[grey]
+                note = (f"the colour image is one grey image shown in colour (its {colour} channel; the others "
+                        "empty or the same image), as a fluorescence image saved with its colour table: "
+                        f"segmented as grey from the {colour} channel")
+                return np.take(image, grey, axis=c), axes.replace("C", ""), note
             if want == n or (want == 3 and n == 4):
                 return image, axes, None  # the model takes all channels (RGBA: alpha dropped later)
             if n == 1:

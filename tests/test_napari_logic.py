@@ -581,6 +581,11 @@ def test_rgb_channel_choices_and_axes():
     assert _axes.channels_equal(np.stack([grey] * 3 + [np.full_like(grey, 255)], -1), 2)  # alpha aside
     colour = np.stack([grey, grey, 255 - grey], -1)
     assert not _axes.channels_equal(colour, 2) and not _axes.channels_equal(grey, 1)
+    # a grey image shown in blue: a grey model is offered the grey image first
+    blue = np.stack([np.zeros_like(grey)] * 2 + [grey], -1)
+    assert _axes.pseudo_colour(blue, 2) == 2 and _axes.pseudo_colour(colour, 2) is None
+    assert _axes.channel_choices((16, 16, 3), "YXC", rgb=True, in_channels=1, pseudo=2)[0] == (
+        "grey (its blue channel, the others empty)", None)
 
 
 @pytest.mark.parametrize("kind", ["rgb", "rgba", "grey-as-rgb"])

@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["CHOOSE_AXES", "COLOUR", "axes_from_labels", "known_axes", "axes_choices", "axes_label",
            "axes_combo_choices", "axes_hint", "display_axis_labels", "default_axis_labels", "channel_names",
-           "channel_choices", "training_channel_choices", "channels_equal"]
+           "channel_choices", "training_channel_choices", "channels_equal", "pseudo_colour"]
 
 
 #: the first entry of the axes combo while napari cannot tell the layer's axes (T or Z, or C)
@@ -152,11 +152,13 @@ def default_axis_labels(labels: Sequence[str] | None) -> bool:
 
 
 def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata: dict | None = None,
-                    in_channels: int = 1, equal: bool = False) -> list[tuple[str, int | None]]:
+                    in_channels: int = 1, equal: bool = False,
+                    pseudo: int | None = None) -> list[tuple[str, int | None]]:
     """``(label, channel index or None)`` pairs for the channel combo; ``None`` hands the
     Segmenter all channels: offered first when the model takes as many channels as the
     image has (an RGB model also takes RGBA, alpha dropped), and for a 1-channel model
-    when the colour channels are ``equal`` (grey stored as RGB, read as grey)."""
+    when the colour channels are ``equal`` (grey stored as RGB, read as grey) or hold one grey
+    image in colour channel ``pseudo`` (:func:`pseudo_colour`; the Segmenter takes that channel)."""
     if "C" not in axes:
         return []
     n = int(shape[axes.index("C")])
@@ -168,6 +170,8 @@ def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata
         out.append(("all channels (alpha dropped)" if rgb else "channels 0-2 (the 4th dropped)", None))
     elif in_channels == 1 and n in (3, 4) and equal:
         out.append(("grey (equal colour channels)", None))
+    elif in_channels == 1 and n in (3, 4) and pseudo is not None:
+        out.append((f"grey (its {('red', 'green', 'blue')[pseudo]} channel, the others empty)", None))
     out += [(str(nm), i) for i, nm in enumerate(names)]
     return out
 
@@ -182,6 +186,20 @@ def channels_equal(data, axis: int, max_size: int = 64_000_000) -> bool:
         return False
     first = np.take(data, 0, axis=axis)
     return all(np.array_equal(first, np.take(data, i, axis=axis)) for i in (1, 2))
+
+
+def pseudo_colour(data, axis: int, max_size: int = 64_000_000) -> int | None:
+    """The colour channel of ``data`` along ``axis`` that holds its one grey image (a
+    fluorescence image shown in a colour: DAPI in blue), as
+    :func:`cellseg.segmenter.pseudo_colour_channel` finds it; None otherwise, and for arrays that
+    are not in memory or larger than ``max_size`` elements (nothing is loaded)."""
+    if not isinstance(data, np.ndarray) or data.size > max_size:
+        return None
+    if not (-data.ndim <= axis < data.ndim) or data.shape[axis] not in (3, 4):
+        return None
+    from cellseg.segmenter import pseudo_colour_channel
+
+    return pseudo_colour_channel(data, axis % data.ndim)
 
 
 #: the Train widget's channel choice that makes 3 colour channels (RGB kept, alpha dropped)

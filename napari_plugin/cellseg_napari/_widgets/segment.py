@@ -21,7 +21,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .._axes import axes_hint, channel_choices, channels_equal, default_axis_labels
+from .._axes import axes_hint, channel_choices, channels_equal, default_axis_labels, pseudo_colour
 from .._layers import denoised_layer, output_layers, polygon_layer
 from .._models import (
     CUSTOM_MODEL,
@@ -223,12 +223,13 @@ class SegmentWidget(ViewerWidget):
         shape = layer_data_shape(layer)
         if len(axes) != len(shape):
             return []
-        equal = False
+        equal, pseudo = False, None
         if n_in == 1 and "C" in axes and shape[axes.index("C")] in (3, 4):
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
             equal = channels_equal(data, axes.index("C"))  # in-memory arrays only
+            pseudo = None if equal else pseudo_colour(data, axes.index("C"))
         return channel_choices(shape, axes, rgb=bool(getattr(layer, "rgb", False)),
-                               metadata=dict(layer.metadata), in_channels=n_in, equal=equal)
+                               metadata=dict(layer.metadata), in_channels=n_in, equal=equal, pseudo=pseudo)
 
     def _on_image_changed(self, *_):
         self._ps_default = None  # a new layer: its own pixel size
