@@ -322,3 +322,15 @@ def test_an_rgb_model_trains_on_grey_and_rgba_images():
     np.testing.assert_array_equal(to_channels_first(rgba, "YXC", 2, 3, "a"), np.moveaxis(rgba[..., :3], -1, 0))
     with pytest.raises(Exception, match="takes 3 channels, the image has 2"):
         to_channels_first(np.zeros((2, 3, 4)), "CYX", 2, 3, "two")
+
+
+def test_training_reads_a_grey_image_shown_in_colour_as_the_segmenter_does():
+    """DAPI saved in blue: an RGB model trains on the grey image repeated (as it segments it), not on
+    (0, 0, grey); a grey model on the blue channel itself."""
+    from cellseg.train.dataset import to_channels_first
+
+    g = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    blue = np.stack([np.zeros_like(g), np.zeros_like(g), g], -1)
+    x = to_channels_first(blue, "YXC", 2, 3, "blue")
+    assert x.shape == (3, 16, 16) and all(np.array_equal(c, g) for c in x)
+    np.testing.assert_array_equal(to_channels_first(blue, "YXC", 2, 1, "blue")[0], g)

@@ -73,7 +73,9 @@ def to_channels_first(data: np.ndarray, axes: str | None, ndim: int, in_channels
 
     With ``in_channels == 1`` several channels (e.g. RGB) are averaged; with ``in_channels == 3``
     (an RGB model such as the general ``nuclei`` and ``cells``) a grey image is repeated and RGBA
-    loses its alpha, as :class:`cellseg.segmenter.Segmenter` gives such images to the model.
+    loses its alpha, as :class:`cellseg.segmenter.Segmenter` gives such images to the model; so is a
+    grey image shown in colour (DAPI in blue: :func:`cellseg.segmenter.pseudo_colour_channel`), which
+    the segmenter reads as grey.
     """
     x = np.asarray(data)
     if x.dtype == bool or x.dtype.kind not in "uif":
@@ -97,6 +99,12 @@ def to_channels_first(data: np.ndarray, axes: str | None, ndim: int, in_channels
         axes = "C" + axes
     x = np.moveaxis(x, [axes.index(a) for a in "C" + spatial], list(range(ndim + 1)))
     c = x.shape[0]
+    if c in (3, 4) and in_channels in (1, 3):
+        from ..segmenter import pseudo_colour_channel
+
+        grey = pseudo_colour_channel(x, 0)
+        if grey is not None:  # one grey image in colour: as the segmenter reads it
+            x, c = x[grey:grey + 1], 1
     if c != in_channels:
         if in_channels == 1:
             x = x.astype(np.float32).mean(axis=0, keepdims=True)
