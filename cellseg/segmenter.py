@@ -841,11 +841,24 @@ class Segmenter:
         """Generator yielding :class:`Progress`; returns a :class:`SegmentationResult`.
 
         ``pixel_size`` (µm/px, e.g. from the file's metadata) is used when the segmenter
-        was given none."""
+        was given none. NaN and infinite pixels of a float image are missing data: filled with
+        the lowest finite value of their frame (:func:`cellseg.io.fill_nonfinite`) before
+        anything sees them, label 0 there, and a warning gives their count; an image without a
+        finite pixel is a :class:`SegmenterError`."""
         image = np.asarray(image)
         if image.size == 0:
             raise SegmenterError("the image is empty (size 0)")
         axes = resolve_axes(image, axes)
+        missing = None
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            from .io import fill_nonfinite
+
+            try:  # NaN/inf pixels (the border of a registered image) are missing data: label 0 there
+                image, missing = fill_nonfinite(image, axes, where="the image")
+            except ValueError as exc:
+                raise SegmenterError(str(exc)) from None
+            if "C" in axes:
+                missing = missing.any(axis=axes.index("C"))
         image, axes, channel_note = self._select_channel(image, axes, channel, channel_names)
         params = self.rep.params({**dataclasses.asdict(self.params)}, **overrides) if overrides else self.params
         sp = self.spatial_ndim
@@ -954,6 +967,10 @@ class Segmenter:
         res = self._finish(labels, frames, out_axes, in_axes, params, link, link_iou, stitch_iou)
         res.scale = float(factor)
         res.diameter = None if mode == "off" else diam
+        if missing is not None:
+            res.labels[missing] = 0
+            warnings.insert(0, f"{int(missing.sum())} pixels are NaN or infinite: read as missing data (the lowest "
+                               "value of their frame), label 0 there")
         res.warnings = warnings
         res.flat_field = bool(flatten)
         if den is not None:
