@@ -849,16 +849,16 @@ class Segmenter:
         if image.size == 0:
             raise SegmenterError("the image is empty (size 0)")
         axes = resolve_axes(image, axes)
-        missing = None
+        missing: np.ndarray | None = None
         if image.dtype.kind == "f" and not np.isfinite(image).all():
             from .io import fill_nonfinite
 
             try:  # NaN/inf pixels (the border of a registered image) are missing data: label 0 there
-                image, missing = fill_nonfinite(image, axes, where="the image")
+                image, mask = fill_nonfinite(image, axes, where="the image")
             except ValueError as exc:
                 raise SegmenterError(str(exc)) from None
-            if "C" in axes:
-                missing = missing.any(axis=axes.index("C"))
+            if mask is not None:
+                missing = np.asarray(mask.any(axis=axes.index("C")) if "C" in axes else mask)
         image, axes, channel_note = self._select_channel(image, axes, channel, channel_names)
         params = self.rep.params({**dataclasses.asdict(self.params)}, **overrides) if overrides else self.params
         sp = self.spatial_ndim
