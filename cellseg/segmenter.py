@@ -327,14 +327,22 @@ def pseudo_colour_channel(image: np.ndarray, c: int) -> int | None:
     n = image.shape[c]
     if n not in (3, 4):
         return None
-    x = np.moveaxis(np.asarray(image), c, 0)
+    x = np.moveaxis(np.asarray(image), c, 0)  # a view
+    # a sample of about a million pixels per channel (a few frames of a stack, every k-th pixel of each):
+    # plenty to tell, and no copy of a large stack
+    lead = x.ndim - 3
+    frames = int(np.prod(x.shape[1:1 + lead])) if lead > 0 else 1
+    sel: list[slice] = [slice(None)]
+    for ax in range(1, 1 + lead):
+        sel.append(slice(None, None, max(1, x.shape[ax] // 2)) if frames > 4 else slice(None))
+    per = max(1, int(np.prod([len(range(*s.indices(x.shape[i + 1]))) for i, s in enumerate(sel[1:])])))
+    k = max(1, int(math.sqrt(x.shape[-2] * x.shape[-1] * per / 1_000_000)))
+    sample = x[tuple(sel) + (slice(None, None, k), slice(None, None, k))]
     if n == 4:
-        if not np.all(x[3] == x[3].flat[0]):
+        if not np.all(sample[3] == sample[3].flat[0]):
             return None  # four channels of data, not RGBA
-        x = x[:3]
-    flat = x.reshape(3, -1)
-    step = max(1, flat.shape[1] // 1_000_000)  # about a million pixels are plenty
-    flat = flat[:, ::step].astype(np.float32)
+        sample = sample[:3]
+    flat = sample.reshape(3, -1).astype(np.float32)
     lo, hi = np.percentile(flat, [1.0, 99.8], axis=1)
     rng = hi - lo
     strongest = int(np.argmax(rng))
@@ -344,10 +352,10 @@ def pseudo_colour_channel(image: np.ndarray, c: int) -> int | None:
     if not empty.any():
         return None
     ref = flat[strongest] - flat[strongest].mean()
-    for k in np.flatnonzero(~empty):
-        if k == strongest:
+    for ch in np.flatnonzero(~empty):
+        if ch == strongest:
             continue
-        other = flat[k] - flat[k].mean()
+        other = flat[ch] - flat[ch].mean()
         denom = float(np.sqrt(np.dot(ref, ref) * np.dot(other, other)))
         if denom == 0 or float(np.dot(ref, other)) / denom < SAME_CHANNEL_CORR:
             return None
