@@ -568,7 +568,11 @@ def _segment_blockwise(segmenter: Segmenter, path: Path, out_dir: Path, plan: Bl
     from .blockrun import segment_file_blockwise
 
     try:
-        return segment_file_blockwise(segmenter, path, out_dir, plan, outs, fmt, **kwargs)
+        result = segment_file_blockwise(segmenter, path, out_dir, plan, outs, fmt, **kwargs)
+        if getattr(segmenter, "flat_field", "auto") == "on" and result.status == "done":
+            result.warnings.insert(0, "block-wise runs do not correct uneven illumination (--flat-field on): "
+                                      "segment the file whole (--no-blockwise) for that")
+        return result
     except Exception as exc:  # a bad file, a failed write: reported by name, the batch goes on
         msg = str(exc) or type(exc).__name__
         if not isinstance(exc, (ValueError, OSError, KeyError)):

@@ -438,3 +438,13 @@ def test_a_nuclei_model_takes_the_nuclear_stain_of_a_named_multichannel_file(tmp
         np.testing.assert_array_equal(two, tifffile.imread(tmp_path / kind / "dapi_labels.tif"))
         with open(tmp_path / kind / "two_objects.csv") as f1, open(tmp_path / kind / "dapi_objects.csv") as f2:
             assert f1.read() == f2.read()  # intensities of the DAPI channel
+
+
+def test_flat_field_on_says_block_wise_runs_do_not_correct(tmp_path, tiny_model_path, pixels, capsys):
+    src = tmp_path / "big.tif"
+    tifffile.imwrite(src, pixels)
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "-o", str(out), "--model", str(tiny_model_path), "--block-size", str(BLOCK),
+                 "--flat-field", "on", "--no-overlay", "--no-csv"]) == 0
+    cap = capsys.readouterr()
+    assert "block-wise runs do not correct uneven illumination (--flat-field on)" in cap.out + cap.err
