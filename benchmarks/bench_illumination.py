@@ -20,9 +20,7 @@ Prints AP@0.5 per condition for both, and how many of the images ``"auto"`` corr
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.bench_scale import run_models  # noqa: E402
+from benchmarks.bench_scale import parse_model_bench_args, run_models  # noqa: E402
 
 #: condition name -> illumination field of a (h, w) frame, or None for the image as read
 CONDITIONS = ("as read", "gradient 2x", "gradient 3x", "vignette")
@@ -110,14 +108,8 @@ def bench_model(name: str, data_root: Path, max_images: int | None, part: str = 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="nuclei", help="comma-separated bundled model names or model files")
-    p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
-    p.add_argument("--max-images", type=int, default=None, help="at most this many images per split")
-    p.add_argument("--split", default="val", choices=["test", "val"],
-                   help="the sources' validation images (default) or the models' test splits")
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
+    args = parse_model_bench_args(argv, __doc__, ("val", "test"),
+                                  "the sources' validation images (default) or the models' test splits")
     return run_models(args, f"{'model':10s} {args.split + ' split':26s} {'n':>4s}  AP@0.5 per condition: "
                       "flat_field='off' -> 'auto' (images 'auto' corrected)",
                       functools.partial(bench_model, part=args.split))

@@ -124,15 +124,23 @@ def run_models(args: argparse.Namespace, header: str,
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="nuclei", help="comma-separated bundled model names or model files")
+def parse_model_bench_args(argv, doc: str | None, splits: tuple[str, str], split_help: str,
+                           models: str = "nuclei", per: str = "split") -> argparse.Namespace:
+    """The options the per-model benchmarks share: ``--models``, ``--data``, ``--max-images`` (per
+    ``per``), ``--split`` (one of ``splits``, the first the default) and ``--json``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=models, help="comma-separated bundled model names or model files")
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
-    p.add_argument("--max-images", type=int, default=None, help="at most this many images per test split")
-    p.add_argument("--split", default="test", choices=["test", "val"],
-                   help="the models' test splits (default) or their sources' validation images")
+    p.add_argument("--max-images", type=int, default=None, help=f"at most this many images per {per}")
+    p.add_argument("--split", default=splits[0], choices=list(splits), help=split_help)
     p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_model_bench_args(argv, __doc__, ("test", "val"),
+                                  "the models' test splits (default) or their sources' validation images",
+                                  per="test split")
     return run_models(args, f"{'model':10s} {args.split + ' split':26s} {'n':>4s}  AP@0.5 with diameter='auto' "
                       "at x0.5, x1, x2 (difference to x1); time of auto over the diameter given; AP@0.5 with the "
                       "annotated diameter given", functools.partial(bench_model, part=args.split))

@@ -14,9 +14,7 @@ augmentation of 0.55-1.8x, so such an error costs little).
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.bench_scale import SCALES, _resample, run_models  # noqa: E402
+from benchmarks.bench_scale import SCALES, _resample, parse_model_bench_args, run_models  # noqa: E402
 
 
 def validation_items(model, data_root: Path, max_images: int | None, part: str = "val") -> dict[str, list]:
@@ -77,14 +75,9 @@ def bench_model(name: str, data_root: Path, max_images: int | None, part: str = 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="nuclei,cells")
-    p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
-    p.add_argument("--max-images", type=int, default=None, help="at most this many images per source")
-    p.add_argument("--split", default="val", choices=["val", "train"],
-                   help="the sources' validation images (default) or their training images")
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
+    args = parse_model_bench_args(argv, __doc__, ("val", "train"),
+                                  "the sources' validation images (default) or their training images",
+                                  models="nuclei,cells", per="source")
     return run_models(args, f"{'model':8s} {'source':16s} {'n':>4s}  per scale: median estimate/truth (share "
                       f"within 1.25x), {args.split} images", functools.partial(bench_model, part=args.split))
 
