@@ -486,11 +486,7 @@ def segment_file(
             if progress is not None:
                 progress(ev)
         if missing is not None:
-            lost = missing.any(axis=img.axes.index("C")) if "C" in img.axes else missing
-            lost = io.transpose_axes(lost, img.axes.replace("C", ""), res.axes)
-            res.labels[np.broadcast_to(lost, res.labels.shape)] = 0
-            res.warnings.insert(0, f"{int(lost.sum())} pixels are NaN or infinite: read as missing data (the "
-                                   f"lowest value of their frame), label 0 there")
+            res.warnings.insert(0, io.clear_missing(res.labels, res.axes, missing, img.axes))
     except Exception as exc:  # a bad file is reported by name; the batch goes on
         msg = str(exc) or type(exc).__name__
         if not isinstance(exc, (ValueError, OSError, KeyError)):

@@ -73,6 +73,7 @@ __all__ = [
     "write_labels",
     "write_image",
     "fill_nonfinite",
+    "clear_missing",
     "transpose_axes",
     "check_axes",
     "AXES",
@@ -576,6 +577,18 @@ def fill_nonfinite(data, axes: str, where: str = "image") -> tuple[np.ndarray, n
             part = filled[s]
             part[~ok] = part[ok].min() if ok.any() else lowest
     return filled, ~finite
+
+
+def clear_missing(labels: np.ndarray, labels_axes: str, missing: np.ndarray, axes: str) -> str:
+    """Label 0 where :func:`fill_nonfinite` found missing pixels: ``missing`` (a mask with the
+    image's ``axes``; a pixel with a missing channel counts) is brought to the labels' axes
+    (``labels_axes``, without ``C``) and cleared in ``labels`` in place. Returns the warning that
+    says how many pixels were missing."""
+    lost = missing.any(axis=axes.index("C")) if "C" in axes else missing
+    lost = transpose_axes(lost, axes.replace("C", ""), labels_axes)
+    labels[np.broadcast_to(lost, labels.shape)] = 0
+    return (f"{int(lost.sum())} pixels are NaN or infinite: read as missing data (the lowest value of their "
+            "frame), label 0 there")
 
 
 # --------------------------------------------------------------------------- writing

@@ -179,7 +179,8 @@ def bright_background(img: np.ndarray, channel_axis: int | None = None, pmin: fl
     (False, True)
     """
     lum = _luminance(img, channel_axis)
-    finite = lum[np.isfinite(lum)]
+    ok = np.isfinite(lum)
+    finite = lum.ravel() if ok.all() else lum[ok]  # no copy of a finite frame
     if finite.size == 0:
         return False
     lo, hi = np.percentile(finite, (pmin, pmax))

@@ -858,15 +858,14 @@ class Segmenter:
             raise SegmenterError("the image is empty (size 0)")
         axes = resolve_axes(image, axes)
         missing: np.ndarray | None = None
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
+        read_axes = axes
+        if image.dtype.kind == "f":
             from .io import fill_nonfinite
 
             try:  # NaN/inf pixels (the border of a registered image) are missing data: label 0 there
-                image, mask = fill_nonfinite(image, axes, where="the image")
+                image, missing = fill_nonfinite(image, axes, where="the image")
             except ValueError as exc:
                 raise SegmenterError(str(exc)) from None
-            if mask is not None:
-                missing = np.asarray(mask.any(axis=axes.index("C")) if "C" in axes else mask)
         image, axes, channel_note = self._select_channel(image, axes, channel, channel_names)
         params = self.rep.params({**dataclasses.asdict(self.params)}, **overrides) if overrides else self.params
         sp = self.spatial_ndim
@@ -976,9 +975,9 @@ class Segmenter:
         res.scale = float(factor)
         res.diameter = None if mode == "off" else diam
         if missing is not None:
-            res.labels[missing] = 0
-            warnings.insert(0, f"{int(missing.sum())} pixels are NaN or infinite: read as missing data (the lowest "
-                               "value of their frame), label 0 there")
+            from .io import clear_missing
+
+            warnings.insert(0, clear_missing(res.labels, res.axes, missing, read_axes))
         res.warnings = warnings
         res.flat_field = bool(flatten)
         if den is not None:
