@@ -281,3 +281,17 @@ def roundtrip_scores(files: list[Path], decode, max_per_set: int | None = None) 
         a50.append(x)
         a75.append(y)
     return files, a50, a75
+
+
+def cytoplasm_stain(labels: np.ndarray, seed: int = 0, grow: int = 8) -> np.ndarray:
+    """A cytoplasm stain for a fluorescence composite, uint8: the nuclei of ``labels`` grown by
+    ``grow`` px into cells (``skimage.segmentation.expand_labels``), each at its own brightness
+    (0.2-0.9), with a smooth texture and a little noise."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import expand_labels
+
+    rng = np.random.default_rng(seed)
+    cells = expand_labels(labels, grow)
+    gain = np.concatenate([[0.0], rng.uniform(0.2, 0.9, int(labels.max()))])[cells]
+    c = ndi.gaussian_filter(gain * ndi.gaussian_filter(rng.random(labels.shape), 2) * 2, 1.5)
+    return (np.clip(c + 0.03 * rng.random(labels.shape), 0, 1) * 255).astype(np.uint8)

@@ -179,7 +179,7 @@ def _normalized(seg, img, axes):
     Segmenter picks them)."""
     from cellseg.segmenter import TRANSFORMS
 
-    x, ax = seg._select_channel(np.asarray(img), axes, None, None)
+    x, ax, _, _ = seg._select_channel(np.asarray(img), axes, None, None)
     if "C" in ax:
         x = np.moveaxis(x, ax.index("C"), 0)
     x = seg._match_channels(x, "C" in ax)

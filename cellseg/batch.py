@@ -510,7 +510,10 @@ def segment_file(
     inten = img.data
     if "C" in img.axes:
         c = img.axes.index("C")
-        if channel is not None and not (isinstance(channel, str) and not str(channel).lstrip("-").isdigit()):
+        chosen = getattr(res, "channel", None)  # the channel the segmenter took, given or chosen
+        if chosen is not None:
+            inten = np.take(inten, int(chosen), axis=c)
+        elif channel is not None and not (isinstance(channel, str) and not str(channel).lstrip("-").isdigit()):
             inten = np.take(inten, int(channel), axis=c)
         elif channel is not None:
             inten = np.take(inten, list(img.channel_names or []).index(channel), axis=c)

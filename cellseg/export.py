@@ -141,7 +141,7 @@ def _model_input(model, img, image_name: str) -> np.ndarray:
                               f"got axes {axes} (shape {data.shape})")
     seg = Segmenter(model)
     try:
-        x, axes, _ = seg._select_channel(data, axes, None, getattr(img, "channel_names", None))
+        x, axes, _, _ = seg._select_channel(data, axes, None, getattr(img, "channel_names", None))
     except SegmenterError as exc:
         raise BioimageioError(f"{image_name}: {exc}") from None
     has_c = "C" in axes
