@@ -586,6 +586,15 @@ def test_rgb_channel_choices_and_axes():
     assert _axes.pseudo_colour(blue, 2) == 2 and _axes.pseudo_colour(colour, 2) is None
     assert _axes.channel_choices((16, 16, 3), "YXC", rgb=True, in_channels=1, pseudo=2)[0] == (
         "grey (its blue channel, the others empty)", None)
+    # a composite of stains (nuclei in blue, cells in green): a nuclei model is offered the blue channel first
+    cells = np.zeros((16, 16), np.uint8)
+    cells[2:14, 2:14] = 120
+    nuclei = np.zeros((16, 16), np.uint8)
+    nuclei[5:9, 5:9] = 250
+    composite = np.stack([np.zeros_like(grey), cells, nuclei], -1)
+    assert _axes.composite_nuclear_channel(composite, 2) == 2 and _axes.composite_nuclear_channel(colour, 2) is None
+    assert _axes.channel_choices((16, 16, 3), "YXC", rgb=True, in_channels=3, composite=2)[:2] == [
+        ("its blue channel (the nuclear stain of a fluorescence composite)", None), ("red", 0)]
 
 
 @pytest.mark.parametrize("kind", ["rgb", "rgba", "grey-as-rgb"])

@@ -203,6 +203,33 @@ def test_segment_widget_rgb_layer(make_napari_viewer_proxy, qtbot):
     assert np.asarray(viewer.layers["rgb labels"].data).max() == 0
 
 
+def test_segment_widget_composite_layer(make_napari_viewer_proxy, qtbot):
+    """A composite of fluorescence stains (nuclei in blue, cells in green) in an RGB layer: a nuclei
+    model is offered its blue channel first, and segments the nuclei as the blue channel chosen by hand does."""
+    from scipy import ndimage as ndi
+
+    image, gt = synthetic_cells((96, 96), n_cells=8, seed=7)
+    grey = (image / image.max() * 255).astype(np.uint8)
+    cells = (ndi.grey_dilation(gt, size=9) > 0) * np.uint8(110)
+    rgb = np.stack([np.zeros_like(grey), cells, grey], axis=-1)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(rgb, name="composite", rgb=True)
+    widget = _open(viewer, "Segment", qtbot)
+    model = OracleModel("stardist", gt, in_channels=3)
+    model.config["objects"] = "nuclei"
+    widget.use_model(model, "oracle")
+    assert widget._channel.choices == (None, 0, 1, 2) and widget._channel.value is None
+    assert "blue channel" in widget._channel.native.itemText(0)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    lab = np.asarray(viewer.layers["composite labels"].data)
+    assert lab.shape == gt.shape and matching(gt, lab, thresh=0.5).accuracy >= 0.9
+    widget._channel.value = 2
+    widget.run()
+    _wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["composite labels"].data), lab)
+
+
 def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):
     """A real (tiny, untrained) CellsegModel saved to a file and registered as trained
     appears in the model list; selecting it loads it and rebuilds the thresholds."""

@@ -9,7 +9,8 @@ import numpy as np
 
 __all__ = ["CHOOSE_AXES", "COLOUR", "axes_from_labels", "known_axes", "axes_choices", "axes_label",
            "axes_combo_choices", "axes_hint", "display_axis_labels", "default_axis_labels", "channel_names",
-           "channel_choices", "training_channel_choices", "channels_equal", "pseudo_colour"]
+           "channel_choices", "training_channel_choices", "channels_equal", "pseudo_colour",
+           "composite_nuclear_channel"]
 
 
 #: the first entry of the axes combo while napari cannot tell the layer's axes (T or Z, or C)
@@ -153,18 +154,24 @@ def default_axis_labels(labels: Sequence[str] | None) -> bool:
 
 def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata: dict | None = None,
                     in_channels: int = 1, equal: bool = False,
-                    pseudo: int | None = None) -> list[tuple[str, int | None]]:
+                    pseudo: int | None = None, composite: int | None = None) -> list[tuple[str, int | None]]:
     """``(label, channel index or None)`` pairs for the channel combo; ``None`` hands the
     Segmenter all channels: offered first when the model takes as many channels as the
     image has (an RGB model also takes RGBA, alpha dropped), and for a 1-channel model
     when the colour channels are ``equal`` (grey stored as RGB, read as grey) or hold one grey
-    image in colour channel ``pseudo`` (:func:`pseudo_colour`; the Segmenter takes that channel)."""
+    image in colour channel ``pseudo`` (:func:`pseudo_colour`; the Segmenter takes that channel).
+    For a nuclei model given a composite of fluorescence stains whose nuclear stain is in
+    colour channel ``composite`` (:func:`composite_nuclear_channel`), the Segmenter takes that
+    channel, and that is offered first."""
     if "C" not in axes:
         return []
     n = int(shape[axes.index("C")])
     names = channel_names(shape, axes, rgb, metadata)
     out: list[tuple[str, int | None]] = []
-    if in_channels == n and n > 1:
+    if composite is not None:
+        out.append((f"its {('red', 'green', 'blue')[composite]} channel (the nuclear stain of a fluorescence "
+                    "composite)", None))
+    elif in_channels == n and n > 1:
         out.append(("all channels", None))
     elif in_channels == 3 and n == 4:
         out.append(("all channels (alpha dropped)" if rgb else "channels 0-2 (the 4th dropped)", None))
@@ -200,6 +207,20 @@ def pseudo_colour(data, axis: int, max_size: int = 64_000_000) -> int | None:
     from cellseg.segmenter import pseudo_colour_channel
 
     return pseudo_colour_channel(data, axis % data.ndim)
+
+
+def composite_nuclear_channel(data, axis: int, max_size: int = 64_000_000) -> int | None:
+    """The colour channel of ``data`` along ``axis`` that a nuclei model segments when ``data``
+    is a composite of fluorescence stains (the blue one, by convention), as
+    :func:`cellseg.segmenter.fluorescence_composite` finds it; None otherwise, and for arrays
+    that are not in memory or larger than ``max_size`` elements (nothing is loaded)."""
+    if not isinstance(data, np.ndarray) or data.size > max_size:
+        return None
+    if not (-data.ndim <= axis < data.ndim) or data.shape[axis] not in (3, 4):
+        return None
+    from cellseg.segmenter import fluorescence_composite
+
+    return fluorescence_composite(data, axis % data.ndim)[1]
 
 
 #: the Train widget's channel choice that makes 3 colour channels (RGB kept, alpha dropped)

@@ -21,7 +21,15 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .._axes import axes_hint, channel_choices, channels_equal, default_axis_labels, pseudo_colour
+from .._axes import (
+    axes_hint,
+    channel_choices,
+    channel_names,
+    channels_equal,
+    composite_nuclear_channel,
+    default_axis_labels,
+    pseudo_colour,
+)
 from .._layers import denoised_layer, output_layers, polygon_layer
 from .._models import (
     CUSTOM_MODEL,
@@ -223,13 +231,20 @@ class SegmentWidget(ViewerWidget):
         shape = layer_data_shape(layer)
         if len(axes) != len(shape):
             return []
-        equal, pseudo = False, None
-        if n_in == 1 and "C" in axes and shape[axes.index("C")] in (3, 4):
+        equal, pseudo, composite = False, None, None
+        nuclei = self._model is not None and self._model.config.get("objects") == "nuclei"
+        if (n_in == 1 or nuclei) and "C" in axes and shape[axes.index("C")] in (3, 4):
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
             equal = channels_equal(data, axes.index("C"))  # in-memory arrays only
-            pseudo = None if equal else pseudo_colour(data, axes.index("C"))
-        return channel_choices(shape, axes, rgb=bool(getattr(layer, "rgb", False)),
-                               metadata=dict(layer.metadata), in_channels=n_in, equal=equal, pseudo=pseudo)
+            pseudo = None if equal or n_in != 1 else pseudo_colour(data, axes.index("C"))
+            if nuclei and not equal and pseudo is None:
+                from cellseg.segmenter import nuclear_channel
+
+                names = channel_names(shape, axes, bool(getattr(layer, "rgb", False)), dict(layer.metadata))
+                if nuclear_channel(names, len(names)) is None:  # a channel named DAPI is taken by its name
+                    composite = composite_nuclear_channel(data, axes.index("C"))
+        return channel_choices(shape, axes, rgb=bool(getattr(layer, "rgb", False)), metadata=dict(layer.metadata),
+                               in_channels=n_in, equal=equal, pseudo=pseudo, composite=composite)
 
     def _on_image_changed(self, *_):
         self._ps_default = None  # a new layer: its own pixel size
