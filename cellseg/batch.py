@@ -69,6 +69,7 @@ class SegmenterSpec:
     pixel_size: float | None = None  # µm/px for every input (None: from each file)
     transform: str = "linear"  # intensity transform after normalization (Segmenter.transform)
     flat_field: str = "auto"  # correction for uneven illumination (Segmenter.flat_field)
+    noise_filter: str = "auto"  # filtering of pixel-wise noise (Segmenter.noise_filter)
     device: str = "auto"  # where the network runs (models.device.resolve_device); not in the run record
     #: what runs the network (models.inference): fp32 paths are not in the run record (same labels to
     #: float rounding); bf16 and int8 are
@@ -82,6 +83,7 @@ class SegmenterSpec:
                                          normalize=self.normalize, augment=self.augment,
                                          diameter=self.diameter, pixel_size=self.pixel_size,
                                          transform=self.transform, flat_field=self.flat_field,
+                                         noise_filter=self.noise_filter,
                                          device=self.device,
                                          backend=self.backend, precision=self.precision)
 
@@ -233,8 +235,8 @@ def run_settings(spec: SegmenterSpec, model: CellsegModel, axes: str | None = No
     name and a fingerprint of its config and weights), the decode parameters in full (the model's
     thresholds with the overrides of ``spec``), normalization and intensity transform, test-time
     augmentation, object size, pixel size, axes, channel and linking (``None``: the model's or
-    the file's own), the flat-field correction and the OME-Zarr resolution level when they are not
-    the defaults (``"auto"``, 0). Tiling is left out:
+    the file's own), the flat-field correction, the noise filter and the OME-Zarr resolution level
+    when they are not the defaults (``"auto"``, 0). Tiling is left out:
     tiled and untiled runs give the same labels."""
     import dataclasses
 
@@ -254,6 +256,9 @@ def run_settings(spec: SegmenterSpec, model: CellsegModel, axes: str | None = No
     flat = getattr(spec, "flat_field", "auto")
     if flat != "auto":  # recorded when not the default, so records of earlier runs keep their id
         out["flat_field"] = flat
+    noise = getattr(spec, "noise_filter", "auto")
+    if noise != "auto":
+        out["noise_filter"] = noise
     precision = getattr(spec, "precision", "auto")
     if precision not in ("auto", "fp32", None):  # bf16 and int8 give (slightly) other labels than fp32
         out["precision"] = precision
@@ -570,6 +575,9 @@ def _segment_blockwise(segmenter: Segmenter, path: Path, out_dir: Path, plan: Bl
         result = segment_file_blockwise(segmenter, path, out_dir, plan, outs, fmt, **kwargs)
         if getattr(segmenter, "flat_field", "auto") == "on" and result.status == "done":
             result.warnings.insert(0, "block-wise runs do not correct uneven illumination (--flat-field on): "
+                                      "segment the file whole (--no-blockwise) for that")
+        if getattr(segmenter, "noise_filter", "auto") == "on" and result.status == "done":
+            result.warnings.insert(0, "block-wise runs do not filter noise (--noise-filter on): "
                                       "segment the file whole (--no-blockwise) for that")
         return result
     except Exception as exc:  # a bad file, a failed write: reported by name, the batch goes on

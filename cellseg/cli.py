@@ -90,6 +90,11 @@ def _add_segment(sub: _SubParsers) -> None:
                         "illumination (a smooth surface through its background): auto (default) corrects frames "
                         "with a bright background (brightfield, H&E and other stains) and not fluorescence; on: "
                         "every frame; off: none. Whole frames only: block-wise runs do not correct")
+    p.add_argument("--noise-filter", default="auto", choices=("auto", "on", "off"),
+                   help="filter pixel-wise noise (non-local means) before the network: auto (default) filters "
+                        "noisy fluorescence (a dark background, noise above 3%% of the intensity range) and not "
+                        "transmitted light; on: every frame (noisy phase contrast, brightfield); off: none. "
+                        "Whole frames only: block-wise runs do not filter")
     p.add_argument("--axes", default=None, help="axes of the input when the file does not say (e.g. ZYX, TYX, YXC)")
     p.add_argument("--channel", default=None, help="channel index or name for multi-channel images")
     p.add_argument("--link", action="store_true", help="T stacks: keep ids of cells across frames (IoU linking)")
@@ -228,7 +233,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         tile=args.tile, augment=args.augment, diameter=args.diameter, pixel_size=args.pixel_size,
         norm=(args.norm[0], args.norm[1]) if args.norm is not None else None, device=args.device,
         backend=args.backend, precision=args.precision, norm_transform=args.norm_transform,
-        flat_field=args.flat_field, axes=args.axes,
+        flat_field=args.flat_field, noise_filter=args.noise_filter, axes=args.axes,
         channel=args.channel, link=args.link, ctc=args.ctc, csv=not args.no_csv, overlay=not args.no_overlay,
         overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler, block_size=args.block_size,
         block_margin=args.block_margin, no_blockwise=args.no_blockwise, level=args.level,

@@ -56,6 +56,7 @@ class SegmentOptions:
     precision: str = "auto"
     norm_transform: str = "linear"
     flat_field: str = "auto"
+    noise_filter: str = "auto"
     axes: str | None = None
     channel: str | None = None
     link: bool = False
@@ -395,7 +396,8 @@ def run_segment(opts: SegmentOptions, reporter: Reporter | None = None) -> int:
         return error(str(exc))
     spec = SegmenterSpec(model=str(model_name), params=tuple(sorted(params.items())), tile=opts.tile,
                          augment=opts.augment, diameter=opts.diameter, pixel_size=opts.pixel_size,
-                         transform=opts.norm_transform, flat_field=opts.flat_field, device=opts.device,
+                         transform=opts.norm_transform, flat_field=opts.flat_field,
+                         noise_filter=opts.noise_filter, device=opts.device,
                          backend=opts.backend, precision=opts.precision,
                          normalize=opts.norm or None)
     try:  # a read-only folder, or -o naming a file or a path below one: say so before any work

@@ -199,6 +199,8 @@ class SegmentationResult:
     diameter: float | None = None
     #: whether the frames were corrected for uneven illumination (``Segmenter(flat_field=...)``)
     flat_field: bool = False
+    #: whether the frames' pixel-wise noise was filtered (``Segmenter(noise_filter=...)``)
+    noise_filter: bool = False
     #: the index of the one channel of the image that was segmented (given, or chosen: a channel named
     #: for a nuclear stain, the grey image of a pseudo-coloured one, a composite's blue channel); None
     #: when the image has no channel axis or all its channels went to the model
@@ -253,6 +255,8 @@ TRANSFORMS = {
 
 #: the choices of ``Segmenter(flat_field=...)`` and ``cellseg segment --flat-field``
 FLAT_FIELD_MODES = ("auto", "on", "off")
+#: the choices of ``Segmenter(noise_filter=...)`` and ``cellseg segment --noise-filter``
+NOISE_FILTER_MODES = ("auto", "on", "off")
 
 
 #: channel-name words of nuclear stains and markers (whole words ignoring case, hyphenated pairs
@@ -509,6 +513,14 @@ class Segmenter:
         they are; ``"on"`` corrects every frame, ``"off"`` none. A stack is decided once, by its first
         frame with content. Block-wise runs, which normalize every block with one range for the
         image, do not correct.
+    noise_filter : filtering of pixel-wise noise before the size estimate and the network, 2D
+        models only: ``"auto"`` (the default) filters every frame of a stack whose first frame
+        with content is noisy fluorescence, with non-local means
+        (:func:`cellseg.preprocess.denoise_frame`): a dark background (the median of its 4 x 4
+        pixel means in the lowest quarter of their range) and noise
+        (:func:`cellseg.preprocess.noise_level`) above :data:`cellseg.preprocess.NOISE_LEVEL` of its
+        range. Transmitted light (DIC, phase contrast, brightfield, stains) is left as read: ``"on"``
+        filters every frame, ``"off"`` none. Block-wise runs do not filter.
     denoise : also return the denoised image (``SegmentationResult.denoised``); the model
         needs a denoising head (``cellseg train --denoise``). It is computed at the image's
         own scale: a frame resampled to the model's object size costs one more network run.
@@ -536,6 +548,7 @@ class Segmenter:
         pixel_size: float | None = None,
         transform: str = "linear",
         flat_field: str | bool = "auto",
+        noise_filter: str | bool = "auto",
         denoise: bool = False,
         backend: str = "auto",
         precision: str = "auto",
@@ -576,6 +589,13 @@ class Segmenter:
         if flat_field == "on" and int(model.config.get("ndim", 2)) != 2:
             raise SegmenterError("flat_field='on' corrects 2D frames; this model segments 3D volumes")
         self.flat_field = flat_field
+        if isinstance(noise_filter, bool):
+            noise_filter = "on" if noise_filter else "off"
+        if noise_filter not in NOISE_FILTER_MODES:
+            raise SegmenterError(f"noise_filter must be one of {list(NOISE_FILTER_MODES)}, got {noise_filter!r}")
+        if noise_filter == "on" and int(model.config.get("ndim", 2)) != 2:
+            raise SegmenterError("noise_filter='on' filters 2D frames; this model segments 3D volumes")
+        self.noise_filter = noise_filter
         if denoise:
             from .denoise import check_denoises
 
@@ -979,6 +999,7 @@ class Segmenter:
         warnings: list[str] = [channel_note] if channel_note else []
         checked = False
         flatten: bool | None = None if norm_range is None and sp == 2 and self.flat_field != "off" else False
+        smooth: bool | None = None if norm_range is None and sp == 2 and self.noise_filter != "off" else False
         for fi, idx in enumerate(np.ndindex(*frame_shape) if frame_shape else [()]):
             x = data[idx]
             if chan_last:
@@ -1001,6 +1022,12 @@ class Segmenter:
                 from .preprocess import flat_field
 
                 x = flat_field(x, channel_axis=0 if x.ndim > sp else None)
+            if smooth is None:  # decided once per stack, by its first frame with content
+                smooth = self.noise_filter == "on" or self._noisy(x)
+            if smooth:
+                from .preprocess import denoise_frame
+
+                x = denoise_frame(x, channel_axis=0 if x.ndim > sp else None)
             outputs = decoded = None
             if mode == "auto" and diam is None:
                 # one estimate for the whole stack, from its first non-constant frame
@@ -1045,8 +1072,8 @@ class Segmenter:
             if den is not None:
                 from .denoise import denoised_like
 
-                den[idx] = denoised_like(self, data[idx], x_read, outputs if factor == 1.0 and not flatten else None,
-                                         norm_range)
+                same = factor == 1.0 and not (flatten or smooth)  # the network saw the frame as read
+                den[idx] = denoised_like(self, data[idx], x_read, outputs if same else None, norm_range)
             frames.append(fr)
             yield Progress("decode", 1, 1, fi, n_frames)
         in_axes = "".join(a for a in axes if a != "C")
@@ -1059,6 +1086,7 @@ class Segmenter:
             warnings.insert(0, clear_missing(res.labels, res.axes, missing, read_axes))
         res.warnings = warnings
         res.flat_field = bool(flatten)
+        res.noise_filter = bool(smooth)
         res.channel = channel_index
         if den is not None:
             res.denoised = np.ascontiguousarray(np.transpose(den, np.argsort(perm)))
@@ -1104,6 +1132,25 @@ class Segmenter:
         step = max(1, min(x.shape[-2:]) // 512)
         sub = flat_field(x[..., ::step, ::step], channel_axis=ca)
         return bright_background(sub, channel_axis=ca, pmin=self.normalize[0], pmax=self.normalize[1])
+
+    def _noisy(self, x: np.ndarray) -> bool:
+        """Whether ``noise_filter="auto"`` filters the 2D frame ``x`` ``(C?, Y, X)``: noisy
+        fluorescence, a dark background (the median of its 4 x 4 pixel means in the lowest quarter
+        of their range; DIC and phase contrast have mid-grey backgrounds, brightfield and stains
+        bright ones) with noise (:func:`cellseg.preprocess.noise_level`) above
+        :data:`cellseg.preprocess.NOISE_LEVEL` of its range."""
+        from .preprocess import NOISE_LEVEL, _luminance, noise_level
+
+        lum = _luminance(x, 0 if x.ndim > self.spatial_ndim else None)
+        if min(lum.shape) < 8:
+            return False
+        h, w = (lum.shape[0] // 4) * 4, (lum.shape[1] // 4) * 4
+        means = lum[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
+        means = means[np.isfinite(means)]
+        lo, hi = np.percentile(means, self.normalize)
+        if not hi > lo or np.median(means) - lo >= 0.25 * (hi - lo):
+            return False
+        return noise_level(lum, pmin=self.normalize[0], pmax=self.normalize[1]) > NOISE_LEVEL
 
     #: the resampling factor is kept within these bounds (beyond them the image would be
     #: blown up or shrunk to a few pixels by a bad estimate)

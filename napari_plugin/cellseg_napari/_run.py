@@ -18,7 +18,7 @@ def build_segmenter(model, params: dict | None = None, tile: int | None = None,
                     normalize: tuple[float, float] | None = None, augment: bool | None = None,
                     diameter: float | str | None = None, pixel_size: float | None = None,
                     denoise: bool = False, backend: str = "auto", precision: str = "auto",
-                    flat_field: str = "auto"):
+                    flat_field: str = "auto", noise_filter: str = "auto"):
     """A :class:`cellseg.segmenter.Segmenter` that keeps head outputs (for re-decoding).
 
     ``tile`` None: frames larger than the segmenter's pixel budget go through the network in
@@ -29,14 +29,15 @@ def build_segmenter(model, params: dict | None = None, tile: int | None = None,
     also compute the denoised image (models with a denoising head, see :func:`cellseg_napari._layers.denoised_layer`).
     ``backend``/``precision``: what runs the network (``"auto"``: the device's default path,
     see :mod:`cellseg.models.inference`); ``flat_field``: the correction of uneven illumination
-    (``"auto"``, ``"on"``, ``"off"``; see :class:`cellseg.segmenter.Segmenter`).
+    (``"auto"``, ``"on"``, ``"off"``; see :class:`cellseg.segmenter.Segmenter`), and ``noise_filter``
+    the filtering of pixel-wise noise (the same choices).
     """
     from cellseg.segmenter import Segmenter
 
     return Segmenter(model, params=params or None, tile=None if tile is None else int(tile),
                      normalize=normalize, keep_outputs=True, augment=augment, diameter=diameter,
                      pixel_size=pixel_size or None, denoise=bool(denoise), backend=backend, precision=precision,
-                     flat_field=flat_field)
+                     flat_field=flat_field, noise_filter=noise_filter)
 
 
 @dataclass
@@ -58,7 +59,7 @@ def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel
                       tile: int | None = None, normalize: tuple[float, float] | None = None,
                       link: bool = False, augment: bool | None = None, diameter: float | str | None = None,
                       pixel_size: float | None = None, denoise: bool = False,
-                      flat_field: str = "auto") -> Iterator:
+                      flat_field: str = "auto", noise_filter: str = "auto") -> Iterator:
     """Generator for a thread worker: loads the model, yields
     :class:`cellseg.segmenter.Progress` events, returns a :class:`SegmentRun`.
 
@@ -72,7 +73,8 @@ def segmentation_task(model_spec_or_model, image: np.ndarray, axes: str, channel
     else:
         model = model_spec_or_model
     seg = build_segmenter(model, params=params, tile=tile, normalize=normalize, augment=augment,
-                          diameter=diameter, pixel_size=pixel_size, denoise=denoise, flat_field=flat_field)
+                          diameter=diameter, pixel_size=pixel_size, denoise=denoise, flat_field=flat_field,
+                          noise_filter=noise_filter)
     result = yield from seg.iter_segment(np.asarray(image), axes=axes, channel=channel,
                                          channel_names=channel_names, link=link)
     return SegmentRun(seg, result, link=link, meta={"axes": axes})

@@ -172,6 +172,10 @@ class SegmentWidget(ViewerWidget):
                                     tooltip="divide each frame by its illumination (a smooth surface through "
                                             "its background) before segmenting: auto corrects images with a bright "
                                             "background (brightfield, H&E) and not fluorescence")
+        self._noise_filter = ComboBox(label="noise filter", choices=["auto", "on", "off"], value="auto",
+                                      tooltip="filter pixel-wise noise (non-local means) before segmenting: auto "
+                                              "filters noisy fluorescence (noise above 3% of the intensity "
+                                              "range); on: also transmitted light")
         self._augment = CheckBox(text="test-time augmentation (8x slower)", value=False,
                                  tooltip="average the network over the 8 flips/transposes of the image")
         self._link = CheckBox(text="link objects over time (T)", value=False, visible=False)
@@ -190,7 +194,7 @@ class SegmentWidget(ViewerWidget):
             widgets=[self._image, self._axes, self._channel, self._model_choice, self._model_file,
                      self._model_status, self._diameter, self._diameter_px, self._pixel_size, self._scale_info,
                      self._params_header, self._params, self._tile, self._pmin, self._pmax, self._flat_field,
-                     self._augment, self._link,
+                     self._noise_filter, self._augment, self._link,
                      self._show_outputs, self._show_polygons, self._show_denoised, self._run_button,
                      self._cancel_button,
                      self._progress, self._status],
@@ -488,6 +492,7 @@ class SegmentWidget(ViewerWidget):
             params=params, tile=tile, normalize=(float(self._pmin.value), float(self._pmax.value)), link=link,
             augment=bool(self._augment.value), diameter=diameter, pixel_size=self.pixel_size(),
             denoise=bool(self._show_denoised.value), flat_field=str(self._flat_field.value),
+            noise_filter=str(self._noise_filter.value),
         )
         remember_axes(layer, axes)  # answered once: Segment and Train know the layer's axes from now on
         self._run_info = {"image": layer.name, "axes": axes, "scale": scale_without_c(layer, axes),
