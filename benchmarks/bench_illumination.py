@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -67,13 +68,21 @@ def lit(img: np.ndarray, axes: str, kind: str) -> np.ndarray:
     return dark + (x - dark) * field
 
 
-def bench_model(name: str, data_root: Path, max_images: int | None, part: str = "val") -> list[dict]:
+def condition_rows(name: str, data_root: Path, max_images: int | None, part: str, conditions: Sequence[str],
+                   apply: Callable[[np.ndarray, str, str, int], np.ndarray], option: str,
+                   forced: bool = False) -> list[dict]:
+    """AP@0.5 of the model ``name`` on the images of ``part`` (``"val"``: its sources' validation
+    images; ``"test"``: its test splits) under each of ``conditions`` (``apply(image, axes, condition,
+    index)`` makes an image's version), segmented with its defaults (``auto``) and with the
+    Segmenter option ``option`` ``"off"``; one row per split, with how many images ``auto`` changed
+    (the result's attribute ``option`` true). ``forced``: ``option="on"`` in place of the default
+    (the row's ``"auto"`` figures are then those of ``"on"``, and the row says so)."""
     from cellseg.metrics import matching_dataset
     from cellseg.models import load_model
     from cellseg.segmenter import Segmenter
 
     model = load_model(name)
-    modes = {"auto": Segmenter(model), "off": Segmenter(model, flat_field="off")}
+    modes = {"auto": Segmenter(model, **({option: "on"} if forced else {})), "off": Segmenter(model, **{option: "off"})}
     if part == "test":
         from benchmarks.bench_accuracy import test_sets
 
@@ -88,23 +97,31 @@ def bench_model(name: str, data_root: Path, max_images: int | None, part: str = 
         if not items:
             continue
         row: dict = {"model": name, "split": title, "n_images": len(items)}
+        if forced:
+            row[option] = "on"
         cells = []
-        for kind in CONDITIONS:
+        for kind in conditions:
+            images = [apply(img, axes, kind, i) for i, (_, img, axes, _) in enumerate(items)]
             for mode, seg in modes.items():
-                preds, corrected = [], 0
-                for _, img, axes, gt in items:
-                    res = seg.segment(lit(img, axes, kind), axes=axes)
+                preds, changed = [], 0
+                for image, (_, _, axes, gt) in zip(images, items):
+                    res = seg.segment(image, axes=axes)
                     preds.append(res.labels)
-                    corrected += bool(res.flat_field)
+                    changed += bool(getattr(res, option))
                 ap = matching_dataset([it[3] for it in items], preds, thresh=0.5).accuracy
                 row[f"ap50 {kind} {mode}"] = ap
                 if mode == "auto":
-                    row[f"corrected {kind}"] = corrected
+                    row[f"corrected {kind}"] = changed
             cells.append(f"{kind}: {row[f'ap50 {kind} off']:.3f} -> {row[f'ap50 {kind} auto']:.3f} "
                          f"({row[f'corrected {kind}']}/{len(items)})")
         rows.append(row)
         print(f"{name:10s} {title:26s} {len(items):4d}  " + "  ".join(cells), flush=True)
     return rows
+
+
+def bench_model(name: str, data_root: Path, max_images: int | None, part: str = "val") -> list[dict]:
+    return condition_rows(name, data_root, max_images, part, CONDITIONS,
+                          lambda img, axes, kind, _: lit(img, axes, kind), "flat_field")
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -125,15 +125,19 @@ def run_models(args: argparse.Namespace, header: str,
 
 
 def parse_model_bench_args(argv, doc: str | None, splits: tuple[str, str], split_help: str,
-                           models: str = "nuclei", per: str = "split") -> argparse.Namespace:
+                           models: str = "nuclei", per: str = "split",
+                           flags: Sequence[tuple[str, str]] = ()) -> argparse.Namespace:
     """The options the per-model benchmarks share: ``--models``, ``--data``, ``--max-images`` (per
-    ``per``), ``--split`` (one of ``splits``, the first the default) and ``--json``."""
+    ``per``), ``--split`` (one of ``splits``, the first the default) and ``--json``, and a
+    benchmark's own on/off ``flags`` (``(option, help)``)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=models, help="comma-separated bundled model names or model files")
     p.add_argument("--data", default=os.environ.get("CELLSEG_DATA", str(HERE.parent.parent / "shared" / "data")))
     p.add_argument("--max-images", type=int, default=None, help=f"at most this many images per {per}")
     p.add_argument("--split", default=splits[0], choices=list(splits), help=split_help)
     p.add_argument("--json", default=None)
+    for flag, text in flags:
+        p.add_argument(flag, action="store_true", help=text)
     return p.parse_args(argv)
 
 

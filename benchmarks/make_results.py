@@ -8,7 +8,7 @@ machine, with the command); each line of the form::
 is replaced by the table of KIND made from the rows of those JSON files (the files that the
 benchmarks' ``--json`` option wrote, kept in ``benchmarks/results/``). Kinds: ``accuracy``
 (``bench_accuracy.py``), ``scale`` (``bench_scale.py``), ``size`` (``bench_size_estimate.py``),
-``illumination`` (``bench_illumination.py``),
+``illumination`` (``bench_illumination.py``), ``noise`` and ``noise_on`` (``bench_noise.py``, ``--on``),
 ``denoiseg`` (``bench_denoiseg.py``),
 ``inference`` (``bench_inference.py``), ``blockwise`` (``bench_blockwise.py``).
 
@@ -78,16 +78,32 @@ def table_size(rows: list[dict]) -> list[str]:
     return out
 
 
-#: the conditions of ``bench_illumination.py``, in its order
+#: the conditions of ``bench_illumination.py`` and ``bench_noise.py``, in their order
 ILLUMINATION = ("as read", "gradient 2x", "gradient 3x", "vignette")
+NOISE = ("as read", "gauss 5%", "gauss 10%", "gauss 20%", "poisson 30", "poisson 10")
+
+
+def table_conditions(rows: list[dict], conditions: tuple[str, ...], mode: str = "auto") -> list[str]:
+    """AP@0.5 per condition, off → auto (or the option forced ``"on"``: ``mode``), and how many
+    images it changed."""
+    out = _head("model", "split", "images", *(f"{k}: off → {mode}" for k in conditions))
+    for r in rows:
+        cells = [f"{_f(r[f'ap50 {k} off'])} → {_f(r[f'ap50 {k} auto'])} ({r[f'corrected {k}']})" for k in conditions]
+        out.append(f"| `{r['model']}` | {r['split']} | {r['n_images']} | " + " | ".join(cells) + " |")
+    return out
 
 
 def table_illumination(rows: list[dict]) -> list[str]:
-    out = _head("model", "split", "images", *(f"{k}: off → auto" for k in ILLUMINATION))
-    for r in rows:
-        cells = [f"{_f(r[f'ap50 {k} off'])} → {_f(r[f'ap50 {k} auto'])} ({r[f'corrected {k}']})" for k in ILLUMINATION]
-        out.append(f"| `{r['model']}` | {r['split']} | {r['n_images']} | " + " | ".join(cells) + " |")
-    return out
+    return table_conditions(rows, ILLUMINATION)
+
+
+def table_noise(rows: list[dict]) -> list[str]:
+    return table_conditions(rows, NOISE)
+
+
+def table_noise_on(rows: list[dict]) -> list[str]:
+    """``bench_noise.py --on``: ``noise_filter="on"`` against ``"off"``."""
+    return table_conditions(rows, NOISE, mode="on")
 
 
 def table_denoiseg(rows: list[dict]) -> list[str]:
@@ -118,6 +134,7 @@ def table_generic(rows: list[dict]) -> list[str]:
 TABLES: dict[str, Callable[[list[dict]], list[str]]] = {
     "accuracy": table_accuracy, "scale": table_scale, "size": table_size, "denoiseg": table_denoiseg,
     "inference": table_generic, "blockwise": table_generic, "illumination": table_illumination,
+    "noise": table_noise, "noise_on": table_noise_on,
 }
 
 
