@@ -432,6 +432,19 @@ def fluorescence_composite(image: np.ndarray, c: int) -> tuple[bool, int | None]
     return bool(((med - lo) < DARKEST_BACKGROUND * np.maximum(rng, 1e-12))[stain].any()), None
 
 
+def _frame_option(name: str, value: str | bool, modes: Sequence[str], does: str, model: Predictor) -> str:
+    """An ``auto``/``on``/``off`` option of the 2D frame preprocessing (``flat_field``,
+    ``noise_filter``): a bool read as ``"on"``/``"off"``, anything else refused, and ``"on"``
+    refused for a 3D model."""
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    if value not in modes:
+        raise SegmenterError(f"{name} must be one of {list(modes)}, got {value!r}")
+    if value == "on" and int(model.config.get("ndim", 2)) != 2:
+        raise SegmenterError(f"{name}='on' {does} 2D frames; this model segments 3D volumes")
+    return value
+
+
 def _default_augment(model: Predictor) -> bool:
     """A model's default for test-time augmentation: its own (:class:`RoutedPredictor`), else
     ``config["augment"]``."""
@@ -582,20 +595,8 @@ class Segmenter:
         if transform not in TRANSFORMS:
             raise SegmenterError(f"transform must be one of {sorted(TRANSFORMS)}, got {transform!r}")
         self.transform = transform
-        if isinstance(flat_field, bool):
-            flat_field = "on" if flat_field else "off"
-        if flat_field not in FLAT_FIELD_MODES:
-            raise SegmenterError(f"flat_field must be one of {list(FLAT_FIELD_MODES)}, got {flat_field!r}")
-        if flat_field == "on" and int(model.config.get("ndim", 2)) != 2:
-            raise SegmenterError("flat_field='on' corrects 2D frames; this model segments 3D volumes")
-        self.flat_field = flat_field
-        if isinstance(noise_filter, bool):
-            noise_filter = "on" if noise_filter else "off"
-        if noise_filter not in NOISE_FILTER_MODES:
-            raise SegmenterError(f"noise_filter must be one of {list(NOISE_FILTER_MODES)}, got {noise_filter!r}")
-        if noise_filter == "on" and int(model.config.get("ndim", 2)) != 2:
-            raise SegmenterError("noise_filter='on' filters 2D frames; this model segments 3D volumes")
-        self.noise_filter = noise_filter
+        self.flat_field = _frame_option("flat_field", flat_field, FLAT_FIELD_MODES, "corrects", model)
+        self.noise_filter = _frame_option("noise_filter", noise_filter, NOISE_FILTER_MODES, "filters", model)
         if denoise:
             from .denoise import check_denoises
 

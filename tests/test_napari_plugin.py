@@ -514,41 +514,29 @@ def _sized_oracle(gt, default="off", model_factor=2.0, pixel_size=None, **kw):
     return OracleModel("stardist", gt, object_size=size, **kw), d
 
 
-def test_segment_widget_flat_field_control(make_napari_viewer_proxy, qtbot):
-    """The illumination control reaches the segmenter: "auto" corrects a bright-field image (dark
-    cells on a bright background), "off" does not."""
-    image, gt = synthetic_cells((96, 96), n_cells=8, seed=0)
-    viewer = make_napari_viewer_proxy()
-    viewer.add_image(image.max() - image, name="img")
-    widget = _open(viewer, "Segment", qtbot)
-    widget.use_model(OracleModel("stardist", gt), "oracle")
-    assert widget._flat_field.value == "auto"
-    for choice, corrected in (("auto", True), ("off", False)):
-        widget._flat_field.value = choice
-        widget.run()
-        _wait_idle(qtbot, widget)
-        run = widget._run
-        assert run is not None, widget._status.value
-        assert run.segmenter.flat_field == choice and run.result.flat_field is corrected
-
-
-def test_segment_widget_noise_filter_control(make_napari_viewer_proxy, qtbot):
-    """The noise filter control reaches the segmenter: "auto" filters noisy fluorescence (bright cells
-    on a dark background under Gaussian noise of a tenth of their contrast), "off" does not."""
+@pytest.mark.parametrize("option", ["flat_field", "noise_filter"])
+def test_segment_widget_preprocessing_controls(make_napari_viewer_proxy, qtbot, option):
+    """The illumination and noise controls reach the segmenter: "auto" corrects a bright-field image
+    (dark cells on a bright background) and filters noisy fluorescence (bright cells on a dark
+    background under Gaussian noise of a tenth of their contrast); "off" does neither."""
     image, gt = synthetic_cells((96, 96), n_cells=8, seed=0, noise=0.0)
-    noisy = 10 + 90 * image / image.max() + np.random.default_rng(0).normal(0, 10, image.shape)
+    if option == "flat_field":
+        data = image.max() - image
+    else:
+        data = 10 + 90 * image / image.max() + np.random.default_rng(0).normal(0, 10, image.shape)
     viewer = make_napari_viewer_proxy()
-    viewer.add_image(noisy.astype(np.float32), name="img")
+    viewer.add_image(data.astype(np.float32), name="img")
     widget = _open(viewer, "Segment", qtbot)
     widget.use_model(OracleModel("stardist", gt), "oracle")
-    assert widget._noise_filter.value == "auto"
-    for choice, filtered in (("auto", True), ("off", False)):
-        widget._noise_filter.value = choice
+    control = getattr(widget, f"_{option}")
+    assert control.value == "auto"
+    for choice, changed in (("auto", True), ("off", False)):
+        control.value = choice
         widget.run()
         _wait_idle(qtbot, widget)
         run = widget._run
         assert run is not None, widget._status.value
-        assert run.segmenter.noise_filter == choice and run.result.noise_filter is filtered
+        assert getattr(run.segmenter, option) == choice and getattr(run.result, option) is changed
 
 
 def test_segment_widget_diameter_control(make_napari_viewer_proxy, qtbot):
