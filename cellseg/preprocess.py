@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = ["EmptyImageError", "normalize_percentile", "pad_to_multiple", "PAD_MODES", "bright_background",
-           "flat_field", "FLAT_FIELD_DEGREE", "noise_sigma", "noise_level", "denoise_frame", "NOISE_LEVEL"]
+           "flat_field", "FLAT_FIELD_DEGREE", "noise_sigma", "noise_level", "denoise_frame", "NOISE_LEVEL", "luminance"]
 
 PadMode = Literal["reflect", "symmetric", "edge", "constant"]
 PAD_MODES: tuple[PadMode, ...] = ("reflect", "symmetric", "edge", "constant")
@@ -161,7 +161,8 @@ _FLAT_FIELD_PERCENTILE = 90.0
 _FLAT_FIELD_CLOSING = 9 / 64
 
 
-def _luminance(img: np.ndarray, channel_axis: int | None) -> np.ndarray:
+def luminance(img: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+    """A frame as float32, its colour channels (``channel_axis``) averaged."""
     x = np.asarray(img, np.float32)
     return x.mean(axis=channel_axis, dtype=np.float32) if channel_axis is not None else x
 
@@ -178,7 +179,7 @@ def bright_background(img: np.ndarray, channel_axis: int | None = None, pmin: fl
     >>> bright_background(dark), bright_background(1 - dark)
     (False, True)
     """
-    lum = _luminance(img, channel_axis)
+    lum = luminance(img, channel_axis)
     ok = np.isfinite(lum)
     finite = lum.ravel() if ok.all() else lum[ok]  # no copy of a finite frame
     if finite.size == 0:
@@ -226,7 +227,7 @@ def flat_field(img: np.ndarray, channel_axis: int | None = None, degree: int = F
     from skimage.transform import resize
 
     x = np.asarray(img, np.float32)
-    lum = _luminance(x, channel_axis)
+    lum = luminance(x, channel_axis)
     if lum.ndim != 2:
         raise ValueError(f"flat_field: a 2D frame (with channel_axis for its channels), got shape {x.shape}")
     h, w = lum.shape
@@ -271,7 +272,7 @@ def noise_sigma(img: np.ndarray, channel_axis: int | None = None) -> float:
     >>> round(noise_sigma(100 + rng.normal(0, 5, (256, 256))), 1)
     5.0
     """
-    lum = _luminance(img, channel_axis)
+    lum = luminance(img, channel_axis)
     if lum.ndim != 2 or min(lum.shape) < 3:
         raise ValueError(f"noise_sigma takes a 2D frame of at least 3 x 3 pixels, got shape {lum.shape}")
     r = ndi.convolve(np.nan_to_num(lum), _NOISE_MASK, mode="reflect")[1:-1, 1:-1]
@@ -282,7 +283,7 @@ def noise_level(img: np.ndarray, channel_axis: int | None = None, pmin: float = 
     """:func:`noise_sigma` of a 2D frame as a fraction of its ``pmin``-``pmax`` percentile range
     (0 for a constant frame): about 0.01 for clean fluorescence, 0.04-0.16 for DSB nuclei under
     Gaussian noise of a tenth of their range."""
-    lum = _luminance(img, channel_axis)
+    lum = luminance(img, channel_axis)
     finite = lum[np.isfinite(lum)]
     if finite.size == 0:
         return 0.0

@@ -1140,9 +1140,9 @@ class Segmenter:
         of their range; DIC and phase contrast have mid-grey backgrounds, brightfield and stains
         bright ones) with noise (:func:`cellseg.preprocess.noise_level`) above
         :data:`cellseg.preprocess.NOISE_LEVEL` of its range."""
-        from .preprocess import NOISE_LEVEL, _luminance, noise_level
+        from .preprocess import NOISE_LEVEL, luminance, noise_level
 
-        lum = _luminance(x, 0 if x.ndim > self.spatial_ndim else None)
+        lum = luminance(x, 0 if x.ndim > self.spatial_ndim else None)
         if min(lum.shape) < 8:
             return False
         h, w = (lum.shape[0] // 4) * 4, (lum.shape[1] // 4) * 4
