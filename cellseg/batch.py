@@ -509,23 +509,12 @@ def segment_file(
     z_note = _z_step_warning(getattr(segmenter, "model", None), img.axes, ps)
     if z_note:
         warnings.append(z_note)
-    # intensity image without C for measurements
-    from .segmenter import nuclear_channel, segments_nuclei
-
+    # intensity image without C for measurements: the channel the segmenter took (given, or chosen by
+    # name or colour), else the mean of the channels it took together
     inten = img.data
     if "C" in img.axes:
         c = img.axes.index("C")
-        chosen = getattr(res, "channel", None)  # the channel the segmenter took, given or chosen
-        if chosen is not None:
-            inten = np.take(inten, int(chosen), axis=c)
-        elif channel is not None and not (isinstance(channel, str) and not str(channel).lstrip("-").isdigit()):
-            inten = np.take(inten, int(channel), axis=c)
-        elif channel is not None:
-            inten = np.take(inten, list(img.channel_names or []).index(channel), axis=c)
-        elif segments_nuclei(segmenter) and (stain := nuclear_channel(img.channel_names, inten.shape[c])) is not None:
-            inten = np.take(inten, stain, axis=c)  # the nuclear stain the segmenter chose
-        else:
-            inten = inten.mean(axis=c)
+        inten = inten.mean(axis=c) if res.channel is None else np.take(inten, res.channel, axis=c)
     n_frames, frame_objects = 1, res.n_objects
     if "T" in res.axes:
         t_ax = res.axes.index("T")
@@ -573,12 +562,11 @@ def _segment_blockwise(segmenter: Segmenter, path: Path, out_dir: Path, plan: Bl
 
     try:
         result = segment_file_blockwise(segmenter, path, out_dir, plan, outs, fmt, **kwargs)
-        if getattr(segmenter, "flat_field", "auto") == "on" and result.status == "done":
-            result.warnings.insert(0, "block-wise runs do not correct uneven illumination (--flat-field on): "
-                                      "segment the file whole (--no-blockwise) for that")
-        if getattr(segmenter, "noise_filter", "auto") == "on" and result.status == "done":
-            result.warnings.insert(0, "block-wise runs do not filter noise (--noise-filter on): "
-                                      "segment the file whole (--no-blockwise) for that")
+        for option, what in (("flat_field", "correct uneven illumination"), ("noise_filter", "filter noise")):
+            if getattr(segmenter, option, "auto") == "on" and result.status == "done":
+                flag = "--" + option.replace("_", "-")
+                result.warnings.insert(0, f"block-wise runs do not {what} ({flag} on): segment the file whole "
+                                          "(--no-blockwise) for that")
         return result
     except Exception as exc:  # a bad file, a failed write: reported by name, the batch goes on
         msg = str(exc) or type(exc).__name__

@@ -360,7 +360,12 @@ def pseudo_colour_channel(image: np.ndarray, c: int) -> int | None:
     if flat is None:
         return None
     lo, hi = np.percentile(flat, [1.0, 99.8], axis=1)
-    rng = hi - lo
+    return _one_grey_image(flat, hi - lo)
+
+
+def _one_grey_image(flat: np.ndarray, rng: np.ndarray) -> int | None:
+    """:func:`pseudo_colour_channel` of a colour sample ``flat`` ``(3, N)`` whose channels' 1-99.8
+    percentile ranges are ``rng``."""
     strongest = int(np.argmax(rng))
     if rng[strongest] <= 0:
         return None
@@ -421,7 +426,7 @@ def fluorescence_composite(image: np.ndarray, c: int) -> tuple[bool, int | None]
     if rng.max() <= 0:
         return False, None
     stain = rng >= COMPOSITE_STAIN * rng.max()
-    if int(stain.sum()) < 2 or pseudo_colour_channel(image, c) is not None:
+    if int(stain.sum()) < 2 or _one_grey_image(flat, rng) is not None:
         return False, None
     med = np.median(flat, axis=1)
     dark = (med - lo) < DARK_BACKGROUND * np.maximum(rng, 1e-12)

@@ -33,6 +33,16 @@ def _open(viewer, name, qtbot):
     return widget
 
 
+def _labels_with_channel(widget, qtbot, viewer, layer: str, channel="default"):
+    """Run Segment (with the channel combo set to ``channel`` unless "default") and return the
+    labels layer it wrote for the image layer ``layer``."""
+    if channel != "default":
+        widget._channel.value = channel
+    widget.run()
+    _wait_idle(qtbot, widget)
+    return np.asarray(viewer.layers[f"{layer} labels"].data)
+
+
 def _saturated_fraction(rgb: np.ndarray) -> float:
     """Share of saturated-colour pixels among the lit pixels of a screenshot (the image
     area; the empty canvas is black)."""
@@ -189,18 +199,11 @@ def test_segment_widget_rgb_layer(make_napari_viewer_proxy, qtbot):
     assert widget._axes.value == "YXC"
     # one grey image shown in green: offered first as grey (the segmenter takes the green channel)
     assert widget._channel.choices == (None, 0, 1, 2) and widget._channel.value is None
-    widget.run()
-    _wait_idle(qtbot, widget)
-    lab = np.asarray(viewer.layers["rgb labels"].data)
+    lab = _labels_with_channel(widget, qtbot, viewer, "rgb")
     assert lab.shape == gt.shape and matching(gt, lab, thresh=0.5).accuracy >= 0.9
-    widget._channel.value = 1
-    widget.run()
-    _wait_idle(qtbot, widget)
-    np.testing.assert_array_equal(np.asarray(viewer.layers["rgb labels"].data), lab)
-    widget._channel.value = 0  # the empty red channel: a constant frame, no objects
-    widget.run()
-    _wait_idle(qtbot, widget)
-    assert np.asarray(viewer.layers["rgb labels"].data).max() == 0
+    np.testing.assert_array_equal(_labels_with_channel(widget, qtbot, viewer, "rgb", 1), lab)
+    # the empty red channel: a constant frame, no objects
+    assert _labels_with_channel(widget, qtbot, viewer, "rgb", 0).max() == 0
 
 
 def test_segment_widget_composite_layer(make_napari_viewer_proxy, qtbot):
@@ -220,14 +223,9 @@ def test_segment_widget_composite_layer(make_napari_viewer_proxy, qtbot):
     widget.use_model(model, "oracle")
     assert widget._channel.choices == (None, 0, 1, 2) and widget._channel.value is None
     assert "blue channel" in widget._channel.native.itemText(0)
-    widget.run()
-    _wait_idle(qtbot, widget)
-    lab = np.asarray(viewer.layers["composite labels"].data)
+    lab = _labels_with_channel(widget, qtbot, viewer, "composite")
     assert lab.shape == gt.shape and matching(gt, lab, thresh=0.5).accuracy >= 0.9
-    widget._channel.value = 2
-    widget.run()
-    _wait_idle(qtbot, widget)
-    np.testing.assert_array_equal(np.asarray(viewer.layers["composite labels"].data), lab)
+    np.testing.assert_array_equal(_labels_with_channel(widget, qtbot, viewer, "composite", 2), lab)
 
 
 def test_segment_widget_with_a_trained_model_file(seg_viewer, qtbot, tmp_path):

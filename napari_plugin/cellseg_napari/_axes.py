@@ -183,13 +183,18 @@ def channel_choices(shape: Sequence[int], axes: str, rgb: bool = False, metadata
     return out
 
 
+def _colour_array(data, axis: int, max_size: int) -> bool:
+    """Whether ``data`` is an in-memory array of at most ``max_size`` elements with 3 or 4 entries
+    along ``axis``: what the colour tests below read (nothing else is loaded)."""
+    return (isinstance(data, np.ndarray) and data.size <= max_size and -data.ndim <= axis < data.ndim
+            and data.shape[axis] in (3, 4))
+
+
 def channels_equal(data, axis: int, max_size: int = 64_000_000) -> bool:
     """True when the first three channels of ``data`` along ``axis`` are identical (grey
     stored as RGB), as :class:`cellseg.segmenter.Segmenter` tests it. In-memory arrays of
     at most ``max_size`` elements only (others: False, nothing is loaded)."""
-    if not isinstance(data, np.ndarray) or data.size > max_size:
-        return False
-    if not (-data.ndim <= axis < data.ndim) or data.shape[axis] not in (3, 4):
+    if not _colour_array(data, axis, max_size):
         return False
     first = np.take(data, 0, axis=axis)
     return all(np.array_equal(first, np.take(data, i, axis=axis)) for i in (1, 2))
@@ -200,9 +205,7 @@ def pseudo_colour(data, axis: int, max_size: int = 64_000_000) -> int | None:
     fluorescence image shown in a colour: DAPI in blue), as
     :func:`cellseg.segmenter.pseudo_colour_channel` finds it; None otherwise, and for arrays that
     are not in memory or larger than ``max_size`` elements (nothing is loaded)."""
-    if not isinstance(data, np.ndarray) or data.size > max_size:
-        return None
-    if not (-data.ndim <= axis < data.ndim) or data.shape[axis] not in (3, 4):
+    if not _colour_array(data, axis, max_size):
         return None
     from cellseg.segmenter import pseudo_colour_channel
 
@@ -214,9 +217,7 @@ def composite_nuclear_channel(data, axis: int, max_size: int = 64_000_000) -> in
     is a composite of fluorescence stains (the blue one, by convention), as
     :func:`cellseg.segmenter.fluorescence_composite` finds it; None otherwise, and for arrays
     that are not in memory or larger than ``max_size`` elements (nothing is loaded)."""
-    if not isinstance(data, np.ndarray) or data.size > max_size:
-        return None
-    if not (-data.ndim <= axis < data.ndim) or data.shape[axis] not in (3, 4):
+    if not _colour_array(data, axis, max_size):
         return None
     from cellseg.segmenter import fluorescence_composite
 
